@@ -1,0 +1,1 @@
+"""The edges: the HTTP API and the command line."""

@@ -1,0 +1,174 @@
+"""The HTTP API (FastAPI) on embedded defaults: points in, incidents out.
+
+- ``POST /api/v1/points``: a JSON list of points, or ``{"points": [...]}``; each point is
+  ``{"metric": ..., "timestamp": ..., "value": ...}`` (see :mod:`workers.ingest`). Good points
+  are kept even when others are rejected; the answer lists every rejected one with its index
+  and what to fix. 202 when at least one point was accepted, 422 when none was.
+- ``GET /api/v1/incidents``: incidents, most urgent first (``status``, ``limit``, ``offset``).
+- ``GET /api/v1/incidents/{id}``: one incident with its members, evidence, history and a
+  readable summary.
+- ``GET /healthz``: liveness and a few counters.
+
+The embedded tick runs in a background thread every ``STORMEYE_TICK_S`` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+
+from grouping.report import summary
+from workers.db import Database
+from workers.ingest import PointBatch, PointReader
+from workers.pipeline import Pipeline
+from workers.settings import Settings, get_settings
+
+MAX_POINTS_PER_REQUEST = 100_000
+
+
+class Service:
+    """The pipeline, its lock and the ticker thread."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline | None = None) -> None:
+        self.settings = settings
+        self.database = pipeline.database if pipeline and pipeline.database else Database(settings.database_url)
+        self.pipeline = pipeline or Pipeline(settings, database=self.database)
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_tick: float | None = None
+        self.reader = PointReader()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="stormeye-tick", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.tick_s):
+            self.tick()
+
+    def tick(self, until: float | None = None) -> int:
+        with self.lock:
+            results = self.pipeline.tick(until)
+        self.last_tick = time.time()
+        return len(results)
+
+    def accept(self, records: list[Any], now: float) -> dict[str, Any]:
+        batch = PointBatch()
+        for i, rec in enumerate(records):
+            self.reader.add_record(batch, f"points[{i}]", rec)
+        names, ts, vals = batch.arrays()
+        keep = []
+        newest = self.pipeline.store.newest()
+        oldest_ok = None if newest is None else newest - (self.pipeline.store.length - 1) * self.pipeline.step
+        for k, t in enumerate(ts):
+            if t > now + self.settings.max_future_s:
+                batch.reject(
+                    batch.sources[k],
+                    f"timestamp {t:.0f} is {t - now:.0f} s in the future; check the sender's clock (UTC epoch seconds)",
+                )
+            elif oldest_ok is not None and t < oldest_ok:
+                batch.reject(
+                    batch.sources[k],
+                    f"timestamp {t:.0f} is older than the window store keeps "
+                    f"({self.pipeline.store.length} steps); it cannot be scored",
+                )
+            else:
+                keep.append(k)
+        accepted = 0
+        if keep:
+            with self.lock:
+                accepted = self.pipeline.ingest([names[k] for k in keep], ts[keep], vals[keep])
+        errors = [{"where": e.where, "error": e.message} for e in batch.errors]
+        return {"accepted": accepted, "rejected": batch.rejected, "errors": errors}
+
+
+def create_app(
+    settings: Settings | None = None, pipeline: Pipeline | None = None, start_ticker: bool = True
+) -> FastAPI:
+    settings = settings or get_settings()
+    service = Service(settings, pipeline)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if start_ticker:
+            service.start()
+        yield
+        service.stop()
+
+    app = FastAPI(
+        title="stormeye",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Alert correlation and grouping: an alert storm in, a few incidents out.",
+    )
+    app.state.service = service
+
+    @app.post("/api/v1/points", status_code=202)
+    async def post_points(request: Request) -> JSONResponse:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else None
+        except json.JSONDecodeError as exc:
+            raise HTTPException(
+                400, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from None
+        records = body.get("points") if isinstance(body, dict) else body
+        if isinstance(body, dict) and "points" not in body:
+            records = [body] if {"metric", "value"} <= set(body) or "labels" in body else None
+        if not isinstance(records, list):
+            raise HTTPException(
+                400,
+                'send a JSON list of points or an object {"points": [...]}; each point is '
+                '{"metric": ..., "timestamp": ..., "value": ...}',
+            )
+        if len(records) > MAX_POINTS_PER_REQUEST:
+            raise HTTPException(
+                413, f"{len(records)} points in one request; send at most {MAX_POINTS_PER_REQUEST} per request"
+            )
+        result = service.accept(records, time.time())
+        status = 202 if result["accepted"] or not records else 422
+        return JSONResponse(result, status_code=status)
+
+    @app.get("/api/v1/incidents")
+    def list_incidents(
+        status: str | None = Query(None, pattern="^(open|resolved|merged)$"),
+        limit: int = Query(100, ge=1, le=1000),
+        offset: int = Query(0, ge=0),
+    ) -> dict[str, Any]:
+        db = service.database
+        return {"incidents": db.list_incidents(status, limit, offset), "total": db.count_incidents(status)}
+
+    @app.get("/api/v1/incidents/{incident_id}")
+    def get_incident(incident_id: str) -> dict[str, Any]:
+        inc = service.database.get_incident(incident_id)
+        if inc is None:
+            raise HTTPException(404, f"no incident {incident_id!r}")
+        inc["summary"] = summary(inc)
+        return inc
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        p = service.pipeline
+        return {
+            "status": "ok",
+            "mode": settings.mode,
+            "metrics": len(p.registry),
+            "open_incidents": len(p.incidents.open_incidents()),
+            "last_tick": service.last_tick,
+            "newest_point": p.store.newest(),
+        }
+
+    return app

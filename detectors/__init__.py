@@ -1,0 +1,38 @@
+"""Anomaly detectors: pure, vectorized scoring of metric windows (no I/O, no clock)."""
+
+from detectors.base import Detector, Scores, Status
+from detectors.events import Anomaly, AnomalyTracker, TrackerUpdate
+from detectors.robust_z import RobustZScore
+
+__all__ = [
+    "Anomaly",
+    "AnomalyTracker",
+    "Detector",
+    "RobustZScore",
+    "Scores",
+    "Status",
+    "TrackerUpdate",
+    "available",
+    "default_detector",
+    "score_series",
+]
+
+
+def available() -> dict[str, type[Detector]]:
+    """Every detector strategy by name (the shared contract test runs them all)."""
+    return {cls.name: cls for cls in (RobustZScore,)}
+
+
+def default_detector() -> Detector:
+    """The detector the pipeline uses unless configured otherwise."""
+    return RobustZScore()
+
+
+def score_series(values: object, timestamps: object = None, detector: str | Detector = "default") -> object:
+    """Per-point scores in [0, 1] of a whole series, strictly causal (streaming semantics)."""
+    import numpy as np
+
+    det = default_detector() if detector == "default" else detector
+    if isinstance(det, str):
+        raise ValueError(f"unknown detector {det!r}; use 'default' or pass a Detector")
+    return det.score_series(np.asarray(values, dtype=np.float64))

@@ -1,0 +1,24 @@
+"""Grouping: metric names, shape correlation, the anomaly graph, incidents, priority and reports.
+
+Pure computation on plain data: no sockets, files or clocks.
+"""
+
+from grouping.graph import GroupingConfig
+from grouping.incidents import Incident, IncidentChange, IncidentTracker, Member
+from grouping.names import MetricNameError, NameIndex, canonical, normalize, parse
+from grouping.priority import PriorityModel, PriorityRule
+
+__all__ = [
+    "GroupingConfig",
+    "Incident",
+    "IncidentChange",
+    "IncidentTracker",
+    "Member",
+    "MetricNameError",
+    "NameIndex",
+    "PriorityModel",
+    "PriorityRule",
+    "canonical",
+    "normalize",
+    "parse",
+]

@@ -1,0 +1,167 @@
+"""Shape similarity of metric windows: Pearson correlation with lag tolerance.
+
+Pearson correlation of two windows is the cosine of their z-normalized forms, so everything
+here works on z-normalized rows. Real data needs three more things:
+
+- missing points: filled by linear interpolation inside a row (edges held), never dropped;
+- lags: one metric often follows another by a step or two, so the correlation is the best
+  over shifts of ``-max_lag .. +max_lag`` steps (each shift re-normalized on its overlap);
+- more than one view of a shape: the raw values catch level shifts, trends and spikes; the
+  smoothed absolute deviation from the median (``"envelope"``) catches variance bursts, whose
+  raw values do not correlate even when they start together.
+
+``correlate_all`` is exact over all pairs (for the few hundred anomalies of a tick);
+``correlate_pairs`` does the same for chosen candidate pairs only, so that thousands of
+anomalies cost about as much as their candidate pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+TRANSFORMS = ("raw", "diff", "envelope")
+
+
+def fill_missing(windows: np.ndarray) -> np.ndarray:
+    """Linear interpolation of NaNs along each row; rows with no finite point become zeros."""
+    x = np.array(windows, dtype=np.float64, copy=True)
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return x
+    n = x.shape[1]
+    idx = np.arange(n)
+    for r in np.flatnonzero(bad.any(axis=1)):
+        good = ~bad[r]
+        if not good.any():
+            x[r] = 0.0
+        else:
+            x[r, bad[r]] = np.interp(idx[bad[r]], idx[good], x[r, good])
+    return x
+
+
+def transform(windows: np.ndarray, kind: str = "raw", smooth: int = 1) -> np.ndarray:
+    """A view of the windows' shapes: ``raw``, ``diff`` (first differences) or ``envelope``."""
+    x = fill_missing(windows)
+    if kind == "diff":
+        x = np.diff(x, axis=1)
+    elif kind == "envelope":
+        med = np.median(x, axis=1, keepdims=True)
+        x = np.abs(x - med)
+        smooth = max(smooth, 3)
+    elif kind != "raw":
+        raise ValueError(f"unknown transform {kind!r}; use one of {TRANSFORMS}")
+    if smooth > 1 and x.shape[1] >= smooth:
+        kernel = np.ones(smooth) / smooth
+        c = np.cumsum(np.pad(x, ((0, 0), (1, 0))), axis=1)
+        x = (c[:, smooth:] - c[:, :-smooth]) * kernel[0]
+    return x
+
+
+def znorm(x: np.ndarray) -> np.ndarray:
+    """Row-wise z-normalization; flat rows become zeros (they correlate with nothing)."""
+    mu = x.mean(axis=1, keepdims=True)
+    sd = x.std(axis=1, keepdims=True)
+    out = np.zeros_like(x)
+    ok = sd[:, 0] > 1e-12 * np.maximum(1.0, np.abs(mu[:, 0]))
+    out[ok] = (x[ok] - mu[ok]) / sd[ok]
+    return out
+
+
+def _lag_views(x: np.ndarray, max_lag: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """For each lag, the (a, b) aligned slices: a[t] against b[t + lag], both z-normalized."""
+    n = x.shape[1]
+    views = []
+    for lag in range(-max_lag, max_lag + 1):
+        if lag >= 0:
+            a, b = x[:, : n - lag], x[:, lag:]
+        else:
+            a, b = x[:, -lag:], x[:, : n + lag]
+        views.append((lag, znorm(a), znorm(b)))
+    return views
+
+
+def correlate_all(
+    windows: np.ndarray, max_lag: int = 3, kind: str = "raw", smooth: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best lagged Pearson correlation and its lag for every pair of rows.
+
+    Returns ``(corr, lag)``, both ``(k, k)``; ``lag[i, j] = L`` means row ``j`` follows row ``i``
+    by ``L`` steps.
+    """
+    x = transform(windows, kind, smooth)
+    k, n = x.shape
+    max_lag = max(0, min(max_lag, n // 4))
+    best = np.full((k, k), -np.inf)
+    best_lag = np.zeros((k, k), dtype=np.int64)
+    for lag, a, b in _lag_views(x, max_lag):
+        c = (a @ b.T) / a.shape[1]
+        better = c > best
+        best[better] = c[better]
+        best_lag[better] = lag
+    np.fill_diagonal(best, 1.0)
+    np.fill_diagonal(best_lag, 0)
+    return np.clip(best, -1.0, 1.0), best_lag
+
+
+def correlate_pairs(
+    windows: np.ndarray,
+    left: Sequence[int] | np.ndarray,
+    right: Sequence[int] | np.ndarray,
+    max_lag: int = 3,
+    kind: str = "raw",
+    smooth: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best lagged correlation and lag for the pairs ``(left[p], right[p])`` only."""
+    li = np.asarray(left, dtype=np.int64)
+    ri = np.asarray(right, dtype=np.int64)
+    if len(li) == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    x = transform(windows, kind, smooth)
+    n = x.shape[1]
+    max_lag = max(0, min(max_lag, n // 4))
+    best = np.full(len(li), -np.inf)
+    best_lag = np.zeros(len(li), dtype=np.int64)
+    for lag, a, b in _lag_views(x, max_lag):
+        c = np.einsum("ij,ij->i", a[li], b[ri]) / a.shape[1]
+        better = c > best
+        best[better] = c[better]
+        best_lag[better] = lag
+    return np.clip(best, -1.0, 1.0), best_lag
+
+
+def shape_similarity(
+    windows: np.ndarray, max_lag: int = 3, kinds: Sequence[str] = ("raw", "envelope")
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best correlation over the given views of every pair (and its lag), all pairs."""
+    best: np.ndarray | None = None
+    best_lag: np.ndarray | None = None
+    for kind in kinds:
+        c, lag = correlate_all(windows, max_lag, kind)
+        if best is None or best_lag is None:
+            best, best_lag = c, lag
+        else:
+            better = c > best
+            best = np.where(better, c, best)
+            best_lag = np.where(better, lag, best_lag)
+    assert best is not None and best_lag is not None
+    return best, best_lag
+
+
+def shape_similarity_pairs(
+    windows: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    max_lag: int = 3,
+    kinds: Sequence[str] = ("raw", "envelope"),
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`shape_similarity` for chosen pairs only."""
+    best = np.full(len(left), -1.0)
+    best_lag = np.zeros(len(left), dtype=np.int64)
+    for kind in kinds:
+        c, lag = correlate_pairs(windows, left, right, max_lag, kind)
+        better = c > best
+        best = np.where(better, c, best)
+        best_lag = np.where(better, lag, best_lag)
+    return best, best_lag

@@ -1,0 +1,378 @@
+"""Incidents that live across ticks: open, grow, merge, change priority, resolve.
+
+Every tick the tracker receives the anomalies that changed. Known ones update their
+incident. New ones are put in a graph (:mod:`grouping.graph`) together with the *linkable*
+members of open incidents — members still anomalous or active within ``link_window_s`` — and
+each (guarded) component decides:
+
+- only new anomalies: a new incident opens;
+- new anomalies and members of one incident: they join it (it grows);
+- members of several incidents: the incidents merge into the one opened first (ties: the
+  smaller id); the others end with status ``merged`` and ``merged_into`` pointing at it.
+
+An incident resolves when all its members have closed and ``resolve_after_s`` has passed
+since its last activity. A resolved incident never reopens: a new problem on the same
+metrics opens a NEW incident whose ``follows`` names the one before (so a service failing
+again ten minutes later is a new page, linked to its history). Because only recently active
+members are linkable, an incident cannot absorb members forever: a quiet gap longer than
+``link_window_s`` separates two problems.
+
+Incident ids are derived from the first anomaly (metric and start), so the same input gives
+the same ids in every mode. Every change is returned as an :class:`IncidentChange`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from grouping.graph import GroupingConfig, Node, build_graph, edge_evidence, guarded_components, hot_properties
+from grouping.names import NameIndex, parse
+from grouping.priority import PriorityModel
+from grouping.report import root_entity, root_metric, title
+
+Key = tuple[str, float]
+
+
+class AnomalyLike(Protocol):
+    metric: str
+    start: float
+    end: float
+    peak_score: float
+    peak_at: float
+    direction: int
+    open: bool
+
+
+@dataclass
+class Member:
+    """An anomaly inside an incident, with the evidence that brought it in."""
+
+    metric: str
+    start: float
+    end: float
+    peak_score: float
+    peak_at: float
+    direction: int
+    open: bool
+    joined_at: float
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> Key:
+        return (self.metric, self.start)
+
+
+@dataclass
+class Incident:
+    """A group of anomalies that belong together, kept across ticks."""
+
+    id: str
+    opened_at: float
+    updated_at: float
+    status: str = "open"  # open | resolved | merged
+    resolved_at: float | None = None
+    merged_into: str | None = None
+    merged_from: list[str] = field(default_factory=list)
+    follows: str | None = None
+    members: dict[Key, Member] = field(default_factory=dict)
+    priority: int = 5
+    priority_score: float = 0.0
+    priority_parts: dict[str, float] = field(default_factory=dict)
+    title: str = ""
+    root: str | None = None
+    root_entity: str | None = None
+    version: int = 0
+
+    @property
+    def start(self) -> float:
+        return min(m.start for m in self.members.values()) if self.members else self.opened_at
+
+    @property
+    def end(self) -> float:
+        return max(m.end for m in self.members.values()) if self.members else self.updated_at
+
+    @property
+    def last_activity(self) -> float:
+        return self.end
+
+    @property
+    def metrics(self) -> list[str]:
+        return sorted({m.metric for m in self.members.values()})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The raw data of the incident, JSON-ready (members sorted by start)."""
+        d = asdict(self)
+        d["members"] = [asdict(m) for m in sorted(self.members.values(), key=lambda m: (m.start, m.metric))]
+        d["start"], d["end"] = self.start, self.end
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Incident:
+        data = {k: v for k, v in d.items() if k not in ("members", "start", "end")}
+        inc = cls(**data)
+        for m in d.get("members", []):
+            mem = Member(**m)
+            inc.members[mem.key] = mem
+        return inc
+
+
+@dataclass(frozen=True)
+class IncidentChange:
+    """One recorded change: opened, grew, merged, absorbed, priority_changed, resolved."""
+
+    incident: str
+    kind: str
+    at: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def incident_id(metric: str, start: float) -> str:
+    digest = hashlib.sha1(f"{metric}|{start:.3f}".encode()).hexdigest()[:12]
+    return f"inc-{digest}"
+
+
+class IncidentTracker:
+    """Groups anomalies into incidents and keeps them across ticks (pure; state is serializable)."""
+
+    def __init__(
+        self,
+        index: NameIndex,
+        config: GroupingConfig | None = None,
+        priority: PriorityModel | None = None,
+        step: float = 60.0,
+        retain_s: float = 86400.0,
+    ) -> None:
+        self.index = index
+        self.config = config or GroupingConfig()
+        self.priority = priority or PriorityModel()
+        self.step = step
+        self.retain_s = retain_s
+        self.incidents: dict[str, Incident] = {}
+        self._of: dict[Key, str] = {}
+        self._last_of_metric: dict[str, str] = {}
+        self._props: dict[str, dict[str, str]] = {}
+
+    # -- queries -------------------------------------------------------------------------
+
+    def open_incidents(self) -> list[Incident]:
+        return [i for i in self.incidents.values() if i.status == "open"]
+
+    def incident_of(self, metric: str, start: float) -> Incident | None:
+        iid = self._of.get((metric, start))
+        return self.incidents.get(iid) if iid else None
+
+    def props(self, metric: str) -> dict[str, str]:
+        p = self._props.get(metric)
+        if p is None:
+            p = self._props[metric] = parse(metric)
+        return p
+
+    # -- the tick ------------------------------------------------------------------------
+
+    def update(
+        self, now: float, anomalies: Iterable[AnomalyLike], windows: Callable[[Sequence[str]], np.ndarray]
+    ) -> list[IncidentChange]:
+        """Apply one tick's changed anomalies; returns every incident change it caused."""
+        changes: list[IncidentChange] = []
+        touched: set[str] = set()
+        new: list[AnomalyLike] = []
+        seen: set[Key] = set()
+        for a in anomalies:
+            key = (a.metric, a.start)
+            if key in seen:
+                continue
+            seen.add(key)
+            iid = self._of.get(key)
+            if iid is None:
+                new.append(a)
+                continue
+            inc = self.incidents[iid]
+            mem = inc.members[key]
+            mem.end, mem.open = max(mem.end, a.end), a.open
+            if a.peak_score > mem.peak_score:
+                mem.peak_score, mem.peak_at, mem.direction = a.peak_score, a.peak_at, a.direction
+            inc.updated_at = now
+            touched.add(iid)
+        if new:
+            changes += self._group_new(now, new, windows, touched)
+        for iid in sorted(touched):
+            inc = self.incidents[iid]
+            if inc.status == "open":
+                changes += self._refresh(now, inc)
+        changes += self._resolve(now)
+        self._prune(now)
+        return changes
+
+    def _linkable(self, now: float) -> list[Member]:
+        horizon = self.config.link_window_s
+        out: list[Member] = []
+        for inc in self.incidents.values():
+            if inc.status != "open":
+                continue
+            out.extend(m for m in inc.members.values() if m.open or now - m.end <= horizon)
+        return out
+
+    def _group_new(
+        self, now: float, new: list[AnomalyLike], windows: Callable[[Sequence[str]], np.ndarray], touched: set[str]
+    ) -> list[IncidentChange]:
+        new.sort(key=lambda a: (a.start, a.metric))
+        old = self._linkable(now)
+        nodes = [Node(key=(a.metric, a.start), metric=a.metric, start=a.start) for a in new]
+        nodes += [Node(key=m.key, metric=m.metric, start=m.start, incident=self._of[m.key]) for m in old]
+        self.index.add(sorted({nd.metric for nd in nodes if nd.metric not in self.index}))
+        g = build_graph(nodes, range(len(new)), self.index, windows, self.config, self.step)
+        n_new = len(new)
+        changes: list[IncidentChange] = []
+        for comp in sorted(guarded_components(g.subgraph(range(n_new)), self.config), key=min):
+            fresh = sorted(comp)
+            targets = self._targets(g, nodes, fresh, n_new)
+            if not targets:
+                first = new[fresh[0]]
+                iid = incident_id(first.metric, first.start)
+                inc = Incident(
+                    id=iid, opened_at=now, updated_at=now, follows=self._follows([new[i].metric for i in fresh])
+                )
+                self.incidents[iid] = inc
+                kind = "opened"
+            else:
+                targets.sort(key=lambda iid: (self.incidents[iid].opened_at, iid))
+                iid = targets[0]
+                inc = self.incidents[iid]
+                for other in targets[1:]:
+                    changes += self._merge(now, other, iid)
+                kind = "grew"
+            scope = set(fresh) | {j for j in range(n_new, len(nodes)) if nodes[j].incident in targets}
+            for i in fresh:
+                a = new[i]
+                mem = Member(
+                    metric=a.metric,
+                    start=a.start,
+                    end=a.end,
+                    peak_score=a.peak_score,
+                    peak_at=a.peak_at,
+                    direction=a.direction,
+                    open=a.open,
+                    joined_at=now,
+                    evidence=edge_evidence(g, i, scope),
+                )
+                inc.members[mem.key] = mem
+                self._of[mem.key] = iid
+            inc.updated_at = now
+            touched.add(iid)
+            changes.append(IncidentChange(iid, kind, now, {"added": [new[i].metric for i in fresh]}))
+        return changes
+
+    def _targets(self, g: Any, nodes: Sequence[Node], fresh: Sequence[int], n_new: int) -> list[str]:
+        """Open incidents a cluster of new anomalies joins: the most strongly linked one, plus any
+        other that at least ``merge_min_links`` of the new anomalies link to with comparable weight."""
+        weight: dict[str, float] = {}
+        linkers: dict[str, set[int]] = {}
+        for i in fresh:
+            for j, data in g[i].items():
+                if j < n_new:
+                    continue
+                iid = nodes[j].incident
+                weight[iid] = weight.get(iid, 0.0) + data["weight"]
+                linkers.setdefault(iid, set()).add(i)
+        if not weight:
+            return []
+        best = max(weight, key=lambda k: (weight[k], k))
+        out = [best]
+        for iid, w in weight.items():
+            if iid != best and len(linkers[iid]) >= self.config.merge_min_links and w >= 0.5 * weight[best]:
+                out.append(iid)
+        return out
+
+    def _follows(self, metrics: Sequence[str]) -> str | None:
+        prev = [self._last_of_metric[m] for m in metrics if m in self._last_of_metric]
+        prev = [p for p in prev if p in self.incidents]
+        if not prev:
+            return None
+        return max(prev, key=lambda p: (self.incidents[p].updated_at, p))
+
+    def _merge(self, now: float, source_id: str, target_id: str) -> list[IncidentChange]:
+        src, dst = self.incidents[source_id], self.incidents[target_id]
+        for key, mem in src.members.items():
+            dst.members[key] = mem
+            self._of[key] = target_id
+        src.members = {}
+        src.status, src.merged_into, src.updated_at = "merged", target_id, now
+        src.version += 1
+        dst.merged_from.append(source_id)
+        return [
+            IncidentChange(target_id, "absorbed", now, {"from": source_id}),
+            IncidentChange(source_id, "merged", now, {"into": target_id}),
+        ]
+
+    def _refresh(self, now: float, inc: Incident) -> list[IncidentChange]:
+        members = list(inc.members.values())
+        metrics = inc.metrics
+        props = {m: self.props(m) for m in metrics}
+        before = inc.priority
+        pr = self.priority.score(members, props, inc.last_activity)
+        inc.priority, inc.priority_score, inc.priority_parts = pr.level, pr.score, pr.parts
+        inc.root = root_metric(members, lambda m: self.priority.importance(m, self.props(m)))
+        hot = hot_properties(self.index, metrics, self.config) if len(metrics) > 1 else []
+        inc.root_entity = root_entity(metrics, props, hot)
+        inc.title = title(members, props, inc.root, inc.root_entity)
+        inc.version += 1
+        for m in metrics:
+            self._last_of_metric[m] = inc.id
+        if inc.version > 1 and pr.level != before:
+            return [IncidentChange(inc.id, "priority_changed", now, {"from": before, "to": pr.level})]
+        return []
+
+    def _resolve(self, now: float) -> list[IncidentChange]:
+        out = []
+        for inc in self.open_incidents():
+            if any(m.open for m in inc.members.values()):
+                continue
+            if now - inc.last_activity >= self.config.resolve_after_s:
+                inc.status, inc.resolved_at, inc.updated_at = "resolved", now, now
+                inc.version += 1
+                out.append(IncidentChange(inc.id, "resolved", now, {"members": len(inc.members)}))
+        return out
+
+    def resolve_all(self, now: float) -> list[IncidentChange]:
+        """Close every member and resolve every open incident (end of a replay)."""
+        for inc in self.open_incidents():
+            for m in inc.members.values():
+                m.open = False
+        saved = self.config
+        self.config = replace(saved, resolve_after_s=0.0)
+        try:
+            return self._resolve(now)
+        finally:
+            self.config = saved
+
+    def _prune(self, now: float) -> None:
+        """Forget incidents that ended long ago (they live on in the database)."""
+        old = [i for i, inc in self.incidents.items() if inc.status != "open" and now - inc.updated_at > self.retain_s]
+        for iid in old:
+            inc = self.incidents.pop(iid)
+            for key in inc.members:
+                if self._of.get(key) == iid:
+                    del self._of[key]
+
+    # -- state ---------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "incidents": [inc.to_dict() for inc in self.incidents.values()],
+            "last_of_metric": dict(self._last_of_metric),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.incidents = {}
+        self._of = {}
+        for d in state.get("incidents", []):
+            inc = Incident.from_dict(d)
+            self.incidents[inc.id] = inc
+            for key in inc.members:
+                self._of[key] = inc.id
+        self._last_of_metric = dict(state.get("last_of_metric", {}))

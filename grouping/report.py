@@ -1,0 +1,119 @@
+"""Readable incidents: titles, root metric and entity, text summaries and the raw data as JSON.
+
+Root metric: among the members of the highest importance weight, the *strong* ones (peak score
+at least 80% of the strongest of them) are candidates, and the earliest to start is the root;
+ties go to the higher peak, then to the name. An early weak wobble does not become the root,
+and a loud late symptom does not either.
+
+Root entity: the entity label (``host``, ``instance``, ``pod``, ``container``, ``node``,
+``service``, ``job``, ``app``, ``region``, most specific first) whose most common value covers
+at least half the members; for metrics without entity labels (business metrics), the property
+shared by all members, or failing that the most over-represented one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from grouping.names import NAME_KEY
+from grouping.priority import MemberLike, MetricImportance
+
+ENTITY_KEYS = ("host", "instance", "pod", "container", "node", "service", "job", "app", "region")
+
+
+def root_metric(members: Sequence[MemberLike], importance: Callable[[str], MetricImportance]) -> str | None:
+    if not members:
+        return None
+    top = max(importance(m.metric).weight for m in members)
+    heavy = [m for m in members if importance(m.metric).weight >= top]
+    strongest = max(m.peak_score for m in heavy)
+    strong = [m for m in heavy if m.peak_score >= 0.8 * strongest]
+    return min(strong, key=lambda m: (m.start, -m.peak_score, m.metric)).metric
+
+
+def root_entity(
+    metrics: Sequence[str], props: Mapping[str, Mapping[str, str]], hot: Sequence[tuple[str, int, int, float]] = ()
+) -> str | None:
+    if not metrics:
+        return None
+    n = len(metrics)
+    for key in ENTITY_KEYS:
+        values = Counter(props[m][key] for m in metrics if key in props[m])
+        if values:
+            value, count = values.most_common(1)[0]
+            if count * 2 >= n:
+                return f"{key}={value}"
+    shared = shared_scope(metrics, props)
+    if shared:
+        return ",".join(f"{k}={v}" for k, v in shared.items())
+    for pair, count, _total, _lift in hot:
+        if not pair.startswith(NAME_KEY + "=") and count * 2 >= n:
+            return pair
+    return None
+
+
+def shared_scope(metrics: Sequence[str], props: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """Properties (other than the metric name) that every member has with the same value."""
+    if not metrics:
+        return {}
+    common = {k: v for k, v in props[metrics[0]].items() if k != NAME_KEY}
+    for m in metrics[1:]:
+        p = props[m]
+        common = {k: v for k, v in common.items() if p.get(k) == v}
+    return dict(sorted(common.items()))
+
+
+def verb(directions: Sequence[int]) -> str:
+    ups = sum(d > 0 for d in directions)
+    downs = sum(d < 0 for d in directions)
+    if ups >= 2 * max(downs, 1) or (ups and not downs):
+        return "rose"
+    if downs >= 2 * max(ups, 1) or (downs and not ups):
+        return "dropped"
+    return "changed"
+
+
+def title(
+    members: Sequence[MemberLike], props: Mapping[str, Mapping[str, str]], root: str | None, entity: str | None
+) -> str:
+    """E.g. ``purchase_count dropped for country=England across 12 metrics``."""
+    metrics = sorted({m.metric for m in members})
+    if not metrics:
+        return "empty incident"
+    how = verb([m.direction for m in members])
+    if len(metrics) == 1:
+        return f"{metrics[0]} {how}"
+    names = Counter(props[m].get(NAME_KEY, "") for m in metrics)
+    if len(names) == 1:
+        what = next(iter(names))
+    else:
+        root_name = props[root].get(NAME_KEY, "") if root else names.most_common(1)[0][0]
+        others = len(names) - 1
+        what = f"{root_name} and {others} other measure{'s' if others > 1 else ''}"
+    scope = shared_scope(metrics, props)
+    where = ", ".join(f"{k}={v}" for k, v in scope.items()) if scope else (f"mostly {entity}" if entity else "")
+    where = f" for {where}" if where else ""
+    return f"{what} {how}{where} across {len(metrics)} metrics"
+
+
+def summary(incident: Mapping[str, Any]) -> str:
+    """A few lines a person reads in a notification or a terminal."""
+    lines = [
+        f"[P{incident['priority']}] {incident['title']}",
+        f"incident {incident['id']} · {incident['status']} · {len(incident['members'])} anomalies",
+    ]
+    if incident.get("root"):
+        lines.append(
+            f"root: {incident['root']}" + (f" ({incident['root_entity']})" if incident.get("root_entity") else "")
+        )
+    parts = incident.get("priority_parts") or {}
+    if parts:
+        lines.append("priority: " + ", ".join(f"{k} {v:g}" for k, v in parts.items()))
+    for m in sorted(incident["members"], key=lambda m: (-m["peak_score"], m["metric"]))[:10]:
+        arrow = {1: "↑", -1: "↓"}.get(m["direction"], "·")
+        lines.append(f"  {arrow} {m['metric']}  peak {m['peak_score']:.2f}")
+    if len(incident["members"]) > 10:
+        lines.append(f"  … and {len(incident['members']) - 10} more")
+    return "\n".join(lines)

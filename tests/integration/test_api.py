@@ -1,0 +1,84 @@
+"""The HTTP API on embedded defaults: points in (good kept, bad explained), incidents out."""
+
+import time
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from workers.settings import Settings
+
+
+def client(sqlite_url: str) -> TestClient:
+    return TestClient(create_app(Settings(database_url=sqlite_url, step_s=60), start_ticker=False))
+
+
+def test_points_good_are_kept_and_bad_are_explained(sqlite_url: str) -> None:
+    now = time.time()
+    with client(sqlite_url) as c:
+        body = {
+            "points": [
+                {"metric": 'cpu{host="a"}', "timestamp": now - 60, "value": 1.0},
+                {"metric": 'cpu{host="a"', "timestamp": now - 60, "value": 1.0},
+                {"metric": "cpu", "timestamp": now - 60, "value": "NaN"},
+                {"metric": "cpu", "timestamp": now - 60},
+                {"metric": "cpu", "timestamp": now + 86400, "value": 1},
+                {"metric": "cpu", "timestamp": "soon", "value": 1},
+                "nonsense",
+            ]
+        }
+        r = c.post("/api/v1/points", json=body)
+        assert r.status_code == 202
+        got = r.json()
+        assert got["accepted"] == 1 and got["rejected"] == 6
+        where = {e["where"]: e["error"] for e in got["errors"]}
+        assert "braces" in where["points[1]"]
+        assert "not finite" in where["points[2]"]
+        assert "missing field(s) value" in where["points[3]"]
+        assert "in the future" in where["points[4]"]
+        assert "ISO 8601" in where["points[5]"]
+        assert "JSON object" in where["points[6]"]
+        assert c.get("/healthz").json()["metrics"] == 1
+
+
+def test_requests_that_are_wrong_as_a_whole(sqlite_url: str) -> None:
+    with client(sqlite_url) as c:
+        r = c.post("/api/v1/points", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
+        r = c.post("/api/v1/points", json={"pts": []})
+        assert r.status_code == 400 and "JSON list of points" in r.json()["detail"]
+        r = c.post("/api/v1/points", json=[{"metric": "cpu", "timestamp": 1, "value": "x"}])
+        assert r.status_code == 422 and r.json()["accepted"] == 0
+        assert c.get("/api/v1/incidents/nope").status_code == 404
+        assert c.get("/api/v1/incidents?status=bogus").status_code == 422
+
+
+def test_points_become_an_incident_through_the_tick(sqlite_url: str) -> None:
+    rng = np.random.default_rng(0)
+    step = 60
+    t0 = (int(time.time()) // step - 200) * step
+    hosts = [f"h{i}" for i in range(4)]
+    with client(sqlite_url) as c:
+        for k in range(200):
+            t = t0 + k * step
+            shift = 30.0 if k >= 190 else 0.0
+            pts = [
+                {
+                    "metric": f'errors{{service="checkout",host="{h}"}}',
+                    "timestamp": t,
+                    "value": 10 + rng.normal() + shift,
+                }
+                for h in hosts
+            ]
+            pts += [
+                {"metric": f'errors{{service="search",host="s{i}"}}', "timestamp": t, "value": 10 + rng.normal()}
+                for i in range(4)
+            ]
+            assert c.post("/api/v1/points", json=pts).json()["accepted"] == 8
+            c.app.state.service.tick(t)
+        listed = c.get("/api/v1/incidents").json()
+        assert listed["total"] == 1
+        inc = c.get(f"/api/v1/incidents/{listed['incidents'][0]['id']}").json()
+        assert {m["metric"] for m in inc["members"]} == {f'errors{{host="{h}",service="checkout"}}' for h in hosts}
+        assert inc["root_entity"] == "service=checkout" and "rose" in inc["title"]
+        assert inc["summary"].startswith(f"[P{inc['priority']}]")

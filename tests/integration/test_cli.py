@@ -1,0 +1,53 @@
+"""`stormeye ingest` as a user runs it: a real process, a real file, bad rows reported."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+
+def run(args: list[str], cwd: str, **env: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
+
+
+def test_ingest_json_keeps_good_rows_reports_bad_ones(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    lines = ["metric,timestamp,value"]
+    for k in range(300):
+        t = 1_767_225_600 + 300 * k
+        for h in range(3):
+            v = 5 + rng.normal() + (25 if 250 <= k < 270 else 0)
+            lines.append(f'"disk_busy{{host=""db-1"",dev=""sd{h}""}}",{t},{v:.4f}')
+        lines.append(f"quiet_metric,{t},{1 + rng.normal():.4f}")
+    lines += ["broken,line", "cpu,1767225600,NaN", "cpu,notatime,1"]
+    f = tmp_path / "history.csv"
+    f.write_text("\n".join(lines) + "\n")
+    res = run(["ingest", str(f), "--json"], str(tmp_path), STORMEYE_DATABASE_URL=f"sqlite:///{tmp_path}/s.db")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["step"] == 300 and out["rejected"] == 3 and out["points"] == 1200
+    assert "line 1202" in res.stderr and "not finite" in res.stderr and "ISO 8601" in res.stderr
+    (inc,) = out["incidents"]
+    assert set(inc) >= {"id", "priority", "title", "members", "start", "end", "root", "status"}
+    assert inc["members"] == sorted(f'disk_busy{{dev="sd{h}",host="db-1"}}' for h in range(3))
+    assert 1_767_225_600 + 300 * 249 <= inc["start"] <= 1_767_225_600 + 300 * 252
+    assert inc["status"] == "resolved"
+
+
+def test_ingest_of_nothing_usable_fails_clearly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "bad.csv"
+    f.write_text("cpu,abc,1\n")
+    res = run(["ingest", str(f), "--json"], str(tmp_path), STORMEYE_DATABASE_URL=f"sqlite:///{tmp_path}/s.db")
+    assert res.returncode == 2 and "no usable points" in res.stderr
+    res = run(["ingest", str(tmp_path / "missing.csv")], str(tmp_path))
+    assert res.returncode == 2 and "cannot read" in res.stderr

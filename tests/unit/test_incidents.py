@@ -1,0 +1,180 @@
+"""Incident lifecycle: open, join, merge, resolve, a new incident after resolution, ids, state."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from detectors.events import Anomaly
+from grouping.graph import GroupingConfig, guarded_components
+from grouping.incidents import IncidentTracker, incident_id
+from grouping.names import NameIndex
+
+COUNTRIES = ["England", "France", "Spain", "Italy", "Germany", "Poland", "Japan", "Brazil"]
+PRODUCTS = ["shoes", "books", "toys", "shirts", "phones", "garden"]
+
+
+def catalogue() -> list[str]:
+    return [f'sales{{country="{c}",product="{p}"}}' for c in COUNTRIES for p in PRODUCTS] + [
+        f'revenue{{country="{c}",product="{p}"}}' for c in COUNTRIES for p in PRODUCTS
+    ]
+
+
+def step_window(at: int, n: int = 60, seed: int = 0, size: float = 8.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, n)
+    x[at:] += size
+    return x
+
+
+class World:
+    """Names, windows and a tracker for tests; every anomaly is a step in its window."""
+
+    def __init__(self, **cfg: float) -> None:
+        self.index = NameIndex()
+        self.index.add(catalogue())
+        self.shapes: dict[str, np.ndarray] = {}
+        self.tracker = IncidentTracker(self.index, GroupingConfig(**cfg), step=60.0)
+
+    def windows(self, metrics):  # type: ignore[no-untyped-def]
+        return np.vstack([self.shapes.get(m, np.zeros(60)) for m in metrics])
+
+    def anomalies(self, metrics: list[str], start: float, shape_at: int, sign: int = 1) -> list[Anomaly]:
+        out = []
+        for _k, m in enumerate(metrics):
+            self.shapes[m] = step_window(shape_at, seed=hash(m) % 1000, size=8.0 * sign)
+            out.append(Anomaly(m, start, start, 0.8, start, sign, "test"))
+        return out
+
+    def tick(self, now: float, anomalies: list[Anomaly]):  # type: ignore[no-untyped-def]
+        return self.tracker.update(now, anomalies, self.windows)
+
+
+def m(what: str, country: str, product: str) -> str:
+    return f'{what}{{country="{country}",product="{product}"}}'
+
+
+ENGLAND = [m("sales", "England", p) for p in ("shoes", "books", "toys")]
+SHIRTS = [m("sales", c, "shirts") for c in ("France", "Spain", "Italy")]
+
+
+def test_related_anomalies_open_one_incident_and_later_ones_join() -> None:
+    w = World()
+    ch = w.tick(0, w.anomalies(ENGLAND[:2], 0, 55))
+    assert [c.kind for c in ch if c.kind == "opened"] == ["opened"]
+    (inc,) = w.tracker.open_incidents()
+    assert inc.id == incident_id(sorted(ENGLAND[:2])[0], 0)
+    ch = w.tick(60, w.anomalies(ENGLAND[2:], 60, 54))
+    assert any(c.kind == "grew" and c.incident == inc.id for c in ch)
+    assert len(inc.members) == 3 and inc.members[(ENGLAND[2], 60)].evidence["name"] > 0.5
+
+
+def test_unrelated_concurrent_anomalies_stay_apart() -> None:
+    w = World()
+    w.tick(0, w.anomalies(ENGLAND, 0, 55) + w.anomalies(SHIRTS, 0, 55))
+    groups = sorted(sorted(i.metrics) for i in w.tracker.open_incidents())
+    assert groups == sorted([sorted(ENGLAND), sorted(SHIRTS)])
+
+
+def test_shapes_that_do_not_match_do_not_link() -> None:
+    w = World()
+    w.tick(0, w.anomalies(ENGLAND[:2], 0, 55))
+    # same names a step later, but a step down long before the window's end: another story
+    w.tick(60, w.anomalies(ENGLAND[2:], 60, 10, sign=-1))
+    assert len(w.tracker.open_incidents()) == 2
+
+
+def test_anomalies_starting_in_the_same_step_link_on_names_alone() -> None:
+    w = World()
+    w.tick(0, w.anomalies(ENGLAND[:2], 0, 55) + w.anomalies(ENGLAND[2:], 0, 10, sign=-1))
+    assert len(w.tracker.open_incidents()) == 1
+    w2 = World(co_onset_s=-1)  # the same-step path turned off: shapes must agree
+    w2.tick(0, w2.anomalies(ENGLAND[:2], 0, 55) + w2.anomalies(ENGLAND[2:], 0, 10, sign=-1))
+    assert len(w2.tracker.open_incidents()) == 2
+
+
+def test_two_incidents_merge_when_two_new_anomalies_bridge_them() -> None:
+    w = World()
+    w.tick(0, w.anomalies(ENGLAND, 0, 50))
+    w.tick(60, w.anomalies(SHIRTS, 60, 51))
+    first, second = sorted(w.tracker.open_incidents(), key=lambda i: i.opened_at)
+    bridge = [m("sales", "England", "shirts"), m("revenue", "England", "shirts")]
+    ch = w.tick(120, w.anomalies(bridge, 120, 52))
+    kinds = {(c.kind, c.incident) for c in ch}
+    assert ("merged", second.id) in kinds and ("absorbed", first.id) in kinds
+    assert second.status == "merged" and second.merged_into == first.id and not second.members
+    assert set(first.metrics) == set(ENGLAND + SHIRTS + bridge)
+    assert w.tracker.incident_of(SHIRTS[0], 60) is first
+
+
+def test_one_bridging_anomaly_is_not_enough_to_merge() -> None:
+    w = World()
+    w.tick(0, w.anomalies(ENGLAND, 0, 50))
+    w.tick(60, w.anomalies(SHIRTS, 60, 51))
+    w.tick(120, w.anomalies([m("sales", "England", "shirts")], 120, 52))
+    assert len(w.tracker.open_incidents()) == 2
+
+
+def test_resolve_after_quiet_then_a_new_problem_is_a_new_incident() -> None:
+    w = World(resolve_after_s=600, link_window_s=300)
+    anomalies = w.anomalies(ENGLAND, 0, 55)
+    w.tick(0, anomalies)
+    (inc,) = w.tracker.open_incidents()
+    for a in anomalies:
+        a.open, a.end = False, 120.0
+    w.tick(180, anomalies)
+    assert inc.status == "open"  # quiet for 60 s only
+    ch = w.tick(720, [])
+    assert ("resolved", inc.id) in {(c.kind, c.incident) for c in ch} and inc.resolved_at == 720
+    w.tick(900, w.anomalies(ENGLAND[:2], 900, 55))
+    (new,) = w.tracker.open_incidents()
+    assert new.id != inc.id and new.follows == inc.id
+
+
+def test_members_quiet_longer_than_the_link_window_do_not_absorb_new_anomalies() -> None:
+    w = World(link_window_s=300, resolve_after_s=3600)
+    first = w.anomalies(ENGLAND[:2], 0, 55)
+    w.tick(0, first)
+    for a in first:
+        a.open, a.end = False, 60.0
+    w.tick(60, first)
+    w.tick(1200, w.anomalies(ENGLAND[2:], 1200, 55))
+    assert len(w.tracker.open_incidents()) == 2
+
+
+def test_state_round_trip_gives_the_same_future() -> None:
+    w1, w2 = World(), World()
+    for w in (w1, w2):
+        w.tick(0, w.anomalies(ENGLAND, 0, 50))
+    w2.tracker.load_state(w1.tracker.to_state())
+    later = w1.anomalies([*SHIRTS, m("sales", "England", "shirts")], 60, 51)
+    w2.shapes = dict(w1.shapes)
+    c1 = w1.tick(60, later)
+    c2 = w2.tick(60, later)
+    assert c1 == c2
+    assert [i.to_dict() for i in w1.tracker.incidents.values()] == [i.to_dict() for i in w2.tracker.incidents.values()]
+
+
+def test_giant_component_guard_splits_two_cliques_joined_by_a_chain() -> None:
+    g = nx.Graph()
+    for block in (range(0, 10), range(10, 20)):
+        for i in block:
+            for j in block:
+                if i < j:
+                    g.add_edge(i, j, weight=0.9)
+    g.add_edge(9, 20, weight=0.5)
+    g.add_edge(20, 10, weight=0.5)
+    parts = guarded_components(g, GroupingConfig())
+    assert len(parts) == 2 and {0, 1, 2} <= parts[0] | parts[1]
+    assert all(len(p & set(range(10))) in (0, 10) for p in parts)
+    clique = nx.complete_graph(12)
+    nx.set_edge_attributes(clique, 1.0, "weight")
+    assert len(guarded_components(clique, GroupingConfig())) == 1
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="min_name"):
+        GroupingConfig(min_name=2)
+    with pytest.raises(ValueError, match="shape_points"):
+        GroupingConfig(shape_points=3)

@@ -1,0 +1,59 @@
+import numpy as np
+
+from grouping.names import parse
+from workers.simulator import simulate_storm
+
+
+def test_deterministic_for_a_seed() -> None:
+    a = simulate_storm(seed=3, n_metrics=300, n_incidents=4)
+    b = simulate_storm(seed=3, n_metrics=300, n_incidents=4)
+    np.testing.assert_array_equal(a.values, b.values)
+    assert a.incidents == b.incidents and a.names == b.names
+    c = simulate_storm(seed=4, n_metrics=300, n_incidents=4)
+    assert not np.array_equal(np.nan_to_num(a.values), np.nan_to_num(c.values))
+
+
+def test_ground_truth_is_consistent() -> None:
+    s = simulate_storm(seed=0, n_metrics=1000, n_incidents=8)
+    names = set(s.names)
+    assert len(names) == len(s.names) == 1000
+    seen: set[str] = set()
+    for inc in s.incidents:
+        assert set(inc.members) <= names and len(inc.members) == len(set(inc.members))
+        assert not seen & set(inc.members), "a metric belongs to one incident"
+        seen |= set(inc.members)
+        assert s.storm_start <= inc.start < inc.end <= s.timestamps[-1]
+        assert len(inc.lags) == len(inc.members)
+        if not inc.singleton:
+            assert len(inc.members) >= 3
+            for m in inc.members:  # every member is in the incident's scope
+                props = parse(m)
+                assert all(props.get(k) == v for k, v in inc.scope.items())
+    multi = [i for i in s.incidents if not i.singleton]
+    assert len(multi) >= 6
+    assert {i.family for i in multi} == {"business", "infra"}
+
+
+def test_members_really_deviate_and_history_is_clean() -> None:
+    s = simulate_storm(seed=1, n_metrics=600, n_incidents=6)
+    idx = {n: i for i, n in enumerate(s.names)}
+    members = set(s.membership())
+    others = [n for n in s.names if n not in members][:200]
+
+    def moved(metric: str, lo: int, hi: int) -> bool:
+        x = s.values[idx[metric]]
+        before = x[lo - 120 : lo]
+        med = np.nanmedian(before)
+        mad = np.nanmedian(np.abs(before - med)) * 1.4826 + 1e-9
+        return bool(np.nanmax(np.abs(x[lo:hi] - med)) / mad > 4)
+
+    hit, calm = [], []
+    for inc in s.incidents:
+        lo = int(np.searchsorted(s.timestamps, inc.start))
+        hi = int(np.searchsorted(s.timestamps, inc.end)) + 1
+        hit += [moved(m, lo, hi) for m in inc.members]
+        calm += [moved(m, lo, hi) for m in others[:20]]
+    assert np.mean(hit) > 0.8 > 0.3 > np.mean(calm)
+    assert np.isnan(s.values).mean() < 0.01
+    names, ts, vals = s.points(0, 5)
+    assert len(names) == len(ts) == len(vals) and np.all(np.isfinite(vals)) and np.all(np.diff(ts) >= 0)

@@ -1,0 +1,327 @@
+"""The database: migrations, idempotent writes of a tick's results, and the queries the API needs.
+
+SQLite by default, PostgreSQL in production; the same code serves both (upserts use each
+dialect's ``INSERT ... ON CONFLICT``). Writing the same tick twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from grouping.incidents import Incident as IncidentState
+from grouping.incidents import IncidentChange
+from grouping.names import parse
+from workers import models as m
+
+
+def anomaly_id(metric: str, start: float) -> str:
+    return "a-" + hashlib.sha1(f"{metric}|{start:.3f}".encode()).hexdigest()[:24]
+
+
+def _digest(details: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(details, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Database:
+    """Engine, sessions and the stormeye queries over one database URL."""
+
+    def __init__(self, url: str, migrate: bool = True) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._metric_ids: dict[str, int] = {}
+        if migrate:
+            self.migrate()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision."""
+        cfg = Config()
+        cfg.set_main_option("script_location", "workers:migrations")
+        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- writes --------------------------------------------------------------------------
+
+    def _insert(self, session: Session, table: Any) -> Any:
+        dialect = session.get_bind().dialect.name
+        return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+    def ensure_metrics(self, names: Sequence[str], at: float | None = None) -> dict[str, int]:
+        """Register metrics (idempotent); returns their database ids."""
+        missing = [n for n in dict.fromkeys(names) if n not in self._metric_ids]
+        if missing:
+            now = time.time() if at is None else at
+            with self.sessions.begin() as s:
+                for lo in range(0, len(missing), 2000):
+                    chunk = missing[lo : lo + 2000]
+                    stmt = self._insert(s, m.Metric).values(
+                        [{"name": n, "labels": parse(n), "created_at": now} for n in chunk]
+                    )
+                    s.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+                    rows = s.execute(select(m.Metric.name, m.Metric.id).where(m.Metric.name.in_(chunk)))
+                    self._metric_ids.update({name: mid for name, mid in rows})
+        return {n: self._metric_ids[n] for n in names}
+
+    def save_tick(
+        self, anomalies: Iterable[Any], incidents: Iterable[IncidentState], changes: Iterable[IncidentChange]
+    ) -> None:
+        """Upsert the anomalies and incidents a tick changed and record its incident changes."""
+        anomalies = list(anomalies)
+        incidents = list(incidents)
+        changes = list(changes)
+        if not (anomalies or incidents or changes):
+            return
+        names = [a.metric for a in anomalies] + [mem.metric for inc in incidents for mem in inc.members.values()]
+        ids = self.ensure_metrics(names)
+        member_incident = {(mem.metric, mem.start): inc.id for inc in incidents for mem in inc.members.values()}
+        rows: dict[str, dict[str, Any]] = {}
+        for a in anomalies:
+            rows[anomaly_id(a.metric, a.start)] = {
+                "id": anomaly_id(a.metric, a.start),
+                "metric_id": ids[a.metric],
+                "start": a.start,
+                "end": a.end,
+                "peak_score": a.peak_score,
+                "peak_at": a.peak_at,
+                "direction": a.direction,
+                "open": a.open,
+                "detector": a.detector,
+                "evidence": a.evidence,
+                "incident_id": member_incident.get((a.metric, a.start)),
+            }
+        for inc in incidents:
+            for mem in inc.members.values():
+                aid = anomaly_id(mem.metric, mem.start)
+                row = rows.get(aid)
+                if row is None:
+                    rows[aid] = {
+                        "id": aid,
+                        "metric_id": ids[mem.metric],
+                        "start": mem.start,
+                        "end": mem.end,
+                        "peak_score": mem.peak_score,
+                        "peak_at": mem.peak_at,
+                        "direction": mem.direction,
+                        "open": mem.open,
+                        "detector": "",
+                        "evidence": {},
+                        "incident_id": inc.id,
+                    }
+                else:
+                    row["incident_id"] = inc.id
+        with self.sessions.begin() as s:
+            if rows:
+                stmt = self._insert(s, m.Anomaly)
+                for chunk in _chunks(list(rows.values()), 500):
+                    ins = stmt.values(chunk)
+                    s.execute(
+                        ins.on_conflict_do_update(
+                            index_elements=["id"],
+                            set_={
+                                c: getattr(ins.excluded, c)
+                                for c in ("end", "peak_score", "peak_at", "direction", "open", "incident_id")
+                            },
+                        )
+                    )
+            if incidents:
+                inc_rows = [_incident_row(i) for i in incidents]
+                stmt = self._insert(s, m.Incident)
+                for chunk in _chunks(inc_rows, 500):
+                    ins = stmt.values(chunk)
+                    s.execute(
+                        ins.on_conflict_do_update(
+                            index_elements=["id"], set_={c: getattr(ins.excluded, c) for c in inc_rows[0] if c != "id"}
+                        )
+                    )
+                members = [
+                    {
+                        "incident_id": inc.id,
+                        "anomaly_id": anomaly_id(mem.metric, mem.start),
+                        "joined_at": mem.joined_at,
+                        "evidence": mem.evidence,
+                    }
+                    for inc in incidents
+                    for mem in inc.members.values()
+                ]
+                stmt = self._insert(s, m.IncidentMember)
+                for chunk in _chunks(members, 500):
+                    s.execute(stmt.values(chunk).on_conflict_do_nothing())
+                # members that moved away in a merge no longer belong to the merged incident
+                gone = [inc.id for inc in incidents if inc.status == "merged"]
+                if gone:
+                    s.query(m.IncidentMember).filter(m.IncidentMember.incident_id.in_(gone)).delete(
+                        synchronize_session=False
+                    )
+            if changes:
+                ev = [
+                    {
+                        "incident_id": c.incident,
+                        "kind": c.kind,
+                        "at": c.at,
+                        "digest": _digest(c.details),
+                        "details": c.details,
+                    }
+                    for c in changes
+                ]
+                stmt = self._insert(s, m.IncidentEvent)
+                for chunk in _chunks(ev, 500):
+                    s.execute(stmt.values(chunk).on_conflict_do_nothing())
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def list_incidents(
+        self, status: str | None = None, limit: int = 100, offset: int = 0, include_merged: bool = False
+    ) -> list[dict[str, Any]]:
+        with self.sessions() as s:
+            q = select(m.Incident)
+            if status:
+                q = q.where(m.Incident.status == status)
+            elif not include_merged:
+                q = q.where(m.Incident.status != "merged")
+            q = q.order_by(m.Incident.priority, m.Incident.priority_score.desc(), m.Incident.start, m.Incident.id)
+            q = q.limit(limit).offset(offset)
+            return [_incident_dict(i) for i in s.scalars(q)]
+
+    def count_incidents(self, status: str | None = None) -> int:
+        with self.sessions() as s:
+            q = select(func.count()).select_from(m.Incident)
+            q = q.where(m.Incident.status == status) if status else q.where(m.Incident.status != "merged")
+            return int(s.scalar(q) or 0)
+
+    def get_incident(self, incident_id: str) -> dict[str, Any] | None:
+        with self.sessions() as s:
+            inc = s.get(m.Incident, incident_id)
+            if inc is None:
+                return None
+            out = _incident_dict(inc)
+            rows = s.execute(
+                select(m.Metric.name, m.Anomaly, m.IncidentMember.joined_at, m.IncidentMember.evidence)
+                .join(m.Anomaly, m.Anomaly.id == m.IncidentMember.anomaly_id)
+                .join(m.Metric, m.Metric.id == m.Anomaly.metric_id)
+                .where(m.IncidentMember.incident_id == incident_id)
+                .order_by(m.Anomaly.start, m.Metric.name)
+            ).all()
+            out["members"] = [
+                {
+                    "metric": name,
+                    "start": a.start,
+                    "end": a.end,
+                    "peak_score": a.peak_score,
+                    "peak_at": a.peak_at,
+                    "direction": a.direction,
+                    "open": a.open,
+                    "detector": a.detector,
+                    "anomaly_evidence": a.evidence,
+                    "joined_at": joined,
+                    "evidence": ev,
+                }
+                for name, a, joined, ev in rows
+            ]
+            out["events"] = [
+                {"kind": e.kind, "at": e.at, "details": e.details}
+                for e in s.scalars(
+                    select(m.IncidentEvent)
+                    .where(m.IncidentEvent.incident_id == incident_id)
+                    .order_by(m.IncidentEvent.at, m.IncidentEvent.id)
+                )
+            ]
+            return out
+
+    def incident_members(self) -> dict[str, list[str]]:
+        """Member metric names of every incident (for exports and evaluation)."""
+        with self.sessions() as s:
+            rows = s.execute(
+                select(m.IncidentMember.incident_id, m.Metric.name)
+                .join(m.Anomaly, m.Anomaly.id == m.IncidentMember.anomaly_id)
+                .join(m.Metric, m.Metric.id == m.Anomaly.metric_id)
+            ).all()
+        out: dict[str, list[str]] = {}
+        for iid, name in rows:
+            out.setdefault(iid, []).append(name)
+        return {k: sorted(set(v)) for k, v in out.items()}
+
+    def counts(self) -> dict[str, int]:
+        with self.sessions() as s:
+            return {
+                t.__tablename__: int(s.scalar(select(func.count()).select_from(t)) or 0)
+                for t in (m.Metric, m.Anomaly, m.Incident, m.IncidentMember, m.IncidentEvent)
+            }
+
+
+def _incident_row(inc: IncidentState) -> dict[str, Any]:
+    return {
+        "id": inc.id,
+        "status": inc.status,
+        "opened_at": inc.opened_at,
+        "updated_at": inc.updated_at,
+        "resolved_at": inc.resolved_at,
+        "start": inc.start,
+        "end": inc.end,
+        "priority": inc.priority,
+        "priority_score": inc.priority_score,
+        "priority_parts": inc.priority_parts,
+        "title": inc.title,
+        "root": inc.root,
+        "root_entity": inc.root_entity,
+        "merged_into": inc.merged_into,
+        "follows": inc.follows,
+        "member_count": len(inc.members),
+        "version": inc.version,
+    }
+
+
+def _incident_dict(inc: m.Incident) -> dict[str, Any]:
+    return {
+        "id": inc.id,
+        "status": inc.status,
+        "priority": inc.priority,
+        "priority_score": inc.priority_score,
+        "priority_parts": inc.priority_parts,
+        "title": inc.title,
+        "root": inc.root,
+        "root_entity": inc.root_entity,
+        "start": inc.start,
+        "end": inc.end,
+        "opened_at": inc.opened_at,
+        "updated_at": inc.updated_at,
+        "resolved_at": inc.resolved_at,
+        "merged_into": inc.merged_into,
+        "follows": inc.follows,
+        "member_count": inc.member_count,
+        "version": inc.version,
+    }
+
+
+def _chunks(rows: list[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:
+    for lo in range(0, len(rows), size):
+        yield rows[lo : lo + size]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()

@@ -1,0 +1,323 @@
+"""Reading points from the outside world, and replaying a history through the pipeline.
+
+Every record is checked on its own: a bad one is rejected with a message that says what is
+wrong and how to fix it (with its line or index), and every good one is kept. Accepted forms:
+
+- CSV ``metric,timestamp,value`` (header optional, columns in any order when a header names
+  them; quote metric names that contain commas, as any CSV writer does);
+- JSON lines / JSON objects: ``{"metric": "cpu{host=\\"a\\"}", "timestamp": 1700000000, "value": 0.5}``,
+  where ``metric`` may also be a label object and ``name`` + ``labels`` is accepted too.
+
+Timestamps are UTC epoch seconds (milliseconds are recognised by their size) or ISO 8601 text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grouping.names import MetricNameError, canonical, parse
+
+MAX_ERRORS_KEPT = 1000
+_NAME_FIELDS = ("metric", "name", "series", "__name__")
+_TIME_FIELDS = ("timestamp", "time", "ts", "t")
+_VALUE_FIELDS = ("value", "v", "val")
+
+
+class PointError(ValueError):
+    """One point is unusable; the message says why and what to send instead."""
+
+
+@dataclass
+class RowError:
+    where: str  # "line 12" or "points[3]"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass
+class PointBatch:
+    """Validated points: canonical metric names, epoch seconds and finite values."""
+
+    names: list[str] = field(default_factory=list)
+    timestamps: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # where each kept point came from
+    errors: list[RowError] = field(default_factory=list)
+    rejected: int = 0
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def reject(self, where: str, message: str) -> None:
+        self.rejected += 1
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(RowError(where, message))
+
+    def arrays(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        return self.names, np.asarray(self.timestamps, dtype=np.float64), np.asarray(self.values, dtype=np.float64)
+
+
+class PointReader:
+    """Validates points one by one, caching parsed metric names."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}
+
+    def metric(self, raw: Any) -> str:
+        if isinstance(raw, Mapping):
+            try:
+                return canonical(parse(raw))
+            except MetricNameError as exc:
+                raise PointError(f"metric: {exc}") from None
+        if not isinstance(raw, str):
+            raise PointError(f"metric must be text or a label object, got {type(raw).__name__}")
+        got = self._names.get(raw)
+        if got is None:
+            try:
+                got = canonical(parse(raw))
+            except MetricNameError as exc:
+                raise PointError(f"metric: {exc}") from None
+            if len(self._names) < 2_000_000:
+                self._names[raw] = got
+        return got
+
+    def add(self, batch: PointBatch, where: str, metric: Any, timestamp: Any, value: Any) -> None:
+        try:
+            name = self.metric(metric)
+            ts = parse_timestamp(timestamp)
+            val = parse_value(value)
+        except PointError as exc:
+            batch.reject(where, str(exc))
+            return
+        batch.names.append(name)
+        batch.timestamps.append(ts)
+        batch.values.append(val)
+        batch.sources.append(where)
+
+    def add_record(self, batch: PointBatch, where: str, rec: Any) -> None:
+        if not isinstance(rec, Mapping):
+            batch.reject(
+                where, f"a point must be a JSON object with metric, timestamp and value, got {type(rec).__name__}"
+            )
+            return
+        metric = _first(rec, _NAME_FIELDS)
+        if isinstance(metric, str) and isinstance(rec.get("labels"), Mapping):
+            metric = {**rec["labels"], "__name__": metric}
+        elif metric is None and isinstance(rec.get("labels"), Mapping):
+            metric = rec["labels"]
+        ts = _first(rec, _TIME_FIELDS)
+        val = _first(rec, _VALUE_FIELDS, missing=_MISSING)
+        missing = [n for n, v in (("metric", metric), ("timestamp", ts)) if v is None]
+        if val is _MISSING:
+            missing.append("value")
+        if missing:
+            batch.reject(where, f"missing field(s) {', '.join(missing)}: a point needs metric, timestamp and value")
+            return
+        self.add(batch, where, metric, ts, val)
+
+
+_MISSING = object()
+
+
+def _first(rec: Mapping[str, Any], keys: tuple[str, ...], missing: Any = None) -> Any:
+    for k in keys:
+        if k in rec:
+            return rec[k]
+    return missing
+
+
+def parse_timestamp(raw: Any) -> float:
+    """Epoch seconds from seconds, milliseconds or ISO 8601 text."""
+    if isinstance(raw, bool) or raw is None:
+        raise PointError(f"timestamp must be epoch seconds or ISO 8601 text, got {raw!r}")
+    if isinstance(raw, (int, float)):
+        t = float(raw)
+    elif isinstance(raw, str):
+        text = raw.strip()
+        try:
+            t = float(text)
+        except ValueError:
+            try:
+                dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise PointError(
+                    f"timestamp {raw!r} is neither epoch seconds nor ISO 8601 (e.g. 2026-01-05T10:00:00Z)"
+                ) from None
+            t = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+    else:
+        raise PointError(f"timestamp must be a number or text, got {type(raw).__name__}")
+    if not math.isfinite(t):
+        raise PointError(f"timestamp {raw!r} is not finite")
+    if t > 1e14:
+        raise PointError(f"timestamp {raw!r} is too large: send epoch seconds (or milliseconds)")
+    if t > 1e11:
+        t /= 1000.0
+    if t < 0:
+        raise PointError(f"timestamp {raw!r} is before 1970: send UTC epoch seconds")
+    return t
+
+
+def parse_value(raw: Any) -> float:
+    """A finite float; NaN and infinities are refused (send no point for a missing value)."""
+    if isinstance(raw, bool) or raw is None:
+        raise PointError(f"value must be a number, got {raw!r}")
+    if isinstance(raw, (int, float)):
+        v = float(raw)
+    elif isinstance(raw, str):
+        try:
+            v = float(raw.strip())
+        except ValueError:
+            raise PointError(f"value {raw!r} is not a number") from None
+    else:
+        raise PointError(f"value must be a number, got {type(raw).__name__}")
+    if not math.isfinite(v):
+        raise PointError(
+            f"value {raw!r} is not finite: NaN and infinity are refused; leave the point out when there is no value"
+        )
+    return v
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+def read_points(path: str | Path) -> PointBatch:
+    """Read a CSV or JSON-lines file of points (by extension, else by its first character)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file")
+    with p.open("r", encoding="utf-8", errors="replace", newline="") as f:
+        head = f.read(4096)
+        f.seek(0)
+        first = head.lstrip()[:1]
+        if p.suffix.lower() in (".jsonl", ".ndjson", ".json") or first in ("{", "["):
+            return read_jsonl(f)
+        return read_csv(f)
+
+
+def read_jsonl(lines: Iterable[str]) -> PointBatch:
+    batch = PointBatch()
+    reader = PointReader()
+    for n, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            rec = json.loads(text)
+        except json.JSONDecodeError as exc:
+            batch.reject(f"line {n}", f"not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        recs = rec if isinstance(rec, list) else [rec]
+        for k, r in enumerate(recs):
+            reader.add_record(batch, f"line {n}" + (f"[{k}]" if isinstance(rec, list) else ""), r)
+    return batch
+
+
+def read_csv(f: Iterable[str] | io.TextIOBase) -> PointBatch:
+    batch = PointBatch()
+    reader = PointReader()
+    rows: Iterator[list[str]] = csv.reader(f)  # type: ignore[arg-type]
+    cols = (0, 1, 2)
+    width = 3
+    first = True
+    for n, row in enumerate(rows, start=1):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if first:
+            first = False
+            if _looks_like_header(row):
+                header = [c.strip().lower() for c in row]
+                try:
+                    cols = (_col(header, _NAME_FIELDS), _col(header, _TIME_FIELDS), _col(header, _VALUE_FIELDS))
+                except PointError as exc:
+                    batch.reject(f"line {n}", str(exc))
+                    return batch
+                width = len(header)
+                continue
+        if len(row) != width:
+            batch.reject(
+                f"line {n}",
+                f"expected {width} fields (metric,timestamp,value), got {len(row)}; "
+                "quote metric names that contain commas",
+            )
+            continue
+        reader.add(batch, f"line {n}", row[cols[0]], row[cols[1]], row[cols[2]])
+    return batch
+
+
+def _looks_like_header(row: list[str]) -> bool:
+    return any(c.strip().lower() in _VALUE_FIELDS for c in row) and any(c.strip().lower() in _TIME_FIELDS for c in row)
+
+
+def _col(header: list[str], names: tuple[str, ...]) -> int:
+    for nm in names:
+        if nm in header:
+            return header.index(nm)
+    raise PointError(f"header {','.join(header)!r} has no column named {names[0]!r}")
+
+
+# -- replay --------------------------------------------------------------------------------
+
+
+def infer_step(names: list[str], timestamps: np.ndarray) -> int:
+    """The most common positive gap between consecutive points of one metric, in seconds."""
+    if len(names) < 2:
+        return 60
+    codes = np.unique(np.asarray(names), return_inverse=True)[1]
+    order = np.lexsort((timestamps, codes))
+    c, t = codes[order], timestamps[order]
+    same = c[1:] == c[:-1]
+    gaps = np.round(np.diff(t)[same]).astype(np.int64)
+    gaps = gaps[gaps > 0]
+    if not len(gaps):
+        return 60
+    vals, counts = np.unique(gaps, return_counts=True)
+    return int(vals[np.argmax(counts)])
+
+
+@dataclass
+class ReplayResult:
+    points: int
+    steps: int
+    rejected_too_old: int
+    first: float | None
+    last: float | None
+
+
+def replay(
+    pipeline: Any, batch: PointBatch, progress: Callable[[int, int], None] | None = None, finish: bool = True
+) -> ReplayResult:
+    """Feed a history through the pipeline in time order, one step at a time, as if live."""
+    names, ts, vals = batch.arrays()
+    if not len(ts):
+        return ReplayResult(0, 0, 0, None, None)
+    step = pipeline.step
+    order = np.argsort(ts, kind="stable")
+    ts, vals = ts[order], vals[order]
+    rows = pipeline.register([names[i] for i in order])
+    slots = np.floor(ts / step).astype(np.int64)
+    bounds = np.flatnonzero(np.diff(slots)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(ts)]])
+    before = pipeline.rejected_too_old
+    total = int(slots[-1] - slots[0] + 1)
+    for k, (lo, hi) in enumerate(zip(starts, ends)):
+        res = pipeline.store.append(rows[lo:hi], ts[lo:hi], vals[lo:hi])
+        pipeline.rejected_too_old += res.too_old
+        pipeline.tick(float(slots[lo] * step))
+        if progress is not None and (k % 50 == 0 or hi == len(ts)):
+            progress(int(slots[lo] - slots[0] + 1), total)
+    if finish:
+        pipeline.finish(float((slots[-1] + 1) * step))
+    return ReplayResult(len(ts), total, pipeline.rejected_too_old - before, float(ts[0]), float(ts[-1]))

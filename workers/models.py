@@ -1,0 +1,90 @@
+"""Database tables (SQLAlchemy 2). Times are UTC epoch seconds (floats), as everywhere in stormeye.
+
+Every table has a natural key so that writing the same tick twice changes nothing:
+metrics by name, anomalies by (metric, start) — their id is derived from it — incidents by their
+derived id, members by (incident, anomaly) and incident events by (incident, kind, time, digest).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, SmallInteger, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Metric(Base):
+    __tablename__ = "metric"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Anomaly(Base):
+    __tablename__ = "anomaly"
+    __table_args__ = (
+        UniqueConstraint("metric_id", "start", name="uq_anomaly_metric_start"),
+        Index("ix_anomaly_incident", "incident_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    metric_id: Mapped[int] = mapped_column(ForeignKey("metric.id"))
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    peak_score: Mapped[float] = mapped_column(Float)
+    peak_at: Mapped[float] = mapped_column(Float)
+    direction: Mapped[int] = mapped_column(SmallInteger)
+    open: Mapped[bool] = mapped_column(Boolean)
+    detector: Mapped[str] = mapped_column(String(64))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    incident_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class Incident(Base):
+    __tablename__ = "incident"
+    __table_args__ = (Index("ix_incident_status_priority", "status", "priority"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    opened_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    resolved_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    priority: Mapped[int] = mapped_column(SmallInteger)
+    priority_score: Mapped[float] = mapped_column(Float)
+    priority_parts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    title: Mapped[str] = mapped_column(Text)
+    root: Mapped[str | None] = mapped_column(Text, nullable=True)
+    root_entity: Mapped[str | None] = mapped_column(Text, nullable=True)
+    merged_into: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    follows: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    member_count: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class IncidentMember(Base):
+    __tablename__ = "incident_member"
+
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incident.id"), primary_key=True)
+    anomaly_id: Mapped[str] = mapped_column(ForeignKey("anomaly.id"), primary_key=True)
+    joined_at: Mapped[float] = mapped_column(Float)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class IncidentEvent(Base):
+    __tablename__ = "incident_event"
+    __table_args__ = (UniqueConstraint("incident_id", "kind", "at", "digest", name="uq_incident_event"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(String(40), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    at: Mapped[float] = mapped_column(Float)
+    digest: Mapped[str] = mapped_column(String(16))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -1,0 +1,74 @@
+"""Quality of a run against the simulator's ground truth: detection and grouping figures.
+
+Each detected anomaly is matched to the true incident that holds its metric and whose span
+overlaps the anomaly's (with ``slack_steps`` of slack on both sides); an anomaly with no
+match is a false positive and gets a truth label of its own, so grouping it with true ones
+costs pairwise precision.
+
+- detection precision: matched anomalies / all anomalies;
+- detection recall: true (incident, metric) members found by at least one anomaly / all members;
+- pairwise precision/recall/F1 and ARI of predicted incidents against true incidents, over
+  the anomalies (:func:`grouping.evaluation.pairwise_scores`);
+- compression: anomalies per predicted incident;
+- detection delay: median seconds from a true incident's start to its first matched anomaly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from grouping.evaluation import pairwise_scores
+from workers.simulator import Storm
+
+
+def evaluate_storm(storm: Storm, incidents: Iterable[Mapping[str, Any]], slack_steps: int = 10) -> dict[str, Any]:
+    """Figures for predicted ``incidents`` (dicts with ``id`` and ``members`` of metric/start/end)."""
+    slack = slack_steps * storm.step
+    by_metric = storm.membership()
+    predicted, truth = [], []
+    found_members: set[tuple[int, str]] = set()
+    first_seen: dict[int, float] = {}
+    n_incidents = 0
+    for inc in incidents:
+        members = inc.get("members") or []
+        if not members:
+            continue
+        n_incidents += 1
+        for m in members:
+            label = None
+            for t in by_metric.get(m["metric"], ()):
+                if m["start"] <= t.end + slack and m["end"] >= t.start - slack:
+                    label = t.id
+                    break
+            predicted.append(inc["id"])
+            if label is None:
+                truth.append(f"fp:{m['metric']}:{m['start']}")
+            else:
+                truth.append(f"t:{label}")
+                found_members.add((label, m["metric"]))
+                first_seen[label] = min(first_seen.get(label, np.inf), m["start"])
+    n_true_members = sum(len(t.members) for t in storm.incidents)
+    matched = sum(1 for t in truth if t.startswith("t:"))
+    pw = pairwise_scores(predicted, truth)
+    delays = [max(0.0, first_seen[t.id] - t.start) for t in storm.incidents if t.id in first_seen]
+    multi = [t for t in storm.incidents if not t.singleton]
+    return {
+        "metrics": len(storm.names),
+        "true_incidents": len(storm.incidents),
+        "true_multi_metric_incidents": len(multi),
+        "true_members": n_true_members,
+        "anomalies": len(predicted),
+        "incidents": n_incidents,
+        "detection_precision": round(matched / len(predicted), 4) if predicted else 0.0,
+        "detection_recall": round(len(found_members) / n_true_members, 4) if n_true_members else 0.0,
+        "compression": round(len(predicted) / n_incidents, 2) if n_incidents else 0.0,
+        "pairwise_precision": round(pw.precision, 4),
+        "pairwise_recall": round(pw.recall, 4),
+        "pairwise_f1": round(pw.f1, 4),
+        "ari": round(pw.ari, 4),
+        "incidents_found": len(first_seen),
+        "detection_delay_s_p50": float(np.median(delays)) if delays else None,
+    }

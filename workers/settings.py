@@ -1,0 +1,105 @@
+"""One settings object for the whole service, read from ``STORMEYE_*`` environment variables.
+
+Embedded defaults need nothing installed: a SQLite file in the working directory, the
+in-process window store and the tick in the same process.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from grouping.graph import GroupingConfig
+from grouping.priority import DEFAULT_RULES, PriorityConfigError, PriorityModel
+
+
+class Settings(BaseSettings):
+    """Every knob of stormeye; each field is the env var ``STORMEYE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="STORMEYE_", extra="ignore")
+
+    mode: Literal["embedded", "distributed"] = "embedded"
+    database_url: str = "sqlite:///stormeye.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # time
+    step_s: int = Field(60, ge=1, description="seconds between two points of a metric (the window step)")
+    tick_s: float = Field(60.0, gt=0, description="seconds between two ticks of the live service")
+    grace_s: float = Field(0.0, ge=0, description="how long a tick waits for late points of a step")
+    retention_points: int = Field(480, ge=32, description="points kept per metric in the window store")
+    max_future_s: float = Field(300.0, ge=0, description="points further ahead of the clock are rejected")
+
+    # detection
+    detector: str = "default"
+    threshold: float = Field(0.5, gt=0, le=1, description="score at which an anomaly opens")
+    release: float = Field(0.3, gt=0, le=1, description="score below which an anomaly starts to close")
+    quiet_steps: int = Field(5, ge=1, description="steps below release before an anomaly closes")
+
+    # grouping
+    min_name: float = Field(0.5, ge=0, le=1)
+    min_shape: float = Field(0.7, ge=-1, le=1)
+    co_onset_s: float = Field(0.0, description="onsets this close link without a shape match (<0: never)")
+    shape_points: int = Field(60, ge=8)
+    max_lag_steps: int = Field(3, ge=0)
+    link_window_s: float = Field(900.0, ge=0)
+    resolve_after_s: float = Field(1800.0, ge=0)
+    priority_rules_file: Path | None = None
+
+    # distributed mode
+    shards: int = Field(16, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, v: str) -> str:
+        if "://" not in v:
+            raise ValueError(
+                "STORMEYE_DATABASE_URL must be a URL such as sqlite:///stormeye.db or postgresql+psycopg://user@host/db"
+            )
+        if v.startswith("postgresql://"):
+            v = "postgresql+psycopg://" + v[len("postgresql://") :]
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.release > self.threshold:
+            raise ValueError(f"STORMEYE_RELEASE ({self.release}) must not exceed STORMEYE_THRESHOLD ({self.threshold})")
+        if self.shape_points > self.retention_points:
+            raise ValueError("STORMEYE_SHAPE_POINTS must not exceed STORMEYE_RETENTION_POINTS")
+        return self
+
+    def grouping_config(self) -> GroupingConfig:
+        return GroupingConfig(
+            min_name=self.min_name,
+            min_shape=self.min_shape,
+            co_onset_s=self.co_onset_s,
+            shape_points=self.shape_points,
+            max_lag_steps=self.max_lag_steps,
+            link_window_s=self.link_window_s,
+            resolve_after_s=self.resolve_after_s,
+        )
+
+    @cached_property
+    def priority_model(self) -> PriorityModel:
+        if self.priority_rules_file is None:
+            return PriorityModel(DEFAULT_RULES)
+        path = Path(self.priority_rules_file)
+        try:
+            data: Any = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise PriorityConfigError(f"STORMEYE_PRIORITY_RULES_FILE: {path} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise PriorityConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        rules = data.get("rules") if isinstance(data, dict) else data
+        if not isinstance(rules, list):
+            raise PriorityConfigError(f"{path}: expected a list of rules or an object with a 'rules' list")
+        return PriorityModel.from_config(rules)
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with explicit overrides (CLI options) on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
