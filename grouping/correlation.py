@@ -113,7 +113,12 @@ def correlate_pairs(
     kind: str = "raw",
     smooth: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Best lagged correlation and lag for the pairs ``(left[p], right[p])`` only."""
+    """Best lagged correlation and lag for the pairs ``(left[p], right[p])`` only.
+
+    The Pearson correlation of every shift is exact on its overlap: the sums and sums of
+    squares of each row's overlap come from prefix sums computed once per row, so per pair and
+    lag only the cross products are computed, on the pair's rows gathered once.
+    """
     li = np.asarray(left, dtype=np.int64)
     ri = np.asarray(right, dtype=np.int64)
     if len(li) == 0:
@@ -121,13 +126,29 @@ def correlate_pairs(
     x = transform(windows, kind, smooth)
     n = x.shape[1]
     max_lag = max(0, min(max_lag, n // 4))
+    zero = np.zeros((x.shape[0], 1))
+    cs, cs2 = np.hstack([zero, np.cumsum(x, 1)]), np.hstack([zero, np.cumsum(x * x, 1)])
     best = np.full(len(li), -np.inf)
     best_lag = np.zeros(len(li), dtype=np.int64)
-    for lag, a, b in _lag_views(x, max_lag):
-        c = np.einsum("ij,ij->i", a[li], b[ri]) / a.shape[1]
-        better = c > best
-        best[better] = c[better]
-        best_lag[better] = lag
+    for lo in range(0, len(li), 50_000):  # bound the gathered block's memory
+        pl, pr = li[lo : lo + 50_000], ri[lo : lo + 50_000]
+        a, b = x[pl], x[pr]
+        for lag in range(-max_lag, max_lag + 1):
+            a_lo, a_hi = (0, n - lag) if lag >= 0 else (-lag, n)
+            b_lo, b_hi = (lag, n) if lag >= 0 else (0, n + lag)
+            m = a_hi - a_lo
+            sab = np.einsum("ij,ij->i", a[:, a_lo:a_hi], b[:, b_lo:b_hi])
+            sa, sa2 = cs[pl, a_hi] - cs[pl, a_lo], cs2[pl, a_hi] - cs2[pl, a_lo]
+            sb, sb2 = cs[pr, b_hi] - cs[pr, b_lo], cs2[pr, b_hi] - cs2[pr, b_lo]
+            cov = sab - sa * sb / m
+            var = np.maximum(sa2 - sa * sa / m, 0.0) * np.maximum(sb2 - sb * sb / m, 0.0)
+            tiny = (1e-12 * np.maximum(np.abs(sa2) + np.abs(sb2), 1.0)) ** 2
+            ok = var > tiny
+            c = np.where(ok, cov / np.sqrt(np.where(ok, var, 1.0)), 0.0)
+            seg = best[lo : lo + len(pl)]
+            better = c > seg
+            seg[better] = c[better]
+            best_lag[lo : lo + len(pl)][better] = lag
     return np.clip(best, -1.0, 1.0), best_lag
 
 
@@ -155,13 +176,26 @@ def shape_similarity_pairs(
     right: np.ndarray,
     max_lag: int = 3,
     kinds: Sequence[str] = ("raw", "envelope"),
+    enough: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`shape_similarity` for chosen pairs only."""
+    """:func:`shape_similarity` for chosen pairs only.
+
+    With ``enough``, a pair whose correlation in one view already reaches it is not looked at
+    in the later views (its value is then a lower bound of the best over all views): the caller
+    only needs to know the threshold is passed.
+    """
+    left = np.asarray(left, dtype=np.int64)
+    right = np.asarray(right, dtype=np.int64)
     best = np.full(len(left), -1.0)
     best_lag = np.zeros(len(left), dtype=np.int64)
+    todo = np.arange(len(left))
     for kind in kinds:
-        c, lag = correlate_pairs(windows, left, right, max_lag, kind)
-        better = c > best
-        best = np.where(better, c, best)
-        best_lag = np.where(better, lag, best_lag)
+        if not len(todo):
+            break
+        c, lag = correlate_pairs(windows, left[todo], right[todo], max_lag, kind)
+        better = c > best[todo]
+        best[todo[better]] = c[better]
+        best_lag[todo[better]] = lag[better]
+        if enough is not None:
+            todo = todo[best[todo] < enough]
     return best, best_lag

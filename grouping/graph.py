@@ -11,10 +11,12 @@ Evidence for an edge between two anomalies:
   scales whole keys (the metric name ``__name__`` says what is measured, not where, so it
   counts half by default).
 - **scope**: the hotness (key weight x log lift, no IDF) of the hottest pair the two share,
-  over the hotness of the hottest pair of either one. Hierarchical labels (``host`` inside ``service``) make the
-  cosine undersell a service-wide problem: each member's own host outweighs the shared
-  service. Scope says "they share the property that explains them". The name evidence of an
-  edge is the larger of the two.
+  over the hotness of the hottest pair of either one, times how hot that shared pair is in
+  absolute terms (``min(1, hotness / log(scope_ref_lift))``: a pair 8 times over-represented
+  counts fully, a region barely more anomalous than average hardly at all). Hierarchical
+  labels (``host`` inside ``service``) make the cosine undersell a service-wide problem: each
+  member's own host outweighs the shared service. Scope says "they share the property that
+  explains them". The name evidence of an edge is the larger of the two.
 - **shape**: best lagged Pearson correlation of their recent windows over the raw and the
   envelope views (:mod:`grouping.correlation`), and its lag;
 - **time**: how far apart the two anomalies started.
@@ -23,12 +25,27 @@ An edge exists when ``name >= min_name`` and either ``shape >= min_shape`` or th
 at most ``co_onset_s`` apart (0, the default: in the same step; negative turns this path off).
 Its weight is ``name * (0.5 + 0.5 * max(shape, 0))``.
 
-Weak chains must not glue unrelated anomalies into one giant component: every component of
-at least ``guard_min_size`` nodes is split by Louvain community detection (networkx, seeded,
-weighted) when the split's modularity reaches ``guard_modularity``. A dense clique has
-modularity near 0 under any split and stays whole; two groups joined by a few bridging edges
-have high modularity and come apart. We chose modularity over a plain strong-edge cut because
-it looks at the whole component, not at single edges, and it is parameter-light.
+Candidates: with up to ``exact_limit`` anomalies every pair's name evidence is computed
+exactly (sparse products); above that, pairs are blocked by the anomalies' hottest properties
+(each anomaly meets its ``max_neighbours`` nearest-in-time neighbours in the blocks of its two
+hottest pairs), which keeps the cost linear in the number of anomalies; pairs that share no
+hot property are then not compared. Either way each new anomaly keeps its best
+``max_neighbours`` candidates: inside a big incident a few strong neighbours each already
+connect the component, and all pairs would be quadratic.
+
+Weak chains must not glue unrelated anomalies into one giant component. Every component of at
+least ``guard_min_size`` anomalies is cut along its lowest-conductance split (spectral
+bisection: the sweep over the Fiedler vector of the normalized adjacency) when that split's
+conductance is below ``guard_conductance``, recursively. Two groups joined by a few bridging
+edges have a cut of tiny conductance and come apart; a dense group (or a sample of its edges)
+has none and stays whole. We chose conductance over a plain strong-edge requirement because it
+judges the component as a whole rather than single edges, and over modularity-based community
+detection because that splits random-looking dense groups and costs too much at 10,000
+anomalies.
+
+The graph is held as arrays (:class:`Edges`): networkx costs microseconds per edge to build,
+which at a storm of 10,000 anomalies is the whole budget. :func:`to_networkx` gives the
+explainable view (nodes with their keys, edges with their evidence) for reports and tools.
 """
 
 from __future__ import annotations
@@ -40,6 +57,9 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import eigh
+from scipy.sparse.csgraph import connected_components
+from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
 from grouping.correlation import shape_similarity_pairs
 from grouping.names import NAME_KEY, NameIndex
@@ -61,8 +81,14 @@ class GroupingConfig:
     link_window_s: float = 900.0
     resolve_after_s: float = 1800.0
     guard_min_size: int = 8
-    guard_modularity: float = 0.3
+    guard_conductance: float = 0.1
+    exact_limit: int = 3000
+    scope_ref_lift: float = 8.0
+    #: ablation switches: without names every pair is a name match, without shapes every pair a shape match
+    use_names: bool = True
+    use_shapes: bool = True
     merge_min_links: int = 2
+    max_neighbours: int = 24
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -75,6 +101,8 @@ class GroupingConfig:
                 raise ValueError(f"grouping {name} must not be negative, got {getattr(self, name)}")
         if self.shape_points < 8:
             raise ValueError(f"grouping shape_points must be at least 8, got {self.shape_points}")
+        if self.max_neighbours < 1:
+            raise ValueError(f"grouping max_neighbours must be at least 1, got {self.max_neighbours}")
         if self.merge_min_links < 1:
             raise ValueError(f"grouping merge_min_links must be at least 1, got {self.merge_min_links}")
         if self.max_lag_steps < 0:
@@ -101,30 +129,6 @@ def _normalize(mat: sp.csr_matrix) -> sp.csr_matrix:
     norms = np.sqrt(np.asarray(mat.multiply(mat).sum(axis=1)).ravel())
     norms[norms == 0] = 1.0
     return sp.csr_matrix(sp.diags(1.0 / norms) @ mat)
-
-
-SCOPE_POWER = 32  # a power mean this high is the max within 5% for up to five shared pairs
-
-
-def scope_similarity(hotness: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
-    """``rows`` x all: hottest shared pair over the larger of the two hottest pairs.
-
-    ``hotness`` holds, per anomaly, the hotness of its hot pairs only. The max over shared
-    pairs is taken as a high power mean through one sparse product (an exact max is not a
-    matrix product); values are normalized first so the power cannot overflow.
-    """
-    if hotness.nnz == 0:
-        return sp.csr_matrix((len(rows), hotness.shape[0]))
-    top = float(hotness.data.max())
-    powered = hotness.copy()
-    powered.data = (powered.data / top) ** SCOPE_POWER
-    shared = sp.csr_matrix(powered[rows] @ powered.T)
-    shared.data = shared.data ** (1.0 / SCOPE_POWER) * top
-    best = np.asarray(hotness.max(axis=1).todense()).ravel()
-    coo = shared.tocoo()
-    denom = np.maximum(best[rows][coo.row], best[coo.col])
-    vals = np.minimum(coo.data / np.maximum(denom, 1e-12), 1.0)
-    return sp.csr_matrix((vals, (coo.row, coo.col)), shape=shared.shape)
 
 
 def contrast_weights(
@@ -185,87 +189,326 @@ def hot_properties(
     return out
 
 
-def build_graph(
+@dataclass
+class Edges:
+    """The anomaly graph's edges as parallel arrays; ``left < right`` are node indices."""
+
+    left: np.ndarray
+    right: np.ndarray
+    weight: np.ndarray
+    name: np.ndarray
+    shape: np.ndarray
+    lag_steps: np.ndarray
+    onset_gap_s: np.ndarray
+    step: float = 60.0
+    #: per node, its hot pairs (rows = nodes, nonzero = hotness): what explains each anomaly
+    hotness: sp.csr_matrix | None = None
+
+    def __len__(self) -> int:
+        return len(self.left)
+
+    @classmethod
+    def empty(cls, step: float = 60.0) -> Edges:
+        z = np.zeros(0)
+        i = np.zeros(0, dtype=np.int64)
+        return cls(i, i.copy(), z, z.copy(), z.copy(), i.copy(), z.copy(), step)
+
+    def subset(self, mask: np.ndarray) -> Edges:
+        return Edges(
+            self.left[mask],
+            self.right[mask],
+            self.weight[mask],
+            self.name[mask],
+            self.shape[mask],
+            self.lag_steps[mask],
+            self.onset_gap_s[mask],
+            self.step,
+            self.hotness,
+        )
+
+    def evidence(self, k: int) -> dict[str, Any]:
+        return {
+            "weight": round(float(self.weight[k]), 4),
+            "name": round(float(self.name[k]), 4),
+            "shape": round(float(self.shape[k]), 4),
+            "lag_s": float(self.lag_steps[k] * self.step),
+            "onset_gap_s": float(self.onset_gap_s[k]),
+        }
+
+
+def build_edges(
     nodes: Sequence[Node],
-    new: Sequence[int],
+    new: Sequence[int] | np.ndarray,
     index: NameIndex,
     windows: Callable[[Sequence[str]], np.ndarray],
     config: GroupingConfig,
     step: float,
-) -> nx.Graph:
-    """Graph over ``nodes`` with an edge wherever the evidence passes the thresholds.
+) -> Edges:
+    """Edges wherever the evidence passes the thresholds, for pairs that involve a ``new`` node.
 
-    Only pairs that involve a ``new`` node are examined: existing members were linked (or
-    not) when they arrived. ``windows(metrics)`` returns the recent windows of those metrics
-    (rows in order, last column = now).
+    Existing members were linked (or not) when they arrived. ``windows(metrics)`` returns the
+    recent windows of those metrics (rows in order, last column = now).
     """
-    g = nx.Graph()
-    for i, nd in enumerate(nodes):
-        g.add_node(i, key=nd.key, incident=nd.incident)
-    if not len(new) or len(nodes) < 2:
-        return g
-    names = [nd.metric for nd in nodes]
-    mat, hotness = contrast_weights(index, names, config)
-    vec = _normalize(mat)
     new_idx = np.asarray(new, dtype=np.int64)
-    sims = sp.csr_matrix(vec[new_idx] @ vec.T).maximum(scope_similarity(hotness, new_idx)).tocoo()
-    left = new_idx[sims.row]
-    right = sims.col.astype(np.int64)
-    name_sim = sims.data
-    is_new = np.zeros(len(nodes), bool)
-    is_new[new_idx] = True
-    # each pair once: new-old pairs, and new-new pairs with left < right
-    keep = (left != right) & (name_sim >= config.min_name - 1e-12) & (~is_new[right] | (left < right))
-    left, right, name_sim = left[keep], right[keep], name_sim[keep]
+    if not len(new_idx) or len(nodes) < 2:
+        return Edges.empty(step)
+    names = [nd.metric for nd in nodes]
+    starts = np.array([nd.start for nd in nodes], dtype=np.float64)
+    mat, hotness = contrast_weights(index, names, config)
+    if config.use_names:
+        left, right, name_sim = candidate_pairs(mat, hotness, starts, new_idx, config)
+    else:
+        left, right, name_sim = all_pairs(len(nodes), new_idx)
     if not len(left):
-        return g
+        out = Edges.empty(step)
+        out.hotness = hotness
+        return out
     involved = np.unique(np.concatenate([left, right]))
     pos = np.full(len(nodes), -1, dtype=np.int64)
     pos[involved] = np.arange(len(involved))
     win = windows([names[i] for i in involved])[:, -config.shape_points :]
-    shape, lag = shape_similarity_pairs(win, pos[left], pos[right], config.max_lag_steps, config.shape_kinds)
-    starts = np.array([nd.start for nd in nodes])
+    if config.use_shapes:
+        shape, lag = shape_similarity_pairs(
+            win, pos[left], pos[right], config.max_lag_steps, config.shape_kinds, enough=config.min_shape
+        )
+    else:
+        shape, lag = np.ones(len(left)), np.zeros(len(left), dtype=np.int64)
     gap = np.abs(starts[left] - starts[right])
     ok = (shape >= config.min_shape) | (gap <= config.co_onset_s)
-    for a, b, n_s, s_s, lg, gp in zip(left[ok], right[ok], name_sim[ok], shape[ok], lag[ok], gap[ok]):
-        weight = float(n_s) * (0.5 + 0.5 * max(float(s_s), 0.0))
-        g.add_edge(
-            int(a),
-            int(b),
-            weight=weight,
-            name=round(float(n_s), 4),
-            shape=round(float(s_s), 4),
-            lag_s=int(lg) * step,
-            onset_gap_s=float(gp),
-        )
-    return g
+    weight = name_sim * (0.5 + 0.5 * np.maximum(shape, 0.0))
+    return Edges(
+        left[ok], right[ok], weight[ok], name_sim[ok], shape[ok], lag[ok].astype(np.int64), gap[ok], step, hotness
+    )
 
 
-def guarded_components(g: nx.Graph, config: GroupingConfig) -> list[set[int]]:
-    """Connected components, with large loosely-knit ones split into communities."""
-    out: list[set[int]] = []
-    for comp in nx.connected_components(g):
-        if len(comp) < config.guard_min_size:
-            out.append(set(comp))
-            continue
-        sub = g.subgraph(comp)
-        parts = nx.community.louvain_communities(sub, weight="weight", seed=config.seed)
-        if len(parts) > 1 and nx.community.modularity(sub, parts, weight="weight") >= config.guard_modularity:
-            out.extend(set(p) for p in parts)
-        else:
-            out.append(set(comp))
+def all_pairs(n_nodes: int, new_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair (a < b) involving a new node, each with name evidence 1 (the names-off ablation)."""
+    is_new = np.zeros(n_nodes, bool)
+    is_new[new_idx] = True
+    a, b = np.triu_indices(n_nodes, k=1)
+    keep = is_new[a] | is_new[b]
+    return a[keep].astype(np.int64), b[keep].astype(np.int64), np.ones(int(keep.sum()))
+
+
+def candidate_pairs(
+    mat: sp.csr_matrix, hotness: sp.csr_matrix, starts: np.ndarray, new_idx: np.ndarray, config: GroupingConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``(a < b)`` involving a new node whose name evidence reaches ``min_name``, each new node
+    keeping its best ``max_neighbours`` (most similar first, then closest in time).
+
+    ``mat`` and ``hotness`` are the nodes' :func:`contrast_weights`."""
+    vec = _normalize(mat)
+    n_nodes = mat.shape[0]
+    if n_nodes <= config.exact_limit:
+        # every pair sharing any property (cosine > 0) is a candidate; a shared hot pair is a shared pair
+        near = sp.csr_matrix(vec[new_idx] @ vec.T).tocoo()
+        rows, cols = new_idx[near.row], near.col.astype(np.int64)
+    else:
+        rows, cols = _blocked_pairs(hotness, starts, new_idx, config)
+    vals = _pair_similarity(vec, hotness, rows, cols, config)
+    keep = (rows != cols) & (vals >= config.min_name - 1e-12)
+    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    if not len(rows):
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0)
+    order = np.lexsort((cols, np.abs(starts[rows] - starts[cols]), -vals, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    rank = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
+    top = rank < config.max_neighbours
+    a, b, v = np.minimum(rows[top], cols[top]), np.maximum(rows[top], cols[top]), vals[top]
+    _, uniq = np.unique(a * (n_nodes + 1) + b, return_index=True)
+    return a[uniq], b[uniq], v[uniq]
+
+
+def _blocked_pairs(
+    hotness: sp.csr_matrix, starts: np.ndarray, new_idx: np.ndarray, config: GroupingConfig, per_node: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs from blocks of shared hot pairs: near neighbours in time within each block."""
+    n = hotness.shape[0]
+    coo = hotness.tocoo()
+    # each node's `per_node` hottest pairs
+    order = np.lexsort((coo.col, -coo.data, coo.row))
+    r, c = coo.row[order], coo.col[order]
+    first = np.flatnonzero(np.r_[True, r[1:] != r[:-1]]) if len(r) else np.zeros(0, dtype=np.int64)
+    rank = np.arange(len(r)) - np.repeat(first, np.diff(np.r_[first, len(r)]))
+    r, c = r[rank < per_node], c[rank < per_node]
+    # within a block, sorted by start: each node meets the next `w` nodes
+    order = np.lexsort((r, starts[r], c))
+    r, c = r[order].astype(np.int64), c[order]
+    is_new = np.zeros(n, bool)
+    is_new[new_idx] = True
+    lefts, rights = [], []
+    for k in range(1, config.max_neighbours + 1):
+        same = c[k:] == c[:-k]
+        a, b = r[:-k][same], r[k:][same]
+        involve = is_new[a] | is_new[b]
+        lefts.append(a[involve])
+        rights.append(b[involve])
+    rows = np.concatenate(lefts) if lefts else np.zeros(0, dtype=np.int64)
+    cols = np.concatenate(rights) if rights else np.zeros(0, dtype=np.int64)
+    # orient pairs so the row is a new node (a new-new pair is examined from both sides)
+    flip = ~is_new[rows]
+    rows, cols = np.where(flip, cols, rows), np.where(flip, rows, cols)
+    both = is_new[cols] & (rows != cols)
+    return np.concatenate([rows, cols[both]]), np.concatenate([cols, rows[both]])
+
+
+def _padded(mat: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """CSR rows as fixed-width (rows x widest) column and value arrays, padded with -1 / 0."""
+    counts = np.diff(mat.indptr)
+    width = max(int(counts.max()) if len(counts) else 0, 1)
+    cols = np.full((mat.shape[0], width), -1, dtype=np.int64)
+    vals = np.zeros((mat.shape[0], width))
+    pos = np.arange(len(mat.indices)) - np.repeat(mat.indptr[:-1], counts)
+    rows = np.repeat(np.arange(mat.shape[0]), counts)
+    cols[rows, pos] = mat.indices
+    vals[rows, pos] = mat.data
+    return cols, vals
+
+
+def _pair_similarity(
+    vec: sp.csr_matrix, hotness: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, config: GroupingConfig
+) -> np.ndarray:
+    """max(cosine, scope) for given pairs only, exactly.
+
+    A name has a handful of pairs, so each pair of names is compared as two short padded rows:
+    every (i, j) match of their columns at once, no sparse row gathers.
+    """
+    if not len(rows):
+        return np.zeros(0)
+    vc, vv = _padded(vec)
+    hc, hv = _padded(hotness)
+    best_hot = hv.max(axis=1)
+    ref = np.log(max(config.scope_ref_lift, 1.0 + 1e-9))
+    out = np.zeros(len(rows))
+    for lo in range(0, len(rows), 100_000):
+        r, c = rows[lo : lo + 100_000], cols[lo : lo + 100_000]
+        match = (vc[r][:, :, None] == vc[c][:, None, :]) & (vc[r][:, :, None] >= 0)
+        cos = (match * vv[r][:, :, None] * vv[c][:, None, :]).sum(axis=(1, 2))
+        hmatch = (hc[r][:, :, None] == hc[c][:, None, :]) & (hc[r][:, :, None] >= 0)
+        shared = np.where(hmatch, hv[r][:, :, None], 0.0).max(axis=(1, 2))
+        relative = shared / np.maximum(np.maximum(best_hot[r], best_hot[c]), 1e-12)
+        scope = np.minimum(relative, 1.0) * np.minimum(shared / ref, 1.0)
+        out[lo : lo + len(r)] = np.maximum(cos, scope)
     return out
 
 
-def edge_evidence(g: nx.Graph, node: int, within: set[int] | None = None) -> dict[str, Any]:
-    """The strongest edge of ``node`` (optionally only to nodes in ``within``), as evidence."""
-    best: tuple[float, int, dict[str, Any]] | None = None
-    for other, data in g[node].items():
-        if within is not None and other not in within:
-            continue
-        if best is None or data["weight"] > best[0]:
-            best = (data["weight"], other, data)
-    if best is None:
+def components(n_nodes: int, edges: Edges, config: GroupingConfig) -> list[np.ndarray]:
+    """Connected components of the graph over ``n_nodes`` nodes, large ones cut where they are
+    loosely knit (see the module docstring). Sorted by their smallest node.
+
+    When the edges carry the nodes' hotness, a group whose nodes mostly (80%) share one hot
+    pair is one problem explained by one property (a service, a country) and is not cut: only
+    groups that no single property explains are examined for a low-conductance cut.
+    """
+    if n_nodes == 0:
+        return []
+    adj = sp.coo_matrix((edges.weight, (edges.left, edges.right)), shape=(n_nodes, n_nodes)).tocsr()
+    adj = (adj + adj.T).tocsr()
+    hot = edges.hotness if edges.hotness is not None and edges.hotness.shape[0] >= n_nodes else None
+    out: list[np.ndarray] = []
+    for comp in _split_components(adj, np.arange(n_nodes)):
+        out.extend(_guard(adj, hot, comp, config, depth=0))
+    return sorted(out, key=lambda c: int(c.min()))
+
+
+def _split_components(adj: sp.csr_matrix, nodes: np.ndarray) -> list[np.ndarray]:
+    sub = adj if len(nodes) == adj.shape[0] else adj[nodes][:, nodes]
+    _, labels = connected_components(sub, directed=False)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    return [nodes[part] for part in np.split(order, bounds)]
+
+
+def _explained(hot: sp.csr_matrix | None, nodes: np.ndarray, share: float = 0.8) -> bool:
+    if hot is None:
+        return False
+    sub = hot[nodes]
+    return bool(sub.nnz) and int(np.bincount(sub.indices).max()) >= share * len(nodes)
+
+
+def _guard(
+    adj: sp.csr_matrix, hot: sp.csr_matrix | None, nodes: np.ndarray, config: GroupingConfig, depth: int
+) -> list[np.ndarray]:
+    if len(nodes) < config.guard_min_size or depth >= 12 or _explained(hot, nodes):
+        return [nodes]
+    cut = lowest_conductance_cut(adj[nodes][:, nodes])
+    if cut is None or cut[1] >= config.guard_conductance:
+        return [nodes]
+    out: list[np.ndarray] = []
+    for part in (nodes[cut[0]], nodes[~cut[0]]):
+        for comp in _split_components(adj, part):
+            out.extend(_guard(adj, hot, comp, config, depth + 1))
+    return out
+
+
+def lowest_conductance_cut(adj: sp.csr_matrix) -> tuple[np.ndarray, float] | None:
+    """The sweep cut of the Fiedler vector with the lowest conductance: (mask of one side, conductance).
+
+    Conductance of a cut S: weight crossing it / min(volume of S, volume of the rest).
+    """
+    n = adj.shape[0]
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    if n < 2 or np.any(deg <= 0):
+        return None
+    d = 1.0 / np.sqrt(deg)
+    norm = sp.csr_matrix(sp.diags(d) @ adj @ sp.diags(d))
+    fiedler = _second_eigenvector(norm, np.sqrt(deg))
+    order = np.argsort(fiedler * d, kind="stable")
+    perm = adj[order][:, order]
+    inside = np.asarray(sp.tril(perm, k=-1).sum(axis=1)).ravel()  # weight to earlier nodes
+    vol = np.cumsum(deg[order])
+    cut = vol - 2.0 * np.cumsum(inside)
+    total = vol[-1]
+    phi = cut[:-1] / np.maximum(np.minimum(vol[:-1], total - vol[:-1]), 1e-12)
+    k = int(np.argmin(phi))
+    side = np.zeros(n, bool)
+    side[order[: k + 1]] = True
+    return side, float(phi[k])
+
+
+def _second_eigenvector(norm: sp.csr_matrix, top: np.ndarray) -> np.ndarray:
+    """Second-largest eigenvector of a normalized adjacency (dense solver when small, else ARPACK
+    from a fixed start so the result is deterministic)."""
+    n = norm.shape[0]
+    if n <= 150:
+        _, vecs = eigh(norm.toarray(), subset_by_index=[n - 2, n - 2])
+        return np.asarray(vecs[:, 0])
+    v0 = top + np.linspace(0.0, 1e-3, n)
+    try:
+        _, vecs = eigsh(norm, k=2, which="LA", v0=v0, tol=1e-3, maxiter=200)
+    except ArpackNoConvergence as exc:
+        if exc.eigenvectors is None or exc.eigenvectors.shape[1] < 2:
+            return np.zeros(n)
+        vecs = exc.eigenvectors
+    return np.asarray(vecs[:, 0])
+
+
+def strongest_edges(
+    edges: Edges, allowed: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None, n_nodes: int = 0
+) -> dict[int, int]:
+    """For every node, the index (into ``edges``) of its strongest edge, optionally only among
+    edges ``allowed(node, other)`` says may count."""
+    if not len(edges):
         return {}
-    _, other, data = best
-    return {"to": g.nodes[other]["key"][0], **{k: data[k] for k in ("weight", "name", "shape", "lag_s", "onset_gap_s")}}
+    nodes = np.concatenate([edges.left, edges.right])
+    others = np.concatenate([edges.right, edges.left])
+    idx = np.concatenate([np.arange(len(edges))] * 2)
+    if allowed is not None:
+        ok = allowed(nodes, others)
+        nodes, others, idx = nodes[ok], others[ok], idx[ok]
+    order = np.lexsort((idx, -edges.weight[idx], nodes))
+    nodes, idx = nodes[order], idx[order]
+    first = np.r_[True, nodes[1:] != nodes[:-1]]
+    return {int(n): int(i) for n, i in zip(nodes[first], idx[first])}
+
+
+def to_networkx(nodes: Sequence[Node], edges: Edges) -> nx.Graph:
+    """The explainable graph: anomalies as nodes (key, metric, start, incident), evidence on edges."""
+    g = nx.Graph()
+    for i, nd in enumerate(nodes):
+        g.add_node(i, key=nd.key, metric=nd.metric, start=nd.start, incident=nd.incident)
+    for k in range(len(edges)):
+        g.add_edge(int(edges.left[k]), int(edges.right[k]), **edges.evidence(k))
+    return g

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from grouping.graph import GroupingConfig, Node, build_graph, edge_evidence, guarded_components, hot_properties
+from grouping.graph import Edges, GroupingConfig, Node, build_edges, components, hot_properties, strongest_edges
 from grouping.names import NameIndex, parse
 from grouping.priority import PriorityModel
 from grouping.report import root_entity, root_metric, title
@@ -156,6 +156,7 @@ class IncidentTracker:
         self._of: dict[Key, str] = {}
         self._last_of_metric: dict[str, str] = {}
         self._props: dict[str, dict[str, str]] = {}
+        self.last_edges: Edges | None = None  # the newest tick's graph, for explanations
 
     # -- queries -------------------------------------------------------------------------
 
@@ -169,7 +170,9 @@ class IncidentTracker:
     def props(self, metric: str) -> dict[str, str]:
         p = self._props.get(metric)
         if p is None:
-            p = self._props[metric] = parse(metric)
+            # a known metric was parsed when it was added: rebuild its properties from its pairs
+            p = dict(t.split("=", 1) for t in self.index.tokens(metric)) if metric in self.index else parse(metric)
+            self._props[metric] = p
         return p
 
     # -- the tick ------------------------------------------------------------------------
@@ -225,13 +228,26 @@ class IncidentTracker:
         nodes = [Node(key=(a.metric, a.start), metric=a.metric, start=a.start) for a in new]
         nodes += [Node(key=m.key, metric=m.metric, start=m.start, incident=self._of[m.key]) for m in old]
         self.index.add(sorted({nd.metric for nd in nodes if nd.metric not in self.index}))
-        g = build_graph(nodes, range(len(new)), self.index, windows, self.config, self.step)
         n_new = len(new)
+        edges = build_edges(nodes, np.arange(n_new), self.index, windows, self.config, self.step)
+        self.last_edges = edges
+        inner = edges.subset(edges.right < n_new)
+        cross = edges.subset(edges.right >= n_new)
+        incident_of_node = np.array([nd.incident or "" for nd in nodes], dtype=object)
+        comp_of = np.empty(n_new, dtype=np.int64)
+        comps = components(n_new, inner, self.config)
+        for k, comp in enumerate(comps):
+            comp_of[comp] = k
+        targets = self._targets(cross, comp_of, incident_of_node)
+        member_target = np.full(len(nodes), -1, dtype=np.int64)
+        old_nodes_of: dict[str, list[int]] = {}
+        for j in range(n_new, len(nodes)):
+            old_nodes_of.setdefault(str(nodes[j].incident), []).append(j)
         changes: list[IncidentChange] = []
-        for comp in sorted(guarded_components(g.subgraph(range(n_new)), self.config), key=min):
-            fresh = sorted(comp)
-            targets = self._targets(g, nodes, fresh, n_new)
-            if not targets:
+        for k, comp in enumerate(comps):
+            fresh = sorted(int(i) for i in comp)
+            tg = targets.get(k, [])
+            if not tg:
                 first = new[fresh[0]]
                 iid = incident_id(first.metric, first.start)
                 inc = Incident(
@@ -240,13 +256,18 @@ class IncidentTracker:
                 self.incidents[iid] = inc
                 kind = "opened"
             else:
-                targets.sort(key=lambda iid: (self.incidents[iid].opened_at, iid))
-                iid = targets[0]
+                live = sorted({self._current(t) for t in tg}, key=lambda t: (self.incidents[t].opened_at, t))
+                iid = live[0]
                 inc = self.incidents[iid]
-                for other in targets[1:]:
+                for other in live[1:]:
                     changes += self._merge(now, other, iid)
                 kind = "grew"
-            scope = set(fresh) | {j for j in range(n_new, len(nodes)) if nodes[j].incident in targets}
+            member_target[fresh] = k
+            for t in tg:
+                member_target[old_nodes_of.get(t, [])] = k
+            inc.updated_at = now
+            touched.add(iid)
+            changes.append(IncidentChange(iid, kind, now, {"added": [new[i].metric for i in fresh]}))
             for i in fresh:
                 a = new[i]
                 mem = Member(
@@ -258,35 +279,48 @@ class IncidentTracker:
                     direction=a.direction,
                     open=a.open,
                     joined_at=now,
-                    evidence=edge_evidence(g, i, scope),
                 )
                 inc.members[mem.key] = mem
                 self._of[mem.key] = iid
-            inc.updated_at = now
-            touched.add(iid)
-            changes.append(IncidentChange(iid, kind, now, {"added": [new[i].metric for i in fresh]}))
+        # evidence: each new member's strongest edge to a node of the group it joined
+        best = strongest_edges(edges, lambda n, o: (member_target[n] >= 0) & (member_target[n] == member_target[o]))
+        for i in range(n_new):
+            k_edge = best.get(i)
+            if k_edge is None:
+                continue
+            peer = int(edges.right[k_edge] if edges.left[k_edge] == i else edges.left[k_edge])
+            a = new[i]
+            mem = self.incidents[self._of[(a.metric, a.start)]].members[(a.metric, a.start)]
+            mem.evidence = {"to": nodes[peer].metric, **edges.evidence(k_edge)}
         return changes
 
-    def _targets(self, g: Any, nodes: Sequence[Node], fresh: Sequence[int], n_new: int) -> list[str]:
-        """Open incidents a cluster of new anomalies joins: the most strongly linked one, plus any
-        other that at least ``merge_min_links`` of the new anomalies link to with comparable weight."""
-        weight: dict[str, float] = {}
-        linkers: dict[str, set[int]] = {}
-        for i in fresh:
-            for j, data in g[i].items():
-                if j < n_new:
-                    continue
-                iid = nodes[j].incident
-                weight[iid] = weight.get(iid, 0.0) + data["weight"]
-                linkers.setdefault(iid, set()).add(i)
-        if not weight:
-            return []
-        best = max(weight, key=lambda k: (weight[k], k))
-        out = [best]
-        for iid, w in weight.items():
-            if iid != best and len(linkers[iid]) >= self.config.merge_min_links and w >= 0.5 * weight[best]:
-                out.append(iid)
+    def _targets(self, cross: Edges, comp_of: np.ndarray, incident_of_node: np.ndarray) -> dict[int, list[str]]:
+        """Open incidents each cluster of new anomalies joins: the most strongly linked one, plus any
+        other that at least ``merge_min_links`` of its new anomalies link to with comparable weight."""
+        weight: dict[int, dict[str, float]] = {}
+        linkers: dict[tuple[int, str], set[int]] = {}
+        for a, b, w in zip(cross.left.tolist(), cross.right.tolist(), cross.weight.tolist()):
+            k, iid = int(comp_of[a]), str(incident_of_node[b])
+            per = weight.setdefault(k, {})
+            per[iid] = per.get(iid, 0.0) + w
+            linkers.setdefault((k, iid), set()).add(a)
+        out: dict[int, list[str]] = {}
+        for k, cand in weight.items():
+            best = max(cand, key=lambda t: (cand[t], t))
+            out[k] = [best] + [
+                iid
+                for iid, w in cand.items()
+                if iid != best and len(linkers[(k, iid)]) >= self.config.merge_min_links and w >= 0.5 * cand[best]
+            ]
         return out
+
+    def _current(self, iid: str) -> str:
+        """Follow merges to the incident that holds ``iid``'s members now."""
+        seen = set()
+        while self.incidents[iid].merged_into and iid not in seen:
+            seen.add(iid)
+            iid = self.incidents[iid].merged_into  # type: ignore[assignment]
+        return iid
 
     def _follows(self, metrics: Sequence[str]) -> str | None:
         prev = [self._last_of_metric[m] for m in metrics if m in self._last_of_metric]
@@ -316,7 +350,7 @@ class IncidentTracker:
         before = inc.priority
         pr = self.priority.score(members, props, inc.last_activity)
         inc.priority, inc.priority_score, inc.priority_parts = pr.level, pr.score, pr.parts
-        inc.root = root_metric(members, lambda m: self.priority.importance(m, self.props(m)))
+        inc.root = root_metric(members, lambda m: self.priority.importance(m, props[m]))
         hot = hot_properties(self.index, metrics, self.config) if len(metrics) > 1 else []
         inc.root_entity = root_entity(metrics, props, hot)
         inc.title = title(members, props, inc.root, inc.root_entity)

@@ -175,6 +175,7 @@ class NameIndex:
         self._tokens: list[str] = []
         self._rows: list[np.ndarray] = []
         self._idf_cache: np.ndarray | None = None
+        self._df_cache: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self._names)
@@ -208,6 +209,7 @@ class NameIndex:
                 cols.append(col)
             self._rows.append(np.asarray(sorted(cols), dtype=np.int64))
             self._idf_cache = None
+            self._df_cache = None
         return out
 
     def idf(self) -> np.ndarray:
@@ -228,7 +230,9 @@ class NameIndex:
 
     def doc_freq(self) -> np.ndarray:
         """How many known metrics hold each vocabulary pair."""
-        return np.asarray(self._doc_freq, dtype=np.int64)
+        if self._df_cache is None:
+            self._df_cache = np.asarray(self._doc_freq, dtype=np.int64)
+        return self._df_cache
 
     def column_token(self, col: int) -> str:
         """The ``key=value`` pair of a vocabulary column."""

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import networkx as nx
 import numpy as np
 import pytest
 
 from detectors.events import Anomaly
-from grouping.graph import GroupingConfig, guarded_components
+from grouping.graph import Edges, GroupingConfig, Node, components, lowest_conductance_cut, to_networkx
 from grouping.incidents import IncidentTracker, incident_id
 from grouping.names import NameIndex
 
@@ -156,21 +155,46 @@ def test_state_round_trip_gives_the_same_future() -> None:
     assert [i.to_dict() for i in w1.tracker.incidents.values()] == [i.to_dict() for i in w2.tracker.incidents.values()]
 
 
-def test_giant_component_guard_splits_two_cliques_joined_by_a_chain() -> None:
-    g = nx.Graph()
-    for block in (range(0, 10), range(10, 20)):
-        for i in block:
-            for j in block:
-                if i < j:
-                    g.add_edge(i, j, weight=0.9)
-    g.add_edge(9, 20, weight=0.5)
-    g.add_edge(20, 10, weight=0.5)
-    parts = guarded_components(g, GroupingConfig())
-    assert len(parts) == 2 and {0, 1, 2} <= parts[0] | parts[1]
-    assert all(len(p & set(range(10))) in (0, 10) for p in parts)
-    clique = nx.complete_graph(12)
-    nx.set_edge_attributes(clique, 1.0, "weight")
-    assert len(guarded_components(clique, GroupingConfig())) == 1
+def _edges(pairs: list[tuple[int, int, float]]) -> Edges:
+    a = np.array([min(p[0], p[1]) for p in pairs])
+    b = np.array([max(p[0], p[1]) for p in pairs])
+    w = np.array([p[2] for p in pairs])
+    z = np.zeros(len(pairs))
+    return Edges(a, b, w, w, z, np.zeros(len(pairs), dtype=np.int64), z)
+
+
+def test_giant_component_guard_splits_two_groups_joined_by_a_chain() -> None:
+    pairs = [(i, j, 0.9) for block in (range(0, 10), range(10, 20)) for i in block for j in block if i < j]
+    pairs += [(9, 20, 0.5), (20, 10, 0.5)]
+    parts = components(21, _edges(pairs), GroupingConfig())
+    assert len(parts) >= 2
+    assert all(len(set(p.tolist()) & set(range(10))) in (0, 10) for p in parts)
+    assert all(len(set(p.tolist()) & set(range(10, 20))) in (0, 10) for p in parts)
+
+
+def test_guard_keeps_dense_groups_and_sampled_cliques_whole() -> None:
+    clique = [(i, j, 1.0) for i in range(12) for j in range(i + 1, 12)]
+    assert len(components(12, _edges(clique), GroupingConfig())) == 1
+    rng = np.random.default_rng(0)  # a big incident seen through a few neighbours per member
+    n = 300
+    sampled = {(min(i, j), max(i, j)) for i in range(n) for j in rng.choice(n, 12, replace=False) if i != j}
+    parts = components(n, _edges([(i, j, 0.8) for i, j in sampled]), GroupingConfig())
+    assert len(parts) == 1
+
+
+def test_lowest_conductance_cut_and_networkx_view() -> None:
+    pairs = [(0, 1, 1.0), (1, 2, 1.0), (0, 2, 1.0), (3, 4, 1.0), (4, 5, 1.0), (3, 5, 1.0), (2, 3, 0.1)]
+    e = _edges(pairs)
+    import scipy.sparse as sp
+
+    adj = sp.coo_matrix((e.weight, (e.left, e.right)), shape=(6, 6)).tocsr()
+    side, phi = lowest_conductance_cut((adj + adj.T).tocsr())  # type: ignore[misc]
+    assert set(np.flatnonzero(side).tolist()) in ({0, 1, 2}, {3, 4, 5})
+    assert phi == pytest.approx(0.1 / 6.1)
+    nodes = [Node(key=(f"m{i}", 0.0), metric=f"m{i}", start=0.0) for i in range(6)]
+    g = to_networkx(nodes, e)
+    assert g.number_of_edges() == 7 and g.nodes[3]["metric"] == "m3"
+    assert g.edges[2, 3]["weight"] == pytest.approx(0.1)
 
 
 def test_config_is_validated() -> None:

@@ -1,0 +1,415 @@
+"""Grouping bench: quality on simulated storms, incidents across ticks, and grouping at scale.
+
+    python bench/grouping.py [--quick] [--json] [--seeds N]
+
+1. **Quality** on simulator storms (3,000 metrics, 8 incidents of up to 150 members, few
+   singletons) at default settings: the full pipeline (detection + grouping), with an ablation
+   that regroups the same detected anomalies with names only, shapes only, and neither
+   (time only: every concurrent anomaly in one incident: the baseline).
+2. **Across ticks**: the live, tick-by-tick grouping against the whole storm grouped at once
+   (:func:`grouping.offline.group_all`) on the same anomalies; and incident-id churn: members
+   whose incident changed other than by a recorded merge.
+3. **Scale**: 10,000 concurrent anomalies drawn from 1,000,000 metric names grouped in one
+   tick (detection excluded), against the exact all-pairs candidate search in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detectors.events import Anomaly
+from grouping.evaluation import pairwise_scores
+from grouping.graph import GroupingConfig
+from grouping.incidents import IncidentTracker
+from grouping.names import NameIndex
+from grouping.offline import group_all
+from workers.pipeline import Pipeline
+from workers.quality import evaluate_storm
+from workers.settings import Settings
+from workers.simulator import Storm, simulate_storm
+
+STORM = {"n_metrics": 3000, "n_incidents": 8, "max_members": 150, "singleton_rate": 0.5}
+ABLATION = {
+    "names + shapes (default)": {},
+    "names only": {"use_shapes": False},
+    "shapes only": {"use_names": False},
+    "time only (baseline)": {"use_names": False, "use_shapes": False},
+}
+
+
+@dataclass
+class Snap:
+    """An anomaly as it was at one tick."""
+
+    metric: str
+    start: float
+    end: float
+    peak_score: float
+    peak_at: float
+    direction: int
+    open: bool
+
+
+class Recorder(Pipeline):
+    """The embedded pipeline, keeping the anomaly stream each tick handed to grouping."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, keep_archive=True)
+        self.stream: list[tuple[float, list[Snap]]] = []
+        self.first_incident: dict[tuple[str, float], str] = {}
+
+    def group(self, at: float, changed: list[Anomaly], opened: int, closed: int, scored: int) -> Any:
+        self.stream.append(
+            (at, [Snap(a.metric, a.start, a.end, a.peak_score, a.peak_at, a.direction, a.open) for a in changed])
+        )
+        out = super().group(at, changed, opened, closed, scored)
+        for a in changed:
+            inc = self.incidents.incident_of(a.metric, a.start)
+            if inc is not None:
+                self.first_incident.setdefault(a.key, inc.id)
+        return out
+
+
+def storm_windows(storm: Storm):  # type: ignore[no-untyped-def]
+    row = {n: i for i, n in enumerate(storm.names)}
+    t0, step = float(storm.timestamps[0]), storm.step
+
+    def at(end: float, points: int):  # type: ignore[no-untyped-def]
+        j = round((end - t0) / step)
+
+        def read(metrics):  # type: ignore[no-untyped-def]
+            rows = [row[m] for m in metrics]
+            lo = j - points + 1
+            out = np.full((len(rows), points), np.nan)
+            src = storm.values[rows, max(lo, 0) : j + 1]
+            out[:, points - src.shape[1] :] = src
+            return out
+
+        return read
+
+    return at
+
+
+def detect(storm: Storm, settings: Settings) -> Recorder:
+    """The full pipeline over a storm (history bulk-loaded, the storm ticked step by step)."""
+    pipe = Recorder(settings)
+    h = storm.history_steps
+    keep = max(0, h - settings.retention_points)
+    pipe.load_history(storm.names, storm.timestamps[keep:h], storm.values[:, keep:h])
+    rows = pipe.register(storm.names)
+    for j in range(h, len(storm.timestamps)):
+        col = storm.values[:, j]
+        ok = np.isfinite(col)
+        pipe.store.append(rows[ok], np.full(int(ok.sum()), storm.timestamps[j]), col[ok])
+        pipe.tick(float(storm.timestamps[j]))
+    pipe.finish(float(storm.timestamps[-1]) + storm.step)
+    return pipe
+
+
+def regroup(
+    storm: Storm, stream: list[tuple[float, list[Snap]]], config: GroupingConfig, settings: Settings
+) -> list[dict[str, Any]]:
+    """Replay a recorded anomaly stream through a fresh tracker with another grouping config."""
+    index = NameIndex()
+    index.add(storm.names)
+    tracker = IncidentTracker(index, config, settings.priority_model, step=storm.step)
+    win = storm_windows(storm)
+    for at, snaps in stream:
+        tracker.update(at, snaps, win(at, config.shape_points))
+    tracker.resolve_all(stream[-1][0] if stream else 0.0)
+    return [i.to_dict() for i in tracker.incidents.values() if i.status != "merged"]
+
+
+def truth_compression(storm: Storm) -> float:
+    return sum(len(i.members) for i in storm.incidents) / len(storm.incidents)
+
+
+def quality(seeds: list[int], settings: Settings) -> dict[str, Any]:
+    rows: dict[str, list[dict[str, Any]]] = {k: [] for k in ABLATION}
+    ticks: list[dict[str, Any]] = []
+    ceilings = []
+    for seed in seeds:
+        storm = simulate_storm(seed=seed, step=settings.step_s, **STORM)  # type: ignore[arg-type]
+        ceilings.append(truth_compression(storm))
+        pipe = detect(storm, settings)
+        live = pipe.incident_list()
+        rows["names + shapes (default)"].append(evaluate_storm(storm, live))
+        for label, change in ABLATION.items():
+            if change:
+                cfg = replace(settings.grouping_config(), **change)
+                rows[label].append(evaluate_storm(storm, regroup(storm, pipe.stream, cfg, settings)))
+        ticks.append(across_ticks(storm, pipe, settings))
+    keys = (
+        "pairwise_f1",
+        "pairwise_precision",
+        "pairwise_recall",
+        "ari",
+        "compression",
+        "incidents",
+        "anomalies",
+        "detection_precision",
+        "detection_recall",
+    )
+    table = {
+        label: {k: round(float(np.mean([r[k] for r in rs])), 4) for k in keys}
+        | {"pairwise_f1_min": round(float(min(r["pairwise_f1"] for r in rs)), 4)}
+        for label, rs in rows.items()
+    }
+    return {"table": table, "truth_compression": round(float(np.mean(ceilings)), 2), "ticks": ticks}
+
+
+def across_ticks(storm: Storm, pipe: Recorder, settings: Settings) -> dict[str, Any]:
+    live = pipe.incident_list()
+    members = [(m, inc["id"]) for inc in live for m in inc["members"]]
+    spans = [type("S", (), {"metric": m["metric"], "start": m["start"], "end": m["end"]})() for m, _ in members]
+    win = storm_windows(storm)
+    index = NameIndex()
+    index.add(storm.names)
+    groups = group_all(
+        spans, index, lambda ms, end: win(end, settings.shape_points)(ms), settings.grouping_config(), storm.step
+    )
+    at_once = np.empty(len(spans), dtype=np.int64)
+    for k, g in enumerate(groups):
+        at_once[g] = k
+    agree = pairwise_scores([iid for _, iid in members], list(at_once))
+    truth = evaluate_storm(
+        storm,
+        [
+            {
+                "id": f"g{k}",
+                "members": [{"metric": spans[i].metric, "start": spans[i].start, "end": spans[i].end} for i in g],
+            }
+            for k, g in enumerate(groups)
+        ],
+    )
+    final = {(m["metric"], m["start"]): iid for m, iid in members}
+    churn = sum(
+        1 for key, first in pipe.first_incident.items() if key in final and pipe.incidents._current(first) != final[key]
+    )
+    merges = sum(1 for inc in pipe.incidents.incidents.values() if inc.status == "merged")
+    return {
+        "ari_live_vs_at_once": round(agree.ari, 4),
+        "f1_live_vs_at_once": round(agree.f1, 4),
+        "at_once_pairwise_f1": truth["pairwise_f1"],
+        "live_incidents": len(live),
+        "at_once_incidents": len(groups),
+        "id_churn": churn,
+        "merges": merges,
+    }
+
+
+def synthetic_names(n: int, rng: np.random.Generator) -> list[str]:
+    """A million realistic names: infra (service/region/host/metric) and business (what/country/...)."""
+    from workers.simulator import BUSINESS_WHAT, COUNTRIES, DEVICES, INFRA_METRICS, PRODUCTS, REGIONS
+
+    n_infra = n * 6 // 10
+    metrics, whats = list(INFRA_METRICS), list(BUSINESS_WHAT)
+    names = []
+    hosts_per_service = 60
+    for i in range(n_infra):
+        m = metrics[i % len(metrics)]
+        h = i // len(metrics)
+        svc = h // hosts_per_service
+        names.append(f'{m}{{host="s{svc}-h{h % hosts_per_service}",region="{REGIONS[svc % 4]}",service="s{svc}"}}')
+    stores = max(1, (n - n_infra) // (len(whats) * len(COUNTRIES) * len(DEVICES) * len(PRODUCTS)) + 1)
+    k = 0
+    while len(names) < n:
+        w, c, d = whats[k % len(whats)], COUNTRIES[(k // 8) % 15], DEVICES[(k // 120) % 3]
+        p, st = PRODUCTS[(k // 360) % 10], (k // 3600) % stores
+        names.append(f'{w}{{country="{c}",device="{d}",product="{p}",store="st{st}"}}')
+        k += 1
+    return names
+
+
+def scale(n_names: int, n_anomalies: int, with_baseline: bool) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    names = synthetic_names(n_names, rng)
+    index = NameIndex()
+    index.add(names)
+    build_s = time.perf_counter() - t0
+    rss_index = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # a storm: 20 incidents (a service, or a country+product) of ~4% of the anomalies each, plus noise
+    picked: list[tuple[int, int]] = []
+    per = n_anomalies * 4 // 100
+    n_infra = n_names * 6 // 10
+    business = np.arange(n_infra, n_names)
+    b_code = business - n_infra
+    for k in range(20):
+        if k % 2 == 0:  # a service: anomalies on its hosts
+            svc_hosts = np.arange(k * 60 * 8, (k * 60 + 60) * 8)
+            members = rng.choice(svc_hosts[svc_hosts < n_infra], size=per, replace=False)
+        else:  # a country and a product: anomalies across measures, devices and stores
+            country, product = (k // 2 + 3) % 15, (k // 2) % 10  # each incident its own country and product
+            scope = business[((b_code // 8) % 15 == country) & ((b_code // 360) % 10 == product)]
+            members = rng.choice(scope, size=min(per, len(scope)), replace=False)
+        picked += [(int(i), k) for i in members]
+    used = {i for i, _ in picked}
+    noise = [int(i) for i in rng.choice(n_names, n_anomalies - len(picked) + 100, replace=False) if int(i) not in used]
+    picked += [(i, -1) for i in noise[: n_anomalies - len(picked)]]
+    points = 60
+    shapes = {}
+    starts = {}
+    for i, k in picked:
+        x = rng.normal(0, 1, points)
+        onset = 45 + (k % 5) + int(rng.integers(0, 3)) if k >= 0 else int(rng.integers(5, 58))
+        x[onset:] += 8.0 * (1 if k % 3 else -1)
+        shapes[names[i]] = x
+        starts[names[i]] = 1_000_000.0 + 60.0 * (onset - points + 1)
+    anomalies = [Anomaly(names[i], starts[names[i]], starts[names[i]], 0.8, starts[names[i]], 1) for i, _ in picked]
+
+    def windows(ms):  # type: ignore[no-untyped-def]
+        return np.vstack([shapes[m] for m in ms])
+
+    out: dict[str, Any] = {
+        "names": n_names,
+        "anomalies": len(anomalies),
+        "index_build_s": round(build_s, 2),
+        "rss_after_index_mb": round(rss_index, 1),
+    }
+    for label, cfg in [("blocked", GroupingConfig())] + (
+        [("exact all-pairs (baseline)", GroupingConfig(exact_limit=10**9))] if with_baseline else []
+    ):
+        tracker = IncidentTracker(index, cfg)
+        gc.collect()
+        t = time.perf_counter()
+        tracker.update(1_000_000.0, anomalies, windows)
+        took = time.perf_counter() - t
+        truth = {names[i]: (f"t{k}" if k >= 0 else f"noise{i}") for i, k in picked}
+        pred = {m.metric: inc.id for inc in tracker.open_incidents() for m in inc.members.values()}
+        pw = pairwise_scores([pred[a.metric] for a in anomalies], [truth[a.metric] for a in anomalies])
+        out[label] = {
+            "seconds": round(took, 3),
+            "incidents": len(tracker.open_incidents()),
+            "edges": len(tracker.last_edges) if tracker.last_edges is not None else 0,
+            "pairwise_f1": round(pw.f1, 4),
+            "pairwise_precision": round(pw.precision, 4),
+            "pairwise_recall": round(pw.recall, 4),
+        }
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller sizes: runs in about a minute")
+    ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    ap.add_argument("--seeds", type=int, default=None, help="number of storm seeds (default 5, quick 1)")
+    args = ap.parse_args()
+    seeds = list(range(args.seeds or (1 if args.quick else 5)))
+    settings = Settings(database_url="sqlite://")
+    t = time.perf_counter()
+    q = quality(seeds, settings)
+    sc = scale(200_000 if args.quick else 1_000_000, 4_000 if args.quick else 10_000, with_baseline=not args.quick)
+    d = q["table"]["names + shapes (default)"]
+    result = {
+        "seeds": seeds,
+        "storm": STORM,
+        "pairwise_f1": d["pairwise_f1"],
+        "pairwise_f1_min": d["pairwise_f1_min"],
+        "compression": d["compression"],
+        "ari": d["ari"],
+        "truth_compression": q["truth_compression"],
+        "ablation": q["table"],
+        "ticks": q["ticks"],
+        "scale": sc,
+        "storm_10k_s": sc["blocked"]["seconds"],
+        "peak_rss_mb": sc["peak_rss_mb"],
+        "bench_seconds": round(time.perf_counter() - t, 1),
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(width=160)
+    tab = Table(
+        title=f"grouping quality, {len(seeds)} seed(s), storm {STORM} "
+        f"(true anomalies per incident: {q['truth_compression']})"
+    )
+    for col in (
+        "configuration",
+        "pairwise F1 (min)",
+        "P",
+        "R",
+        "ARI",
+        "compression",
+        "incidents",
+        "anomalies",
+        "detect P",
+        "detect R",
+    ):
+        tab.add_column(col, justify="right" if col != "configuration" else "left")
+    for label, r in q["table"].items():
+        tab.add_row(
+            label,
+            f"{r['pairwise_f1']:.3f} ({r['pairwise_f1_min']:.3f})",
+            f"{r['pairwise_precision']:.3f}",
+            f"{r['pairwise_recall']:.3f}",
+            f"{r['ari']:.3f}",
+            f"{r['compression']:.1f}",
+            f"{r['incidents']:.0f}",
+            f"{r['anomalies']:.0f}",
+            f"{r['detection_precision']:.3f}",
+            f"{r['detection_recall']:.3f}",
+        )
+    con.print(tab)
+    tt = Table(title="live (tick by tick) vs the whole storm at once, same anomalies")
+    for col in (
+        "seed",
+        "ARI live~at once",
+        "live incidents",
+        "at-once incidents",
+        "at-once F1 vs truth",
+        "id churn",
+        "merges",
+    ):
+        tt.add_column(col, justify="right")
+    for seed, r in zip(seeds, q["ticks"]):
+        tt.add_row(
+            str(seed),
+            f"{r['ari_live_vs_at_once']:.3f}",
+            str(r["live_incidents"]),
+            str(r["at_once_incidents"]),
+            f"{r['at_once_pairwise_f1']:.3f}",
+            str(r["id_churn"]),
+            str(r["merges"]),
+        )
+    con.print(tt)
+    st = Table(title=f"scale: {sc['anomalies']:,} concurrent anomalies among {sc['names']:,} metrics, one tick")
+    for col in ("candidate search", "seconds", "incidents", "edges", "pairwise F1", "P", "R"):
+        st.add_column(col, justify="right")
+    for label in ("blocked", "exact all-pairs (baseline)"):
+        if label in sc:
+            r = sc[label]
+            st.add_row(
+                label,
+                f"{r['seconds']:.2f}",
+                str(r["incidents"]),
+                str(r["edges"]),
+                f"{r['pairwise_f1']:.3f}",
+                f"{r['pairwise_precision']:.3f}",
+                f"{r['pairwise_recall']:.3f}",
+            )
+    con.print(st)
+    con.print(
+        f"index of {sc['names']:,} names built in {sc['index_build_s']} s; peak RSS {sc['peak_rss_mb']} MB "
+        f"(after the index: {sc['rss_after_index_mb']} MB); bench took {result['bench_seconds']} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
