@@ -21,10 +21,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
-from grouping.report import summary
+from grouping.report import incident_report, summary
 from workers.db import Database
 from workers.ingest import PointBatch, PointReader
 from workers.pipeline import Pipeline
@@ -64,6 +65,28 @@ class Service:
             results = self.pipeline.tick(until)
         self.last_tick = time.time()
         return len(results)
+
+    def member_windows(self, incident: dict[str, Any], before: int) -> dict[str, dict[str, Any]]:
+        """Series of an incident's members from ``before`` steps ahead of its start to its end."""
+        p = self.pipeline
+        step = p.step
+        metrics = sorted({m["metric"] for m in incident["members"]} & set(p.registry.names))
+        if not metrics or p.store.newest() is None:
+            return {}
+        end = min(float(incident["end"]), float(p.store.newest() or incident["end"]))
+        points = int(min(p.store.length, (end - float(incident["start"])) // step + 1 + before))
+        with self.lock:
+            rows = np.array([p.registry.row(m) for m in metrics])
+            values = p.store.windows(rows, end, points)
+        first = (np.floor(end / step) - points + 1) * step
+        return {
+            m: {
+                "start": float(first),
+                "step": step,
+                "values": [None if not np.isfinite(v) else round(float(v), 6) for v in values[i]],
+            }
+            for i, m in enumerate(metrics)
+        }
 
     def accept(self, records: list[Any], now: float) -> dict[str, Any]:
         batch = PointBatch()
@@ -158,6 +181,14 @@ def create_app(
             raise HTTPException(404, f"no incident {incident_id!r}")
         inc["summary"] = summary(inc)
         return inc
+
+    @app.get("/api/v1/incidents/{incident_id}/report")
+    def get_report(incident_id: str, before: int = Query(30, ge=0, le=10_000)) -> dict[str, Any]:
+        """Summary, members with evidence, and each member's recent series (while the store holds it)."""
+        inc = service.database.get_incident(incident_id)
+        if inc is None:
+            raise HTTPException(404, f"no incident {incident_id!r}")
+        return incident_report(inc, service.member_windows(inc, before))
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

@@ -367,6 +367,21 @@ def _padded(mat: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     return cols, vals
 
 
+def _matched(ca: np.ndarray, va: np.ndarray, cb: np.ndarray, vb: np.ndarray, combine: np.ufunc) -> np.ndarray:
+    """Row-wise reduction over the columns two padded rows share: ``combine`` of ``va * vb``
+    (``np.add``: their dot product) or of ``va`` (``np.maximum``: the largest shared value)."""
+    acc = np.zeros(len(ca))
+    product = combine is np.add
+    for i in range(ca.shape[1]):
+        col = ca[:, i : i + 1]
+        hit = (cb == col) & (col >= 0)
+        if product:
+            acc += va[:, i] * (hit * vb).sum(axis=1)
+        else:
+            acc = np.maximum(acc, np.where(hit.any(axis=1), va[:, i], 0.0))
+    return acc
+
+
 def _pair_similarity(
     vec: sp.csr_matrix, hotness: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, config: GroupingConfig
 ) -> np.ndarray:
@@ -382,12 +397,10 @@ def _pair_similarity(
     best_hot = hv.max(axis=1)
     ref = np.log(max(config.scope_ref_lift, 1.0 + 1e-9))
     out = np.zeros(len(rows))
-    for lo in range(0, len(rows), 100_000):
-        r, c = rows[lo : lo + 100_000], cols[lo : lo + 100_000]
-        match = (vc[r][:, :, None] == vc[c][:, None, :]) & (vc[r][:, :, None] >= 0)
-        cos = (match * vv[r][:, :, None] * vv[c][:, None, :]).sum(axis=(1, 2))
-        hmatch = (hc[r][:, :, None] == hc[c][:, None, :]) & (hc[r][:, :, None] >= 0)
-        shared = np.where(hmatch, hv[r][:, :, None], 0.0).max(axis=(1, 2))
+    for lo in range(0, len(rows), 200_000):
+        r, c = rows[lo : lo + 200_000], cols[lo : lo + 200_000]
+        cos = _matched(vc[r], vv[r], vc[c], vv[c], np.add)
+        shared = _matched(hc[r], hv[r], hc[c], hv[c], np.maximum)
         relative = shared / np.maximum(np.maximum(best_hot[r], best_hot[c]), 1e-12)
         scope = np.minimum(relative, 1.0) * np.minimum(shared / ref, 1.0)
         out[lo : lo + len(r)] = np.maximum(cos, scope)

@@ -117,3 +117,19 @@ def summary(incident: Mapping[str, Any]) -> str:
     if len(incident["members"]) > 10:
         lines.append(f"  … and {len(incident['members']) - 10} more")
     return "\n".join(lines)
+
+
+def incident_report(incident: Mapping[str, Any], windows: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The readable summary and the raw data of an incident in one JSON-ready object.
+
+    ``windows`` maps member metrics to ``{"start": epoch s, "step": s, "values": [...]}`` (None
+    for missing points): the series around the incident, so a reader can see what the
+    detector saw. Members come with the evidence that brought each in.
+    """
+    members = [dict(m) for m in incident.get("members", [])]
+    return {
+        "summary": summary(incident),
+        "incident": {k: v for k, v in incident.items() if k != "members"},
+        "members": members,
+        "windows": {m["metric"]: windows[m["metric"]] for m in members if m["metric"] in windows},
+    }

@@ -82,3 +82,10 @@ def test_points_become_an_incident_through_the_tick(sqlite_url: str) -> None:
         assert {m["metric"] for m in inc["members"]} == {f'errors{{host="{h}",service="checkout"}}' for h in hosts}
         assert inc["root_entity"] == "service=checkout" and "rose" in inc["title"]
         assert inc["summary"].startswith(f"[P{inc['priority']}]")
+        report = c.get(f"/api/v1/incidents/{inc['id']}/report?before=20").json()
+        assert report["summary"] == inc["summary"] and len(report["members"]) == 4
+        series = report["windows"]['errors{host="h0",service="checkout"}']
+        values = [v for v in series["values"] if v is not None]
+        assert series["step"] == step and len(series["values"]) >= 20
+        assert max(values) > 35 and min(values) < 15  # the shift is in the window
+        assert all(m["evidence"].get("name", 0) >= 0.5 for m in report["members"] if m["evidence"])
