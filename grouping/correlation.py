@@ -6,6 +6,8 @@ here works on z-normalized rows. Real data needs three more things:
 - missing points: filled by linear interpolation inside a row (edges held), never dropped;
 - lags: one metric often follows another by a step or two, so the correlation is the best
   over shifts of ``-max_lag .. +max_lag`` steps (each shift re-normalized on its overlap);
+- mirrored metrics: CPU idle falls exactly as CPU busy rises; with ``absolute`` the best is
+  the largest ``|r|`` (the sign is kept as evidence);
 - more than one view of a shape: the raw values catch level shifts, trends and spikes; the
   smoothed absolute deviation from the median (``"envelope"``) catches variance bursts, whose
   raw values do not correlate even when they start together.
@@ -83,21 +85,23 @@ def _lag_views(x: np.ndarray, max_lag: int) -> list[tuple[int, np.ndarray, np.nd
 
 
 def correlate_all(
-    windows: np.ndarray, max_lag: int = 3, kind: str = "raw", smooth: int = 1
+    windows: np.ndarray, max_lag: int = 3, kind: str = "raw", smooth: int = 1, absolute: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best lagged Pearson correlation and its lag for every pair of rows.
 
     Returns ``(corr, lag)``, both ``(k, k)``; ``lag[i, j] = L`` means row ``j`` follows row ``i``
-    by ``L`` steps.
+    by ``L`` steps. With ``absolute``, "best" is the largest ``|r|`` and its signed value is
+    returned (a metric that mirrors another, CPU idle against CPU busy, is as related as one
+    that follows it).
     """
     x = transform(windows, kind, smooth)
     k, n = x.shape
     max_lag = max(0, min(max_lag, n // 4))
-    best = np.full((k, k), -np.inf)
+    best = np.full((k, k), 0.0 if absolute else -np.inf)
     best_lag = np.zeros((k, k), dtype=np.int64)
     for lag, a, b in _lag_views(x, max_lag):
         c = (a @ b.T) / a.shape[1]
-        better = c > best
+        better = _better(c, best, absolute)
         best[better] = c[better]
         best_lag[better] = lag
     np.fill_diagonal(best, 1.0)
@@ -112,8 +116,10 @@ def correlate_pairs(
     max_lag: int = 3,
     kind: str = "raw",
     smooth: int = 1,
+    absolute: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Best lagged correlation and lag for the pairs ``(left[p], right[p])`` only.
+    """Best lagged correlation and lag for the pairs ``(left[p], right[p])`` only (``absolute``
+    as in :func:`correlate_all`).
 
     The Pearson correlation of every shift is exact on its overlap: the sums and sums of
     squares of each row's overlap come from prefix sums computed once per row, so per pair and
@@ -128,7 +134,7 @@ def correlate_pairs(
     max_lag = max(0, min(max_lag, n // 4))
     zero = np.zeros((x.shape[0], 1))
     cs, cs2 = np.hstack([zero, np.cumsum(x, 1)]), np.hstack([zero, np.cumsum(x * x, 1)])
-    best = np.full(len(li), -np.inf)
+    best = np.full(len(li), 0.0 if absolute else -np.inf)
     best_lag = np.zeros(len(li), dtype=np.int64)
     for lo in range(0, len(li), 50_000):  # bound the gathered block's memory
         pl, pr = li[lo : lo + 50_000], ri[lo : lo + 50_000]
@@ -146,24 +152,28 @@ def correlate_pairs(
             ok = var > tiny
             c = np.where(ok, cov / np.sqrt(np.where(ok, var, 1.0)), 0.0)
             seg = best[lo : lo + len(pl)]
-            better = c > seg
+            better = _better(c, seg, absolute)
             seg[better] = c[better]
             best_lag[lo : lo + len(pl)][better] = lag
     return np.clip(best, -1.0, 1.0), best_lag
 
 
+def _better(c: np.ndarray, best: np.ndarray, absolute: bool) -> np.ndarray:
+    return np.abs(c) > np.abs(best) if absolute else c > best
+
+
 def shape_similarity(
-    windows: np.ndarray, max_lag: int = 3, kinds: Sequence[str] = ("raw", "envelope")
+    windows: np.ndarray, max_lag: int = 3, kinds: Sequence[str] = ("raw", "envelope"), absolute: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """The best correlation over the given views of every pair (and its lag), all pairs."""
     best: np.ndarray | None = None
     best_lag: np.ndarray | None = None
     for kind in kinds:
-        c, lag = correlate_all(windows, max_lag, kind)
+        c, lag = correlate_all(windows, max_lag, kind, absolute=absolute)
         if best is None or best_lag is None:
             best, best_lag = c, lag
         else:
-            better = c > best
+            better = _better(c, best, absolute)
             best = np.where(better, c, best)
             best_lag = np.where(better, lag, best_lag)
     assert best is not None and best_lag is not None
@@ -177,25 +187,26 @@ def shape_similarity_pairs(
     max_lag: int = 3,
     kinds: Sequence[str] = ("raw", "envelope"),
     enough: float | None = None,
+    absolute: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`shape_similarity` for chosen pairs only.
 
-    With ``enough``, a pair whose correlation in one view already reaches it is not looked at
-    in the later views (its value is then a lower bound of the best over all views): the caller
-    only needs to know the threshold is passed.
+    With ``enough``, a pair whose correlation (``|r|`` when ``absolute``) in one view already
+    reaches it is not looked at in the later views (its value is then a lower bound of the best
+    over all views): the caller only needs to know the threshold is passed.
     """
     left = np.asarray(left, dtype=np.int64)
     right = np.asarray(right, dtype=np.int64)
-    best = np.full(len(left), -1.0)
+    best = np.full(len(left), 0.0 if absolute else -1.0)
     best_lag = np.zeros(len(left), dtype=np.int64)
     todo = np.arange(len(left))
     for kind in kinds:
         if not len(todo):
             break
-        c, lag = correlate_pairs(windows, left[todo], right[todo], max_lag, kind)
-        better = c > best[todo]
+        c, lag = correlate_pairs(windows, left[todo], right[todo], max_lag, kind, absolute=absolute)
+        better = _better(c, best[todo], absolute)
         best[todo[better]] = c[better]
         best_lag[todo[better]] = lag[better]
         if enough is not None:
-            todo = todo[best[todo] < enough]
+            todo = todo[(np.abs(best[todo]) if absolute else best[todo]) < enough]
     return best, best_lag

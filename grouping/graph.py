@@ -75,6 +75,8 @@ class GroupingConfig:
     max_lag_steps: int = 3
     shape_points: int = 60
     shape_kinds: tuple[str, ...] = ("raw", "envelope")
+    #: mirrored shapes (r near -1) count as related: the evidence is |r|, its sign is kept
+    shape_absolute: bool = True
     key_weights: dict[str, float] = field(default_factory=lambda: {NAME_KEY: 0.5})
     hot_min_count: int = 2
     cold_weight: float = 0.05
@@ -269,16 +271,18 @@ def build_edges(
     win = windows([names[i] for i in involved])[:, -config.shape_points :]
     if config.use_shapes:
         shape, lag = shape_similarity_pairs(
-            win, pos[left], pos[right], config.max_lag_steps, config.shape_kinds, enough=config.min_shape
+            win,
+            pos[left],
+            pos[right],
+            config.max_lag_steps,
+            config.shape_kinds,
+            enough=config.min_shape,
+            absolute=config.shape_absolute,
         )
     else:
         shape, lag = np.ones(len(left)), np.zeros(len(left), dtype=np.int64)
     gap = np.abs(starts[left] - starts[right])
-    ok = (shape >= config.min_shape) | (gap <= config.co_onset_s)
-    weight = name_sim * (0.5 + 0.5 * np.maximum(shape, 0.0))
-    return Edges(
-        left[ok], right[ok], weight[ok], name_sim[ok], shape[ok], lag[ok].astype(np.int64), gap[ok], step, hotness
-    )
+    return passing_edges(left, right, name_sim, shape, lag, gap, config, step, hotness)
 
 
 def all_pairs(n_nodes: int, new_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -288,6 +292,26 @@ def all_pairs(n_nodes: int, new_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray
     a, b = np.triu_indices(n_nodes, k=1)
     keep = is_new[a] | is_new[b]
     return a[keep].astype(np.int64), b[keep].astype(np.int64), np.ones(int(keep.sum()))
+
+
+def passing_edges(
+    left: np.ndarray,
+    right: np.ndarray,
+    name_sim: np.ndarray,
+    shape: np.ndarray,
+    lag: np.ndarray,
+    gap: np.ndarray,
+    config: GroupingConfig,
+    step: float,
+    hotness: sp.csr_matrix | None,
+) -> Edges:
+    """The candidate pairs whose evidence passes the thresholds, weighted (see the module docstring)."""
+    strength = np.abs(shape) if config.shape_absolute else shape
+    ok = (strength >= config.min_shape) | (gap <= config.co_onset_s)
+    weight = name_sim * (0.5 + 0.5 * np.maximum(strength, 0.0))
+    return Edges(
+        left[ok], right[ok], weight[ok], name_sim[ok], shape[ok], lag[ok].astype(np.int64), gap[ok], step, hotness
+    )
 
 
 def candidate_pairs(

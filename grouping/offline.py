@@ -23,12 +23,12 @@ import numpy as np
 
 from grouping.correlation import shape_similarity_pairs
 from grouping.graph import (
-    Edges,
     GroupingConfig,
     all_pairs,
     candidate_pairs,
     components,
     contrast_weights,
+    passing_edges,
 )
 from grouping.names import NameIndex
 
@@ -84,10 +84,9 @@ def group_all(
             config.max_lag_steps,
             config.shape_kinds,
             enough=config.min_shape,
+            absolute=config.shape_absolute,
         )
         shape[sel], lag[sel] = s, lg
     gap = np.abs(starts[left] - starts[right])
-    ok = (shape >= config.min_shape) | (gap <= config.co_onset_s)
-    weight = name_sim * (0.5 + 0.5 * np.maximum(shape, 0.0))
-    edges = Edges(left[ok], right[ok], weight[ok], name_sim[ok], shape[ok], lag[ok], gap[ok], step, hotness)
+    edges = passing_edges(left, right, name_sim, shape, lag, gap, config, step, hotness)
     return [sorted(int(i) for i in comp) for comp in components(n, edges, config)]

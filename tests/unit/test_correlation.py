@@ -42,3 +42,14 @@ def test_flat_rows_correlate_with_nothing_and_bad_transform_is_refused() -> None
     assert corr[0, 1] == pytest.approx(0.0)
     with pytest.raises(ValueError, match="unknown transform"):
         transform(np.ones((1, 10)), "fft")
+
+
+def test_mirrored_metrics_correlate_in_absolute_mode() -> None:
+    rng = np.random.default_rng(4)
+    busy = np.cumsum(rng.normal(size=60))
+    idle = -busy + rng.normal(0, 0.01, 60)
+    signed, _ = correlate_all(np.vstack([busy, idle]), max_lag=2)
+    mirrored, _ = correlate_all(np.vstack([busy, idle]), max_lag=2, absolute=True)
+    assert signed[0, 1] < 0.5 and mirrored[0, 1] < -0.99  # the sign is kept as evidence
+    c, _ = correlate_pairs(np.vstack([busy, idle]), [0], [1], max_lag=2, absolute=True)
+    assert c[0] == pytest.approx(mirrored[0, 1])
