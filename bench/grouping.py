@@ -21,7 +21,7 @@ import json
 import resource
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,12 @@ from grouping.graph import GroupingConfig
 from grouping.incidents import IncidentTracker
 from grouping.names import NameIndex
 from grouping.offline import group_all
-from workers.pipeline import Pipeline
+from workers.demo import run_storm
 from workers.quality import evaluate_storm
 from workers.settings import Settings
 from workers.simulator import Storm, simulate_storm
+
+from common import MatrixWindows, Recorder, regroup
 
 STORM = {"n_metrics": 3000, "n_incidents": 8, "max_members": 150, "singleton_rate": 0.5}
 ABLATION = {
@@ -47,89 +49,6 @@ ABLATION = {
     "shapes only": {"use_names": False},
     "time only (baseline)": {"use_names": False, "use_shapes": False},
 }
-
-
-@dataclass
-class Snap:
-    """An anomaly as it was at one tick."""
-
-    metric: str
-    start: float
-    end: float
-    peak_score: float
-    peak_at: float
-    direction: int
-    open: bool
-
-
-class Recorder(Pipeline):
-    """The embedded pipeline, keeping the anomaly stream each tick handed to grouping."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings, keep_archive=True)
-        self.stream: list[tuple[float, list[Snap]]] = []
-        self.first_incident: dict[tuple[str, float], str] = {}
-
-    def group(self, at: float, changed: list[Anomaly], opened: int, closed: int, scored: int) -> Any:
-        self.stream.append(
-            (at, [Snap(a.metric, a.start, a.end, a.peak_score, a.peak_at, a.direction, a.open) for a in changed])
-        )
-        out = super().group(at, changed, opened, closed, scored)
-        for a in changed:
-            inc = self.incidents.incident_of(a.metric, a.start)
-            if inc is not None:
-                self.first_incident.setdefault(a.key, inc.id)
-        return out
-
-
-def storm_windows(storm: Storm):  # type: ignore[no-untyped-def]
-    row = {n: i for i, n in enumerate(storm.names)}
-    t0, step = float(storm.timestamps[0]), storm.step
-
-    def at(end: float, points: int):  # type: ignore[no-untyped-def]
-        j = round((end - t0) / step)
-
-        def read(metrics):  # type: ignore[no-untyped-def]
-            rows = [row[m] for m in metrics]
-            lo = j - points + 1
-            out = np.full((len(rows), points), np.nan)
-            src = storm.values[rows, max(lo, 0) : j + 1]
-            out[:, points - src.shape[1] :] = src
-            return out
-
-        return read
-
-    return at
-
-
-def detect(storm: Storm, settings: Settings) -> Recorder:
-    """The full pipeline over a storm (history bulk-loaded, the storm ticked step by step)."""
-    pipe = Recorder(settings)
-    h = storm.history_steps
-    keep = max(0, h - settings.retention_points)
-    pipe.load_history(storm.names, storm.timestamps[keep:h], storm.values[:, keep:h])
-    rows = pipe.register(storm.names)
-    for j in range(h, len(storm.timestamps)):
-        col = storm.values[:, j]
-        ok = np.isfinite(col)
-        pipe.store.append(rows[ok], np.full(int(ok.sum()), storm.timestamps[j]), col[ok])
-        pipe.tick(float(storm.timestamps[j]))
-    pipe.finish(float(storm.timestamps[-1]) + storm.step)
-    return pipe
-
-
-def regroup(
-    storm: Storm, stream: list[tuple[float, list[Snap]]], config: GroupingConfig, settings: Settings
-) -> list[dict[str, Any]]:
-    """Replay a recorded anomaly stream through a fresh tracker with another grouping config."""
-    index = NameIndex()
-    index.add(storm.names)
-    tracker = IncidentTracker(index, config, settings.priority_model, step=storm.step)
-    win = storm_windows(storm)
-    for at, snaps in stream:
-        tracker.update(at, snaps, win(at, config.shape_points))
-    tracker.resolve_all(stream[-1][0] if stream else 0.0)
-    return [i.to_dict() for i in tracker.incidents.values() if i.status != "merged"]
 
 
 def truth_compression(storm: Storm) -> float:
@@ -143,13 +62,16 @@ def quality(seeds: list[int], settings: Settings) -> dict[str, Any]:
     for seed in seeds:
         storm = simulate_storm(seed=seed, step=settings.step_s, **STORM)  # type: ignore[arg-type]
         ceilings.append(truth_compression(storm))
-        pipe = detect(storm, settings)
+        pipe = Recorder(settings)
+        run_storm(storm, settings, pipeline=pipe)
         live = pipe.incident_list()
+        win = MatrixWindows(storm.names, storm.timestamps, storm.values)
         rows["names + shapes (default)"].append(evaluate_storm(storm, live))
         for label, change in ABLATION.items():
             if change:
                 cfg = replace(settings.grouping_config(), **change)
-                rows[label].append(evaluate_storm(storm, regroup(storm, pipe.stream, cfg, settings)))
+                regrouped = regroup(storm.names, win, pipe.stream, cfg, settings, storm.step)
+                rows[label].append(evaluate_storm(storm, regrouped))
         ticks.append(across_ticks(storm, pipe, settings))
     keys = (
         "pairwise_f1",
@@ -174,11 +96,11 @@ def across_ticks(storm: Storm, pipe: Recorder, settings: Settings) -> dict[str, 
     live = pipe.incident_list()
     members = [(m, inc["id"]) for inc in live for m in inc["members"]]
     spans = [type("S", (), {"metric": m["metric"], "start": m["start"], "end": m["end"]})() for m, _ in members]
-    win = storm_windows(storm)
+    win = MatrixWindows(storm.names, storm.timestamps, storm.values)
     index = NameIndex()
     index.add(storm.names)
     groups = group_all(
-        spans, index, lambda ms, end: win(end, settings.shape_points)(ms), settings.grouping_config(), storm.step
+        spans, index, lambda ms, end: win.at(end, settings.shape_points)(ms), settings.grouping_config(), storm.step
     )
     at_once = np.empty(len(spans), dtype=np.int64)
     for k, g in enumerate(groups):

@@ -8,8 +8,10 @@ Evidence for an edge between two anomalies:
   with 30 of its 80 metrics anomalous dominates; ``device=mobile``, anomalous no more often
   than anything else, hardly counts. Without this, two metrics that differ only in the
   property that explains the storm (England vs France) would look alike. ``key_weights``
-  scales whole keys (the metric name ``__name__`` says what is measured, not where, so it
-  counts half by default).
+  scales whole keys. The metric name ``__name__`` says what is measured, not where, and
+  counts nothing by default: on real servers the same measure failing on many hosts at once
+  (a fleet-wide event) otherwise glues every host's problem into one; metrics that have no
+  other label (bare ``revenue``, ``signups``) share the implicit scope of the whole system.
 - **scope**: the hotness (key weight x log lift, no IDF) of the hottest pair the two share,
   over the hotness of the hottest pair of either one, times how hot that shared pair is in
   absolute terms (``min(1, hotness / log(scope_ref_lift))``: a pair 8 times over-represented
@@ -77,7 +79,7 @@ class GroupingConfig:
     shape_kinds: tuple[str, ...] = ("raw", "envelope")
     #: mirrored shapes (r near -1) count as related: the evidence is |r|, its sign is kept
     shape_absolute: bool = True
-    key_weights: dict[str, float] = field(default_factory=lambda: {NAME_KEY: 0.5})
+    key_weights: dict[str, float] = field(default_factory=lambda: {NAME_KEY: 0.0})
     hot_min_count: int = 2
     cold_weight: float = 0.05
     link_window_s: float = 900.0
@@ -165,6 +167,7 @@ def contrast_weights(
     cos_w = idf * (config.cold_weight + hot) * key_w
     hot_w = hot * key_w
     cos_mat = sp.csr_matrix((cos_w[indices], indices, indptr), shape=shape)
+    cos_mat.eliminate_zeros()  # pairs of a zero-weight key (the metric name) say nothing
     hot_mat = sp.csr_matrix((hot_w[indices], indices, indptr), shape=shape)
     hot_mat.eliminate_zeros()
     return cos_mat, hot_mat
@@ -330,6 +333,13 @@ def candidate_pairs(
     else:
         rows, cols = _blocked_pairs(hotness, starts, new_idx, config)
     vals = _pair_similarity(vec, hotness, rows, cols, config)
+    # metrics with no weighted property (bare names: `revenue`, `signups`) share the implicit
+    # scope of the whole system: every pair of them is a full name match
+    bare = np.flatnonzero(np.diff(mat.indptr) == 0)
+    if len(bare) > 1:
+        bare_new = np.intersect1d(new_idx, bare)
+        br, bc = np.repeat(bare_new, len(bare)), np.tile(bare, len(bare_new))
+        rows, cols, vals = np.r_[rows, br], np.r_[cols, bc], np.r_[vals, np.ones(len(br))]
     keep = (rows != cols) & (vals >= config.min_name - 1e-12)
     rows, cols, vals = rows[keep], cols[keep], vals[keep]
     if not len(rows):

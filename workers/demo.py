@@ -26,9 +26,10 @@ def run_storm(
     settings: Settings,
     database: Database | None = None,
     progress: Callable[[int, int], None] | None = None,
+    pipeline: Pipeline | None = None,
 ) -> tuple[Pipeline, list[dict[str, Any]]]:
     """History is bulk-loaded (a running service already holds it); the storm is ticked step by step."""
-    pipe = Pipeline(settings, database=database, keep_archive=True)
+    pipe = pipeline or Pipeline(settings, database=database, keep_archive=True)
     h = storm.history_steps
     keep = max(0, h - settings.retention_points)
     pipe.load_history(storm.names, storm.timestamps[keep:h], storm.values[:, keep:h])

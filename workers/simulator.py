@@ -289,16 +289,24 @@ def simulate_storm(
     business_share: float = 0.55,
     singleton_rate: float = 2.0,
     max_members: int = 60,
+    back_to_back: int = 1,
+    concurrent: int = 1,
+    weak: int = 1,
+    blips: int | None = None,
 ) -> Storm:
     """Simulate ``n_metrics`` metrics and a storm of ``n_incidents`` incidents in its last ``storm_steps``.
 
     ``history_steps`` of normal behaviour come first (what a running service already holds).
-    ``singleton_rate`` unrelated one-metric anomalies are added per incident.
+    ``singleton_rate`` unrelated one-metric anomalies are added per incident. What real data
+    showed comes on top: ``back_to_back`` services that fail twice with a quiet gap between
+    (two true incidents), ``concurrent`` pairs of unrelated hosts failing in the same minute,
+    ``weak`` incidents whose many members each move only 2-4 sigma, and ``blips`` harmless
+    one-point blips that no operator would label (default: one per incident; not in the truth).
     """
     if n_metrics < 20:
         raise ValueError("n_metrics must be at least 20")
-    if storm_steps < 60:
-        raise ValueError("storm_steps must be at least 60 (one hour at one-minute steps)")
+    if storm_steps < 120:
+        raise ValueError("storm_steps must be at least 120 (two hours at one-minute steps)")
     rng = np.random.default_rng(seed)
     n_bus = round(n_metrics * business_share)
     props = _business_names(rng, n_bus)
@@ -309,78 +317,69 @@ def simulate_storm(
     t = start + step * np.arange(T, dtype=np.float64)
     values, sigma = _baseline(rng, props, families, t, step)
     names = [canonical(p) for p in props]
-
-    used = np.zeros(len(props), bool)
-    incidents: list[TruthIncident] = []
+    world = _World(rng, props, families, names, values, sigma, t, history_steps)
     scopes = {f: _scopes(rng, props, families, f) for f in ("business", "infra")}
+
     for k in range(n_incidents):
         family = "business" if k % 2 == 0 else "infra"
-        cand = None
-        for scope in scopes[family]:
-            in_scope = [
-                i
-                for i, p in enumerate(props)
-                if families[i] == family and not used[i] and all(p.get(a) == b for a, b in scope.items())
-            ]
-            if len(in_scope) >= 6:
-                cand = (scope, in_scope)
-                scopes[family].remove(scope)
-                break
-        if cand is None:
+        picked = world.scope(scopes[family], family, max_members)
+        if picked is None:
             continue
-        scope, in_scope = cand
-        affect = rng.uniform(0.7, 0.95)
-        members = [i for i in in_scope if rng.random() < affect]
-        rng.shuffle(members)
-        members = sorted(members[:max_members])
-        if len(members) < 3:
-            continue
-        used[in_scope] = True  # distractors stay normal and are not reused
+        scope, members = picked
         kind = KINDS[int(rng.integers(len(KINDS)))]
         t0 = int(rng.integers(history_steps + 20, T - 70))
         dur = int(rng.integers(15, 70))
-        lags = rng.integers(0, 4, size=len(members))
         sign = 1 if rng.random() < 0.75 else -1  # most incidents are bad; some are a surge
-        for i, lag in zip(members, lags):
-            polarity = (
-                BUSINESS_WHAT[props[i][NAME_KEY]][2]
-                if families[i] == "business"
-                else INFRA_METRICS[props[i][NAME_KEY]][2]
-            )
-            _apply(rng, values, sigma, i, kind, t0 + int(lag), dur, sign * polarity)
-        incidents.append(
-            TruthIncident(
-                id=len(incidents),
-                members=tuple(names[i] for i in members),
-                start=float(t[t0]),
-                end=float(t[min(T - 1, t0 + int(lags.max()) + dur)]),
-                kind=kind,
-                scope=dict(scope),
-                family=family,
-                lags=tuple(int(v) for v in lags),
-            )
-        )
+        world.hit(members, kind, t0, dur, sign, scope, family)
+
+    entity = [sc for sc in scopes["infra"] if set(sc) & {"service", "host"}]
+    for _ in range(back_to_back):  # a service fails, recovers, and fails again after a quiet gap
+        picked = world.scope(entity, "infra", max_members)
+        if picked is None:
+            break
+        scope, members = picked
+        t0 = int(rng.integers(history_steps + 20, T - 150))
+        dur = int(rng.integers(15, 25))
+        first = world.hit(members, "level_shift", t0, dur, 1, scope, "infra")
+        again = [m for m in members if rng.random() < 0.8] or members
+        t1 = round((first.end - t[0]) / step) + int(rng.integers(25, 40))
+        world.hit(again, "level_shift", min(t1, T - 30), dur, 1, scope, "infra")
+    hosts = [sc for sc in scopes["infra"] if set(sc) == {"host"}]
+    for _ in range(concurrent):  # two unrelated hosts fail in the same minute, the same way
+        t0 = int(rng.integers(history_steps + 20, T - 70))
+        dur = int(rng.integers(20, 50))
+        for _pair in range(2):
+            picked = world.scope(hosts, "infra", max_members)
+            if picked is not None:
+                world.hit(picked[1], "level_shift", t0, dur, 1, picked[0], "infra")
+    for _ in range(weak):  # many metrics of one scope, each moving only a little
+        picked = world.scope(scopes["business"], "business", max_members, min_size=15)
+        if picked is None:
+            break
+        t0 = int(rng.integers(history_steps + 20, T - 70))
+        world.hit(picked[1], "level_shift", t0, int(rng.integers(30, 60)), -1, picked[0], "business", scale=0.35)
 
     n_single = round(singleton_rate * n_incidents)
-    free = np.flatnonzero(~used)
+    free = np.flatnonzero(~world.used)
     for i in rng.choice(free, size=min(n_single, len(free)), replace=False):
         kind = ("spike", "level_shift", "drop")[int(rng.integers(3))]
         t0 = int(rng.integers(history_steps + 20, T - 40))
-        dur = int(rng.integers(10, 40))
-        _apply(rng, values, sigma, int(i), kind, t0, dur, 1 if rng.random() < 0.5 else -1)
-        used[i] = True
-        incidents.append(
-            TruthIncident(
-                id=len(incidents),
-                members=(names[i],),
-                start=float(t[t0]),
-                end=float(t[min(T - 1, t0 + dur)]),
-                kind=kind,
-                family=families[i],
-                singleton=True,
-                lags=(0,),
-            )
+        world.hit(
+            [int(i)],
+            kind,
+            t0,
+            int(rng.integers(10, 40)),
+            1 if rng.random() < 0.5 else -1,
+            {},
+            families[int(i)],
+            singleton=True,
         )
+
+    harmless = n_incidents if blips is None else blips
+    free = np.flatnonzero(~world.used)
+    for i in rng.choice(free, size=min(harmless, len(free)), replace=False):
+        j = int(rng.integers(history_steps + 20, T - 5))
+        values[i, j] += (1 if rng.random() < 0.5 else -1) * rng.uniform(3.5, 5.0) * sigma[i]
     return Storm(
         names=names,
         families=families,
@@ -388,9 +387,90 @@ def simulate_storm(
         values=values,
         step=step,
         history_steps=history_steps,
-        incidents=incidents,
+        incidents=world.incidents,
         seed=seed,
     )
+
+
+class _World:
+    """The storm under construction: which metrics are taken and the incidents so far."""
+
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        props: list[dict[str, str]],
+        families: list[str],
+        names: list[str],
+        values: np.ndarray,
+        sigma: np.ndarray,
+        t: np.ndarray,
+        history: int,
+    ) -> None:
+        self.rng, self.props, self.families, self.names = rng, props, families, names
+        self.values, self.sigma, self.t, self.history = values, sigma, t, history
+        self.used = np.zeros(len(props), bool)
+        self.incidents: list[TruthIncident] = []
+
+    def scope(
+        self, scopes: list[dict[str, str]], family: str, max_members: int, min_size: int = 6
+    ) -> tuple[dict[str, str], list[int]] | None:
+        """The next unused scope with enough free metrics, and the members it hits."""
+        for scope in list(scopes):
+            in_scope = [
+                i
+                for i, p in enumerate(self.props)
+                if self.families[i] == family and not self.used[i] and all(p.get(a) == b for a, b in scope.items())
+            ]
+            if len(in_scope) < min_size:
+                continue
+            scopes.remove(scope)
+            affect = self.rng.uniform(0.7, 0.95)
+            members = [i for i in in_scope if self.rng.random() < affect]
+            self.rng.shuffle(members)
+            members = sorted(members[:max_members])
+            self.used[in_scope] = True  # distractors stay normal and are not reused
+            if len(members) >= 3:
+                return scope, members
+        return None
+
+    def hit(
+        self,
+        members: list[int],
+        kind: str,
+        t0: int,
+        dur: int,
+        sign: int,
+        scope: dict[str, str],
+        family: str,
+        scale: float = 1.0,
+        singleton: bool = False,
+    ) -> TruthIncident:
+        T = len(self.t)
+        lags = np.zeros(1, dtype=np.int64) if singleton else self.rng.integers(0, 4, size=len(members))
+        for i, lag in zip(members, lags):
+            p = self.props[i]
+            polarity = (
+                1
+                if singleton
+                else (
+                    BUSINESS_WHAT[p[NAME_KEY]][2] if self.families[i] == "business" else INFRA_METRICS[p[NAME_KEY]][2]
+                )
+            )
+            _apply(self.rng, self.values, self.sigma, i, kind, t0 + int(lag), dur, sign * polarity, scale)
+            self.used[i] = True
+        inc = TruthIncident(
+            id=len(self.incidents),
+            members=tuple(self.names[i] for i in members),
+            start=float(self.t[t0]),
+            end=float(self.t[min(T - 1, t0 + int(lags.max()) + dur)]),
+            kind=kind,
+            scope=dict(scope),
+            family=family,
+            singleton=singleton,
+            lags=tuple(int(v) for v in lags),
+        )
+        self.incidents.append(inc)
+        return inc
 
 
 def _apply(
@@ -402,8 +482,10 @@ def _apply(
     t0: int,
     dur: int,
     direction: int,
+    scale: float = 1.0,
 ) -> None:
-    """Put one anomaly of ``kind`` on metric ``i`` from step ``t0`` for ``dur`` steps."""
+    """Put one anomaly of ``kind`` on metric ``i`` from step ``t0`` for ``dur`` steps (``scale``
+    shrinks its size: weak anomalies)."""
     T = values.shape[1]
     t1 = min(T, t0 + dur)
     if t0 >= T:
@@ -411,7 +493,7 @@ def _apply(
     row = values[i]
     s = sigma[i]
     base = np.nanmedian(row[max(0, t0 - 120) : t0])
-    mag = rng.uniform(5.0, 12.0)
+    mag = rng.uniform(5.0, 12.0) * scale
     if kind == "level_shift":
         row[t0:t1] += direction * mag * s
     elif kind == "spike":

@@ -202,3 +202,31 @@ def test_config_is_validated() -> None:
         GroupingConfig(min_name=2)
     with pytest.raises(ValueError, match="shape_points"):
         GroupingConfig(shape_points=3)
+
+
+def test_concurrent_problems_on_two_hosts_stay_apart_even_in_the_same_minute() -> None:
+    hosts = [f"db-{i}" for i in range(6)]
+    metrics = [f'{m}{{host="{h}",service="db-{h}"}}' for h in hosts for m in ("cpu", "disk", "latency", "errors")]
+    index = NameIndex()
+    index.add(metrics)
+    tracker = IncidentTracker(index, GroupingConfig(), step=60.0)
+    shape = step_window(50, seed=1)
+    hit = [m for m in metrics if 'host="db-0"' in m or 'host="db-1"' in m]  # the same measures, the same minute
+    tracker.update(0.0, [Anomaly(m, 0.0, 0.0, 0.8, 0.0, 1) for m in hit], lambda ms: np.vstack([shape] * len(ms)))
+    groups = sorted(sorted(i.metrics) for i in tracker.open_incidents())
+    assert groups == [sorted(m for m in hit if "db-0" in m), sorted(m for m in hit if "db-1" in m)]
+    assert {i.root_entity for i in tracker.open_incidents()} == {"host=db-0", "host=db-1"}
+
+
+def test_bare_metrics_share_the_scope_of_the_whole_system() -> None:
+    index = NameIndex()
+    index.add(["revenue", "orders", "signups", 'cpu{host="a"}'])
+    tracker = IncidentTracker(index, GroupingConfig(), step=60.0)
+    shape = step_window(50, seed=2)
+    tracker.update(
+        0.0,
+        [Anomaly(m, 0.0, 0.0, 0.8, 0.0, -1) for m in ("revenue", "orders")],
+        lambda ms: np.vstack([shape] * len(ms)),
+    )
+    (inc,) = tracker.open_incidents()
+    assert inc.metrics == ["orders", "revenue"] and inc.priority <= 2

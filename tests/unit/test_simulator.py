@@ -17,11 +17,14 @@ def test_ground_truth_is_consistent() -> None:
     s = simulate_storm(seed=0, n_metrics=1000, n_incidents=8)
     names = set(s.names)
     assert len(names) == len(s.names) == 1000
-    seen: set[str] = set()
+    seen: dict[str, object] = {}
     for inc in s.incidents:
         assert set(inc.members) <= names and len(inc.members) == len(set(inc.members))
-        assert not seen & set(inc.members), "a metric belongs to one incident"
-        seen |= set(inc.members)
+        for m in inc.members:  # a metric belongs to one incident, or to two at different times
+            if m in seen:
+                prev = seen[m]
+                assert prev.scope == inc.scope and prev.end < inc.start, "overlapping incidents share a metric"
+            seen[m] = inc
         assert s.storm_start <= inc.start < inc.end <= s.timestamps[-1]
         assert len(inc.lags) == len(inc.members)
         if not inc.singleton:
@@ -32,6 +35,21 @@ def test_ground_truth_is_consistent() -> None:
     multi = [i for i in s.incidents if not i.singleton]
     assert len(multi) >= 6
     assert {i.family for i in multi} == {"business", "infra"}
+
+
+def test_real_data_patterns_are_in_the_storm() -> None:
+    s = simulate_storm(seed=2, n_metrics=2000, n_incidents=6, back_to_back=1, concurrent=1, weak=1)
+    multi = [i for i in s.incidents if not i.singleton]
+    again = [(a, b) for a in multi for b in multi if a.id < b.id and a.scope == b.scope]
+    assert again and all(b.start - a.end >= 20 * s.step for a, b in again)  # the same service, a quiet gap between
+    same_minute = [
+        (a, b)
+        for a in multi
+        for b in multi
+        if a.id < b.id and a.start == b.start and set(a.scope) == set(b.scope) == {"host"}
+    ]
+    assert same_minute and not set(same_minute[0][0].members) & set(same_minute[0][1].members)
+    assert any(len(i.members) >= 10 for i in multi[-1:])  # the weak one is broad
 
 
 def test_members_really_deviate_and_history_is_clean() -> None:
