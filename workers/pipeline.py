@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from detectors import AnomalyTracker, Detector, default_detector
+from detectors.collective import CollectiveEvidence
 from detectors.events import Anomaly
 from grouping.incidents import IncidentChange, IncidentTracker
-from grouping.names import NameIndex
+from grouping.names import NAME_KEY, NameIndex
 from workers.db import Database
 from workers.settings import Settings
 from workers.store import MemoryWindowStore, WindowStore
@@ -90,6 +92,12 @@ class Pipeline:
         self.store: WindowStore = store or MemoryWindowStore(settings.step_s, settings.retention_points)
         self.registry = MetricRegistry()
         self.index = NameIndex()
+        self.collective = (
+            CollectiveEvidence(threshold=settings.threshold, halflife=settings.collective_halflife_steps)
+            if settings.collective
+            else None
+        )
+        self._membership: sp.csr_matrix | None = None
         self.anomalies = AnomalyTracker(
             settings.threshold,
             settings.release,
@@ -111,6 +119,23 @@ class Pipeline:
         return self.settings.step_s
 
     # -- ingest --------------------------------------------------------------------------
+
+    def membership(self) -> sp.csr_matrix:
+        """(metrics x property pairs): which group each metric belongs to, for collective evidence.
+
+        Groups are the metrics' label pairs except the metric name (a measure is not an entity).
+        Rows are the registry's rows; the matrix is rebuilt when metrics were registered.
+        """
+        n = len(self.registry)
+        if self._membership is None or self._membership.shape[0] != n:
+            cols = [self.index.token_columns(m) for m in self.registry.names]
+            indptr = np.r_[0, np.cumsum([len(c) for c in cols])]
+            indices = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+            vocab = len(self.index.idf())
+            keep = np.array([not self.index.column_token(int(c)).startswith(NAME_KEY + "=") for c in range(vocab)])
+            mat = sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(n, vocab))
+            self._membership = sp.csr_matrix(mat[:, np.flatnonzero(keep)])
+        return self._membership
 
     def register(self, names: Sequence[str]) -> np.ndarray:
         rows, new = self.registry.rows(names)
@@ -177,6 +202,8 @@ class Pipeline:
         rows = np.arange(n)
         windows = self.store.windows(rows, at, self.detector.history + 1)
         scores = self.detector.score(windows)
+        if self.collective is not None:
+            scores, _ = self.collective.update(scores, self.membership())
         upd = self.anomalies.update(at, rows, scores, self.registry.names)
         return self.group(at, upd.changed, len(upd.opened), len(upd.closed), n)
 

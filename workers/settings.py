@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     threshold: float = Field(0.5, gt=0, le=1, description="score at which an anomaly opens")
     release: float = Field(0.3, gt=0, le=1, description="score below which an anomaly starts to close")
     quiet_steps: int = Field(5, ge=1, description="steps below release before an anomaly closes")
+    collective: bool = Field(True, description="raise metrics that move with a surprising crowd of their group")
+    collective_halflife_steps: float = Field(1440.0, gt=0, description="memory of each group's usual crowd")
 
     # grouping
     min_name: float = Field(0.5, ge=0, le=1)

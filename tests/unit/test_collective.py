@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from detectors import Scores
+from detectors.collective import CollectiveEvidence
+
+
+def scores(values: np.ndarray, direction: np.ndarray | int = 1) -> Scores:
+    d = np.broadcast_to(np.asarray(direction, dtype=np.int8), values.shape).copy()
+    return Scores(score=values.astype(float), direction=d, status=np.zeros(len(values), np.uint8))
+
+
+def groups(n: int, size: int) -> sp.csr_matrix:
+    """n metrics in consecutive groups of `size` (one column per group)."""
+    rows = np.arange(n)
+    return sp.csr_matrix((np.ones(n), (rows, rows // size)), shape=(n, (n + size - 1) // size))
+
+
+def test_a_crowd_of_weak_movers_in_one_group_is_raised() -> None:
+    ce = CollectiveEvidence()
+    member = groups(300, 30)
+    s = np.full(300, 0.05)
+    s[:15] = 0.3  # half of group 0 moves 3-4 sigma the same way
+    s[40] = 0.3  # one lonely mover in group 1
+    out, ev = ce.update(scores(s), member)
+    assert list(ev.groups) == [0] and ev.raised == 15
+    assert np.all(out.score[:15] >= 0.5) and out.score[40] == pytest.approx(0.3) and out.score[20] == 0.05
+
+
+def test_a_crowd_moving_both_ways_is_not_one_crowd() -> None:
+    ce = CollectiveEvidence()
+    s = np.full(30, 0.05)
+    s[:6] = 0.3
+    _, ev = ce.update(scores(s, np.array([1, -1] * 3 + [1] * 24)), groups(30, 30))
+    assert ev.raised == 0
+
+
+def test_a_group_that_always_moves_together_is_silenced() -> None:
+    ce = CollectiveEvidence(halflife=50)
+    member = groups(20, 20)
+    rng = np.random.default_rng(0)
+    for _ in range(400):  # twelve correlated series cross the watch level together, often
+        s = np.full(20, 0.05)
+        if rng.random() < 0.3:
+            s[:12] = 0.25
+        ce.update(scores(s), member)
+    s = np.full(20, 0.05)
+    s[:12] = 0.25
+    out, ev = ce.update(scores(s), member)
+    assert ev.raised == 0 and out.score.max() == pytest.approx(0.25)
+
+
+def test_a_long_incident_is_not_learned_as_normal_while_it_lasts() -> None:
+    ce = CollectiveEvidence(halflife=1440)
+    member = groups(30, 30)
+    s = np.full(30, 0.05)
+    s[:15] = 0.3
+    for _ in range(120):  # two hours at one-minute steps
+        _, ev = ce.update(scores(s), member)
+        assert ev.raised == 15
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="watch < threshold"):
+        CollectiveEvidence(watch=0.6, threshold=0.5)
+    with pytest.raises(ValueError, match="min_count"):
+        CollectiveEvidence(min_count=1)
+    with pytest.raises(ValueError, match="halflife"):
+        CollectiveEvidence(halflife=0)
