@@ -7,11 +7,13 @@ Real metrics have heavier tails than a normal: when the ``tail_quantile`` of the
 with routine 5-sigma blips needs a proportionally bigger excursion to score the same.
 Parameters: ``history`` (points of context), ``min_points`` (warm-up), ``min_scale`` (relative
 floor of the scale, so quantized or near-constant series do not explode), ``tail_quantile``
-(None turns the tail stretch off), ``recurrence`` and ``min_recurrences`` (when at least that
-many older points deviated by ``recurrence`` times the newest deviation or more, the score is
-that empirical rate instead: a cron job's hourly spike is not news), ``tail_lag`` (the newest
+(None turns the tail stretch off), ``recurrence`` and ``min_recurrences`` (when the older
+history holds at least that many separate episodes that deviated by ``recurrence`` times the
+newest deviation or more, the score is their empirical rate instead: a cron job's hourly spike
+is not news, but one earlier failure does not make the next one routine), ``tail_lag`` (the newest
 points left out of the tail estimate, so an ongoing anomaly does not teach the detector that it
-is normal).
+is normal), ``max_stretch`` (heavy tails earn at most this factor: an earlier incident in the
+history would otherwise pass for a heavy tail and hide the next one).
 Cost: one partial sort per row for the median and MAD and one for the tail quantile, ``O(n)``
 each, vectorized over all rows.
 """
@@ -64,6 +66,7 @@ class RobustZScore(Detector):
         tail_lag: int = 30,
         recurrence: float | None = 0.7,
         min_recurrences: int = 2,
+        max_stretch: float = 2.0,
     ) -> None:
         self.history = history
         self.min_points = min_points
@@ -72,6 +75,7 @@ class RobustZScore(Detector):
         self.tail_lag = tail_lag
         self.recurrence = recurrence
         self.min_recurrences = min_recurrences
+        self.max_stretch = max_stretch
 
     def _score(self, windows: np.ndarray, status: np.ndarray) -> Scores:
         hist = windows[:, :-1]
@@ -79,15 +83,18 @@ class RobustZScore(Detector):
         med, scale = robust_location_scale(hist, self.min_scale)
         older = hist[:, : max(self.min_points, hist.shape[1] - self.tail_lag)]
         if self.tail_quantile is not None:
-            scale = scale * tail_stretch(older, med, scale, self.tail_quantile)
+            scale = scale * np.minimum(tail_stretch(older, med, scale, self.tail_quantile), self.max_stretch)
         dev = newest - med
         z = np.nan_to_num(dev / scale, nan=0.0)
         log_p = np.log(2.0) + log_ndtr(-np.abs(z))
         if self.recurrence is not None:
-            # a deviation this large was seen before (cron jobs, routine blips): use its empirical rate
-            seen = (np.abs(older - med[:, None]) >= self.recurrence * np.abs(dev)[:, None]).sum(axis=1)
+            # a deviation this large happened in several separate episodes before (cron jobs, routine
+            # blips): use their empirical rate. One earlier episode, however long, is not a routine:
+            # a service failing again an hour later is news.
+            big = np.abs(older - med[:, None]) >= self.recurrence * np.abs(dev)[:, None]
+            episodes = big[:, 0].astype(np.int64) + (big[:, 1:] & ~big[:, :-1]).sum(axis=1)
             n_old = np.maximum(np.isfinite(older).sum(axis=1), 1)
-            emp = np.where(seen >= self.min_recurrences, np.log(np.maximum(seen, 1) / n_old), -np.inf)
+            emp = np.where(episodes >= self.min_recurrences, np.log(np.maximum(episodes, 1) / n_old), -np.inf)
             log_p = np.maximum(log_p, emp)
         score = pvalue_to_score(log_p)
         direction = np.sign(z).astype(np.int8)

@@ -31,3 +31,12 @@ def test_level_shift_is_detected_in_the_right_direction() -> None:
     det = RobustZScore()
     out = det.score(x[None, 500 - det.history : 501])
     assert out.score[0] >= 0.5 and out.direction[0] == -1
+
+
+def test_one_earlier_failure_does_not_make_the_next_one_routine() -> None:
+    rng = np.random.default_rng(5)
+    x = 100 + rng.normal(0, 2, 700)
+    x[400:420] += 24  # failed for 20 minutes
+    x[480:500] += 24  # and again an hour later
+    s = RobustZScore().score_series(x)
+    assert s[401] >= 0.5 and s[481] >= 0.5
