@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +20,17 @@ from workers.pipeline import Pipeline
 from workers.settings import Settings
 
 
-@dataclass
-class Snap:
-    """An anomaly as it was at one tick."""
-
-    metric: str
-    start: float
-    end: float
-    peak_score: float
-    peak_at: float
-    direction: int
-    open: bool
-
-
 class Recorder(Pipeline):
     """The embedded pipeline, keeping the anomaly stream each tick handed to grouping and the
     incident each anomaly first joined (to measure id churn)."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, keep_archive=True)
-        self.stream: list[tuple[float, list[Snap]]] = []
+        self.stream: list[tuple[float, list[Anomaly]]] = []
         self.first_incident: dict[tuple[str, float], str] = {}
 
     def group(self, at: float, changed: list[Anomaly], opened: int, closed: int, scored: int) -> Any:
-        snaps = [Snap(a.metric, a.start, a.end, a.peak_score, a.peak_at, a.direction, a.open) for a in changed]
-        self.stream.append((at, snaps))
+        self.stream.append((at, [copy.copy(a) for a in changed]))  # as they were at this tick
         out = super().group(at, changed, opened, closed, scored)
         for a in changed:
             inc = self.incidents.incident_of(a.metric, a.start)
@@ -79,7 +65,7 @@ class MatrixWindows:
 def regroup(
     names: Sequence[str],
     windows: MatrixWindows,
-    stream: list[tuple[float, list[Snap]]],
+    stream: list[tuple[float, list[Anomaly]]],
     config: GroupingConfig,
     settings: Settings,
     step: float,
