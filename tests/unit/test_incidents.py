@@ -230,3 +230,11 @@ def test_bare_metrics_share_the_scope_of_the_whole_system() -> None:
     )
     (inc,) = tracker.open_incidents()
     assert inc.metrics == ["orders", "revenue"] and inc.priority <= 2
+
+
+def test_guard_survives_components_the_iterative_solver_cannot_settle() -> None:
+    # a long weighted path: a hard case for ARPACK at low tolerance; the guard must answer anyway
+    n = 400
+    pairs = [(i, i + 1, 0.5 + 0.5 * ((i * 7) % 3) / 2) for i in range(n - 1)]
+    parts = components(n, _edges(pairs), GroupingConfig())
+    assert sum(len(p) for p in parts) == n and all(len(p) for p in parts)
