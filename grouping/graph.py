@@ -166,9 +166,10 @@ def contrast_weights(
             key_w[col] = config.key_weights.get(key, 1.0)
     cos_w = idf * (config.cold_weight + hot) * key_w
     hot_w = hot * key_w
-    cos_mat = sp.csr_matrix((cos_w[indices], indices, indptr), shape=shape)
+    # each matrix gets its own index arrays: eliminate_zeros rewrites them in place
+    cos_mat = sp.csr_matrix((cos_w[indices], indices.copy(), indptr.copy()), shape=shape)
     cos_mat.eliminate_zeros()  # pairs of a zero-weight key (the metric name) say nothing
-    hot_mat = sp.csr_matrix((hot_w[indices], indices, indptr), shape=shape)
+    hot_mat = sp.csr_matrix((hot_w[indices], indices.copy(), indptr.copy()), shape=shape)
     hot_mat.eliminate_zeros()
     return cos_mat, hot_mat
 
