@@ -518,7 +518,7 @@ class BandTables:
         if self._dir_bits < self.params.rows:
             total = 0
             for band in range(self.params.bands):
-                _, counts = np.unique(self.keys[band, self.valid], return_counts=True)
+                counts = _group_sizes(np.sort(self.keys[band, self.valid]))
                 total += int((counts * (counts - 1) // 2).sum())
             return total
         sizes = np.diff(self._directory, axis=1)
@@ -527,6 +527,23 @@ class BandTables:
     def nbytes(self) -> int:
         """Memory held by keys and tables."""
         return int(self._keys.buf.nbytes + self._valid.buf.nbytes + self._directory.nbytes + self._members.nbytes)
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """Distinct values, ascending. Sorts and compares neighbours: numpy 2's hash-based
+    ``np.unique`` is over 20 times slower on millions of distinct int64 pair codes."""
+    out = np.sort(values, kind="stable" if values.dtype.itemsize <= 2 else None)
+    if len(out) < 2:
+        return out
+    return out[np.concatenate(([True], out[1:] != out[:-1]))]
+
+
+def _group_sizes(sorted_values: np.ndarray) -> np.ndarray:
+    """Run lengths of equal neighbours in a sorted array."""
+    if not len(sorted_values):
+        return np.zeros(0, dtype=np.int64)
+    brk = np.flatnonzero(sorted_values[1:] != sorted_values[:-1]) + 1
+    return np.diff(np.concatenate(([0], brk, [len(sorted_values)])))
 
 
 def pairs_within_groups(order: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -566,7 +583,7 @@ def candidate_pairs(keys: np.ndarray, valid: np.ndarray | None = None, max_pairs
         sizes = np.diff(np.concatenate((starts, [len(ks)])))
         n_pairs = int((sizes * (sizes - 1) // 2).sum())
         if held + n_pairs > max_pairs:
-            merged = np.unique(np.concatenate(chunks)) if chunks else np.zeros(0, np.int64)
+            merged = sorted_unique(np.concatenate(chunks)) if chunks else np.zeros(0, np.int64)
             chunks, held = [merged], len(merged)
             if held + n_pairs > max_pairs:
                 raise LSHError(
@@ -579,7 +596,7 @@ def candidate_pairs(keys: np.ndarray, valid: np.ndarray | None = None, max_pairs
         held += len(lo)
     if not chunks:
         return np.zeros(0, dtype=np.int64)
-    return np.unique(np.concatenate(chunks))
+    return sorted_unique(np.concatenate(chunks))
 
 
 def rarest_column_order(indptr: np.ndarray, indices: np.ndarray, doc_freq: np.ndarray) -> np.ndarray:
@@ -617,5 +634,6 @@ __all__: Sequence[str] = (
     "projection_signs",
     "rarest_column_order",
     "signatures",
+    "sorted_unique",
     "split_codes",
 )

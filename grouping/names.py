@@ -640,6 +640,11 @@ class NameIndex:
         """``(bands, len(self))`` LSH band keys of every metric, brought up to date (hashes if needed)."""
         return self._lsh().keys
 
+    def bucket_pairs(self) -> int:
+        """Pairs sharing a bucket, summed over bands: an upper bound on the distinct pairs an all-pairs
+        LSH join over the whole index would compare exactly."""
+        return self._lsh().bucket_pairs()
+
     def candidates(self, name: str) -> np.ndarray:
         """Rows (positions in :attr:`names`) the LSH proposes as neighbours of ``name`` (itself excluded)."""
         row = self._id(name)
