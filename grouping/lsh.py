@@ -53,9 +53,12 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 
-#: Bucket directories hold at most 2**DIRECTORY_BITS buckets per band; longer keys are
-#: bucketed by their low bits (themselves independent hyperplane bits) and verified in full.
-DIRECTORY_BITS = 16
+#: Bucket directories hold at most 2**DIRECTORY_BITS buckets per band (and about as many as
+#: there are rows); longer keys are bucketed by their low bits (themselves independent
+#: hyperplane bits) and verified in full.
+DIRECTORY_BITS = 20
+#: Keys this short are counted in dense arrays (2**bits entries per band) when enumerating pairs.
+DENSE_KEY_BITS = 20
 
 
 class LSHError(ValueError):
@@ -69,34 +72,52 @@ def bit_collision_probability(cosine: float | np.ndarray) -> float | np.ndarray:
     return float(p) if p.ndim == 0 else p
 
 
-def candidate_probability(cosine: float | np.ndarray, bands: int, rows: int) -> float | np.ndarray:
-    """Probability that two vectors agree on every bit of at least one of ``bands`` bands of ``rows`` bits."""
-    p = np.asarray(bit_collision_probability(cosine), dtype=np.float64)
-    # 1 - (1 - p^r)^b, computed stably for tiny p^r (and exactly 1 for identical vectors)
+def band_hit_probability(p: float | np.ndarray, rows: int, radius: int = 0) -> float | np.ndarray:
+    """Probability that two vectors whose bits agree with probability ``p`` have band keys at most
+    ``radius`` bits apart: ``sum_{d <= radius} C(rows, d) p^(rows-d) (1-p)^d``."""
+    pa = np.asarray(p, dtype=np.float64)
+    out = sum(math.comb(rows, d) * pa ** (rows - d) * (1.0 - pa) ** d for d in range(radius + 1))
+    out = np.minimum(np.asarray(out, dtype=np.float64), 1.0)
+    return float(out) if out.ndim == 0 else out
+
+
+def candidate_probability(cosine: float | np.ndarray, bands: int, rows: int, radius: int = 0) -> float | np.ndarray:
+    """Probability that two vectors become candidates: in at least one of ``bands`` bands of ``rows``
+    bits their keys are at most ``radius`` bits apart (``radius`` 0: equal keys)."""
+    hit = np.asarray(band_hit_probability(bit_collision_probability(cosine), rows, radius))
+    # 1 - (1 - hit)^b, computed stably for tiny hit (and exactly 1 for identical vectors)
     with np.errstate(divide="ignore"):
-        q = -np.expm1(bands * np.log1p(-(p**rows)))
+        q = -np.expm1(bands * np.log1p(-hit))
     return float(q) if q.ndim == 0 else q
 
 
-def _fp_integral(threshold: float, bands: int, rows: int, points: int = 257) -> float:
+def _fp_integral(threshold: float, bands: int, rows: int, radius: int = 0, points: int = 257) -> float:
     """Mean candidate probability of pairs with cosine uniform in [0, threshold] (Simpson's rule)."""
     s = np.linspace(0.0, threshold, points)
-    f = np.asarray(candidate_probability(s, bands, rows))
+    f = np.asarray(candidate_probability(s, bands, rows, radius))
     h = threshold / (points - 1)
     return float(h / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum()) / threshold)
 
 
+MAX_RADIUS = 2
+
+
 @dataclass(frozen=True)
 class BandingParams:
-    """How signatures are banded: ``bands`` bands of ``rows`` bits, for a similarity threshold.
+    """How signatures are banded: ``bands`` bands of ``rows`` bits, probed within ``radius`` bits.
 
-    Build with :meth:`derive`; the constructor only checks that the numbers are usable.
+    With ``radius`` 0 two vectors are candidates when a whole band agrees (classic banding);
+    with ``radius`` 1 also when a band differs in one bit (multi-probe LSH: a query looks in its
+    own bucket and in the ``rows`` buckets one bit away). Probing lets bands be longer for the
+    same recall, so fewer bands and fewer false positives. Build with :meth:`derive`; the
+    constructor only checks that the numbers are usable.
     """
 
     threshold: float
     recall: float
     bands: int
     rows: int
+    radius: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -107,44 +128,58 @@ class BandingParams:
             raise LSHError(f"LSH rows per band must be within 1..64 (a band key is one integer), got {self.rows}")
         if self.bands < 1:
             raise LSHError(f"LSH bands must be at least 1, got {self.bands}")
+        if not 0 <= self.radius <= min(MAX_RADIUS, self.rows):
+            raise LSHError(f"LSH probe radius must be within 0..{min(MAX_RADIUS, self.rows)}, got {self.radius}")
 
     @classmethod
-    def derive(cls, threshold: float, recall: float = 0.95, max_bands: int = 256) -> BandingParams:
-        """The bands and rows that catch a pair at ``threshold`` with probability >= ``recall``.
+    def derive(
+        cls, threshold: float, recall: float = 0.95, max_bands: int = 160, max_probes: int = 4096
+    ) -> BandingParams:
+        """The banding that catches a pair at ``threshold`` with probability >= ``recall``.
 
-        Among all ``(bands <= max_bands, rows)`` meeting that constraint (each ``rows`` with its
-        smallest sufficient ``bands``), the one whose false-positive probability, integrated
-        over cosines in ``[0, threshold]``, is smallest. More bands allow longer bands and
-        fewer false positives; they cost memory (one bucket table per band) and query time.
+        For every ``rows`` and probe radius (0 to 2), the smallest number of bands that meets
+        the recall; among those within ``max_bands`` (memory: one bucket table per band) and
+        ``max_probes`` (buckets a query looks in: ``bands * sum_{d<=radius} C(rows, d)``), the
+        one whose false-positive probability, integrated over cosines in ``[0, threshold]``, is
+        smallest (ties: fewer hyperplanes).
         """
         probe = cls(threshold, recall, 1, 1)  # validates threshold and recall
         if max_bands < 1:
             raise LSHError(f"LSH max_bands must be at least 1, got {max_bands}")
+        if max_probes < 1:
+            raise LSHError(f"LSH max_probes must be at least 1, got {max_probes}")
         p1 = float(bit_collision_probability(probe.threshold))
-        best: tuple[float, int, int] | None = None
-        for rows in range(1, 65):
-            hit = p1**rows
-            if hit <= 0.0:
-                break
-            bands = math.ceil(math.log1p(-recall) / math.log1p(-hit) - 1e-9) if hit < 1.0 else 1
-            bands = max(bands, 1)
-            if bands > max_bands:
-                continue
-            fp = _fp_integral(threshold, bands, rows)
-            if best is None or fp < best[0] - 1e-15:
-                best = (fp, bands, rows)
+        best: tuple[float, int, int, int, int] | None = None
+        for radius in range(MAX_RADIUS + 1):
+            for rows in range(max(1, radius), 65):
+                hit = float(band_hit_probability(p1, rows, radius))
+                if hit <= 0.0:
+                    break
+                bands = max(1, math.ceil(math.log1p(-recall) / math.log1p(-hit) - 1e-9)) if hit < 1.0 else 1
+                probes = bands * sum(math.comb(rows, d) for d in range(radius + 1))
+                if bands > max_bands or probes > max_probes:
+                    continue
+                fp = _fp_integral(threshold, bands, rows, radius)
+                key = (fp, bands * rows, bands, rows, radius)
+                if best is None or key < best:
+                    best = key
         if best is None:
             need = math.ceil(math.log1p(-recall) / math.log1p(-p1))
             raise LSHError(
-                f"LSH max_bands={max_bands} cannot reach recall {recall} at threshold {threshold}: "
-                f"allow at least {need} bands, or lower the recall"
+                f"LSH max_bands={max_bands} and max_probes={max_probes} cannot reach recall {recall} at "
+                f"threshold {threshold}: allow at least {need} bands and probes, or lower the recall"
             )
-        return cls(threshold, recall, best[1], best[2])
+        return cls(threshold, recall, best[2], best[3], best[4])
 
     @property
     def bits(self) -> int:
         """Hyperplanes per signature."""
         return self.bands * self.rows
+
+    @property
+    def probes(self) -> int:
+        """Buckets one query looks in, over all bands."""
+        return self.bands * sum(math.comb(self.rows, d) for d in range(self.radius + 1))
 
     @property
     def key_dtype(self) -> np.dtype:
@@ -156,7 +191,7 @@ class BandingParams:
 
     def candidate_probability(self, cosine: float | np.ndarray) -> float | np.ndarray:
         """Probability that a pair with this cosine becomes a candidate."""
-        return candidate_probability(cosine, self.bands, self.rows)
+        return candidate_probability(cosine, self.bands, self.rows, self.radius)
 
     def recall_at_threshold(self) -> float:
         """Candidate probability of a pair exactly at the threshold (>= ``recall``)."""
@@ -413,7 +448,7 @@ class BandTables:
         self._valid = GrowableArray(np.bool_)
         self._n_tabled = 0
         self._dir_bits = 0
-        self._directory = np.zeros((params.bands, 2), dtype=np.int64)
+        self._directory = np.zeros((params.bands, 2), dtype=np.int32)
         self._members = np.zeros(0, dtype=np.int32)
         self._n_members = 0
 
@@ -454,7 +489,7 @@ class BandTables:
         rows = np.arange(n, dtype=np.int32) if every else np.flatnonzero(valid).astype(np.int32)
         bits = min(self.params.rows, DIRECTORY_BITS, max(4, math.ceil(math.log2(max(len(rows), 2)))))
         n_buckets = 1 << bits
-        directory = np.zeros((b, n_buckets + 1), dtype=np.int64)
+        directory = np.zeros((b, n_buckets + 1), dtype=np.int32)  # offsets within one band (< 2**31 rows)
         members = np.empty(b * len(rows), dtype=np.int32)
         keys = self.keys
         bucket_t = np.uint16 if bits <= 16 else np.uint32
@@ -463,7 +498,7 @@ class BandTables:
             k = keys[band] if every else keys[band, rows]
             if bits < self.params.rows or k.dtype.itemsize > np.dtype(bucket_t).itemsize:
                 k = (k & k.dtype.type(n_buckets - 1)).astype(bucket_t)
-            order = np.argsort(k, kind="stable")
+            order = _stable_argsort(k)
             members[band * len(rows) : (band + 1) * len(rows)] = order if every else rows[order]
             np.cumsum(np.bincount(k, minlength=n_buckets), out=directory[band, 1:])
 
@@ -482,51 +517,100 @@ class BandTables:
             self.compact()
 
     def candidates(self, qkeys: np.ndarray) -> np.ndarray:
-        """Rows that agree with ``qkeys`` (one key per band) on at least one whole band, sorted."""
+        """Rows whose key is within the probe radius of ``qkeys`` (one key per band) in at least one band, sorted."""
         self._maybe_compact()
+        radius = self.params.radius
         qkeys = np.asarray(qkeys, dtype=self.params.key_dtype)
         n = len(self)
         hit = np.zeros(n, dtype=bool)
         if self._n_tabled:
             b = self.params.bands
-            mask = np.uint64((1 << self._dir_bits) - 1)
-            bucket = (qkeys.astype(np.uint64) & mask).astype(np.int64)
-            band_ix = np.arange(b)
-            lo = self._directory[band_ix, bucket]
-            hi = self._directory[band_ix, bucket + 1]
-            lens = hi - lo
+            masks = probe_masks(self._dir_bits, radius)
+            low = qkeys.astype(np.uint64) & np.uint64((1 << self._dir_bits) - 1)
+            bucket = (low[:, None] ^ masks[None, :]).astype(np.int64)  # (bands, probes)
+            band_ix = np.repeat(np.arange(b), len(masks))
+            bucket = bucket.ravel()
+            lo = self._directory[band_ix, bucket].astype(np.int64)
+            lens = self._directory[band_ix, bucket + 1] - lo
             total = int(lens.sum())
             if total:
                 starts = lo + band_ix * self._n_members
-                offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)
+                offsets = np.repeat(starts - (np.cumsum(lens) - lens), lens)
                 got = self._members[offsets + np.arange(total)]
-                if self._dir_bits < self.params.rows:  # buckets share low bits only: check whole keys
+                if self._dir_bits < self.params.rows:  # buckets hold low bits only: check whole keys
                     band_of = np.repeat(band_ix, lens)
-                    got = got[self.keys[band_of, got] == qkeys[band_of]]
+                    got = got[within_radius(self.keys[band_of, got] ^ qkeys[band_of], radius)]
                 hit[got] = True
         if self.pending:
             tail = self.keys[:, self._n_tabled :]
-            hit[self._n_tabled :] = (tail == qkeys[:, None]).any(axis=0) & self.valid[self._n_tabled :]
+            near = within_radius(tail ^ qkeys[:, None], radius).any(axis=0)
+            hit[self._n_tabled :] = near & self.valid[self._n_tabled :]
         return np.flatnonzero(hit)
 
     def bucket_pairs(self) -> int:
-        """Sum over bands and buckets of ``size*(size-1)/2``: an upper bound on distinct candidate pairs."""
-        if self.pending:
-            self.compact()
-        if not self._n_tabled:
-            return 0
-        if self._dir_bits < self.params.rows:
-            total = 0
+        """Pairs of rows whose keys are within the probe radius, summed over bands: an upper bound on the
+        distinct pairs an all-pairs join would compare (pairs found in several bands count several times)."""
+        total = 0
+        rows = self.params.rows
+        masks = probe_masks(rows, self.params.radius)[1:]
+        every = bool(self.valid.all())
+        if rows <= DENSE_KEY_BITS:
+            space = np.arange(1 << rows, dtype=np.uint64)
             for band in range(self.params.bands):
-                counts = _group_sizes(np.sort(self.keys[band, self.valid]))
+                counts = np.bincount(self.keys[band] if every else self.keys[band, self.valid], minlength=1 << rows)
+                counts = counts.astype(np.int64)
                 total += int((counts * (counts - 1) // 2).sum())
+                for mask in masks:
+                    partner = (space ^ mask).astype(np.int64)
+                    upper = partner > np.arange(1 << rows)
+                    total += int((counts[upper] * counts[partner[upper]]).sum())
             return total
-        sizes = np.diff(self._directory, axis=1)
-        return int((sizes * (sizes - 1) // 2).sum())
+        for band in range(self.params.bands):
+            keys = np.sort(self.keys[band, self.valid])
+            sizes = _group_sizes(keys)
+            if not len(sizes):
+                continue
+            ukeys = keys[np.cumsum(sizes) - sizes]
+            total += int((sizes * (sizes - 1) // 2).sum())
+            for mask in masks:
+                partner = ukeys ^ ukeys.dtype.type(mask)
+                pos = np.minimum(np.searchsorted(ukeys, partner), len(ukeys) - 1)
+                match = (ukeys[pos] == partner) & (ukeys < partner)
+                total += int((sizes[match] * sizes[pos[match]]).sum())
+        return total
 
     def nbytes(self) -> int:
         """Memory held by keys and tables."""
         return int(self._keys.buf.nbytes + self._valid.buf.nbytes + self._directory.nbytes + self._members.nbytes)
+
+
+def _stable_argsort(k: np.ndarray) -> np.ndarray:
+    """Stable argsort of unsigned keys below 2**32 as 16-bit radix passes (numpy radix-sorts 16-bit
+    integers but merge-sorts 32-bit ones, four times slower on a million keys)."""
+    if k.dtype.itemsize <= 2:
+        return np.argsort(k, kind="stable")
+    low = np.argsort((k & k.dtype.type(0xFFFF)).astype(np.uint16), kind="stable")
+    high = np.argsort((k[low] >> k.dtype.type(16)).astype(np.uint16), kind="stable")
+    return low[high]
+
+
+def probe_masks(bits: int, radius: int) -> np.ndarray:
+    """XOR masks of at most ``radius`` set bits among the low ``bits`` bits, 0 first (uint64)."""
+    masks = [0]
+    if radius >= 1:
+        masks += [1 << i for i in range(bits)]
+    if radius >= 2:
+        masks += [(1 << i) | (1 << j) for i in range(bits) for j in range(i + 1, bits)]
+    return np.asarray(masks, dtype=np.uint64)
+
+
+def within_radius(xor: np.ndarray, radius: int) -> np.ndarray:
+    """Whether each XOR of two keys has at most ``radius`` set bits (clear the lowest bit ``radius`` times)."""
+    x = np.asarray(xor)
+    one = x.dtype.type(1)
+    for _ in range(radius):
+        x = x & (x - one)
+    return x == 0
 
 
 def sorted_unique(values: np.ndarray) -> np.ndarray:
@@ -563,37 +647,74 @@ def pairs_within_groups(order: np.ndarray, starts: np.ndarray, sizes: np.ndarray
     return order[first], order[second]
 
 
-def candidate_pairs(keys: np.ndarray, valid: np.ndarray | None = None, max_pairs: int = 200_000_000) -> np.ndarray:
-    """Distinct candidate pairs among the columns of ``(bands, m)`` band keys, as codes ``i*m + j`` (``i < j``).
+def candidate_pairs(
+    keys: np.ndarray,
+    valid: np.ndarray | None = None,
+    radius: int = 0,
+    rows: int | None = None,
+    max_pairs: int = 200_000_000,
+) -> np.ndarray:
+    """Distinct candidate pairs among the columns of ``(bands, m)`` band keys, as codes ``i*m + j`` (``i < j``):
+    pairs whose keys are at most ``radius`` bits apart in at least one band (keys of ``rows`` bits;
+    default: the key type's width).
 
     Raises :class:`LSHError` when more than ``max_pairs`` band collisions would be enumerated
     (the keys say the set is too alike for LSH to help: compare it exactly instead).
     """
     keys = np.asarray(keys)
     m = keys.shape[1]
+    rows_bits = keys.dtype.itemsize * 8 if rows is None else rows
     idx = np.arange(m) if valid is None else np.flatnonzero(valid)
+    masks = probe_masks(rows_bits, radius)[1:]
     chunks: list[np.ndarray] = []
     held = 0
-    for band in range(keys.shape[0]):
-        k = keys[band, idx]
-        order = np.argsort(k, kind="stable")
-        ks = k[order]
-        brk = np.flatnonzero(ks[1:] != ks[:-1]) + 1
-        starts = np.concatenate(([0], brk))
-        sizes = np.diff(np.concatenate((starts, [len(ks)])))
-        n_pairs = int((sizes * (sizes - 1) // 2).sum())
-        if held + n_pairs > max_pairs:
+
+    def keep(a: np.ndarray, b: np.ndarray) -> None:
+        nonlocal chunks, held
+        if held + len(a) > max_pairs:
             merged = sorted_unique(np.concatenate(chunks)) if chunks else np.zeros(0, np.int64)
             chunks, held = [merged], len(merged)
-            if held + n_pairs > max_pairs:
+            if held + len(a) > max_pairs:
                 raise LSHError(
                     f"more than {max_pairs} candidate pairs: the set is too alike for LSH to prune; "
                     "compare it exactly or raise the threshold"
                 )
-        a, b = pairs_within_groups(idx[order], starts, sizes)
         lo, hi = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
         chunks.append(lo * m + hi)
         held += len(lo)
+
+    dense = len(masks) and rows_bits <= DENSE_KEY_BITS and len(idx) * len(masks) <= 50_000_000
+    for band in range(keys.shape[0]):
+        k = keys[band, idx]
+        order = _stable_argsort(k) if k.dtype.itemsize <= 4 else np.argsort(k, kind="stable")
+        ks = k[order]
+        sizes = _group_sizes(ks)
+        starts = np.cumsum(sizes) - sizes
+        keep(*pairs_within_groups(idx[order], starts, sizes))
+        if dense:
+            # every element against every key one probe away, at once: (elements x masks) lookups
+            counts = np.bincount(ks, minlength=1 << rows_bits)
+            first_at = np.cumsum(counts) - counts
+            partner = (ks.astype(np.uint64)[:, None] ^ masks[None, :]).astype(np.int64)
+            cnt = np.where(partner > ks.astype(np.int64)[:, None], counts[partner], 0)
+            flat_cnt = cnt.ravel()
+            if not flat_cnt.any():
+                continue
+            elem = np.repeat(np.repeat(np.arange(len(ks)), len(masks)), flat_cnt)
+            base = np.repeat(first_at[partner.ravel()] - (np.cumsum(flat_cnt) - flat_cnt), flat_cnt)
+            other = base + np.arange(int(flat_cnt.sum()))
+            keep(idx[order[elem]], idx[order[other]])
+            continue
+        for mask in masks:
+            partner = ks ^ ks.dtype.type(mask)
+            sel = np.flatnonzero(ks < partner)  # each cross pair once: from its smaller key
+            lo = np.searchsorted(ks, partner[sel], side="left")
+            cnt = np.searchsorted(ks, partner[sel], side="right") - lo
+            if not cnt.any():
+                continue
+            first = np.repeat(sel, cnt)
+            second = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt) + np.arange(int(cnt.sum()))
+            keep(idx[order[first]], idx[order[second]])
     if not chunks:
         return np.zeros(0, dtype=np.int64)
     return sorted_unique(np.concatenate(chunks))
@@ -631,9 +752,11 @@ __all__: Sequence[str] = (
     "column_keys_for_dense",
     "gaussian_projection",
     "pairs_within_groups",
+    "probe_masks",
     "projection_signs",
     "rarest_column_order",
     "signatures",
     "sorted_unique",
     "split_codes",
+    "within_radius",
 )

@@ -275,8 +275,9 @@ def _canonical_tokens(text: str) -> list[str] | None:
     m = _CANONICAL_FAST.fullmatch(text)
     if m is None:
         return None
-    # values hold no '"', so '="' only joins a key to its value and '",' only ends a pair
-    tokens = m.group(2)[:-1].replace('="', "=").split('",')
+    # values hold no '"', so '",' only ends a pair; keys hold no '=' or '"', so a piece's first '="'
+    # joins its key to its value (a value may itself end with '=')
+    tokens = [piece.replace('="', "=", 1) for piece in m.group(2)[:-1].split('",')]
     keys = [t[: t.index("=")] for t in tokens]
     if keys != sorted(set(keys)) or NAME_KEY in keys or any(a in keys for a in _NAME_ALIASES):
         return None
@@ -337,9 +338,9 @@ class NameIndex:
       next LSH query re-freezes and re-hashes everything: amortized O(1) per metric. Nothing
       is hashed until an LSH query needs it.
     - **Queries** (:meth:`neighbours`, :meth:`similar_pairs`) use LSH when ``method="lsh"``, or
-      with ``method="auto"`` when the set is large (more than ``exact_below`` metrics) and the
-      threshold is at least the LSH threshold; otherwise they are exact. Candidates are always
-      checked with the exact cosine.
+      with ``method="auto"`` when the set is large (an index of more than ``exact_below``
+      metrics; more than ``exact_pairs_below`` names to pair) and the threshold is at least the
+      LSH threshold; otherwise they are exact. Candidates are always checked with the exact cosine.
     """
 
     FORMAT_VERSION = 1
@@ -349,10 +350,12 @@ class NameIndex:
         threshold: float = 0.6,
         recall: float = 0.95,
         *,
-        max_bands: int = 256,
+        max_bands: int = 160,
+        max_probes: int = 4096,
         seed: int = 0,
         rebuild_growth: float = 1.0,
         exact_below: int = 5000,
+        exact_pairs_below: int = 20_000,
         graphite: GraphiteTemplates | None = None,
         workers: int = 1,
     ) -> None:
@@ -360,13 +363,17 @@ class NameIndex:
             raise ValueError(f"workers must be at least 1, got {workers}")
         if rebuild_growth < 0:
             raise ValueError(f"rebuild_growth must not be negative (0 = never rebuild on growth), got {rebuild_growth}")
-        if exact_below < 0:
-            raise ValueError(f"exact_below must not be negative, got {exact_below}")
-        self.params = BandingParams.derive(threshold, recall, max_bands)
+        if exact_below < 0 or exact_pairs_below < 0:
+            raise ValueError(
+                f"exact_below and exact_pairs_below must not be negative, got {exact_below}, {exact_pairs_below}"
+            )
+        self.params = BandingParams.derive(threshold, recall, max_bands, max_probes)
         self.max_bands = max_bands
+        self.max_probes = max_probes
         self.seed = int(seed)
         self.rebuild_growth = float(rebuild_growth)
         self.exact_below = int(exact_below)
+        self.exact_pairs_below = int(exact_pairs_below)
         self.graphite = graphite
         self.workers = workers
         self._ids: dict[str, int] = {}
@@ -379,6 +386,7 @@ class NameIndex:
         self._indptr.extend(np.zeros(1, dtype=np.int64))
         self._indices = GrowableArray(np.int32)
         self._idf_cache: np.ndarray | None = None
+        self._norms_cache: np.ndarray | None = None
         self._tables: BandTables | None = None
         self._frozen_n = 0
         self._frozen_df = np.zeros(0, dtype=np.int64)
@@ -463,6 +471,7 @@ class NameIndex:
         self._indptr.extend(self._indptr.buf[self._indptr.n - 1] + np.cumsum(counts))
         self._df.view()[:] += np.bincount(indices, minlength=len(self._tokens))
         self._idf_cache = None
+        self._norms_cache = None
 
     def idf(self) -> np.ndarray:
         """IDF weight of every pair in the vocabulary: ``log(N / n_pair)``."""
@@ -545,31 +554,41 @@ class NameIndex:
         v = self.vectors(names)
         return np.asarray((v @ v.T).todense())
 
+    def _row_norms(self) -> np.ndarray:
+        """L2 norm of every metric's IDF vector, cached until the next add (the IDF changes then)."""
+        if self._norms_cache is None:
+            w = self.idf()[self._indices.view()]
+            ptr = self._indptr.view()
+            norms = np.zeros(len(self))
+            nonempty = np.diff(ptr) > 0
+            if nonempty.any():
+                norms[nonempty] = np.sqrt(np.add.reduceat(w * w, ptr[:-1][nonempty]))
+            self._norms_cache = norms
+        return self._norms_cache
+
     def _cosines(self, row: int, cand: np.ndarray) -> np.ndarray:
         """Cosine of metric ``row`` with each metric in ``cand``, straight from the CSR arrays."""
         idf = self.idf()
+        norms = self._row_norms()
         ptr, ind = self._indptr.buf, self._indices.buf
         qcols = ind[ptr[row] : ptr[row + 1]]
-        qw = idf[qcols]
-        qn = float(np.sqrt(qw @ qw))
         out = np.zeros(len(cand))
-        if qn == 0.0 or not len(cand):
+        if norms[row] == 0.0 or not len(cand):
             return out
-        dense_q = np.zeros(len(self._tokens))
-        dense_q[qcols] = qw / qn
+        # the query's weights, already multiplied by the other side's IDF: one gather per pair entry
+        qw = np.zeros(len(self._tokens))
+        qw[qcols] = idf[qcols] ** 2 / norms[row]
         starts = ptr[cand]
         lens = ptr[cand + 1] - starts
         offs = np.cumsum(lens) - lens
         cols = ind[np.repeat(starts - offs, lens) + np.arange(int(lens.sum()))]
-        w = idf[cols]
-        dots = np.add.reduceat(w * dense_q[cols], offs)
-        norms = np.sqrt(np.add.reduceat(w * w, offs))
-        np.divide(dots, norms, out=out, where=norms > 0)
+        dots = np.add.reduceat(qw[cols], offs)
+        np.divide(dots, norms[cand], out=out, where=norms[cand] > 0)
         return out
 
     # -- LSH -----------------------------------------------------------------------------
 
-    def _use_lsh(self, method: Method, size: int, threshold: float) -> bool:
+    def _use_lsh(self, method: Method, size: int, threshold: float, exact_below: int) -> bool:
         if method not in ("auto", "lsh", "exact"):
             raise ValueError(f"method must be 'auto', 'lsh' or 'exact', got {method!r}")
         if method == "lsh":
@@ -579,7 +598,7 @@ class NameIndex:
                     "pairs: use method='exact' (or 'auto'), or build the index with a lower threshold"
                 )
             return True
-        return method == "auto" and size > self.exact_below and threshold >= self.params.threshold - 1e-12
+        return method == "auto" and size > exact_below and threshold >= self.params.threshold - 1e-12
 
     def frozen_idf(self) -> np.ndarray:
         """The IDF the LSH hashes with: frozen at the last rebuild (pairs new since then: ``log(N_frozen)``)."""
@@ -656,7 +675,7 @@ class NameIndex:
         """Position pairs ``(i, j)``, ``i < j``, of ``names`` that the LSH proposes for exact comparison."""
         rows = self._rows_of(names)
         tables = self._lsh()
-        codes = candidate_pairs(tables.keys[:, rows], tables.valid[rows])
+        codes = candidate_pairs(tables.keys[:, rows], tables.valid[rows], self.params.radius, self.params.rows)
         i, j = split_codes(codes, len(rows))
         return i, j
 
@@ -666,7 +685,7 @@ class NameIndex:
         """Known metrics whose cosine with ``name`` is at least ``threshold``, most similar first."""
         threshold = _check_threshold(threshold)
         row = self._id(name)
-        if self._use_lsh(method, len(self), threshold):
+        if self._use_lsh(method, len(self), threshold, self.exact_below):
             cand = self.candidates(name)
         else:
             cand = np.arange(len(self))
@@ -681,13 +700,14 @@ class NameIndex:
     ) -> list[tuple[int, int, float]]:
         """Pairs ``(i, j, cosine)`` with ``i < j`` among ``names`` whose cosine is at least ``threshold``.
 
-        Sorted by ``(i, j)``. Exact below ``exact_below`` names (one sparse product per block of
-        rows); above, LSH candidates are checked exactly.
+        Sorted by ``(i, j)``. With ``method="auto"``: exact up to ``exact_pairs_below`` names (sparse
+        products, a block of rows at a time, are faster than LSH there); above, LSH candidates
+        checked exactly.
         """
         threshold = _check_threshold(threshold)
         rows = self._rows_of(names)
         vec = self._csr(rows, self.idf())
-        if self._use_lsh(method, len(rows), threshold):
+        if self._use_lsh(method, len(rows), threshold, self.exact_pairs_below):
             i, j = self.candidate_pairs(names)
             sims = _rowwise_dots(vec, i, j)
             keep = sims >= threshold - 1e-12
@@ -708,10 +728,13 @@ class NameIndex:
             "recall": self.params.recall,
             "bands": self.params.bands,
             "rows": self.params.rows,
+            "radius": self.params.radius,
             "max_bands": self.max_bands,
+            "max_probes": self.max_probes,
             "seed": self.seed,
             "rebuild_growth": self.rebuild_growth,
             "exact_below": self.exact_below,
+            "exact_pairs_below": self.exact_pairs_below,
             "graphite": None if self.graphite is None else self.graphite.to_config(),
             "frozen_n": self._frozen_n,
             "hashed": 0 if self._tables is None else len(self._tables),
@@ -755,14 +778,16 @@ class NameIndex:
                 meta["threshold"],
                 meta["recall"],
                 max_bands=meta["max_bands"],
+                max_probes=meta["max_probes"],
                 seed=meta["seed"],
                 rebuild_growth=meta["rebuild_growth"],
                 exact_below=meta["exact_below"],
+                exact_pairs_below=meta["exact_pairs_below"],
                 graphite=graphite,
                 workers=workers,
             )
-            if (idx.params.bands, idx.params.rows) != (meta["bands"], meta["rows"]):
-                raise IndexFormatError("stored bands/rows differ from those derived from the stored threshold")
+            if (idx.params.bands, idx.params.rows, idx.params.radius) != (meta["bands"], meta["rows"], meta["radius"]):
+                raise IndexFormatError("stored bands/rows/radius differ from those derived from the stored threshold")
             names = _unpack_texts(arrays["names"], arrays["names_offsets"])
             tokens = _unpack_texts(arrays["tokens"], arrays["tokens_offsets"])
             indptr = arrays["indptr"].astype(np.int64)
@@ -816,9 +841,11 @@ def _rowwise_dots(vec: sp.csr_matrix, i: np.ndarray, j: np.ndarray, block: int =
     return out
 
 
-def _exact_pairs(vec: sp.csr_matrix, threshold: float, block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All pairs ``i < j`` of rows with cosine >= threshold, one sparse product per block of rows."""
+def _exact_pairs(vec: sp.csr_matrix, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs ``i < j`` of rows with cosine >= threshold, one sparse product per block of rows
+    (blocks of about 20 million row-by-row entries, so memory stays bounded for large sets)."""
     n = vec.shape[0]
+    block = max(16, 20_000_000 // max(n, 1))
     vt = sp.csr_matrix(vec.T)
     out_i, out_j, out_s = [], [], []
     for lo in range(0, n, block):

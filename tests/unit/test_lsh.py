@@ -20,6 +20,7 @@ from grouping.lsh import (
     pairs_within_groups,
     projection_signs,
     signatures,
+    within_radius,
 )
 
 
@@ -73,13 +74,14 @@ def test_hyperplane_entries_are_standard_normal_and_keyed_by_column() -> None:
     assert not np.array_equal(gaussian_projection(np.array([5], dtype=np.uint64), 500, seed=4), g[[5]])
 
 
-def test_banded_candidate_rate_matches_theory() -> None:
+@pytest.mark.parametrize(("bands", "rows", "radius"), [(4, 5, 0), (3, 9, 1), (2, 12, 2)])
+def test_banded_candidate_rate_matches_theory(bands: int, rows: int, radius: int) -> None:
     rng = np.random.default_rng(11)
-    params = BandingParams(0.6, 0.95, bands=4, rows=5)
+    params = BandingParams(0.6, 0.95, bands=bands, rows=rows, radius=radius)
     for c in (0.3, 0.6, 0.85):
         mat, _ = _pair_matrix(np.full(1500, c), rng, 3)
         keys = signatures(mat, rng.integers(0, 2**63, mat.shape[1], dtype=np.uint64), params, seed=1)
-        hit = (keys[:, 0::2] == keys[:, 1::2]).any(axis=0).mean()
+        hit = within_radius(keys[:, 0::2] ^ keys[:, 1::2], radius).any(axis=0).mean()
         # sd of a rate over 1500 pairs is at most 0.013
         assert hit == pytest.approx(params.candidate_probability(c), abs=0.05)
 
@@ -133,33 +135,37 @@ def test_dense_rows_hash_like_the_same_sparse_rows() -> None:
 
 
 def test_derived_parameters_meet_recall_and_minimize_false_positives() -> None:
+    from grouping.lsh import _fp_integral, band_hit_probability
+
     for threshold in (0.5, 0.6, 0.75, 0.9):
-        for max_bands in (32, 256):
-            p = BandingParams.derive(threshold, 0.95, max_bands)
-            assert p.bands <= max_bands
+        for max_bands, max_probes in ((32, 32), (256, 256), (160, 4096)):
+            p = BandingParams.derive(threshold, 0.95, max_bands, max_probes)
+            assert p.bands <= max_bands and p.probes <= max_probes
             assert p.recall_at_threshold() >= 0.95
-            # minimal bands for its rows: one band fewer would miss the recall
-            assert candidate_probability(threshold, p.bands - 1, p.rows) < 0.95
+            # minimal bands for its rows and radius: one band fewer would miss the recall
+            assert candidate_probability(threshold, p.bands - 1, p.rows, p.radius) < 0.95
             # every pair above the threshold is caught at least as often
             above = np.linspace(threshold, 1.0, 50)
             assert np.all(np.asarray(p.candidate_probability(above)) >= 0.95 - 1e-12)
-            # among all feasible (bands, rows), none has a smaller false-positive integral
-            from grouping.lsh import _fp_integral
-
-            mine = _fp_integral(threshold, p.bands, p.rows)
-            for rows in range(1, 40):
-                hit = float(bit_collision_probability(threshold)) ** rows
-                bands = math.ceil(math.log(0.05) / math.log1p(-hit) - 1e-9)
-                if bands <= max_bands:
-                    assert _fp_integral(threshold, bands, rows) >= mine - 1e-12
+            # among all feasible (bands, rows, radius), none has a smaller false-positive integral
+            mine = _fp_integral(threshold, p.bands, p.rows, p.radius)
+            for radius in (0, 1, 2):
+                for rows in range(max(1, radius), 40):
+                    hit = float(band_hit_probability(bit_collision_probability(threshold), rows, radius))
+                    bands = math.ceil(math.log(0.05) / math.log1p(-hit) - 1e-9) if hit < 1 else 1
+                    probes = bands * sum(math.comb(rows, d) for d in range(radius + 1))
+                    if bands <= max_bands and probes <= max_probes:
+                        assert _fp_integral(threshold, bands, rows, radius) >= mine - 1e-12
 
 
 def test_the_documented_figures_at_0_6() -> None:
-    p = BandingParams.derive(0.6, 0.95, 256)
-    assert (p.bands, p.rows) == (198, 12)
+    p = BandingParams.derive(0.6)
+    assert (p.bands, p.rows, p.radius) == (140, 17, 1)
+    assert p.false_positive_rate(0.0) == pytest.approx(0.019, abs=0.001)
+    # without probing (a query may look in one bucket per band) the same budget does worse
+    p = BandingParams.derive(0.6, 0.95, 256, max_probes=256)
+    assert (p.bands, p.rows, p.radius) == (198, 12, 0)
     assert p.false_positive_rate(0.0) == pytest.approx(0.047, abs=0.001)
-    p = BandingParams.derive(0.6, 0.95, 1024)
-    assert p.false_positive_rate(0.0) == pytest.approx(0.012, abs=0.001)
 
 
 @pytest.mark.parametrize(
@@ -169,7 +175,8 @@ def test_the_documented_figures_at_0_6() -> None:
         ({"threshold": 0.0}, "strictly between 0 and 1"),
         ({"threshold": 0.6, "recall": 1.0}, "recall"),
         ({"threshold": 0.6, "max_bands": 0}, "max_bands must be at least 1"),
-        ({"threshold": 0.6, "recall": 0.999999, "max_bands": 4}, "allow at least"),
+        ({"threshold": 0.6, "recall": 0.999999, "max_bands": 1, "max_probes": 1}, "allow at least"),
+        ({"threshold": 0.6, "max_probes": 0}, "max_probes must be at least 1"),
     ],
 )
 def test_derive_rejects_what_cannot_work(kwargs: dict, fragment: str) -> None:
@@ -182,17 +189,22 @@ def test_band_params_reject_bad_shapes() -> None:
         BandingParams(0.6, 0.95, 3, 65)
     with pytest.raises(LSHError, match="bands must be at least 1"):
         BandingParams(0.6, 0.95, 0, 3)
+    with pytest.raises(LSHError, match="radius"):
+        BandingParams(0.6, 0.95, 3, 8, radius=3)
 
 
-def _brute_candidates(keys: np.ndarray, q: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    return np.flatnonzero((keys == q[:, None]).any(axis=0) & valid)
+def _brute_candidates(keys: np.ndarray, q: np.ndarray, valid: np.ndarray, radius: int) -> np.ndarray:
+    return np.flatnonzero(within_radius(keys ^ q[:, None], radius).any(axis=0) & valid)
 
 
-@pytest.mark.parametrize("rows", [3, 12, 20])
-def test_band_tables_find_exactly_the_rows_sharing_a_band(rows: int) -> None:
+@pytest.mark.parametrize(("rows", "radius"), [(3, 0), (12, 0), (20, 0), (6, 1), (17, 1), (18, 2), (23, 1)])
+def test_band_tables_find_exactly_the_rows_within_the_probe_radius(rows: int, radius: int) -> None:
     rng = np.random.default_rng(rows)
-    params = BandingParams(0.6, 0.95, 9, rows)
-    keys = rng.integers(0, min(2**rows, 40), (9, 3000)).astype(params.key_dtype)
+    params = BandingParams(0.6, 0.95, 9, rows, radius)
+    # few distinct keys so that buckets are shared and neighbouring buckets are populated
+    base = rng.integers(0, 2**rows, (9, 30), dtype=np.uint64)
+    flips = np.where(rng.random((9, 3000)) < 0.5, np.uint64(1) << rng.integers(0, rows, (9, 3000)).astype(np.uint64), 0)
+    keys = (base[np.arange(9)[:, None], rng.integers(0, 30, (9, 3000))] ^ flips).astype(params.key_dtype)
     valid = rng.random(3000) > 0.05
     tables = BandTables(params, min_pending=10**9)
     tables.append(keys[:, :2000], valid[:2000])
@@ -200,16 +212,17 @@ def test_band_tables_find_exactly_the_rows_sharing_a_band(rows: int) -> None:
     tables.append(keys[:, 2000:], valid[2000:])  # a pending tail, scanned
     assert tables.pending == 1000
     for q in range(0, 3000, 97):
-        assert np.array_equal(tables.candidates(keys[:, q]), _brute_candidates(keys, keys[:, q], valid))
+        assert np.array_equal(tables.candidates(keys[:, q]), _brute_candidates(keys, keys[:, q], valid, radius))
     tables.compact()
     assert tables.pending == 0
     for q in range(0, 3000, 89):
-        assert np.array_equal(tables.candidates(keys[:, q]), _brute_candidates(keys, keys[:, q], valid))
-    # the pair count bound counts every bucket's pairs
+        assert np.array_equal(tables.candidates(keys[:, q]), _brute_candidates(keys, keys[:, q], valid, radius))
+    # the pair-count bound counts, band by band, every pair within the radius
+    sub = keys[:, valid]
     expect = 0
     for band in range(9):
-        _, counts = np.unique(keys[band, valid], return_counts=True)
-        expect += int((counts * (counts - 1) // 2).sum())
+        near = within_radius(sub[band][:, None] ^ sub[band][None, :], radius)
+        expect += int((near.sum() - near.shape[0]) // 2)
     assert tables.bucket_pairs() == expect
 
 
@@ -239,17 +252,21 @@ def test_pairs_within_groups_enumerates_each_pair_once(labels: list[int]) -> Non
     assert got == expect
 
 
-def test_candidate_pairs_are_pairs_sharing_a_band() -> None:
+@pytest.mark.parametrize(("radius", "rows"), [(0, 4), (1, 4), (2, 4), (1, 24), (2, 22)])
+def test_candidate_pairs_are_pairs_within_the_radius_in_some_band(radius: int, rows: int) -> None:
     rng = np.random.default_rng(5)
-    keys = rng.integers(0, 6, (3, 80)).astype(np.uint8)
-    valid = rng.random(80) > 0.1
-    codes = candidate_pairs(keys, valid)
-    got = {(int(c) // 80, int(c) % 80) for c in codes}
+    base = rng.integers(0, 2**rows, (3, 12), dtype=np.uint64)
+    flips = np.uint64(1) << rng.integers(0, rows, (3, 120)).astype(np.uint64)
+    keys = base[np.arange(3)[:, None], rng.integers(0, 12, (3, 120))] ^ np.where(rng.random((3, 120)) < 0.5, flips, 0)
+    keys = keys.astype(np.uint8 if rows <= 8 else np.uint32)
+    valid = rng.random(120) > 0.1
+    codes = candidate_pairs(keys, valid, radius, rows=rows)
+    got = {(int(c) // 120, int(c) % 120) for c in codes}
     expect = {
         (i, j)
-        for i in range(80)
-        for j in range(i + 1, 80)
-        if valid[i] and valid[j] and (keys[:, i] == keys[:, j]).any()
+        for i in range(120)
+        for j in range(i + 1, 120)
+        if valid[i] and valid[j] and within_radius(keys[:, i] ^ keys[:, j], radius).any()
     }
     assert got == expect
     with pytest.raises(LSHError, match="too alike"):

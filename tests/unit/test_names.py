@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from grouping.graphite import GraphiteTemplateError, GraphiteTemplates
@@ -162,6 +162,8 @@ def test_any_text_is_read_or_refused_with_a_metric_name_error(text: str) -> None
         ),
     )
 )
+@example(':{_="=",_="="}')  # a value ending with '=' once fooled the fast path
+@example('a{b="x=",c="=y"}')
 def test_the_canonical_fast_path_agrees_with_the_parser(text: str) -> None:
     fast = _canonical_tokens(text)
     if fast is None:
