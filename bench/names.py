@@ -268,6 +268,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "draw_pairs_true": len(got_exact),
         "draw_compared_fraction": draw_compared / (len(draw) * (len(draw) - 1) / 2),
     }
+    t = time.perf_counter()
+    data = idx.to_bytes()
+    final["persist_mb"] = len(data) / 2**20
+    final["to_bytes_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    back = NameIndex.from_bytes(data, workers=args.workers)
+    final["from_bytes_s"] = time.perf_counter() - t
+    final["restored_answers_alike"] = all(
+        back.neighbours(q, THRESHOLD) == idx.neighbours(q, THRESHOLD) for q in queries[:20]
+    )
+    del data, back
     clash = set(rec) & set(final)
     if clash:
         raise AssertionError(f"bench keys collide: {sorted(clash)}")
@@ -335,6 +346,11 @@ def table(r: dict[str, Any]) -> str:
         f"  LSH + exact check           {r['draw_lsh_s']:8.2f} s, {r['draw_pairs_found']:,} pairs, "
         f"{r['draw_compared_fraction']:.2%} of pairs compared",
         f"  exact (sparse products)     {r['draw_exact_s']:8.2f} s, {r['draw_pairs_true']:,} pairs",
+    ]
+    lines += [
+        "",
+        f"persistence: to_bytes {r['to_bytes_s']:.1f} s ({r['persist_mb']:.0f} MB), "
+        f"from_bytes {r['from_bytes_s']:.1f} s, restored index answers alike: {r['restored_answers_alike']}",
     ]
     if "drift" in r:
         d = r["drift"]
