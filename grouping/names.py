@@ -275,9 +275,14 @@ def _canonical_tokens(text: str) -> list[str] | None:
     m = _CANONICAL_FAST.fullmatch(text)
     if m is None:
         return None
-    # values hold no '"', so '",' only ends a pair; keys hold no '=' or '"', so a piece's first '="'
-    # joins its key to its value (a value may itself end with '=')
-    tokens = [piece.replace('="', "=", 1) for piece in m.group(2)[:-1].split('",')]
+    # every pair holds exactly two '"'. '",' ends a pair, or opens a value that starts with ','
+    # (then the pieces outnumber the pairs and the full parser takes over); keys hold no '=' or
+    # '"', so a piece's first '="' joins its key to its value (a value may itself end with '=')
+    body = m.group(2)
+    pieces = body[:-1].split('",')
+    if 2 * len(pieces) != body.count('"'):
+        return None
+    tokens = [piece.replace('="', "=", 1) for piece in pieces]
     keys = [t[: t.index("=")] for t in tokens]
     if keys != sorted(set(keys)) or NAME_KEY in keys or any(a in keys for a in _NAME_ALIASES):
         return None

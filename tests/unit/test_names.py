@@ -164,6 +164,8 @@ def test_any_text_is_read_or_refused_with_a_metric_name_error(text: str) -> None
 )
 @example(':{_="=",_="="}')  # a value ending with '=' once fooled the fast path
 @example('a{b="x=",c="=y"}')
+@example(':{_=","}')  # and a value starting with ','
+@example('a{b=",c=",d="x"}')
 def test_the_canonical_fast_path_agrees_with_the_parser(text: str) -> None:
     fast = _canonical_tokens(text)
     if fast is None:
