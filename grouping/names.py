@@ -334,7 +334,7 @@ class NameIndex:
 
     - **Storage**: one CSR matrix held as growable arrays (``indptr``, ``indices`` of vocabulary
       columns), document frequencies per pair, names in a list and a dict; about 100 bytes
-      per metric plus the LSH's ``bands * 6`` bytes.
+      per metric (mostly the names' strings) plus 6-8 bytes per metric and LSH band.
     - **IDF**: always current (``log(N / n_pair)`` over everything added); exact cosines use it.
     - **LSH** (:mod:`grouping.lsh`): signatures are hashed with the IDF *frozen* at the last
       :meth:`rebuild`; metrics added later are hashed with that frozen IDF (a pair unseen at
@@ -616,25 +616,34 @@ class NameIndex:
         """How many metrics the frozen IDF was computed over (0: no LSH built yet)."""
         return self._frozen_n
 
-    def rebuild(self, frozen: tuple[int, np.ndarray] | None = None) -> None:
+    def rebuild(self, frozen: tuple[int, Mapping[str, int]] | None = None) -> None:
         """Freeze the IDF and hash every metric again (the bucket tables are rebuilt too).
 
-        ``frozen`` = ``(n, doc_freq)`` hashes with that IDF snapshot instead of the current
-        one (``doc_freq`` per vocabulary column; columns beyond it count as unseen): what an
-        index that froze at ``n`` metrics and then grew would use. See :meth:`idf_snapshot`.
+        ``frozen`` = ``(n, {pair: doc_freq})`` hashes with that IDF snapshot instead of the
+        current one (pairs it does not hold count as unseen): what an index that froze at
+        ``n`` metrics and then grew uses. Snapshots are keyed by pair text, so they carry over
+        between indexes that saw pairs in different orders. See :meth:`idf_snapshot`.
         """
         if frozen is None:
             self._frozen_n, self._frozen_df = len(self), self._df.view().copy()
         else:
-            n, df = frozen
-            self._frozen_n, self._frozen_df = int(n), np.asarray(df, dtype=np.int64).copy()
+            n, by_token = frozen
+            if n < 0 or any(v < 0 for v in by_token.values()):
+                raise ValueError("an IDF snapshot holds non-negative counts")
+            df = np.zeros(len(self._tokens), dtype=np.int64)
+            for token, count in by_token.items():
+                col = self._vocab.get(token)
+                if col is not None:
+                    df[col] = count
+            self._frozen_n, self._frozen_df = int(n), df
         self._tables = BandTables(self.params, workers=self.workers)
         self._hash_tail()
         self._tables.compact()
 
-    def idf_snapshot(self) -> tuple[int, np.ndarray]:
-        """The frozen IDF state ``(n, doc_freq)`` the LSH hashes with (pass it to :meth:`rebuild`)."""
-        return self._frozen_n, self._frozen_df.copy()
+    def idf_snapshot(self) -> tuple[int, dict[str, int]]:
+        """The frozen IDF the LSH hashes with, as ``(n, {pair: doc_freq})`` (pass it to :meth:`rebuild`)."""
+        held = np.flatnonzero(self._frozen_df)
+        return self._frozen_n, {self._tokens[c]: int(self._frozen_df[c]) for c in held}
 
     def _hash_tail(self) -> None:
         assert self._tables is not None
@@ -665,8 +674,8 @@ class NameIndex:
         return self._lsh().keys
 
     def bucket_pairs(self) -> int:
-        """Pairs sharing a bucket, summed over bands: an upper bound on the distinct pairs an all-pairs
-        LSH join over the whole index would compare exactly."""
+        """Pairs whose band keys are within the probe radius, summed over bands: an upper bound on the
+        distinct pairs an all-pairs LSH join over the whole index would compare exactly."""
         return self._lsh().bucket_pairs()
 
     def candidates(self, name: str) -> np.ndarray:
