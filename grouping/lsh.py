@@ -416,11 +416,13 @@ class GrowableArray:
     def view(self) -> np.ndarray:
         return self.buf[..., : self.n]
 
-    def extend(self, values: np.ndarray) -> None:
+    def extend(self, values: np.ndarray, owned: bool = False) -> None:
+        """Append along the last axis. ``owned``: the caller hands ``values`` over (never uses it
+        again), so a first large block can become the buffer itself instead of being copied."""
         m = values.shape[-1]
         need = self.n + m
-        if self.n == 0 and m >= self.buf.shape[-1] and values.dtype == self.buf.dtype:
-            # the first large block becomes the buffer itself (no copy); the next extend grows it
+        if owned and self.n == 0 and m >= self.buf.shape[-1] and values.dtype == self.buf.dtype:
+            # no copy (a million names' keys are hundreds of MB); the next extend grows a new buffer
             self.buf = np.ascontiguousarray(values)
             self.n = m
             return
@@ -437,8 +439,8 @@ class BandTables:
     """Band keys of rows ``0..n-1`` and, per band, those rows grouped by key.
 
     Rows are appended with :meth:`append`; until :meth:`compact` folds them into the tables
-    they sit in a pending tail that queries scan. :meth:`candidates` happens automatically
-    once the tail outgrows ``max(min_pending, tabled / pending_ratio)``.
+    they sit in a pending tail that queries scan. :meth:`candidates` compacts first when the
+    tail has outgrown ``max(min_pending, tabled / pending_ratio)``.
     """
 
     def __init__(
@@ -474,13 +476,13 @@ class BandTables:
         """Rows appended since the last compaction."""
         return len(self) - self._n_tabled
 
-    def append(self, keys: np.ndarray, valid: np.ndarray | None = None) -> None:
-        """Add rows ``n..n+m-1`` with their ``(bands, m)`` keys."""
+    def append(self, keys: np.ndarray, valid: np.ndarray | None = None, owned: bool = False) -> None:
+        """Add rows ``n..n+m-1`` with their ``(bands, m)`` keys (``owned``: the tables may keep ``keys`` itself)."""
         keys = np.asarray(keys)
         if keys.ndim != 2 or keys.shape[0] != self.params.bands:
             raise LSHError(f"keys must have shape (bands={self.params.bands}, rows), got {keys.shape}")
         m = keys.shape[1]
-        self._keys.extend(keys.astype(self.params.key_dtype, copy=False))
+        self._keys.extend(keys.astype(self.params.key_dtype, copy=False), owned=owned)
         self._valid.extend(np.ones(m, bool) if valid is None else np.asarray(valid, dtype=bool))
 
     def compact(self) -> None:

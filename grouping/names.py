@@ -472,8 +472,8 @@ class NameIndex:
         indices = np.asarray(flat, dtype=np.int32)
         row_of = np.repeat(np.arange(len(counts)), counts)
         indices = indices[np.lexsort((indices, row_of))]  # columns ascending within each row
-        self._indices.extend(indices)
-        self._indptr.extend(self._indptr.buf[self._indptr.n - 1] + np.cumsum(counts))
+        self._indices.extend(indices, owned=True)
+        self._indptr.extend(self._indptr.buf[self._indptr.n - 1] + np.cumsum(counts), owned=True)
         self._df.view()[:] += np.bincount(indices, minlength=len(self._tokens))
         self._idf_cache = None
         self._norms_cache = None
@@ -656,7 +656,7 @@ class NameIndex:
         order = rarest_column_order(mat.indptr, mat.indices, self._df.view())
         keys = signatures(mat, self._col_keys.view(), self.params, self.seed, order=order, workers=self.workers)
         norms = np.asarray(abs(mat).sum(axis=1)).ravel()
-        self._tables.append(keys, norms > 0)
+        self._tables.append(keys, norms > 0, owned=True)
 
     def _lsh(self) -> BandTables:
         """The LSH, brought up to date: rebuilt when grown past ``rebuild_growth``, else new rows hashed."""
@@ -821,9 +821,9 @@ class NameIndex:
         idx._tokens = tokens
         idx._vocab = {t: i for i, t in enumerate(tokens)}
         idx._indptr = GrowableArray(np.int64, capacity=len(indptr))
-        idx._indptr.extend(indptr)
+        idx._indptr.extend(indptr, owned=True)
         idx._indices = GrowableArray(np.int32, capacity=max(len(indices), 1))
-        idx._indices.extend(indices)
+        idx._indices.extend(indices, owned=True)
         idx._df = GrowableArray(np.int64, capacity=max(len(tokens), 1))
         idx._df.extend(np.bincount(indices, minlength=len(tokens)).astype(np.int64))
         idx._col_keys = GrowableArray(np.uint64, capacity=max(len(tokens), 1))
@@ -835,7 +835,7 @@ class NameIndex:
             if keys.shape != (idx.params.bands, meta["hashed"]) or len(valid) != meta["hashed"]:
                 raise IndexFormatError("stored LSH signatures do not match the stored parameters")
             idx._tables = BandTables(idx.params, workers=idx.workers)
-            idx._tables.append(keys, valid)
+            idx._tables.append(keys, valid, owned=True)
             idx._tables.compact()
         return idx
 

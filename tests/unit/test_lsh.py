@@ -226,6 +226,17 @@ def test_band_tables_find_exactly_the_rows_within_the_probe_radius(rows: int, ra
     assert tables.bucket_pairs() == expect
 
 
+def test_band_tables_keep_their_own_copy_of_keys_they_do_not_own() -> None:
+    params = BandingParams(0.6, 0.95, 2, 8)
+    keys = np.arange(2 * 5000, dtype=np.uint8).reshape(2, 5000)
+    tables = BandTables(params)
+    tables.append(keys)
+    tables.compact()
+    before = tables.candidates(keys[:, 7].copy())
+    keys[:] = 0
+    assert np.array_equal(tables.candidates(np.arange(2 * 5000, dtype=np.uint8).reshape(2, 5000)[:, 7]), before)
+
+
 def test_band_tables_compact_themselves_when_the_tail_grows() -> None:
     params = BandingParams(0.6, 0.95, 4, 8)
     tables = BandTables(params, min_pending=100, pending_ratio=4)
