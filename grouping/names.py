@@ -8,17 +8,42 @@ names are as similar as the cosine of their vectors (Anodot's name similarity).
 
 The metric name itself is the property ``__name__`` (Prometheus' convention); the Anodot
 spelling ``what=...`` is read as ``__name__`` too.
+
+Forms :func:`parse` reads (``docs/names.md`` has the full rules):
+
+- Prometheus: ``cpu{host="a",region="eu"}``, ``{"http.server.duration",le="1"}``, bare ``cpu``;
+- property lists: ``what=cpu,host=a`` (commas or spaces) or dotted ``what=cpu.host=a``;
+- Graphite/Carbon 2.0 tagged: ``cpu.load;host=a;region=eu``;
+- JSON label objects: ``{"__name__": "cpu", "host": "a"}`` (text or a mapping);
+- Graphite dotted paths ``eu.web-3.cpu.load``: read through :class:`GraphiteTemplates` when
+  one is given; otherwise a bare dotted name is one metric name (OpenTelemetry and
+  Prometheus 3 names such as ``http.server.request.duration`` contain dots).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
+
+from grouping.graphite import GraphiteTemplateError, GraphiteTemplates
+from grouping.lsh import (
+    BandingParams,
+    BandTables,
+    GrowableArray,
+    LSHError,
+    candidate_pairs,
+    rarest_column_order,
+    signatures,
+    split_codes,
+)
 
 NAME_KEY = "__name__"
 _NAME_ALIASES = ("what",)
@@ -26,22 +51,44 @@ _NAME_ALIASES = ("what",)
 _IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:.\-/]*")
 _LABEL_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _PROM = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:.\-/]*)?\s*\{(.*)\}\s*$", re.S)
-_PROM_PAIR = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|$)', re.S)
+_KEY_RE = r"[A-Za-z_][A-Za-z0-9_.\-]*"
+_VAL_RE = r'"(?:[^"\\]|\\.)*"'
+_PROM_PAIR = re.compile(rf"\s*({_KEY_RE})\s*=\s*({_VAL_RE})\s*(,|$)", re.S)
+_PROM_QUOTED_NAME = re.compile(rf"\s*({_VAL_RE})\s*(,|$)", re.S)
+_PROM_BODY_FAST = re.compile(rf"(?:\s*{_KEY_RE}\s*=\s*{_VAL_RE}\s*(?:,(?=\s*[A-Za-z_])|,?\s*$))*\s*", re.S)
+_PROM_PAIR_FAST = re.compile(rf"({_KEY_RE})\s*=\s*\"((?:[^\"\\]|\\.)*)\"", re.S)
+_CANONICAL_FAST = re.compile(
+    r'([A-Za-z_:][A-Za-z0-9_:.\-/]*)\{((?:[A-Za-z_][A-Za-z0-9_.\-]*="[^"\\\n]+",)*[A-Za-z_][A-Za-z0-9_.\-]*="[^"\\\n]+")\}'
+)
+_JSON_START = re.compile(r'\{\s*"(?:[^"\\]|\\.)*"\s*:', re.S)
+_PAIR_SPLIT = re.compile(r"[,\s]+")
+_ESCAPE = re.compile(r"\\(.)", re.S)
+
+Method = Literal["auto", "lsh", "exact"]
 
 
 class MetricNameError(ValueError):
     """A metric name could not be read; the message says what is wrong and how to write it."""
 
 
-def parse(name: str | Mapping[str, object]) -> dict[str, str]:
+class IndexFormatError(ValueError):
+    """Bytes that are not a serialized :class:`NameIndex` (or one of an unknown version)."""
+
+
+def parse(name: str | Mapping[str, object], graphite: GraphiteTemplates | None = None) -> dict[str, str]:
     """Read a metric name into its properties.
 
     Accepted forms:
 
-    - Prometheus: ``purchase_count{country="England",device="mobile"}`` or a bare
-      ``purchase_count``;
-    - property lists: ``what=purchase_count,country=England`` (commas or spaces);
-    - a JSON object of labels, as text or as a mapping: ``{"__name__": "cpu", "host": "a"}``.
+    - Prometheus: ``purchase_count{country="England",device="mobile"}``, a bare
+      ``purchase_count``, or the quoted-name form ``{"http.server.duration",le="1"}``;
+    - property lists: ``what=purchase_count,country=England`` (commas or spaces) or
+      ``what=purchase_count.country=England`` (dots; a dot-separated piece without ``=``
+      continues the value before it, so ``host=web.example.com`` keeps its dots);
+    - Graphite/Carbon 2.0 tagged: ``purchase_count;country=England;device=mobile``;
+    - a JSON object of labels, as text or as a mapping: ``{"__name__": "cpu", "host": "a"}``;
+    - a dotted path ``eu.web-3.cpu.load``: with ``graphite`` it is read by those templates
+      (positional ``node0``, ``node1``, … when none matches); without, it is one metric name.
 
     Raises :class:`MetricNameError` with a message that says what to fix.
     """
@@ -52,7 +99,7 @@ def parse(name: str | Mapping[str, object]) -> dict[str, str]:
     text = name.strip()
     if not text:
         raise MetricNameError('empty metric name: give a name like cpu_usage{host="a"}')
-    if text.startswith("{") and text[1:].lstrip().startswith('"'):
+    if text.startswith("{") and _JSON_START.match(text):
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -62,13 +109,21 @@ def parse(name: str | Mapping[str, object]) -> dict[str, str]:
         return _from_mapping(obj)
     if "{" in text or "}" in text:
         return _parse_prometheus(text)
+    if ";" in text:
+        return _parse_tagged(text)
     if "=" in text:
         return _parse_pairs(text)
+    if graphite is not None:
+        props: dict[str, str] = {}
+        for key, value in graphite.read(text, MetricNameError, NAME_KEY):
+            _set(props, key, value)
+        return props
     if _IDENT.fullmatch(text):
         return {NAME_KEY: text}
     raise MetricNameError(
         f'metric name {text!r} is not a name we can read: use name{{label="value",...}}, '
-        "label=value pairs separated by commas, or a JSON object of labels"
+        "label=value pairs separated by commas, name;label=value tags, or a JSON object of labels"
+        + (" (a Graphite path needs Graphite templates configured)" if "." in text else "")
     )
 
 
@@ -91,9 +146,17 @@ def _set(props: dict[str, str], key: str, value: str) -> None:
         raise MetricNameError(f"label key {key!r} must start with a letter or _ and hold letters, digits, _ . -")
     if value == "":
         raise MetricNameError(f"label {key!r} has an empty value: drop the label or give it a value")
-    if key in props and props[key] != value:
-        raise MetricNameError(f"label {key!r} is given twice with different values ({props[key]!r}, {value!r})")
+    old = props.get(key)
+    if old is not None and old != value:
+        raise MetricNameError(f"label {key!r} is given twice with different values ({old!r}, {value!r})")
     props[key] = value
+
+
+def _unescape(body: str) -> str:
+    """The text of a double-quoted value, given what is between the quotes."""
+    if "\\" not in body:
+        return body
+    return _ESCAPE.sub(lambda g: {"n": "\n"}.get(g.group(1), g.group(1)), body)
 
 
 def _parse_prometheus(text: str) -> dict[str, str]:
@@ -103,42 +166,137 @@ def _parse_prometheus(text: str) -> dict[str, str]:
     props: dict[str, str] = {}
     if m.group(1):
         props[NAME_KEY] = m.group(1)
-    body = m.group(2).strip()
-    pos = 0
-    while pos < len(body):
-        pm = _PROM_PAIR.match(body, pos)
-        if not pm:
-            rest = body[pos:].strip()
-            raise MetricNameError(
-                f'metric name {text!r}: cannot read labels at {rest[:30]!r}; write label="value" pairs '
-                "separated by commas, values in double quotes"
-            )
-        value = re.sub(r"\\(.)", lambda g: {"n": "\n"}.get(g.group(1), g.group(1)), pm.group(2))
-        _set(props, pm.group(1), value)
-        pos = pm.end()
+    body = m.group(2)
+    if _PROM_BODY_FAST.fullmatch(body):  # the common case: key="value" pairs only
+        for key, value in _PROM_PAIR_FAST.findall(body):
+            _set(props, key, _unescape(value))
+    else:
+        pos = 0
+        first = True
+        while pos < len(body) and body[pos:].strip():
+            qm = _PROM_QUOTED_NAME.match(body, pos) if first and not m.group(1) else None
+            if qm:  # Prometheus 3: {"metric.name", label="v"}
+                _set(props, NAME_KEY, _unescape(qm.group(1)[1:-1]))
+                pos, first = qm.end(), False
+                continue
+            pm = _PROM_PAIR.match(body, pos)
+            if not pm:
+                rest = body[pos:].strip()
+                raise MetricNameError(
+                    f'metric name {text!r}: cannot read labels at {rest[:30]!r}; write label="value" pairs '
+                    "separated by commas, values in double quotes"
+                )
+            _set(props, pm.group(1), _unescape(pm.group(2)[1:-1]))
+            pos, first = pm.end(), False
     if not props:
         raise MetricNameError(f"metric name {text!r} has neither a name nor labels")
     return props
 
 
+def _parse_tagged(text: str) -> dict[str, str]:
+    """Graphite tagged series / Carbon 2.0: ``name;tag=value;tag2=value2``."""
+    if any(c.isspace() for c in text):
+        raise MetricNameError(f"metric name {text!r}: a name;tag=value name cannot hold spaces")
+    head, *tags = text.split(";")
+    if not head or "=" in head:
+        raise MetricNameError(
+            f"metric name {text!r}: a tagged name starts with the metric name, then ;tag=value parts "
+            "(cpu.load;host=a;region=eu)"
+        )
+    if not _IDENT.fullmatch(head):
+        raise MetricNameError(f"metric name {text!r}: {head!r} is not a metric name (letters, digits, _ : . - /)")
+    props: dict[str, str] = {NAME_KEY: head}
+    for tag in tags:
+        if not tag:
+            raise MetricNameError(f"metric name {text!r} has an empty tag: remove the doubled or trailing ';'")
+        if tag.count("=") != 1:
+            what = "has no '='" if "=" not in tag else "holds more than one '='"
+            raise MetricNameError(
+                f"metric name {text!r}: tag {tag!r} {what}; write tags as ;key=value, one per ';'"
+                + (" (separate tags with ';', not ',')" if "," in tag else "")
+            )
+        key, value = tag.split("=")
+        if value.startswith("~"):
+            raise MetricNameError(f"metric name {text!r}: tag value {value!r} cannot start with '~' (Graphite rule)")
+        _set(props, NAME_KEY if key == "name" else key, value)
+    return props
+
+
 def _parse_pairs(text: str) -> dict[str, str]:
     props: dict[str, str] = {}
-    for part in re.split(r"[,\s]+", text):
-        if not part:
-            continue
-        if part.count("=") != 1:
+    parts = [p for p in _PAIR_SPLIT.split(text) if p]
+    for part in parts:
+        n_eq = part.count("=")
+        if n_eq == 1:
+            key, value = part.split("=")
+            _set(props, key, value)
+        elif n_eq == 0:
             raise MetricNameError(
                 f"metric name {text!r}: {part!r} is not one property=value pair; separate pairs by commas"
             )
-        key, value = part.split("=")
-        _set(props, key.strip(), value.strip())
+        elif len(parts) > 1:
+            raise MetricNameError(
+                f"metric name {text!r}: {part!r} holds several pairs joined by dots while other pairs are "
+                "separated by commas or spaces; use one separator (what=cpu,host=a or what=cpu.host=a)"
+            )
+        else:
+            _parse_dotted_pairs(text, part, props)
     return props
+
+
+def _parse_dotted_pairs(text: str, part: str, props: dict[str, str]) -> None:
+    """``what=cpu.host=web.example.com.region=eu``: a piece without '=' continues the value before it."""
+    pairs: list[list[str]] = []
+    for seg in part.split("."):
+        if not seg:
+            raise MetricNameError(f"metric name {text!r} has an empty piece between dots: remove the extra dot")
+        n_eq = seg.count("=")
+        if n_eq == 1:
+            pairs.append(seg.split("="))
+        elif n_eq > 1:
+            raise MetricNameError(f"metric name {text!r}: {seg!r} holds more than one '='; a value cannot contain '='")
+        elif not pairs:
+            raise MetricNameError(
+                f"metric name {text!r} starts with {seg!r}, which is not key=value: write every property as "
+                "key=value (what=cpu.host=a); keys that contain dots need commas between pairs "
+                "(service.name=cpu,host.name=a); a Graphite path has no '='"
+            )
+        else:
+            pairs[-1][1] += "." + seg
+    for key, value in pairs:
+        _set(props, key, value)
+
+
+def _canonical_tokens(text: str) -> list[str] | None:
+    """The tokens of ``text`` if it is already canonical (``name{a="x",b="y"}``, keys ascending,
+    nothing to escape); ``None`` otherwise. The fast path of :meth:`NameIndex.add`: it gives
+    exactly what ``pairs_of(parse(text))`` gives, with ``canonical(...) == text``.
+    """
+    m = _CANONICAL_FAST.fullmatch(text)
+    if m is None:
+        return None
+    # every pair holds exactly two '"'. '",' ends a pair, or opens a value that starts with ','
+    # (then the pieces outnumber the pairs and the full parser takes over); keys hold no '=' or
+    # '"', so a piece's first '="' joins its key to its value (a value may itself end with '=')
+    body = m.group(2)
+    pieces = body[:-1].split('",')
+    if 2 * len(pieces) != body.count('"'):
+        return None
+    tokens = [piece.replace('="', "=", 1) for piece in pieces]
+    keys = [t[: t.index("=")] for t in tokens]
+    if keys != sorted(set(keys)) or NAME_KEY in keys or any(a in keys for a in _NAME_ALIASES):
+        return None
+    tokens.append(f"{NAME_KEY}={m.group(1)}")
+    return tokens
 
 
 def canonical(props: Mapping[str, str]) -> str:
     """The canonical text of a metric: ``name{k="v",...}`` with labels sorted by key."""
     name = props.get(NAME_KEY, "")
     labels = sorted((k, v) for k, v in props.items() if k != NAME_KEY)
+    if name and not _IDENT.fullmatch(name):  # e.g. a JSON name with spaces: keep it readable and parseable
+        labels.insert(0, (NAME_KEY, name))
+        name = ""
     if not labels:
         return name
     body = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
@@ -149,9 +307,9 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def normalize(name: str | Mapping[str, object]) -> str:
+def normalize(name: str | Mapping[str, object], graphite: GraphiteTemplates | None = None) -> str:
     """Parse a name in any accepted form and return its canonical text."""
-    return canonical(parse(name))
+    return canonical(parse(name, graphite))
 
 
 def pairs_of(props: Mapping[str, str]) -> list[str]:
@@ -159,23 +317,87 @@ def pairs_of(props: Mapping[str, str]) -> list[str]:
     return [f"{k}={v}" for k, v in props.items()]
 
 
-class NameIndex:
-    """The metrics we know, their IDF weights and their name vectors.
+def token_key(token: str) -> int:
+    """The stable 64-bit key of a ``key=value`` token (its hyperplane entries derive from it)."""
+    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
 
-    Add names as they are seen; similarity queries use the IDF of everything added so far.
-    Exact in this version: cosine over sparse vectors, all pairs of a query set at once
-    (a sparse matrix product), which is fast for the few hundred anomalies of one tick.
+
+def _check_threshold(threshold: float) -> float:
+    t = float(threshold)
+    if not 0.0 < t <= 1.0:
+        raise ValueError(f"similarity threshold must be within (0, 1], got {threshold}")
+    return t
+
+
+class NameIndex:
+    """The metrics we know, their IDF weights, their name vectors and an LSH over them.
+
+    - **Storage**: one CSR matrix held as growable arrays (``indptr``, ``indices`` of vocabulary
+      columns), document frequencies per pair, names in a list and a dict; about 100 bytes
+      per metric (mostly the names' strings) plus 6-8 bytes per metric and LSH band.
+    - **IDF**: always current (``log(N / n_pair)`` over everything added); exact cosines use it.
+    - **LSH** (:mod:`grouping.lsh`): signatures are hashed with the IDF *frozen* at the last
+      :meth:`rebuild`; metrics added later are hashed with that frozen IDF (a pair unseen at
+      the freeze weighs as a pair held by one metric), so adds never re-hash old rows.
+      When the index has grown by ``rebuild_growth`` (default: doubled) since the freeze, the
+      next LSH query re-freezes and re-hashes everything: amortized O(1) per metric. Nothing
+      is hashed until an LSH query needs it.
+    - **Queries** (:meth:`neighbours`, :meth:`similar_pairs`) use LSH when ``method="lsh"``, or
+      with ``method="auto"`` when the set is large (an index of more than ``exact_below``
+      metrics; more than ``exact_pairs_below`` names to pair) and the threshold is at least the
+      LSH threshold; otherwise they are exact. Candidates are always checked with the exact cosine.
     """
 
-    def __init__(self) -> None:
+    FORMAT_VERSION = 1
+
+    def __init__(
+        self,
+        threshold: float = 0.6,
+        recall: float = 0.95,
+        *,
+        max_bands: int = 160,
+        max_probes: int = 4096,
+        seed: int = 0,
+        rebuild_growth: float = 1.0,
+        exact_below: int = 5000,
+        exact_pairs_below: int = 20_000,
+        graphite: GraphiteTemplates | None = None,
+        workers: int = 1,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        if rebuild_growth < 0:
+            raise ValueError(f"rebuild_growth must not be negative (0 = never rebuild on growth), got {rebuild_growth}")
+        if exact_below < 0 or exact_pairs_below < 0:
+            raise ValueError(
+                f"exact_below and exact_pairs_below must not be negative, got {exact_below}, {exact_pairs_below}"
+            )
+        self.params = BandingParams.derive(threshold, recall, max_bands, max_probes)
+        self.max_bands = max_bands
+        self.max_probes = max_probes
+        self.seed = int(seed)
+        self.rebuild_growth = float(rebuild_growth)
+        self.exact_below = int(exact_below)
+        self.exact_pairs_below = int(exact_pairs_below)
+        self.graphite = graphite
+        self.workers = workers
         self._ids: dict[str, int] = {}
         self._names: list[str] = []
         self._vocab: dict[str, int] = {}
-        self._doc_freq: list[int] = []
         self._tokens: list[str] = []
-        self._rows: list[np.ndarray] = []
+        self._df = GrowableArray(np.int64)
+        self._col_keys = GrowableArray(np.uint64)
+        self._indptr = GrowableArray(np.int64)
+        self._indptr.extend(np.zeros(1, dtype=np.int64))
+        self._indices = GrowableArray(np.int32)
         self._idf_cache: np.ndarray | None = None
         self._df_cache: np.ndarray | None = None
+        self._norms_cache: np.ndarray | None = None
+        self._tables: BandTables | None = None
+        self._frozen_n = 0
+        self._frozen_df = np.zeros(0, dtype=np.int64)
+
+    # -- contents -----------------------------------------------------------------------
 
     def __len__(self) -> int:
         return len(self._names)
@@ -187,52 +409,99 @@ class NameIndex:
     def names(self) -> Sequence[str]:
         return self._names
 
-    def add(self, names: Iterable[str]) -> list[str]:
-        """Add metrics (any accepted form); returns their canonical names in order."""
-        out = []
-        for raw in names:
-            props = parse(raw)
+    @property
+    def vocabulary_size(self) -> int:
+        return len(self._tokens)
+
+    def add(self, names: Iterable[str | Mapping[str, object]]) -> list[str]:
+        """Add metrics (any accepted form); returns their canonical names in order.
+
+        All or nothing: a name that cannot be read raises :class:`MetricNameError` (saying
+        which position) before anything is added.
+        """
+        out: list[str] = []
+        fresh: dict[str, list[str]] = {}
+        for i, raw in enumerate(names):
+            if isinstance(raw, str):
+                if raw in self._ids:
+                    out.append(raw)
+                    continue
+                fast = _canonical_tokens(raw)
+                if fast is not None:
+                    out.append(raw)
+                    if raw not in fresh:
+                        fresh[raw] = fast
+                    continue
+            try:
+                props = parse(raw, self.graphite)
+            except MetricNameError as exc:
+                raise MetricNameError(f"names[{i}]: {exc}") from None
             key = canonical(props)
             out.append(key)
-            if key in self._ids:
-                continue
-            self._ids[key] = len(self._names)
-            self._names.append(key)
-            cols = []
-            for token in pairs_of(props):
-                col = self._vocab.get(token)
-                if col is None:
-                    col = self._vocab[token] = len(self._doc_freq)
-                    self._doc_freq.append(0)
-                    self._tokens.append(token)
-                self._doc_freq[col] += 1
-                cols.append(col)
-            self._rows.append(np.asarray(sorted(cols), dtype=np.int64))
-            self._idf_cache = None
-            self._df_cache = None
+            if key not in self._ids and key not in fresh:
+                fresh[key] = pairs_of(props)
+        if fresh:
+            self._append(fresh)
         return out
+
+    def _append(self, fresh: dict[str, list[str]]) -> None:
+        vocab = self._vocab
+        get = vocab.get
+        first_new = len(self._tokens)
+        lens: list[int] = []
+        flat: list[int] = []
+        for tokens in fresh.values():
+            cols = list(map(get, tokens))
+            if None in cols:
+                for k, token in enumerate(tokens):
+                    if cols[k] is None:
+                        col = get(token)
+                        if col is None:
+                            col = vocab[token] = len(self._tokens)
+                            self._tokens.append(token)
+                        cols[k] = col
+            flat.extend(cols)  # type: ignore[arg-type]
+            lens.append(len(cols))
+        first_row = len(self._names)
+        self._names.extend(fresh)
+        self._ids.update(zip(fresh, range(first_row, first_row + len(fresh))))
+        new_tokens = self._tokens[first_new:]
+        if new_tokens:
+            self._df.extend(np.zeros(len(new_tokens), dtype=np.int64))
+            self._col_keys.extend(np.fromiter((token_key(t) for t in new_tokens), np.uint64, len(new_tokens)))
+        counts = np.asarray(lens, dtype=np.int64)
+        indices = np.asarray(flat, dtype=np.int32)
+        row_of = np.repeat(np.arange(len(counts)), counts)
+        indices = indices[np.lexsort((indices, row_of))]  # columns ascending within each row
+        self._indices.extend(indices, owned=True)
+        self._indptr.extend(self._indptr.buf[self._indptr.n - 1] + np.cumsum(counts), owned=True)
+        self._df.view()[:] += np.bincount(indices, minlength=len(self._tokens))
+        self._idf_cache = None
+        self._df_cache = None
+        self._norms_cache = None
 
     def idf(self) -> np.ndarray:
         """IDF weight of every pair in the vocabulary: ``log(N / n_pair)``."""
         if self._idf_cache is None:
             n = max(len(self._names), 1)
-            df = np.asarray(self._doc_freq, dtype=np.float64)
+            df = self._df.view().astype(np.float64)
             self._idf_cache = np.log(n / np.maximum(df, 1.0))
         return self._idf_cache
 
-    def tokens(self, name: str) -> list[str]:
-        """The ``key=value`` pairs of a known metric."""
-        return [self._tokens[c] for c in self._rows[self._id(name)]]
-
-    def token_columns(self, name: str) -> np.ndarray:
-        """Vocabulary columns of a known metric's pairs."""
-        return self._rows[self._id(name)]
-
     def doc_freq(self) -> np.ndarray:
         """How many known metrics hold each vocabulary pair."""
-        if self._df_cache is None:
-            self._df_cache = np.asarray(self._doc_freq, dtype=np.int64)
+        if self._df_cache is None:  # callers read it per incident refresh: copy once per change
+            self._df_cache = self._df.view().copy()
         return self._df_cache
+    def tokens(self, name: str) -> list[str]:
+        """The ``key=value`` pairs of a known metric."""
+        return [self._tokens[c] for c in self.token_columns(name)]
+
+    def token_columns(self, name: str) -> np.ndarray:
+        """Vocabulary columns of a known metric's pairs: a new sorted int64 array (callers may keep or change it)."""
+        row = self._id(name)
+        ptr = self._indptr.buf
+        return self._indices.buf[ptr[row] : ptr[row + 1]].astype(np.int64)
 
     def column_token(self, col: int) -> str:
         """The ``key=value`` pair of a vocabulary column."""
@@ -243,27 +512,45 @@ class NameIndex:
         col = self._vocab.get(token)
         return 0.0 if col is None else float(self.idf()[col])
 
-    def vectors(self, names: Sequence[str]) -> sp.csr_matrix:
-        """L2-normalized IDF vectors of known metrics, one CSR row each."""
-        idf = self.idf()
-        rows = [self._rows[self._id(n)] for n in names]
-        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-        indptr[1:] = np.cumsum([len(r) for r in rows])
-        indices = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-        data = idf[indices] if len(indices) else np.zeros(0)
-        mat = sp.csr_matrix((data, indices, indptr), shape=(len(rows), len(idf)))
-        norms = np.sqrt(np.asarray(mat.multiply(mat).sum(axis=1)).ravel())
-        norms[norms == 0] = 1.0
-        return sp.csr_matrix(sp.diags(1.0 / norms) @ mat)
-
     def _id(self, name: str) -> int:
         try:
             return self._ids[name]
-        except KeyError:
-            key = normalize(name)
+        except (KeyError, TypeError):
+            try:
+                key = normalize(name, self.graphite)
+            except MetricNameError as exc:
+                raise KeyError(f"metric {name!r} is not in the index ({exc})") from None
             if key not in self._ids:
                 raise KeyError(f"metric {name!r} is not in the index; add it first") from None
             return self._ids[key]
+
+    def _rows_of(self, names: Sequence[str]) -> np.ndarray:
+        return np.fromiter((self._id(n) for n in names), dtype=np.int64, count=len(names))
+
+    # -- vectors and exact similarity ----------------------------------------------------
+
+    def _csr(self, rows: np.ndarray, weights: np.ndarray, normalized: bool = True) -> sp.csr_matrix:
+        """The given rows as a CSR matrix over the vocabulary, each pair weighted by ``weights``."""
+        ptr = self._indptr.buf
+        starts = ptr[rows]
+        lens = ptr[rows + 1] - starts
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lens, out=indptr[1:])
+        total = int(indptr[-1])
+        flat = np.repeat(starts - indptr[:-1], lens) + np.arange(total)
+        cols = self._indices.buf[flat]
+        data = weights[cols].astype(np.float64)
+        if normalized and total:
+            sq = np.add.reduceat(data * data, indptr[:-1][lens > 0]) if (lens > 0).any() else np.zeros(0)
+            norms = np.zeros(len(rows))
+            norms[lens > 0] = np.sqrt(sq)
+            scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+            data *= np.repeat(scale, lens)
+        return sp.csr_matrix((data, cols, indptr), shape=(len(rows), len(self._tokens)))
+
+    def vectors(self, names: Sequence[str]) -> sp.csr_matrix:
+        """L2-normalized IDF vectors of known metrics, one CSR row each."""
+        return self._csr(self._rows_of(names), self.idf())
 
     def cosine(self, name_a: str, name_b: str) -> float:
         """Cosine similarity of two known metrics' IDF vectors."""
@@ -275,23 +562,332 @@ class NameIndex:
         v = self.vectors(names)
         return np.asarray((v @ v.T).todense())
 
-    def similar_pairs(self, names: Sequence[str], threshold: float) -> list[tuple[int, int, float]]:
-        """Pairs ``(i, j, cosine)`` with ``i < j`` among ``names`` whose cosine is at least ``threshold``."""
-        v = self.vectors(names)
-        sims = sp.triu(v @ v.T, k=1).tocoo()
-        keep = sims.data >= threshold - 1e-12
-        return [(int(i), int(j), float(s)) for i, j, s in zip(sims.row[keep], sims.col[keep], sims.data[keep])]
+    def _row_norms(self) -> np.ndarray:
+        """L2 norm of every metric's IDF vector, cached until the next add (the IDF changes then)."""
+        if self._norms_cache is None:
+            w = self.idf()[self._indices.view()]
+            ptr = self._indptr.view()
+            norms = np.zeros(len(self))
+            nonempty = np.diff(ptr) > 0
+            if nonempty.any():
+                norms[nonempty] = np.sqrt(np.add.reduceat(w * w, ptr[:-1][nonempty]))
+            self._norms_cache = norms
+        return self._norms_cache
 
-    def neighbours(self, name: str, threshold: float) -> list[tuple[str, float]]:
+    def _cosines(self, row: int, cand: np.ndarray) -> np.ndarray:
+        """Cosine of metric ``row`` with each metric in ``cand``, straight from the CSR arrays."""
+        idf = self.idf()
+        norms = self._row_norms()
+        ptr, ind = self._indptr.buf, self._indices.buf
+        qcols = ind[ptr[row] : ptr[row + 1]]
+        out = np.zeros(len(cand))
+        if norms[row] == 0.0 or not len(cand):
+            return out
+        # the query's weights, already multiplied by the other side's IDF: one gather per pair entry
+        qw = np.zeros(len(self._tokens))
+        qw[qcols] = idf[qcols] ** 2 / norms[row]
+        starts = ptr[cand]
+        lens = ptr[cand + 1] - starts
+        offs = np.cumsum(lens) - lens
+        cols = ind[np.repeat(starts - offs, lens) + np.arange(int(lens.sum()))]
+        dots = np.add.reduceat(qw[cols], offs)
+        np.divide(dots, norms[cand], out=out, where=norms[cand] > 0)
+        return out
+
+    # -- LSH -----------------------------------------------------------------------------
+
+    def _use_lsh(self, method: Method, size: int, threshold: float, exact_below: int) -> bool:
+        if method not in ("auto", "lsh", "exact"):
+            raise ValueError(f"method must be 'auto', 'lsh' or 'exact', got {method!r}")
+        if method == "lsh":
+            if threshold < self.params.threshold - 1e-12:
+                raise ValueError(
+                    f"the LSH was built for cosine >= {self.params.threshold}; a query at {threshold} would miss "
+                    "pairs: use method='exact' (or 'auto'), or build the index with a lower threshold"
+                )
+            return True
+        return method == "auto" and size > exact_below and threshold >= self.params.threshold - 1e-12
+
+    def frozen_idf(self) -> np.ndarray:
+        """The IDF the LSH hashes with: frozen at the last rebuild (pairs new since then: ``log(N_frozen)``)."""
+        df = np.zeros(len(self._tokens), dtype=np.float64)
+        df[: len(self._frozen_df)] = self._frozen_df
+        return np.log(max(self._frozen_n, 1) / np.maximum(df, 1.0))
+
+    @property
+    def frozen_size(self) -> int:
+        """How many metrics the frozen IDF was computed over (0: no LSH built yet)."""
+        return self._frozen_n
+
+    def rebuild(self, frozen: tuple[int, Mapping[str, int]] | None = None) -> None:
+        """Freeze the IDF and hash every metric again (the bucket tables are rebuilt too).
+
+        ``frozen`` = ``(n, {pair: doc_freq})`` hashes with that IDF snapshot instead of the
+        current one (pairs it does not hold count as unseen): what an index that froze at
+        ``n`` metrics and then grew uses. Snapshots are keyed by pair text, so they carry over
+        between indexes that saw pairs in different orders. See :meth:`idf_snapshot`.
+        """
+        if frozen is None:
+            self._frozen_n, self._frozen_df = len(self), self._df.view().copy()
+        else:
+            n, by_token = frozen
+            if n < 0 or any(v < 0 for v in by_token.values()):
+                raise ValueError("an IDF snapshot holds non-negative counts")
+            df = np.zeros(len(self._tokens), dtype=np.int64)
+            for token, count in by_token.items():
+                col = self._vocab.get(token)
+                if col is not None:
+                    df[col] = count
+            self._frozen_n, self._frozen_df = int(n), df
+        self._tables = BandTables(self.params, workers=self.workers)
+        self._hash_tail()
+        self._tables.compact()
+
+    def idf_snapshot(self) -> tuple[int, dict[str, int]]:
+        """The frozen IDF the LSH hashes with, as ``(n, {pair: doc_freq})`` (pass it to :meth:`rebuild`)."""
+        held = np.flatnonzero(self._frozen_df)
+        return self._frozen_n, {self._tokens[c]: int(self._frozen_df[c]) for c in held}
+
+    def _hash_tail(self) -> None:
+        assert self._tables is not None
+        lo, hi = len(self._tables), len(self)
+        if hi <= lo:
+            return
+        weights = self.frozen_idf()
+        rows = np.arange(lo, hi)
+        mat = self._csr(rows, weights, normalized=False)
+        order = rarest_column_order(mat.indptr, mat.indices, self._df.view())
+        keys = signatures(mat, self._col_keys.view(), self.params, self.seed, order=order, workers=self.workers)
+        norms = np.asarray(abs(mat).sum(axis=1)).ravel()
+        self._tables.append(keys, norms > 0, owned=True)
+
+    def _lsh(self) -> BandTables:
+        """The LSH, brought up to date: rebuilt when grown past ``rebuild_growth``, else new rows hashed."""
+        n = len(self)
+        grown = self.rebuild_growth > 0 and n >= (1.0 + self.rebuild_growth) * self._frozen_n
+        if self._tables is None or grown:
+            self.rebuild()
+        else:
+            self._hash_tail()
+        assert self._tables is not None
+        return self._tables
+
+    def signatures(self) -> np.ndarray:
+        """``(bands, len(self))`` LSH band keys of every metric, brought up to date (hashes if needed)."""
+        return self._lsh().keys
+
+    def bucket_pairs(self) -> int:
+        """Pairs whose band keys are within the probe radius, summed over bands: an upper bound on the
+        distinct pairs an all-pairs LSH join over the whole index would compare exactly."""
+        return self._lsh().bucket_pairs()
+
+    def candidates(self, name: str) -> np.ndarray:
+        """Rows (positions in :attr:`names`) the LSH proposes as neighbours of ``name`` (itself excluded)."""
+        row = self._id(name)
+        tables = self._lsh()
+        cand = tables.candidates(tables.keys[:, row])
+        return cand[cand != row]
+
+    def candidate_pairs(self, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Position pairs ``(i, j)``, ``i < j``, of ``names`` that the LSH proposes for exact comparison."""
+        rows = self._rows_of(names)
+        tables = self._lsh()
+        codes = candidate_pairs(tables.keys[:, rows], tables.valid[rows], self.params.radius, self.params.rows)
+        i, j = split_codes(codes, len(rows))
+        return i, j
+
+    # -- queries -------------------------------------------------------------------------
+
+    def neighbours(self, name: str, threshold: float, method: Method = "auto") -> list[tuple[str, float]]:
         """Known metrics whose cosine with ``name`` is at least ``threshold``, most similar first."""
-        me = self.vectors([name])
-        allv = self.vectors(self._names)
-        sims = np.asarray((allv @ me.T).todense()).ravel()
-        own = self._id(name)
-        idx = np.flatnonzero(sims >= threshold - 1e-12)
-        idx = idx[idx != own]
-        idx = idx[np.argsort(-sims[idx], kind="stable")]
-        return [(self._names[i], float(sims[i])) for i in idx]
+        threshold = _check_threshold(threshold)
+        row = self._id(name)
+        if self._use_lsh(method, len(self), threshold, self.exact_below):
+            cand = self.candidates(name)
+        else:
+            cand = np.arange(len(self))
+            cand = cand[cand != row]
+        sims = self._cosines(row, cand)
+        keep = np.flatnonzero(sims >= threshold - 1e-12)
+        keep = keep[np.argsort(-sims[keep], kind="stable")]
+        return [(self._names[cand[k]], float(sims[k])) for k in keep]
+
+    def similar_pairs(
+        self, names: Sequence[str], threshold: float, method: Method = "auto"
+    ) -> list[tuple[int, int, float]]:
+        """Pairs ``(i, j, cosine)`` with ``i < j`` among ``names`` whose cosine is at least ``threshold``.
+
+        Sorted by ``(i, j)``. With ``method="auto"``: exact up to ``exact_pairs_below`` names (sparse
+        products, a block of rows at a time, are faster than LSH there); above, LSH candidates
+        checked exactly.
+        """
+        threshold = _check_threshold(threshold)
+        rows = self._rows_of(names)
+        vec = self._csr(rows, self.idf())
+        if self._use_lsh(method, len(rows), threshold, self.exact_pairs_below):
+            i, j = self.candidate_pairs(names)
+            sims = _rowwise_dots(vec, i, j)
+            keep = sims >= threshold - 1e-12
+            i, j, sims = i[keep], j[keep], sims[keep]
+        else:
+            i, j, sims = _exact_pairs(vec, threshold)
+        order = np.lexsort((j, i))
+        return [(int(a), int(b), float(s)) for a, b, s in zip(i[order], j[order], sims[order])]
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """Everything needed to restore the index, including its LSH signatures (not the bucket tables)."""
+        meta = {
+            "format": "stormeye.NameIndex",
+            "version": self.FORMAT_VERSION,
+            "threshold": self.params.threshold,
+            "recall": self.params.recall,
+            "bands": self.params.bands,
+            "rows": self.params.rows,
+            "radius": self.params.radius,
+            "max_bands": self.max_bands,
+            "max_probes": self.max_probes,
+            "seed": self.seed,
+            "rebuild_growth": self.rebuild_growth,
+            "exact_below": self.exact_below,
+            "exact_pairs_below": self.exact_pairs_below,
+            "graphite": None if self.graphite is None else self.graphite.to_config(),
+            "frozen_n": self._frozen_n,
+            "hashed": 0 if self._tables is None else len(self._tables),
+        }
+        names_blob, names_off = _pack_texts(self._names)
+        tok_blob, tok_off = _pack_texts(self._tokens)
+        arrays = {
+            "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+            "names": names_blob,
+            "names_offsets": names_off,
+            "tokens": tok_blob,
+            "tokens_offsets": tok_off,
+            "indptr": self._indptr.view(),
+            "indices": self._indices.view(),
+            "frozen_df": self._frozen_df,
+        }
+        if self._tables is not None:
+            arrays["keys"] = self._tables.keys
+            arrays["valid"] = self._tables.valid
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, workers: int = 1) -> NameIndex:
+        """Restore an index written by :meth:`to_bytes` (``workers``: threads for LSH work, not stored)."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            meta = json.loads(arrays["meta"].tobytes().decode())
+        except Exception as exc:  # any failure to read means: not our format
+            raise IndexFormatError(f"not a serialized NameIndex ({type(exc).__name__}: {exc})") from None
+        if meta.get("format") != "stormeye.NameIndex" or meta.get("version") != cls.FORMAT_VERSION:
+            raise IndexFormatError(
+                f"serialized index has format {meta.get('format')!r} version {meta.get('version')!r}; "
+                f"this stormeye reads version {cls.FORMAT_VERSION}: rebuild the index from its names"
+            )
+        try:
+            graphite = None if meta["graphite"] is None else GraphiteTemplates.from_config(meta["graphite"])
+            idx = cls(
+                meta["threshold"],
+                meta["recall"],
+                max_bands=meta["max_bands"],
+                max_probes=meta["max_probes"],
+                seed=meta["seed"],
+                rebuild_growth=meta["rebuild_growth"],
+                exact_below=meta["exact_below"],
+                exact_pairs_below=meta["exact_pairs_below"],
+                graphite=graphite,
+                workers=workers,
+            )
+            if (idx.params.bands, idx.params.rows, idx.params.radius) != (meta["bands"], meta["rows"], meta["radius"]):
+                raise IndexFormatError("stored bands/rows/radius differ from those derived from the stored threshold")
+            names = _unpack_texts(arrays["names"], arrays["names_offsets"])
+            tokens = _unpack_texts(arrays["tokens"], arrays["tokens_offsets"])
+            indptr = arrays["indptr"].astype(np.int64)
+            indices = arrays["indices"].astype(np.int32)
+            if (
+                len(indptr) != len(names) + 1
+                or indptr[-1] != len(indices)
+                or (len(indices) and indices.max() >= len(tokens))
+            ):
+                raise IndexFormatError("stored vectors do not match the stored names and vocabulary")
+        except (KeyError, TypeError, ValueError, LSHError, GraphiteTemplateError) as exc:
+            if isinstance(exc, IndexFormatError):
+                raise
+            raise IndexFormatError(f"serialized NameIndex is damaged ({type(exc).__name__}: {exc})") from None
+        idx._names = names
+        idx._ids = {n: i for i, n in enumerate(names)}
+        idx._tokens = tokens
+        idx._vocab = {t: i for i, t in enumerate(tokens)}
+        idx._indptr = GrowableArray(np.int64, capacity=len(indptr))
+        idx._indptr.extend(indptr, owned=True)
+        idx._indices = GrowableArray(np.int32, capacity=max(len(indices), 1))
+        idx._indices.extend(indices, owned=True)
+        idx._df = GrowableArray(np.int64, capacity=max(len(tokens), 1))
+        idx._df.extend(np.bincount(indices, minlength=len(tokens)).astype(np.int64))
+        idx._col_keys = GrowableArray(np.uint64, capacity=max(len(tokens), 1))
+        idx._col_keys.extend(np.fromiter((token_key(t) for t in tokens), np.uint64, len(tokens)))
+        idx._frozen_n = int(meta["frozen_n"])
+        idx._frozen_df = arrays["frozen_df"].astype(np.int64)
+        if "keys" in arrays:
+            keys, valid = arrays["keys"], arrays["valid"]
+            if keys.shape != (idx.params.bands, meta["hashed"]) or len(valid) != meta["hashed"]:
+                raise IndexFormatError("stored LSH signatures do not match the stored parameters")
+            idx._tables = BandTables(idx.params, workers=idx.workers)
+            idx._tables.append(keys, valid, owned=True)
+            idx._tables.compact()
+        return idx
+
+    def memory_bytes(self) -> int:
+        """Bytes held in numpy arrays (vectors, frequencies, LSH keys and tables); Python strings not included."""
+        arrays = (self._df, self._col_keys, self._indptr, self._indices)
+        total = sum(a.buf.nbytes for a in arrays) + self._frozen_df.nbytes
+        return total + (self._tables.nbytes() if self._tables is not None else 0)
+
+
+def _rowwise_dots(vec: sp.csr_matrix, i: np.ndarray, j: np.ndarray, block: int = 1_000_000) -> np.ndarray:
+    """``vec[i[k]] · vec[j[k]]`` for every k, in blocks (never a dense matrix)."""
+    out = np.empty(len(i))
+    for lo in range(0, len(i), block):
+        a, b = i[lo : lo + block], j[lo : lo + block]
+        out[lo : lo + len(a)] = np.asarray(vec[a].multiply(vec[b]).sum(axis=1)).ravel()
+    return out
+
+
+def _exact_pairs(vec: sp.csr_matrix, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs ``i < j`` of rows with cosine >= threshold, one sparse product per block of rows
+    (blocks of about 20 million row-by-row entries, so memory stays bounded for large sets)."""
+    n = vec.shape[0]
+    block = max(16, 20_000_000 // max(n, 1))
+    vt = sp.csr_matrix(vec.T)
+    out_i, out_j, out_s = [], [], []
+    for lo in range(0, n, block):
+        prod = sp.coo_matrix(vec[lo : lo + block] @ vt)
+        r = prod.row.astype(np.int64) + lo
+        keep = (prod.col > r) & (prod.data >= threshold - 1e-12)
+        out_i.append(r[keep])
+        out_j.append(prod.col[keep].astype(np.int64))
+        out_s.append(prod.data[keep])
+    if not out_i:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s)
+
+
+def _pack_texts(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    encoded = [t.encode() for t in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+def _unpack_texts(blob: np.ndarray, offsets: np.ndarray) -> list[str]:
+    raw = blob.tobytes()
+    off = offsets.tolist()
+    return [raw[off[k] : off[k + 1]].decode() for k in range(len(off) - 1)]
 
 
 def shared_properties(props_list: Sequence[Mapping[str, str]]) -> dict[str, str]:
