@@ -45,7 +45,7 @@ class Service:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_tick: float | None = None
-        self.reader = PointReader()
+        self.reader = PointReader(settings.graphite)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="stormeye-tick", daemon=True)

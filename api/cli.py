@@ -124,8 +124,9 @@ def ingest(
     from workers.ingest import infer_step, read_points, replay
     from workers.pipeline import Pipeline
 
+    settings = _settings(database_url=database)
     try:
-        batch = read_points(file)
+        batch = read_points(file, settings.graphite)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         err.print(f"[red]cannot read {file}:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -137,7 +138,7 @@ def ingest(
         err.print(f"[red]no usable points in {file}[/red] ({batch.rejected} rows rejected)")
         raise typer.Exit(2)
     names, ts, _ = batch.arrays()
-    settings = _settings(database_url=database, step_s=step or infer_step(names, ts))
+    settings = _settings(database_url=database, step_s=step or infer_step(names, ts))  # now with the step
     pipe = Pipeline(settings, database=Database(settings.database_url), keep_archive=True)
     with _progress("replay", not as_json and err.is_terminal) as prog:
         task = prog.add_task("replay", total=None)

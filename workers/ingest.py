@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from grouping.graphite import GraphiteTemplates
 from grouping.names import MetricNameError, canonical, parse
 
 MAX_ERRORS_KEPT = 1000
@@ -70,10 +71,11 @@ class PointBatch:
 
 
 class PointReader:
-    """Validates points one by one, caching parsed metric names."""
+    """Validates points one by one, caching parsed metric names (``graphite``: templates for dotted names)."""
 
-    def __init__(self) -> None:
+    def __init__(self, graphite: GraphiteTemplates | None = None) -> None:
         self._names: dict[str, str] = {}
+        self.graphite = graphite
 
     def metric(self, raw: Any) -> str:
         if isinstance(raw, Mapping):
@@ -86,7 +88,7 @@ class PointReader:
         got = self._names.get(raw)
         if got is None:
             try:
-                got = canonical(parse(raw))
+                got = canonical(parse(raw, self.graphite))
             except MetricNameError as exc:
                 raise PointError(f"metric: {exc}") from None
             if len(self._names) < 2_000_000:
@@ -192,7 +194,7 @@ def parse_value(raw: Any) -> float:
 # -- files ---------------------------------------------------------------------------------
 
 
-def read_points(path: str | Path) -> PointBatch:
+def read_points(path: str | Path, graphite: GraphiteTemplates | None = None) -> PointBatch:
     """Read a CSV or JSON-lines file of points (by extension, else by its first character)."""
     p = Path(path)
     if not p.exists():
@@ -202,13 +204,13 @@ def read_points(path: str | Path) -> PointBatch:
         f.seek(0)
         first = head.lstrip()[:1]
         if p.suffix.lower() in (".jsonl", ".ndjson", ".json") or first in ("{", "["):
-            return read_jsonl(f)
-        return read_csv(f)
+            return read_jsonl(f, graphite)
+        return read_csv(f, graphite)
 
 
-def read_jsonl(lines: Iterable[str]) -> PointBatch:
+def read_jsonl(lines: Iterable[str], graphite: GraphiteTemplates | None = None) -> PointBatch:
     batch = PointBatch()
-    reader = PointReader()
+    reader = PointReader(graphite)
     for n, line in enumerate(lines, start=1):
         text = line.strip()
         if not text:
@@ -224,9 +226,9 @@ def read_jsonl(lines: Iterable[str]) -> PointBatch:
     return batch
 
 
-def read_csv(f: Iterable[str] | io.TextIOBase) -> PointBatch:
+def read_csv(f: Iterable[str] | io.TextIOBase, graphite: GraphiteTemplates | None = None) -> PointBatch:
     batch = PointBatch()
-    reader = PointReader()
+    reader = PointReader(graphite)
     rows: Iterator[list[str]] = csv.reader(f)  # type: ignore[arg-type]
     cols = (0, 1, 2)
     width = 3

@@ -91,7 +91,7 @@ class Pipeline:
         self.detector = detector or make_detector(settings)
         self.store: WindowStore = store or MemoryWindowStore(settings.step_s, settings.retention_points)
         self.registry = MetricRegistry()
-        self.index = NameIndex()
+        self.index = NameIndex(graphite=settings.graphite)
         self.collective = (
             CollectiveEvidence(threshold=settings.threshold, halflife=settings.collective_halflife_steps)
             if settings.collective

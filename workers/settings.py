@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from grouping.graph import GroupingConfig
+from grouping.graphite import GraphiteTemplateError, GraphiteTemplates
 from grouping.priority import DEFAULT_RULES, PriorityConfigError, PriorityModel
 
 
@@ -51,6 +52,10 @@ class Settings(BaseSettings):
     link_window_s: float = Field(900.0, ge=0)
     resolve_after_s: float = Field(1800.0, ge=0)
     priority_rules_file: Path | None = None
+    graphite_templates: list[str] = Field(
+        default_factory=list,
+        description='templates for dotted Graphite names, as a JSON list: ["servers.* .host.measurement*"]',
+    )
 
     # distributed mode
     shards: int = Field(16, ge=1)
@@ -70,6 +75,11 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.release > self.threshold:
             raise ValueError(f"STORMEYE_RELEASE ({self.release}) must not exceed STORMEYE_THRESHOLD ({self.threshold})")
+        if self.graphite_templates:
+            try:
+                GraphiteTemplates(self.graphite_templates)
+            except GraphiteTemplateError as exc:
+                raise ValueError(f"STORMEYE_GRAPHITE_TEMPLATES: {exc}") from None
         if self.shape_points > self.retention_points:
             raise ValueError("STORMEYE_SHAPE_POINTS must not exceed STORMEYE_RETENTION_POINTS")
         return self
@@ -84,6 +94,16 @@ class Settings(BaseSettings):
             link_window_s=self.link_window_s,
             resolve_after_s=self.resolve_after_s,
         )
+
+    @cached_property
+    def graphite(self) -> GraphiteTemplates | None:
+        """The Graphite templates, or None when dotted names stay single metric names."""
+        if not self.graphite_templates:
+            return None
+        try:
+            return GraphiteTemplates(self.graphite_templates)
+        except GraphiteTemplateError as exc:
+            raise ValueError(f"STORMEYE_GRAPHITE_TEMPLATES: {exc}") from None
 
     @cached_property
     def priority_model(self) -> PriorityModel:

@@ -51,3 +51,20 @@ def test_ingest_of_nothing_usable_fails_clearly(tmp_path) -> None:  # type: igno
     assert res.returncode == 2 and "no usable points" in res.stderr
     res = run(["ingest", str(tmp_path / "missing.csv")], str(tmp_path))
     assert res.returncode == 2 and "cannot read" in res.stderr
+
+
+def test_ingest_reads_graphite_paths_with_configured_templates(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    lines = []
+    for k in range(40):
+        for host in ("web-1", "web-2"):
+            lines.append(f"eu.{host}.cpu.load,{1_767_225_600 + 60 * k},{1.0 + 0.01 * (k % 3)}")
+    f = tmp_path / "graphite.csv"
+    f.write_text("\n".join(lines) + "\n")
+    db = f"sqlite:///{tmp_path}/s.db"
+    ok = run(["ingest", str(f), "--json"], str(tmp_path), STORMEYE_DATABASE_URL=db,
+             STORMEYE_GRAPHITE_TEMPLATES='["region.host.measurement*"]')
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["points"] == 80
+    bad = run(["ingest", str(f), "--json"], str(tmp_path), STORMEYE_DATABASE_URL=db,
+              STORMEYE_GRAPHITE_TEMPLATES='["region..host* x y z"]')
+    assert bad.returncode == 2 and "STORMEYE_GRAPHITE_TEMPLATES" in bad.stderr

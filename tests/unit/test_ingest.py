@@ -91,3 +91,15 @@ def test_step_inference() -> None:
     ts = np.concatenate([np.arange(5) * 300.0, np.arange(5) * 300.0 + 7])
     assert infer_step(names, ts) == 300
     assert infer_step(["a"], np.array([1.0])) == 60
+
+
+def test_graphite_templates_from_settings_name_the_nodes() -> None:
+    from grouping.names import parse
+    from workers.ingest import PointReader
+    from workers.settings import Settings
+
+    settings = Settings(graphite_templates=["region.host.measurement*"])
+    name = PointReader(settings.graphite).metric("eu.web-1.cpu.load")
+    assert parse(name) == {"__name__": "cpu.load", "region": "eu", "host": "web-1"}
+    with pytest.raises(ValueError, match="STORMEYE_GRAPHITE_TEMPLATES"):
+        Settings(graphite_templates=["a b c d"])
