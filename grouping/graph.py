@@ -522,6 +522,8 @@ def _second_eigenvector(norm: sp.csr_matrix, top: np.ndarray) -> np.ndarray:
     converge the dense solver takes over up to 2,000 nodes; beyond that the zero vector is
     returned, which yields no cut (the guard then keeps the component whole)."""
     n = norm.shape[0]
+    if not np.isfinite(norm.data).all():
+        return np.zeros(n)
     if n > 150:
         v0 = top + np.linspace(0.0, 1e-3, n)
         try:
@@ -532,8 +534,12 @@ def _second_eigenvector(norm: sp.csr_matrix, top: np.ndarray) -> np.ndarray:
             pass
         if n > 2000:
             return np.zeros(n)
-    _, vecs = eigh(norm.toarray(), subset_by_index=[n - 2, n - 2])
-    return np.asarray(vecs[:, 0])
+    dense = norm.toarray()
+    _, vecs = eigh(dense, subset_by_index=[n - 2, n - 2])
+    if vecs.shape[1] == 1:
+        return np.asarray(vecs[:, 0])
+    _, vecs = eigh(dense)  # the subset driver gave up: the full decomposition
+    return np.asarray(vecs[:, -2]) if vecs.shape[1] >= 2 else np.zeros(n)
 
 
 def strongest_edges(
