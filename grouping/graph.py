@@ -92,6 +92,7 @@ class GroupingConfig:
     use_names: bool = True
     use_shapes: bool = True
     merge_min_links: int = 2
+    merge_min_shared: float = 0.5
     max_neighbours: int = 24
     seed: int = 0
 
@@ -555,6 +556,8 @@ def strongest_edges(
     if allowed is not None:
         ok = allowed(nodes, others)
         nodes, others, idx = nodes[ok], others[ok], idx[ok]
+    if not len(nodes):
+        return {}
     order = np.lexsort((idx, -edges.weight[idx], nodes))
     nodes, idx = nodes[order], idx[order]
     first = np.r_[True, nodes[1:] != nodes[:-1]]

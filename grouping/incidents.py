@@ -238,11 +238,11 @@ class IncidentTracker:
         comps = components(n_new, inner, self.config)
         for k, comp in enumerate(comps):
             comp_of[comp] = k
-        targets = self._targets(cross, comp_of, incident_of_node)
-        member_target = np.full(len(nodes), -1, dtype=np.int64)
         old_nodes_of: dict[str, list[int]] = {}
         for j in range(n_new, len(nodes)):
             old_nodes_of.setdefault(str(nodes[j].incident), []).append(j)
+        targets = self._targets(cross, comp_of, incident_of_node, edges.hotness, old_nodes_of, comps)
+        member_target = np.full(len(nodes), -1, dtype=np.int64)
         changes: list[IncidentChange] = []
         for k, comp in enumerate(comps):
             fresh = sorted(int(i) for i in comp)
@@ -294,9 +294,22 @@ class IncidentTracker:
             mem.evidence = {"to": nodes[peer].metric, **edges.evidence(k_edge)}
         return changes
 
-    def _targets(self, cross: Edges, comp_of: np.ndarray, incident_of_node: np.ndarray) -> dict[int, list[str]]:
-        """Open incidents each cluster of new anomalies joins: the most strongly linked one, plus any
-        other that at least ``merge_min_links`` of its new anomalies link to with comparable weight."""
+    def _targets(
+        self,
+        cross: Edges,
+        comp_of: np.ndarray,
+        incident_of_node: np.ndarray,
+        hotness: Any,
+        old_nodes_of: dict[str, list[int]],
+        comps: list[np.ndarray],
+    ) -> dict[int, list[str]]:
+        """Open incidents each cluster of new anomalies joins.
+
+        The cluster joins the most strongly linked incident that one hot property explains together
+        with it (see :meth:`_shared_explanation`): a few members in the intersection of two scopes
+        do not carry a whole cluster into the other problem. It also merges in any other linked
+        incident that at least ``merge_min_links`` of its new anomalies link to with comparable
+        weight and that shares an explanation with the chosen one."""
         weight: dict[int, dict[str, float]] = {}
         linkers: dict[tuple[int, str], set[int]] = {}
         for a, b, w in zip(cross.left.tolist(), cross.right.tolist(), cross.weight.tolist()):
@@ -306,13 +319,50 @@ class IncidentTracker:
             linkers.setdefault((k, iid), set()).add(a)
         out: dict[int, list[str]] = {}
         for k, cand in weight.items():
-            best = max(cand, key=lambda t: (cand[t], t))
+            fresh = [int(i) for i in comps[k]]
+            ranked = sorted(cand, key=lambda t: (-cand[t], t))
+            joinable = [t for t in ranked if self._explains(hotness, fresh, old_nodes_of.get(t, []))]
+            if not joinable:
+                continue
+            best = joinable[0]
             out[k] = [best] + [
                 iid
                 for iid, w in cand.items()
-                if iid != best and len(linkers[(k, iid)]) >= self.config.merge_min_links and w >= 0.5 * cand[best]
+                if iid != best
+                and len(linkers[(k, iid)]) >= self.config.merge_min_links
+                and w >= 0.5 * cand[best]
+                and self._shared_explanation(hotness, old_nodes_of.get(best, []), old_nodes_of.get(iid, []))
+                >= self.config.merge_min_shared
             ]
         return out
+
+    def _explains(self, hotness: Any, a: list[int], b: list[int]) -> bool:
+        """Whether one property explains both groups of nodes; groups without any hot property (bare
+        names, a quiet moment) are judged by their edges alone."""
+        if hotness is None or not a or not b or not hotness[a].nnz or not hotness[b].nnz:
+            return True
+        return self._shared_explanation(hotness, a, b) >= self.config.merge_min_shared
+
+    def _shared_explanation(self, hotness: Any, a: list[int], b: list[int]) -> float:
+        """How well one hot property explains both groups, relative to how well each is explained.
+
+        A property explains a group by the share of its members holding it times its hotness. The
+        best property both groups hold is scored by the smaller of its two explanations, over the
+        smaller of the two groups' own best explanations: 1 when one property is the best account of
+        both (two hosts of the failing service), low when each has a better account of its own
+        (England and Android, whose shared ``device=mobile`` explains each far worse than its own
+        country or OS).
+        """
+        if hotness is None or not a or not b:
+            return 0.0
+        ha, hb = hotness[a], hotness[b]
+        width = hotness.shape[1]
+        heat = np.zeros(width)
+        heat[ha.indices], heat[hb.indices] = ha.data, hb.data
+        ea = np.bincount(ha.indices, minlength=width) / len(a) * heat
+        eb = np.bincount(hb.indices, minlength=width) / len(b) * heat
+        own = min(ea.max(), eb.max())
+        return float(np.minimum(ea, eb).max() / own) if own > 0 else 0.0
 
     def _current(self, iid: str) -> str:
         """Follow merges to the incident that holds ``iid``'s members now."""

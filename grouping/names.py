@@ -493,6 +493,7 @@ class NameIndex:
         if self._df_cache is None:  # callers read it per incident refresh: copy once per change
             self._df_cache = self._df.view().copy()
         return self._df_cache
+
     def tokens(self, name: str) -> list[str]:
         """The ``key=value`` pairs of a known metric."""
         return [self._tokens[c] for c in self.token_columns(name)]

@@ -61,10 +61,18 @@ def test_ingest_reads_graphite_paths_with_configured_templates(tmp_path) -> None
     f = tmp_path / "graphite.csv"
     f.write_text("\n".join(lines) + "\n")
     db = f"sqlite:///{tmp_path}/s.db"
-    ok = run(["ingest", str(f), "--json"], str(tmp_path), STORMEYE_DATABASE_URL=db,
-             STORMEYE_GRAPHITE_TEMPLATES='["region.host.measurement*"]')
+    ok = run(
+        ["ingest", str(f), "--json"],
+        str(tmp_path),
+        STORMEYE_DATABASE_URL=db,
+        STORMEYE_GRAPHITE_TEMPLATES='["region.host.measurement*"]',
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["points"] == 80
-    bad = run(["ingest", str(f), "--json"], str(tmp_path), STORMEYE_DATABASE_URL=db,
-              STORMEYE_GRAPHITE_TEMPLATES='["region..host* x y z"]')
+    bad = run(
+        ["ingest", str(f), "--json"],
+        str(tmp_path),
+        STORMEYE_DATABASE_URL=db,
+        STORMEYE_GRAPHITE_TEMPLATES='["region..host* x y z"]',
+    )
     assert bad.returncode == 2 and "STORMEYE_GRAPHITE_TEMPLATES" in bad.stderr
