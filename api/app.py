@@ -9,7 +9,10 @@
   readable summary.
 - ``GET /healthz``: liveness and a few counters.
 
-The embedded tick runs in a background thread every ``STORMEYE_TICK_S`` seconds.
+The embedded tick runs in a background thread every ``STORMEYE_TICK_S`` seconds. In
+distributed mode (``STORMEYE_MODE=distributed``) points are written to Redis and queued for
+the workers before the answer (so a worker's death cannot lose them), Celery beat drives the
+tick, and a point whose step was already scored is refused with that reason.
 """
 
 from __future__ import annotations
@@ -24,30 +27,53 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from redis import RedisError
 
 from grouping.report import incident_report, summary
 from workers.db import Database
+from workers.distributed import Runtime, check_redis
 from workers.ingest import PointBatch, PointReader
 from workers.pipeline import Pipeline
 from workers.settings import Settings, get_settings
+from workers.store import WindowStore
 
 MAX_POINTS_PER_REQUEST = 100_000
 
 
 class Service:
-    """The pipeline, its lock and the ticker thread."""
+    """The pipeline, its lock and the ticker thread (embedded), or the Redis runtime (distributed)."""
 
     def __init__(self, settings: Settings, pipeline: Pipeline | None = None) -> None:
         self.settings = settings
-        self.database = pipeline.database if pipeline and pipeline.database else Database(settings.database_url)
-        self.pipeline = pipeline or Pipeline(settings, database=self.database)
+        self.runtime: Runtime | None = None
+        if settings.mode == "distributed" and pipeline is None:
+            from workers.celery_app import CeleryDispatcher, make_app
+
+            self.runtime = Runtime(settings, client=check_redis(settings.redis_url))
+            self.dispatcher = CeleryDispatcher(make_app(settings))
+            self.database = Database(settings.database_url)
+        else:
+            self.database = pipeline.database if pipeline and pipeline.database else Database(settings.database_url)
+            self._pipeline = pipeline or Pipeline(settings, database=self.database)
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_tick: float | None = None
         self.reader = PointReader(settings.graphite)
 
+    @property
+    def pipeline(self) -> Pipeline:
+        if self.runtime is not None:
+            raise RuntimeError("distributed mode has no in-process pipeline")
+        return self._pipeline
+
+    @property
+    def store(self) -> WindowStore:
+        return self.runtime.store if self.runtime is not None else self.pipeline.store
+
     def start(self) -> None:
+        if self.runtime is not None:
+            return  # Celery beat drives the tick
         self._thread = threading.Thread(target=self._run, name="stormeye-tick", daemon=True)
         self._thread.start()
 
@@ -94,8 +120,12 @@ class Service:
             self.reader.add_record(batch, f"points[{i}]", rec)
         names, ts, vals = batch.arrays()
         keep = []
-        newest = self.pipeline.store.newest()
-        oldest_ok = None if newest is None else newest - (self.pipeline.store.length - 1) * self.pipeline.step
+        store = self.store
+        try:
+            newest = store.newest()
+        except RedisError as exc:
+            raise self._redis_down(exc) from None
+        oldest_ok = None if newest is None else newest - (store.length - 1) * store.step
         for k, t in enumerate(ts):
             if t > now + self.settings.max_future_s:
                 batch.reject(
@@ -106,16 +136,41 @@ class Service:
                 batch.reject(
                     batch.sources[k],
                     f"timestamp {t:.0f} is older than the window store keeps "
-                    f"({self.pipeline.store.length} steps); it cannot be scored",
+                    f"({store.length} steps); it cannot be scored",
                 )
             else:
                 keep.append(k)
         accepted = 0
-        if keep:
+        if keep and self.runtime is not None:
+            accepted = self._accept_distributed(batch, [names[k] for k in keep], ts[keep], vals[keep], keep)
+        elif keep:
             with self.lock:
                 accepted = self.pipeline.ingest([names[k] for k in keep], ts[keep], vals[keep])
         errors = [{"where": e.where, "error": e.message} for e in batch.errors]
         return {"accepted": accepted, "rejected": batch.rejected, "errors": errors}
+
+    def _redis_down(self, exc: Exception) -> HTTPException:
+        return HTTPException(
+            503,
+            f"points not accepted: Redis at {self.settings.redis_url} failed ({exc}); nothing of this request "
+            "was kept, send it again",
+        )
+
+    def _accept_distributed(self, batch: PointBatch, names: list[str], ts: Any, vals: Any, where: list[int]) -> int:
+        assert self.runtime is not None
+        try:
+            res = self.runtime.accept(names, ts, vals, self.dispatcher)
+        except RedisError as exc:
+            raise self._redis_down(exc) from None
+        step = self.runtime.step
+        for i in res.late:
+            batch.reject(
+                batch.sources[where[int(i)]],
+                f"timestamp {ts[int(i)]:.0f} is for a step already scored (steps up to "
+                f"{(res.closed_slot + 1) * step:.0f} are closed); send points within STORMEYE_GRACE_S="
+                f"{self.settings.grace_s:g} s after their step ends, or raise it",
+            )
+        return res.accepted
 
 
 def create_app(
@@ -165,6 +220,9 @@ def create_app(
         status = 202 if result["accepted"] or not records else 422
         return JSONResponse(result, status_code=status)
 
+    def db_open() -> int:
+        return service.database.count_incidents("open")
+
     @app.get("/api/v1/incidents")
     def list_incidents(
         status: str | None = Query(None, pattern="^(open|resolved|merged)$"),
@@ -192,6 +250,12 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
+        if service.runtime is not None:
+            try:
+                h = service.runtime.health()
+            except RedisError as exc:
+                raise HTTPException(503, f"Redis at {settings.redis_url} failed: {exc}") from None
+            return {"status": "ok", "mode": settings.mode, **h, "open_incidents": db_open()}
         p = service.pipeline
         return {
             "status": "ok",

@@ -1,4 +1,4 @@
-"""The ``stormeye`` command line: demo, ingest, serve."""
+"""The ``stormeye`` command line: demo, ingest, serve; and for distributed mode worker, beat, status, deadletter."""
 
 from __future__ import annotations
 
@@ -175,13 +175,144 @@ def serve(
     port: int = typer.Option(8000, help="port to listen on"),
     database: str | None = typer.Option(None, help="database URL (default: STORMEYE_DATABASE_URL)"),
 ) -> None:
-    """Run the HTTP API with the embedded pipeline and its tick."""
+    """Run the HTTP API: with the embedded pipeline and its tick, or in front of distributed workers."""
     import uvicorn
 
     from api.app import create_app
+    from workers.distributed import RedisUnavailable
 
     settings = _settings(database_url=database)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    try:
+        application = create_app(settings)
+    except RedisUnavailable as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+def _distributed(**overrides: Any) -> Any:
+    """Settings and a runtime for distributed mode, or exit 2 with what to fix."""
+    from workers.distributed import RedisUnavailable, Runtime, check_redis
+
+    settings = _settings(mode="distributed", **overrides)
+    try:
+        return Runtime(settings, client=check_redis(settings.redis_url))
+    except RedisUnavailable as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _prepare_deployment(rt: Any) -> None:
+    """What every worker checks before taking tasks: the database (migrated) and the shard count."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from workers.db import Database
+    from workers.redis_store import ShardConfigError
+
+    url = rt.settings.database_url
+    if url.startswith("sqlite"):
+        err.print(
+            "[yellow]STORMEYE_DATABASE_URL is a SQLite file: fine for workers on this machine only; "
+            "workers on several machines need PostgreSQL (postgresql+psycopg://user@host/db)[/yellow]"
+        )
+    try:
+        Database(url).dispose()  # migrates, one process at a time
+    except (SQLAlchemyError, OSError) as exc:
+        err.print(
+            f"[red]cannot use the database at {url}:[/red] {str(exc).splitlines()[0]}\n"
+            "Check that it runs and that STORMEYE_DATABASE_URL names it (postgresql+psycopg://user@host/db)."
+        )
+        raise typer.Exit(2) from None
+    try:
+        rt.registry.check_shards()
+    except ShardConfigError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def worker(
+    concurrency: int | None = typer.Option(None, help="worker processes (default: one per CPU core)"),
+    loglevel: str = typer.Option("info", help="debug, info, warning or error"),
+    hostname: str | None = typer.Option(None, help="worker name, unique per machine (default: celery@HOST)"),
+) -> None:
+    """Run a Celery worker of distributed mode (ingest, score shards, correlate, notify)."""
+    rt = _distributed()
+    _prepare_deployment(rt)
+    rt.close()
+    from workers.celery_app import app as celery_app
+
+    argv = ["worker", f"--loglevel={loglevel}", "--queues", rt.settings.redis_prefix, "--without-mingle"]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    if hostname:
+        argv += ["--hostname", hostname]
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def beat(
+    loglevel: str = typer.Option("info", help="debug, info, warning or error"),
+    schedule: Path | None = typer.Option(None, help="beat's state file (default: in the temp directory)"),
+) -> None:
+    """Run Celery beat: the tick of distributed mode (run one; a second one is harmless, not useful)."""
+    import tempfile
+
+    rt = _distributed()
+    rt.close()
+    from workers.celery_app import app as celery_app
+
+    path = schedule or Path(tempfile.gettempdir()) / f"stormeye-beat-{rt.settings.redis_prefix}"
+    celery_app.start(["beat", f"--loglevel={loglevel}", f"--schedule={path}"])
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="print one JSON object")) -> None:
+    """Distributed mode at a glance: tick progress, backlog, dead letters, workers alive."""
+    rt = _distributed()
+    h = rt.health()
+    if as_json:
+        print(json.dumps(h))
+        return
+    t = Table(title=f"stormeye (Redis prefix {rt.settings.redis_prefix!r})")
+    t.add_column("what")
+    t.add_column("value", justify="right", overflow="fold")
+    for k, v in h.items():
+        if k != "stats":
+            t.add_row(k, str(v))
+    for k, v in sorted(h["stats"].items()):
+        t.add_row(f"stats.{k}", str(v))
+    out.print(t)
+
+
+@app.command()
+def deadletter(
+    requeue: str | None = typer.Option(None, help="offer this dead-lettered batch again (its ref)"),
+    limit: int = typer.Option(50, help="how many records to list, newest first"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Input that could not be processed, with the reason (distributed mode); requeue a batch."""
+    rt = _distributed()
+    if requeue:
+        from workers.celery_app import CeleryDispatcher, make_app
+
+        try:
+            res = rt.requeue_dead_batch(requeue, CeleryDispatcher(make_app(rt.settings)))
+        except KeyError as exc:
+            err.print(f"[red]{exc.args[0]}[/red]")
+            raise typer.Exit(2) from None
+        print(json.dumps({"accepted": res.accepted, "late": len(res.late)}))
+        return
+    records = rt.dead_letters(limit)
+    if as_json:
+        print(json.dumps(records))
+        return
+    t = Table(title=f"dead letters ({len(records)} shown)")
+    for col in ("id", "kind", "ref", "points", "reason"):
+        t.add_column(col, overflow="fold")
+    for d in records:
+        t.add_row(d["id"], d.get("kind", ""), d.get("ref", ""), str(d.get("points", ""))[:200], d.get("reason", ""))
+    out.print(t)
 
 
 def main() -> None:

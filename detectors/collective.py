@@ -148,3 +148,18 @@ class CollectiveEvidence:
         rate += alpha * (surprised - rate)
         self.seen_[: len(sizes)] += 1
         return out, GroupEvidence(hot, counts[hot], mean[hot].copy(), hot_score, raised)
+
+    def to_state(self) -> dict[str, list[float]]:
+        """The learned per-group history, JSON-ready (for a runtime that restarts between steps)."""
+        return {
+            "mean": self.mean_.tolist(),
+            "var": self.var_.tolist(),
+            "seen": self.seen_.tolist(),
+            "rate": self.rate_.tolist(),
+        }
+
+    def load_state(self, state: dict[str, list[float]]) -> None:
+        self.mean_ = np.asarray(state.get("mean", []), dtype=np.float64)
+        self.var_ = np.asarray(state.get("var", []), dtype=np.float64)
+        self.seen_ = np.asarray(state.get("seen", []), dtype=np.float64)
+        self.rate_ = np.asarray(state.get("rate", []), dtype=np.float64)

@@ -9,7 +9,7 @@ are kept as evidence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -134,6 +134,29 @@ class AnomalyTracker:
         self._open.clear()
         self._is_open[:] = False
         return closed
+
+    def to_state(self) -> dict[str, Any]:
+        """What a restarted process needs to go on: the open anomalies and their quiet counts (JSON-ready)."""
+        return {
+            "open": [
+                {"row": row, "quiet": int(self._quiet[row]), "anomaly": asdict(a)}
+                for row, a in sorted(self._open.items())
+            ]
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace the tracker's state with one from :meth:`to_state`."""
+        self._open = {}
+        self._quiet = np.zeros(0, dtype=np.int32)
+        self._is_open = np.zeros(0, dtype=bool)
+        items = state.get("open", [])
+        if items:
+            self._grow(max(int(it["row"]) for it in items) + 1)
+        for it in items:
+            row = int(it["row"])
+            self._open[row] = Anomaly(**it["anomaly"])
+            self._quiet[row] = int(it["quiet"])
+            self._is_open[row] = True
 
     @staticmethod
     def _evidence(scores: Scores, i: int, keys: tuple[str, ...]) -> dict[str, Any]:

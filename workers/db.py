@@ -14,7 +14,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -56,6 +56,9 @@ class Database:
         cfg.set_main_option("script_location", "workers:migrations")
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # workers on several machines start together: one migrates, the others wait for it
+                conn.execute(text("SELECT pg_advisory_xact_lock(7365617965)"))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 

@@ -1,8 +1,17 @@
 """The tick pipeline shared by embedded and distributed modes.
 
 points → window store → (every step) detector scores → anomaly events → incident tracker →
-database. :class:`Pipeline` wires one of each stage; the distributed mode runs the same
-stages split across Celery tasks.
+database. The stages are plain functions that both modes call:
+
+- :func:`detect` — the detector over the windows of some metrics at a step (per metric, the
+  expensive part: the distributed mode runs it once per shard, in parallel);
+- :func:`track` — what needs every metric of the step at once: scores → anomaly events (and
+  any stage that looks across metrics, such as collective evidence, belongs here);
+- :func:`correlate` — anomalies → incidents; :func:`touched_incidents` — what to write.
+
+:class:`Pipeline` runs them in one process over all metrics; the distributed mode
+(:mod:`workers.distributed`) runs ``detect`` in one Celery task per shard and the others in one
+task per step. Same code, so the same input gives the same incidents.
 """
 
 from __future__ import annotations
@@ -16,10 +25,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from detectors import AnomalyTracker, Detector, default_detector
+from detectors import AnomalyTracker, Detector, Scores, default_detector
 from detectors.collective import CollectiveEvidence
-from detectors.events import Anomaly
-from grouping.incidents import IncidentChange, IncidentTracker
+from detectors.events import Anomaly, TrackerUpdate
+from grouping.incidents import Incident, IncidentChange, IncidentTracker
 from grouping.names import NAME_KEY, NameIndex
 from workers.db import Database
 from workers.settings import Settings
@@ -63,6 +72,96 @@ class TickResult:
     changes: list[IncidentChange] = field(default_factory=list)
 
 
+@dataclass
+class Detected:
+    """The detector's scores of some metric rows at one step."""
+
+    rows: np.ndarray
+    scores: Scores
+    with_newest: int  # windows whose newest point (the step scored) was present
+
+
+def due_slot(now: float, step: int, grace_s: float) -> int:
+    """The newest step that is complete at ``now``: its points have had the whole step plus the grace to arrive."""
+    return math.floor((now - grace_s) / step) - 1
+
+
+def detect(detector: Detector, store: WindowStore, rows: np.ndarray, at: float) -> Detected:
+    """Score the step ending at ``at`` for metric ``rows`` (each metric on its own)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    windows = store.windows(rows, at, detector.history + 1)
+    scores = detector.score(windows)
+    return Detected(rows, scores, int(np.isfinite(windows[:, -1]).sum()) if len(rows) else 0)
+
+
+def track(
+    tracker: AnomalyTracker,
+    at: float,
+    detected: Detected,
+    names: Any,
+    collective: CollectiveEvidence | None = None,
+    membership: sp.csr_matrix | None = None,
+) -> TrackerUpdate:
+    """The step's scores of every metric → anomaly events (``names[row]``: a row's metric).
+
+    Stages that look across metrics go here, before the tracker: in distributed mode this runs
+    once per step over all shards' scores, in row order. ``collective`` raises metrics that move
+    with a surprising crowd of their group (``membership``: rows x groups, see
+    :func:`group_membership`).
+    """
+    scores = detected.scores
+    if collective is not None and membership is not None and len(detected.rows):
+        rows = detected.rows
+        if len(rows) == membership.shape[0] and np.array_equal(rows, np.arange(len(rows))):
+            scores, _ = collective.update(scores, membership)
+        else:
+            scores, _ = collective.update(scores, membership[rows])
+    return tracker.update(at, detected.rows, scores, names)
+
+
+def group_membership(index: NameIndex, names: Sequence[str]) -> sp.csr_matrix:
+    """(metrics x property pairs): the groups of collective evidence, rows in ``names`` order.
+
+    Groups are the metrics' label pairs except the metric name (a measure is not an entity).
+    """
+    cols = [index.token_columns(m) for m in names]
+    indptr = np.r_[0, np.cumsum([len(c) for c in cols])].astype(np.int64)
+    indices = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    vocab = index.vocabulary_size
+    is_name = np.fromiter((index.column_token(c).startswith(NAME_KEY + "=") for c in range(vocab)), bool, vocab)
+    mat = sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(len(names), vocab))
+    return sp.csr_matrix(mat[:, np.flatnonzero(~is_name)])
+
+
+def correlate(
+    incidents: IncidentTracker, at: float, changed: list[Anomaly], windows: Callable[[Sequence[str]], np.ndarray]
+) -> list[IncidentChange]:
+    """Group one step's changed anomalies into incidents (in a fixed order, whichever shard found them)."""
+    changed = sorted(changed, key=lambda a: (a.metric, a.start))
+    if changed or incidents.open_incidents():
+        return incidents.update(at, changed, windows)
+    return []
+
+
+def touched_incidents(
+    incidents: IncidentTracker, anomalies: list[Anomaly], changes: list[IncidentChange]
+) -> list[Incident]:
+    """The incidents a step changed or whose members changed: what the database must write."""
+    ids = dict.fromkeys(c.incident for c in changes)
+    for a in anomalies:
+        inc = incidents.incident_of(a.metric, a.start)
+        if inc is not None:
+            ids[inc.id] = None
+    return [incidents.incidents[i] for i in ids if i in incidents.incidents]
+
+
+def make_collective(settings: Settings) -> CollectiveEvidence | None:
+    """The collective-evidence layer the settings ask for (None when turned off)."""
+    if not settings.collective:
+        return None
+    return CollectiveEvidence(threshold=settings.threshold, halflife=settings.collective_halflife_steps)
+
+
 def make_detector(settings: Settings) -> Detector:
     if settings.detector == "default":
         return default_detector()
@@ -92,11 +191,7 @@ class Pipeline:
         self.store: WindowStore = store or MemoryWindowStore(settings.step_s, settings.retention_points)
         self.registry = MetricRegistry()
         self.index = NameIndex(graphite=settings.graphite)
-        self.collective = (
-            CollectiveEvidence(threshold=settings.threshold, halflife=settings.collective_halflife_steps)
-            if settings.collective
-            else None
-        )
+        self.collective = make_collective(settings)
         self._membership: sp.csr_matrix | None = None
         self.anomalies = AnomalyTracker(
             settings.threshold,
@@ -121,20 +216,10 @@ class Pipeline:
     # -- ingest --------------------------------------------------------------------------
 
     def membership(self) -> sp.csr_matrix:
-        """(metrics x property pairs): which group each metric belongs to, for collective evidence.
-
-        Groups are the metrics' label pairs except the metric name (a measure is not an entity).
-        Rows are the registry's rows; the matrix is rebuilt when metrics were registered.
-        """
+        """The groups of collective evidence for the registered metrics (rebuilt when metrics arrive)."""
         n = len(self.registry)
         if self._membership is None or self._membership.shape[0] != n:
-            cols = [self.index.token_columns(m) for m in self.registry.names]
-            indptr = np.r_[0, np.cumsum([len(c) for c in cols])]
-            indices = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-            vocab = len(self.index.idf())
-            keep = np.array([not self.index.column_token(int(c)).startswith(NAME_KEY + "=") for c in range(vocab)])
-            mat = sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(n, vocab))
-            self._membership = sp.csr_matrix(mat[:, np.flatnonzero(keep)])
+            self._membership = group_membership(self.index, self.registry.names)
         return self._membership
 
     def register(self, names: Sequence[str]) -> np.ndarray:
@@ -180,9 +265,9 @@ class Pipeline:
         return read
 
     def tick(self, until: float | None = None) -> list[TickResult]:
-        """Score every step not yet scored up to ``until`` (default: now minus the grace)."""
+        """Score every step not yet scored up to the step of ``until`` (default: the newest complete step)."""
         if until is None:
-            until = self.clock() - self.settings.grace_s
+            until = due_slot(self.clock(), self.step, self.settings.grace_s) * self.step
         top = math.floor(until / self.step)
         if self.last_scored is None:
             newest = self.store.newest()
@@ -199,18 +284,13 @@ class Pipeline:
         n = len(self.registry)
         if n == 0:
             return TickResult(at, 0)
-        rows = np.arange(n)
-        windows = self.store.windows(rows, at, self.detector.history + 1)
-        scores = self.detector.score(windows)
-        if self.collective is not None:
-            scores, _ = self.collective.update(scores, self.membership())
-        upd = self.anomalies.update(at, rows, scores, self.registry.names)
+        detected = detect(self.detector, self.store, np.arange(n), at)
+        membership = self.membership() if self.collective is not None else None
+        upd = track(self.anomalies, at, detected, self.registry.names, self.collective, membership)
         return self.group(at, upd.changed, len(upd.opened), len(upd.closed), n)
 
     def group(self, at: float, changed: list[Anomaly], opened: int, closed: int, scored: int) -> TickResult:
-        changes: list[IncidentChange] = []
-        if changed or self.incidents.open_incidents():
-            changes = self.incidents.update(at, changed, self.windows_at(at, self.settings.shape_points))
+        changes = correlate(self.incidents, at, changed, self.windows_at(at, self.settings.shape_points))
         self._persist(changed, changes)
         return TickResult(at, scored, opened, closed, changes)
 
@@ -226,12 +306,7 @@ class Pipeline:
     def _persist(self, anomalies: list[Anomaly], changes: list[IncidentChange]) -> None:
         if not (anomalies or changes) or (self.database is None and self.archive is None):
             return
-        ids = dict.fromkeys(c.incident for c in changes)
-        for a in anomalies:
-            inc = self.incidents.incident_of(a.metric, a.start)
-            if inc is not None:
-                ids[inc.id] = None
-        incs = [self.incidents.incidents[i] for i in ids if i in self.incidents.incidents]
+        incs = touched_incidents(self.incidents, anomalies, changes)
         if self.archive is not None:
             for inc in incs:
                 self.archive[inc.id] = inc.to_dict()

@@ -57,8 +57,45 @@ class Settings(BaseSettings):
         description='templates for dotted Graphite names, as a JSON list: ["servers.* .host.measurement*"]',
     )
 
-    # distributed mode
-    shards: int = Field(16, ge=1)
+    # distributed mode (docs/distributed.md)
+    shards: int = Field(16, ge=1, le=4096, description="metric shards: one scoring task per shard and step")
+    redis_prefix: str = Field("stormeye", min_length=1, description="namespace of every Redis key and queue")
+    visibility_timeout_s: float = Field(
+        300.0, gt=0, description="a task unacknowledged this long (its worker died) is delivered again"
+    )
+    prefetch: int = Field(1, ge=1, description="tasks a worker process reserves ahead (Celery prefetch multiplier)")
+    ingest_wait_s: float = Field(
+        10.0, ge=0, description="how long a tick waits for accepted points of its step that are not yet stored"
+    )
+    resend_after_s: float = Field(120.0, gt=0, description="a step still unfinished this long is handed out again")
+    task_retries: int = Field(8, ge=0, description="retries (with backoff) of a task on Redis or database errors")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        scheme = urlsplit(v).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"STORMEYE_REDIS_URL={v!r} is not a Redis URL: use redis://host:6379/0, "
+                "rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock"
+            )
+        if scheme != "unix":
+            try:
+                urlsplit(v).port  # noqa: B018 - raises on a port that is not a number
+            except ValueError:
+                raise ValueError(f"STORMEYE_REDIS_URL={v!r}: the port must be a number such as 6379") from None
+            if not urlsplit(v).hostname:
+                raise ValueError(f"STORMEYE_REDIS_URL={v!r} names no host: use redis://host:6379/0")
+        return v
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not all(c.isalnum() or c in "-_." for c in v):
+            raise ValueError(f"STORMEYE_REDIS_PREFIX={v!r}: use letters, digits, '-', '_' and '.' only")
+        return v
 
     @field_validator("database_url")
     @classmethod

@@ -1,0 +1,161 @@
+"""Distributed mode with real Celery workers on the real Redis and PostgreSQL: same incidents, nothing lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from workers.db import Database
+from workers.settings import Settings
+from workers.simulator import simulate_storm
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
+
+
+def assert_every_point_scored(dep, accepted: dict[int, int]) -> None:  # type: ignore[no-untyped-def]
+    """Every accepted point was in its step's window when that step was scored (per-shard records)."""
+    rt = dep.runtime
+    for slot, n in accepted.items():
+        results = [rt.shard_result(slot, s) for s in range(rt.settings.shards)]
+        assert all(results), f"step {slot} was not scored by every shard"
+        scored_with_point = sum(r.with_newest for r in results)
+        assert scored_with_point == n, f"step {slot}: {n} points accepted, {scored_with_point} scored"
+
+
+@pytest.fixture(scope="module")
+def storm():  # type: ignore[no-untyped-def]
+    return simulate_storm(seed=0, n_metrics=300, n_incidents=4)
+
+
+@pytest.fixture(scope="module")
+def reference(storm, tmp_path_factory):  # type: ignore[no-untyped-def]
+    from distributed_helpers import run_storm_embedded, snapshot
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('embedded') / 'ref.db'}"
+    db = Database(url)
+    run_storm_embedded(storm, Settings(database_url=url), db)
+    snap = snapshot(db)
+    db.dispose()
+    return snap
+
+
+def test_a_storm_gives_the_same_incidents_in_both_modes(deployment, storm, reference) -> None:  # type: ignore[no-untyped-def]
+    from distributed_helpers import run_storm_distributed, snapshot
+
+    deployment.start_worker(concurrency=2)
+    accepted = run_storm_distributed(deployment, storm)
+    got = snapshot(deployment.runtime.database)
+    assert_every_point_scored(deployment, accepted)
+    assert reference["incidents"], "the storm must produce incidents for this test to mean anything"
+    assert got["incidents"] == reference["incidents"]
+    assert got["members"] == reference["members"]
+    assert got["events"] == reference["events"]
+    assert got["counts"] == reference["counts"]
+
+
+class Killer(threading.Thread):
+    """Watches the running-task records and SIGKILLs a worker in the middle of a scoring task.
+
+    ``whole``: kill the worker and all its processes (then start a new worker, as a supervisor
+    would); else only the pool process running the task (the worker replaces it).
+    """
+
+    def __init__(self, dep, kills: int, whole: bool) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(daemon=True)
+        self.dep, self.kills, self.whole = dep, kills, whole
+        self.done: list[dict[str, object]] = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def _run(self) -> None:
+        rt = self.dep.runtime
+        killed: set[str] = set()
+        while len(self.done) < self.kills and not self.stop.is_set():
+            running = rt.r.hgetall(rt.k("running"))
+            # a record left by a task already killed is not a task in flight
+            hit = next(
+                (
+                    (k.decode(), json.loads(v))
+                    for k, v in running.items()
+                    if k.startswith(b"score_shard:") and json.loads(v)["by"] not in killed
+                ),
+                None,
+            )
+            if hit is None:
+                time.sleep(0.001)
+                continue
+            marker, info = hit
+            _, shard, slot = marker.split(":")
+            pid = int(info["by"].rsplit("-", 1)[1])
+            try:
+                if self.whole:  # the worker whose pool process runs the task, with all its processes
+                    proc = next(p for p in self.dep.workers if p.poll() is None and p.pid == os.getpgid(pid))
+                    self.dep.kill_worker(proc)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, StopIteration):
+                continue  # the task ended and its process is gone: not a kill mid-task
+            killed.add(info["by"])
+            self.done.append(
+                {
+                    "task": marker,
+                    # the task never reached its end: its running record is still there
+                    "interrupted": rt.r.hexists(rt.k("running"), marker),
+                    "before_commit": not rt.r.exists(rt.k("step", slot, "shard", shard)),
+                }
+            )
+            if self.whole:
+                self.dep.start_worker(concurrency=1)
+            else:
+                time.sleep(1.0)  # let the worker replace its pool process
+
+
+def _run_with_kills(deployment, storm, reference, whole: bool) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    from distributed_helpers import run_storm_distributed, snapshot, wait_for
+
+    deployment.start_worker(concurrency=1)
+    killer = Killer(deployment, kills=2, whole=whole)
+    killer.start()
+    accepted = run_storm_distributed(deployment, storm)
+    killer.stop.set()
+    killer.join(30)
+    assert killer.error is None, killer.error
+    assert killer.done, "no scoring task was caught in flight"
+    assert any(k["interrupted"] and k["before_commit"] for k in killer.done), killer.done
+    rt = deployment.runtime
+    # every interrupted task was delivered again and ran to its end
+    wait_for("interrupted tasks to finish", lambda: rt.r.hlen(rt.k("running")) == 0, timeout=60)
+    assert_every_point_scored(deployment, accepted)
+    got = snapshot(rt.database)
+    assert got["incidents"] == reference["incidents"]
+    assert got["members"] == reference["members"]
+    assert got["events"] == reference["events"]  # no incident change twice
+    assert got["counts"] == reference["counts"]  # no anomaly twice
+    # each incident change is handed to notification exactly once
+    wait_for("the outbox to drain", lambda: rt.r.xlen(rt.k("notify", "outbox")) == 0, timeout=60)
+    sent = rt.notifications()
+    assert len(sent) == len(reference["events"])
+    assert sorted((n["incident"], n["kind"], float(n["at"])) for n in sent) == sorted(
+        (e[0], e[1], e[2]) for e in reference["events"]
+    )
+    assert rt.pending() == 0
+    return killer.done
+
+
+def test_a_pool_process_killed_mid_scoring_loses_and_duplicates_nothing(deployment, storm, reference) -> None:  # type: ignore[no-untyped-def]
+    _run_with_kills(deployment, storm, reference, whole=False)
+
+
+def test_a_whole_worker_killed_mid_scoring_loses_and_duplicates_nothing(deployment, storm, reference) -> None:  # type: ignore[no-untyped-def]
+    _run_with_kills(deployment, storm, reference, whole=True)

@@ -1,0 +1,818 @@
+"""Distributed mode: the pipeline's stages over Redis and PostgreSQL, one step at a time.
+
+The Celery tasks (:mod:`workers.tasks`) are thin: each calls one function here with the
+process's :class:`Runtime`. What happens to a point (docs/distributed.md has the picture):
+
+1. **accept** (API process): the batch is written to Redis and queued for ingest before the
+   HTTP answer; a Lua script makes this atomic with the tick, so a point is either accepted
+   for a step that will be scored, or refused as late — never accepted and then skipped.
+2. **ingest** (task): names get their shared rows (:class:`RedisMetricRegistry`), points go to
+   the Redis window store; then the batch leaves the pending set. Running it twice is harmless.
+3. **advance** (task ``tick``, driven by Celery beat): under a lock, picks the next step to
+   score once all accepted points of that step are stored (or ``ingest_wait_s`` passed), and
+   hands out one ``score_shard`` per shard. The next step's scoring starts as soon as every shard
+   has scored a step (at most one step ahead of the incidents); incidents follow strictly in order.
+4. **score_shard** (task): :func:`workers.pipeline.detect` — the detector, the expensive
+   per-metric part — over the shard's windows; the scores are kept in Redis for the step.
+   Stateless, so a re-delivered task writes the same bytes. The last shard to finish queues
+   ``correlate`` and moves the tick on.
+5. **correlate** (task): all shards' scores in row order → :func:`workers.pipeline.track`
+   (anomaly events, and whatever looks across metrics) → :func:`workers.pipeline.correlate`
+   (incidents), with both trackers' state from Redis; idempotent upserts to the database, then
+   the trackers' state, the step number and the step's incident changes (into the
+   notification outbox) in one Redis transaction. A step's correlate waits for the one before
+   it, which queues it when it commits.
+6. **notify** (task): moves outbox entries to the notification queue exactly once (a
+   notification log in Redis, like Alertmanager's), with the incident's current headline.
+   Routing to receivers consumes that queue (a later stage).
+
+Within a step, shards run in parallel on any worker; while step ``s`` is correlated, step
+``s + 1`` is already being scored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import redis
+import scipy.sparse as sp
+from sqlalchemy import select
+
+from detectors import AnomalyTracker, Detector, Scores
+from detectors.collective import CollectiveEvidence
+from grouping.incidents import IncidentTracker
+from grouping.names import MetricNameError, NameIndex, normalize
+from workers import models as m
+from workers.db import Database
+from workers.pipeline import (
+    Detected,
+    correlate,
+    detect,
+    due_slot,
+    group_membership,
+    make_collective,
+    make_detector,
+    touched_incidents,
+    track,
+)
+from workers.redis_store import Keys, RedisMetricRegistry, RedisWindowStore
+from workers.settings import Settings
+
+log = logging.getLogger("stormeye.distributed")
+
+RESULT_TTL_S = 86400  # per-step shard results and markers: kept a day for inspection
+NOTIFY_LOG_TTL_S = 7 * 86400
+MAX_INGEST_ATTEMPTS = 5  # a batch whose task died this often (its worker with it) is poison: dead-lettered
+
+
+class RedisUnavailable(RuntimeError):
+    """Redis cannot be reached; the message says where we looked and what to do."""
+
+
+def connect_redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=60, health_check_interval=30)
+
+
+def check_redis(url: str) -> redis.Redis:
+    """A connected client, or :class:`RedisUnavailable` saying how to fix it."""
+    client = connect_redis(url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise RedisUnavailable(
+            f"cannot reach Redis at {url} ({exc}): start Redis there or point STORMEYE_REDIS_URL at a running one"
+        ) from None
+    return client
+
+
+class Dispatcher(Protocol):
+    """How the runtime hands work to the task queue (Celery in production)."""
+
+    def ingest(self, batch_id: str) -> None: ...
+
+    def score_shard(self, shard: int, slot: int) -> None: ...
+
+    def correlate(self, slot: int) -> None: ...
+
+    def tick(self, countdown: float = 0.0, until: float | None = None, drive_only: bool = False) -> None: ...
+
+    def notify(self) -> None: ...
+
+
+# KEYS: pending zset, batch hash, scored, inflight hash, stats.
+# ARGV: batch id, min slot, names (JSON), timestamps (float64), values (float64), now, n points.
+# Refuses (returns the closed slot) when some point is for a step already closed for scoring.
+_ACCEPT = """
+local closed = tonumber(redis.call('GET', KEYS[3]) or '-1')
+local inflight = tonumber(redis.call('HGET', KEYS[4], 'slot') or '-1')
+if inflight > closed then closed = inflight end
+if tonumber(ARGV[2]) <= closed then return closed end
+redis.call('HSET', KEYS[2], 'names', ARGV[3], 'ts', ARGV[4], 'values', ARGV[5], 'accepted_at', ARGV[6],
+           'min_slot', ARGV[2], 'attempts', 0)
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HINCRBY', KEYS[5], 'points_accepted', ARGV[7])
+return -2
+"""
+
+# KEYS: notification log key, notification queue. ARGV: field/value pairs of the entry.
+_NOTIFY_ONCE = f"""
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', {NOTIFY_LOG_TTL_S}) then
+  redis.call('XADD', KEYS[2], '*', unpack(ARGV))
+  return 1
+end
+return 0
+"""
+
+
+@dataclass
+class AcceptResult:
+    accepted: int
+    late: np.ndarray  # indices of the points refused because their step was already scored
+    batch_id: str | None
+    closed_slot: int  # newest step closed for scoring when the batch was accepted
+
+
+class Runtime:
+    """One process's handles on the shared state: Redis, metric registry, window store, database."""
+
+    def __init__(self, settings: Settings, client: redis.Redis | None = None, database: Database | None = None):
+        self.settings = settings
+        self.r = client if client is not None else connect_redis(settings.redis_url)
+        self.keys = Keys(settings.redis_prefix)
+        self.step = settings.step_s
+        self.registry = RedisMetricRegistry(self.r, settings.redis_prefix, settings.shards)
+        self.store = RedisWindowStore(self.r, settings.redis_prefix, settings.step_s, settings.retention_points)
+        self._database = database
+        self._detector: Detector | None = None
+        self.index = NameIndex(graphite=settings.graphite)
+        # (step they are at, anomaly tracker, incident tracker, collective evidence): kept while this
+        # process commits steps
+        self._state: tuple[int, AnomalyTracker, IncidentTracker, CollectiveEvidence | None] | None = None
+        self._membership: sp.csr_matrix | None = None
+        self._accept = self.r.register_script(_ACCEPT)
+        self._notify_once = self.r.register_script(_NOTIFY_ONCE)
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self._index_lock = threading.Lock()
+
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            self._database = Database(self.settings.database_url)  # at the newest schema (a no-op when it is)
+        return self._database
+
+    @property
+    def detector(self) -> Detector:
+        if self._detector is None:
+            self._detector = make_detector(self.settings)
+        return self._detector
+
+    def close(self) -> None:
+        if self._database is not None:
+            self._database.dispose()
+        self.r.close()
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def k(self, *parts: object) -> str:
+        return self.keys(*parts)
+
+    def stat(self, pipe: Any, field: str, n: int = 1) -> None:
+        if n:
+            pipe.hincrby(self.k("stats"), field, n)
+
+    def stats(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.r.hgetall(self.k("stats")).items()}
+
+    def scored_slot(self) -> int | None:
+        v = self.r.get(self.k("tick", "scored"))
+        return None if v is None else int(v)
+
+    # -- 1. accept -----------------------------------------------------------------------
+
+    def accept(
+        self, names: Sequence[str], timestamps: np.ndarray, values: np.ndarray, dispatcher: Dispatcher
+    ) -> AcceptResult:
+        """Write validated points to Redis and queue their ingest; late ones (step already scored) are refused.
+
+        Once this returns, the accepted points survive any worker's death: they stay pending in
+        Redis until a worker has stored them.
+        """
+        ts = np.asarray(timestamps, dtype=np.float64)
+        vals = np.asarray(values, dtype=np.float64)
+        slots = np.floor(ts / self.step).astype(np.int64)
+        idx = np.arange(len(ts))
+        late = np.zeros(0, dtype=np.int64)
+        closed = -1
+        for _ in range(100):
+            if not len(idx):
+                return AcceptResult(0, late, None, closed)
+            batch_id = uuid.uuid4().hex
+            got = self._accept(
+                keys=[
+                    self.k("ingest", "pending"),
+                    self.k("ingest", "batch", batch_id),
+                    self.k("tick", "scored"),
+                    self.k("tick", "inflight"),
+                    self.k("stats"),
+                ],
+                args=[
+                    batch_id,
+                    int(slots[idx].min()),
+                    json.dumps([names[i] for i in idx]),
+                    ts[idx].astype("<f8").tobytes(),
+                    vals[idx].astype("<f8").tobytes(),
+                    time.time(),
+                    len(idx),
+                ],
+            )
+            if int(got) == -2:
+                dispatcher.ingest(batch_id)
+                return AcceptResult(len(idx), late, batch_id, closed)
+            closed = int(got)
+            is_late = slots[idx] <= closed
+            late = np.concatenate([late, idx[is_late]])
+            idx = idx[~is_late]
+        raise RuntimeError("the tick kept closing steps while points were accepted; retry the request")
+
+    def load_history(self, names: Sequence[str], timestamps: np.ndarray, values: np.ndarray) -> None:
+        """Seed the deployment with a matrix of past points (names x timestamps) without scoring it.
+
+        The same as :meth:`workers.pipeline.Pipeline.load_history`: scoring starts after its last step.
+        """
+        rows, new = self.registry.rows(list(names))
+        if new:
+            self.database.ensure_metrics(new)
+        self.store.load(rows, timestamps, values)
+        last = math.floor(float(np.max(timestamps)) / self.step)
+        self.r.set(self.k("tick", "scored"), max(last, self.scored_slot() or last))
+
+    def pending(self) -> int:
+        return int(self.r.zcard(self.k("ingest", "pending")))
+
+    # -- 2. ingest -----------------------------------------------------------------------
+
+    def ingest(self, batch_id: str) -> dict[str, int]:
+        """Store one accepted batch in the window store (idempotent: a stored batch is gone from Redis)."""
+        bkey = self.k("ingest", "batch", batch_id)
+        if not self.r.exists(bkey):
+            return {"stored": 0, "already": 1}
+        attempts = int(self.r.hincrby(bkey, "attempts", 1))
+        if attempts > MAX_INGEST_ATTEMPTS:
+            self.dead_letter_batch(batch_id, f"its ingest task died {attempts - 1} times (poison batch?)")
+            return {"stored": 0, "dead": 1}
+        raw = self.r.hgetall(bkey)
+        try:
+            names = json.loads(raw[b"names"])
+            ts = np.frombuffer(raw[b"ts"], dtype="<f8")
+            vals = np.frombuffer(raw[b"values"], dtype="<f8")
+            if not (len(names) == len(ts) == len(vals)):
+                raise ValueError(f"{len(names)} names, {len(ts)} timestamps and {len(vals)} values")
+        except (KeyError, ValueError, TypeError) as exc:
+            self.dead_letter_batch(batch_id, f"the batch cannot be read: {exc}")
+            return {"stored": 0, "dead": 1}
+        good: list[int] = []
+        canon: list[str] = []
+        bad: list[dict[str, Any]] = []
+        known = self.registry.known
+        for i, n in enumerate(names):
+            try:
+                c = n if known(n) else normalize(n)  # registered names are canonical already
+            except (MetricNameError, TypeError) as exc:
+                bad.append({"metric": str(n), "timestamp": float(ts[i]), "value": float(vals[i]), "error": str(exc)})
+                continue
+            if not math.isfinite(ts[i]) or not math.isfinite(vals[i]):
+                bad.append({"metric": c, "timestamp": float(ts[i]), "value": float(vals[i]), "error": "not finite"})
+                continue
+            good.append(i)
+            canon.append(c)
+        stored = too_old = late = 0
+        if good:
+            sel = np.asarray(good)
+            rows, new = self.registry.rows(canon)
+            if new:
+                self.database.ensure_metrics(new)  # the metric table knows every metric too
+            res = self.store.append(rows, ts[sel], vals[sel])
+            stored, too_old = res.accepted, res.too_old
+            scored = self.scored_slot()
+            if scored is not None:
+                late = int((np.floor(ts[sel] / self.step) <= scored).sum())
+        pipe = self.r.pipeline(transaction=True)
+        if bad:
+            pipe.xadd(
+                self.k("deadletter"),
+                {
+                    "kind": "points",
+                    "ref": batch_id,
+                    "reason": f"{len(bad)} points cannot be stored",
+                    "at": time.time(),
+                    "points": json.dumps(bad[:1000]),
+                },
+                maxlen=100_000,
+                approximate=True,
+            )
+        pipe.zrem(self.k("ingest", "pending"), batch_id)
+        pipe.delete(bkey)
+        self.stat(pipe, "points_stored", stored)
+        self.stat(pipe, "points_too_old", too_old)
+        self.stat(pipe, "points_late", late)
+        self.stat(pipe, "points_dead", len(bad))
+        pipe.execute()
+        if too_old or late:
+            log.warning(
+                "batch %s: %d points older than the window store keeps, %d for steps already scored",
+                batch_id,
+                too_old,
+                late,
+            )
+        return {"stored": stored, "too_old": too_old, "late": late, "dead": len(bad)}
+
+    def dead_letter_batch(self, batch_id: str, reason: str) -> None:
+        """Park a batch that can never be stored, with the reason; ``stormeye deadletter`` shows and requeues it."""
+        bkey = self.k("ingest", "batch", batch_id)
+        dkey = self.k("dead", "batch", batch_id)
+        n = 0
+        with contextlib.suppress(ValueError):
+            n = len(json.loads(self.r.hget(bkey, "names") or b"[]"))
+        pipe = self.r.pipeline(transaction=True)
+        pipe.zrem(self.k("ingest", "pending"), batch_id)
+        pipe.copy(bkey, dkey, replace=True)
+        pipe.delete(bkey)
+        pipe.xadd(
+            self.k("deadletter"),
+            {"kind": "batch", "ref": batch_id, "reason": reason, "at": time.time(), "points": n},
+            maxlen=100_000,
+            approximate=True,
+        )
+        self.stat(pipe, "batches_dead")
+        pipe.execute()
+        log.error("dead-lettered batch %s (%d points): %s", batch_id, n, reason)
+
+    def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
+        out = []
+        for eid, fields in self.r.xrevrange(self.k("deadletter"), count=count):
+            d = {k.decode(): v.decode() for k, v in fields.items()}
+            d["id"] = eid.decode()
+            out.append(d)
+        return out
+
+    def requeue_dead_batch(self, batch_id: str, dispatcher: Dispatcher) -> AcceptResult:
+        """Offer a dead-lettered batch again (through :meth:`accept`: points for scored steps are refused)."""
+        raw = self.r.hgetall(self.k("dead", "batch", batch_id))
+        if not raw:
+            raise KeyError(f"no dead-lettered batch {batch_id!r}")
+        names = json.loads(raw[b"names"])
+        res = self.accept(
+            names, np.frombuffer(raw[b"ts"], dtype="<f8"), np.frombuffer(raw[b"values"], dtype="<f8"), dispatcher
+        )
+        self.r.delete(self.k("dead", "batch", batch_id))
+        return res
+
+    # -- 3. advance ----------------------------------------------------------------------
+
+    def advance(
+        self, dispatcher: Dispatcher, now: float | None = None, until: float | None = None, drive_only: bool = False
+    ) -> str:
+        """Move the tick on: raise the target step, start the next step or drive the one in flight.
+
+        The target becomes the step of ``until`` (a time) or, by default, the newest complete step
+        (``now - grace - step``); ``drive_only`` leaves it as it is. Idempotent and safe to call
+        from several processes at once.
+        """
+        now = time.time() if now is None else now
+        if not drive_only:
+            s = self.settings
+            top = math.floor(until / self.step) if until is not None else due_slot(now, self.step, s.grace_s)
+            self.r.eval(
+                "local c = tonumber(redis.call('GET', KEYS[1]) or '-1') "
+                "if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end return 1",
+                1,
+                self.k("tick", "target"),
+                top,
+            )
+        lock = self.r.lock(self.k("tick", "lock"), timeout=60, blocking_timeout=10)
+        if not lock.acquire():
+            return "busy: another process is advancing the tick"
+        try:
+            return self._advance_locked(dispatcher, now)
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                log.warning("the tick lock expired while advancing")
+
+    def _advance_locked(self, dispatcher: Dispatcher, now: float) -> str:
+        """The step in flight is the one being scored. Its successor starts once all its shards are
+        done — while it is still being correlated (scoring needs only the shards' own state), but
+        never more than one step ahead of the incidents."""
+        ikey = self.k("tick", "inflight")
+        inflight = {k.decode(): float(v) for k, v in self.r.hgetall(ikey).items()}
+        target = int(self.r.get(self.k("tick", "target")) or -1)
+        scored = self.scored_slot()
+        if inflight and "slot" in inflight:
+            slot = int(inflight["slot"])
+            if int(self.r.scard(self.k("step", slot, "done"))) < self.settings.shards:
+                return self._drive(dispatcher, slot, inflight, now)
+            # scored by every shard; the correlate of this step is queued
+            if (
+                scored is not None
+                and scored < slot
+                and now - inflight.get("fanned", now) >= self.settings.resend_after_s
+            ):
+                dispatcher.correlate(scored + 1)  # perhaps its message was lost: correlate is idempotent
+                self._mark(slot, "fanned", now)
+            if slot >= target:
+                return f"idle: step {slot} scored by every shard, nothing more due"
+            if scored is None or scored < slot - 1:
+                return f"step {slot + 1} waits for the incidents of step {slot - 1}"
+            slot += 1
+        else:
+            if scored is None:
+                newest = self.store.newest()
+                if newest is None:
+                    return "idle: no points stored yet"
+                self.r.set(self.k("tick", "scored"), min(target, int(newest // self.step)) - 1, nx=True)
+                scored = self.scored_slot()
+                assert scored is not None
+            if scored >= target:
+                return f"idle: step {scored} scored, nothing due"
+            slot = scored + 1
+        state = {"slot": slot, "started": now, "fanned": 0.0}
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(ikey)
+        pipe.hset(ikey, mapping=state)
+        pipe.execute()
+        return self._drive(dispatcher, slot, state, now)
+
+    def _mark(self, slot: int, field: str, value: float) -> None:
+        """Set a field of the step in flight, unless another step is in flight by now."""
+        self.r.eval(
+            "if redis.call('HGET', KEYS[1], 'slot') == ARGV[1] then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end",
+            1,
+            self.k("tick", "inflight"),
+            str(slot),
+            field,
+            value,
+        )
+
+    def _drive(self, dispatcher: Dispatcher, slot: int, state: dict[str, float], now: float) -> str:
+        if not state.get("fanned"):
+            waited = now - state["started"]
+            blocking = self.r.zrangebyscore(self.k("ingest", "pending"), "-inf", slot, start=0, num=1000)
+            if blocking and waited < self.settings.ingest_wait_s:
+                if waited >= self.settings.ingest_wait_s / 2 and not state.get("nudged"):
+                    for b in blocking:  # perhaps their messages were lost: ingest is idempotent
+                        dispatcher.ingest(b.decode())
+                    self._mark(slot, "nudged", now)
+                dispatcher.tick(countdown=min(0.25, max(self.settings.ingest_wait_s - waited, 0.01)), drive_only=True)
+                return f"step {slot}: waiting for {len(blocking)} accepted batches to be stored"
+            if blocking:
+                log.warning(
+                    "step %d: %d accepted batches still not stored after %.1f s; scoring without them",
+                    slot,
+                    len(blocking),
+                    waited,
+                )
+            for shard in range(self.settings.shards):
+                dispatcher.score_shard(shard, slot)
+            self._mark(slot, "fanned", now)
+            return f"step {slot}: handed out {self.settings.shards} shards"
+        if now - state["fanned"] >= self.settings.resend_after_s:
+            done = {int(x) for x in self.r.smembers(self.k("step", slot, "done"))}
+            missing = [s for s in range(self.settings.shards) if s not in done]
+            for shard in missing:
+                dispatcher.score_shard(shard, slot)
+            self._mark(slot, "fanned", now)
+            return f"step {slot}: handed out again ({len(missing)} shards missing)"
+        return f"step {slot}: in flight"
+
+    # -- 4. score a shard ----------------------------------------------------------------
+
+    def score_shard(self, shard: int, slot: int, dispatcher: Dispatcher) -> dict[str, Any]:
+        """Run the detector over one shard's windows at one step and keep the scores for ``correlate``.
+
+        Stateless: the result depends only on the stored windows, so a second delivery writes the
+        same bytes again (or, once the step is committed, does nothing).
+        """
+        if not 0 <= shard < self.settings.shards:
+            raise ValueError(f"shard {shard} is outside 0..{self.settings.shards - 1}")
+        scored = self.scored_slot()
+        dkey = self.k("step", slot, "done")
+        outcome: dict[str, Any] = {"shard": shard, "slot": slot}
+        if scored is not None and scored >= slot:
+            outcome["already"] = True
+        else:
+            marker = f"score_shard:{shard}:{slot}"
+            running = self.k("running")
+            self.r.hset(running, marker, json.dumps({"by": self.consumer, "since": time.time()}))
+            det = detect(self.detector, self.store, self.registry.shard_rows(shard), float(slot * self.step))
+            pipe = self.r.pipeline(transaction=True)
+            pipe.set(self.k("step", slot, "shard", shard), pack_detected(det), ex=RESULT_TTL_S)
+            pipe.sadd(dkey, shard)
+            pipe.expire(dkey, RESULT_TTL_S)
+            self.stat(pipe, "windows_scored", len(det.rows))
+            pipe.hdel(running, marker)
+            pipe.execute()
+            outcome["rows"] = len(det.rows)
+        if int(self.r.scard(dkey)) >= self.settings.shards:
+            dispatcher.correlate(slot)
+            dispatcher.tick(drive_only=True)  # the next step's scoring need not wait for the incidents
+        return outcome
+
+    def shard_result(self, slot: int, shard: int) -> Detected | None:
+        """What ``score_shard`` kept for a shard and step (for ``correlate``, and for inspection)."""
+        raw = self.r.get(self.k("step", slot, "shard", shard))
+        return None if raw is None else unpack_detected(raw)
+
+    # -- 5. correlate --------------------------------------------------------------------
+
+    def warm(self) -> int:
+        """Load every metric name and index it (a new process does this once; later calls add new ones)."""
+        with self._index_lock:
+            self.registry.refresh()
+            known = len(self.index)
+            if known < len(self.registry.names):  # the name index knows every metric, in registration order
+                self.index.add(self.registry.names[known:])
+            return len(self.index)
+
+    def membership(self) -> sp.csr_matrix:
+        """The groups of collective evidence over every registered metric, in registration order."""
+        n = len(self.registry.names)
+        if self._membership is None or self._membership.shape[0] != n:
+            self._membership = group_membership(self.index, self.registry.names)
+        return self._membership
+
+    def _trackers(self, at_slot: int | None) -> tuple[AnomalyTracker, IncidentTracker, CollectiveEvidence | None]:
+        """The anomaly and incident trackers and the collective evidence as committed for ``at_slot``:
+        this process's copy when current, else Redis'."""
+        self.warm()
+        cached, self._state = self._state, None
+        if cached is not None and cached[0] == at_slot:
+            return cached[1], cached[2], cached[3]
+        s = self.settings
+        anomalies = AnomalyTracker(
+            s.threshold, s.release, s.quiet_steps, detector=getattr(self.detector, "name", type(self.detector).__name__)
+        )
+        incidents = IncidentTracker(self.index, s.grouping_config(), s.priority_model, step=s.step_s)
+        collective = make_collective(s)
+        raw = self.r.get(self.k("tick", "state"))
+        if raw:
+            state = json.loads(zlib.decompress(raw))
+            if state.get("slot") != at_slot:
+                log.warning("tracker state is at step %s, expected %s", state.get("slot"), at_slot)
+            anomalies.load_state(state["anomalies"])
+            incidents.load_state(state["incidents"])
+            if collective is not None and "collective" in state:
+                collective.load_state(state["collective"])
+        return anomalies, incidents, collective
+
+    def windows_at(self, at: float, points: int) -> Any:
+        def read(metrics: Sequence[str]) -> np.ndarray:
+            rows = np.fromiter((self.registry.row(mt) for mt in metrics), np.int64, len(metrics))
+            return self.store.windows(rows, at, points)
+
+        return read
+
+    def correlate(self, slot: int, dispatcher: Dispatcher) -> dict[str, Any]:
+        """Every shard's scores of one step → anomalies → incidents; store them; queue what follows.
+
+        Idempotent: database writes are upserts; the trackers' state, the step number and the
+        step's incident changes commit in one Redis transaction, under a watch on the step number.
+        """
+        scored = self.scored_slot()
+        if scored is not None and scored >= slot:
+            return {"slot": slot, "already": True}
+        if scored is not None and scored < slot - 1:
+            # step slot - 1 is not committed yet: its correlate queues this one when it is
+            return {"slot": slot, "waiting_for": scored + 1}
+        blobs = self.r.mget([self.k("step", slot, "shard", s) for s in range(self.settings.shards)])
+        missing = [s for s, v in enumerate(blobs) if v is None]
+        if missing:
+            for s in missing:
+                dispatcher.score_shard(s, slot)
+            return {"slot": slot, "missing": missing}
+        det = merge_detected([unpack_detected(b) for b in blobs if b is not None])
+        at = float(slot * self.step)
+        anomalies, incidents, collective = self._trackers(scored)
+        membership = self.membership() if collective is not None else None
+        upd = track(anomalies, at, det, self.registry.names, collective, membership)
+        changed = upd.changed
+        changes = correlate(incidents, at, changed, self.windows_at(at, self.settings.shape_points))
+        self.database.save_tick(changed, touched_incidents(incidents, changed, changes), changes)  # upserts
+        state = {"slot": slot, "anomalies": anomalies.to_state(), "incidents": incidents.to_state()}
+        if collective is not None:
+            state["collective"] = collective.to_state()
+        committed = False
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.watch(self.k("tick", "scored"))
+            now_scored = pipe.get(self.k("tick", "scored"))
+            if now_scored is None or int(now_scored) < slot:
+                pipe.multi()
+                pipe.set(self.k("tick", "state"), zlib.compress(json.dumps(state).encode()))
+                pipe.set(self.k("tick", "scored"), slot)
+                for c in changes:
+                    pipe.xadd(self.k("notify", "outbox"), _change_fields(c), maxlen=1_000_000, approximate=True)
+                pipe.hset(self.k("tick", "done"), slot, time.time())
+                self.stat(pipe, "steps_scored")
+                self.stat(pipe, "anomaly_changes", len(changed))
+                self.stat(pipe, "incident_changes", len(changes))
+                try:
+                    pipe.execute()
+                    committed = True
+                except redis.WatchError:
+                    pass
+        if committed:
+            self._state = (slot, anomalies, incidents, collective)
+            self.r.hdel(self.k("tick", "done"), slot - 10_000)  # keep the last 10,000 completion times
+            if changes:
+                dispatcher.notify()
+            if int(self.r.scard(self.k("step", slot + 1, "done"))) >= self.settings.shards:
+                dispatcher.correlate(slot + 1)  # its shards finished while this step was correlated
+            self.advance(dispatcher, drive_only=True)  # the next step, if one is due already
+        return {
+            "slot": slot,
+            "committed": committed,
+            "anomalies": len(changed),
+            "changes": len(changes),
+            "with_newest": det.with_newest,
+        }
+
+    # -- 6. notify -----------------------------------------------------------------------
+
+    def notify(self, batch: int = 500) -> int:
+        """Hand the outbox's incident changes to the notification queue, each exactly once; returns how many."""
+        outbox, group = self.k("notify", "outbox"), "notify"
+        try:
+            self.r.xgroup_create(outbox, group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        handed = 0
+        # entries read by a consumer that died before acknowledging them
+        min_idle = int(1000 * self.settings.resend_after_s)
+        claimed = self.r.xautoclaim(outbox, group, self.consumer, min_idle_time=min_idle, start_id="0-0", count=batch)
+        entries = list(claimed[1]) if claimed else []
+        while True:
+            got = self.r.xreadgroup(group, self.consumer, {outbox: ">"}, count=batch)
+            fresh = got[0][1] if got else []
+            entries += fresh
+            if not entries:
+                break
+            handed += self._hand_over(outbox, group, entries)
+            entries = []
+            if not fresh:
+                break
+        return handed
+
+    def _hand_over(self, outbox: str, group: str, entries: list[Any]) -> int:
+        parsed = [(eid, {k.decode(): v.decode() for k, v in f.items()}) for eid, f in entries if f]
+        heads = self._headlines({f["incident"] for _, f in parsed})
+        n = 0
+        for _, f in parsed:
+            entry = {**f, **heads.get(f["incident"], {})}
+            args: list[Any] = []
+            for k, v in entry.items():
+                args += [k, v]
+            n += int(self._notify_once(keys=[self.k("notify", "log", f["key"]), self.k("notify", "queue")], args=args))
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xack(outbox, group, *[eid for eid, _ in entries])
+        pipe.xdel(outbox, *[eid for eid, _ in entries])
+        self.stat(pipe, "notifications", n)
+        pipe.execute()
+        return n
+
+    def _headlines(self, ids: set[str]) -> dict[str, dict[str, str]]:
+        if not ids:
+            return {}
+        with self.database.sessions() as s:
+            rows = s.execute(
+                select(
+                    m.Incident.id, m.Incident.status, m.Incident.priority, m.Incident.title, m.Incident.member_count
+                ).where(m.Incident.id.in_(sorted(ids)))
+            ).all()
+        return {
+            r.id: {"status": r.status, "priority": str(r.priority), "title": r.title, "members": str(r.member_count)}
+            for r in rows
+        }
+
+    def notifications(self, count: int = 10_000) -> list[dict[str, str]]:
+        """The notification queue, oldest first (what the routing stage will consume)."""
+        return [
+            {k.decode(): v.decode() for k, v in f.items()}
+            for _, f in self.r.xrange(self.k("notify", "queue"), count=count)
+        ]
+
+    # -- health --------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """What to watch: tick progress and lag, backlog, dead letters, workers alive."""
+        scored = self.scored_slot()
+        inflight = {k.decode(): float(v) for k, v in self.r.hgetall(self.k("tick", "inflight")).items()}
+        now = time.time()
+        wkey = self.k("workers")
+        self.r.zremrangebyscore(wkey, "-inf", now - 300)
+        workers = [w.decode() for w in self.r.zrangebyscore(wkey, now - 30, "+inf")]
+        newest = self.store.newest()
+        due = due_slot(now, self.step, self.settings.grace_s)
+        return {
+            "metrics": len(self.registry),
+            "scored_step": None if scored is None else scored * self.step,
+            "steps_behind": None if scored is None else max(0, due - scored),
+            "inflight_step": inflight.get("slot", 0) * self.step if inflight else None,
+            "pending_batches": self.pending(),
+            "dead_letters": int(self.r.xlen(self.k("deadletter"))),
+            "notify_outbox": int(self.r.xlen(self.k("notify", "outbox"))),
+            "running_tasks": int(self.r.hlen(self.k("running"))),
+            "workers": sorted(workers),
+            "newest_point": newest,
+            "stats": self.stats(),
+        }
+
+    def heartbeat(self, name: str) -> None:
+        """A worker process is alive (``health`` lists those seen in the last 30 s)."""
+        self.r.zadd(self.k("workers"), {name: time.time()})
+
+
+def pack_detected(det: Detected) -> bytes:
+    """A shard's scores as bytes (a JSON header, then the arrays), the same bytes for the same scores."""
+    sc = det.scores
+    keys = sorted(sc.raw)
+    head = json.dumps({"n": len(det.rows), "raw": keys, "with_newest": det.with_newest}).encode()
+    parts = [
+        len(head).to_bytes(4, "little"),
+        head,
+        det.rows.astype("<i8").tobytes(),
+        np.asarray(sc.score, dtype="<f8").tobytes(),
+        np.asarray(sc.direction, dtype="i1").tobytes(),
+        np.asarray(sc.status, dtype="u1").tobytes(),
+        *(np.asarray(sc.raw[k], dtype="<f8").tobytes() for k in keys),
+    ]
+    return b"".join(parts)
+
+
+def unpack_detected(blob: bytes) -> Detected:
+    size = int.from_bytes(blob[:4], "little")
+    head = json.loads(blob[4 : 4 + size])
+    n, pos = head["n"], 4 + size
+
+    def take(dtype: str, width: int) -> np.ndarray:
+        nonlocal pos
+        arr = np.frombuffer(blob, dtype=dtype, count=n, offset=pos)
+        pos += n * width
+        return arr
+
+    rows = take("<i8", 8).astype(np.int64)
+    score, direction, status = take("<f8", 8).copy(), take("i1", 1).copy(), take("u1", 1).copy()
+    raw = {k: take("<f8", 8).copy() for k in head["raw"]}
+    return Detected(rows, Scores(score=score, direction=direction, status=status, raw=raw), head["with_newest"])
+
+
+def merge_detected(parts: Sequence[Detected]) -> Detected:
+    """All shards' scores of a step as one, in row order (the order embedded mode scores them in)."""
+    rows = np.concatenate([p.rows for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    keys = set.intersection(*(set(p.scores.raw) for p in parts)) if parts else set()
+
+    def cat(get: Any) -> np.ndarray:
+        return np.concatenate([get(p) for p in parts])[order] if parts else np.zeros(0)
+
+    scores = Scores(
+        score=cat(lambda p: p.scores.score),
+        direction=cat(lambda p: p.scores.direction),
+        status=cat(lambda p: p.scores.status),
+        raw={k: cat(lambda p, k=k: p.scores.raw[k]) for k in sorted(keys)},
+    )
+    return Detected(rows[order], scores, sum(p.with_newest for p in parts))
+
+
+def _change_fields(c: Any) -> dict[str, Any]:
+    details = json.dumps(c.details, sort_keys=True, default=str)
+    key = hashlib.sha1(f"{c.incident}|{c.kind}|{c.at:.3f}|{details}".encode()).hexdigest()[:20]
+    return {"incident": c.incident, "kind": c.kind, "at": repr(float(c.at)), "details": details, "key": key}
+
+
+def wipe(client: redis.Redis, prefix: str) -> int:
+    """Delete every key of one deployment (tests, benches); never touches other prefixes."""
+    n = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(f"{prefix}:*", count=5000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            n += int(client.delete(*batch))
+            batch = []
+    if batch:
+        n += int(client.delete(*batch))
+    return n

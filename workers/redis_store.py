@@ -1,0 +1,385 @@
+"""Distributed mode's storage in Redis: the window store and the metric registry.
+
+:class:`RedisWindowStore` has the interface of :class:`workers.store.MemoryWindowStore` and the
+same semantics, so the pipeline cannot tell them apart: points land in the slot
+``floor(timestamp / step)``, a later point for a slot replaces the earlier one, points older
+than the retention (relative to the newest point of the whole store) are rejected and counted.
+
+Layout: one Redis string per metric, ``4 + 4 * length`` bytes — the newest slot written
+(uint32) then a float32 ring of ``length`` slots (slot ``s`` at position ``s % length``, NaN
+where missing). 480 points take 1,924 bytes plus Redis' per-key overhead. Appends run in one
+Lua script per batch, so they are atomic (a batch is either stored or not) and idempotent
+(storing the same batch twice leaves the same bytes). Each append renews the key's expiry to
+the retention, so a metric that stops reporting leaves Redis after ``length`` steps (retention
+by age); the ring keeps at most ``length`` steps (retention by count). Reading the windows of
+10,000 metrics is one ``MGET`` (parsed by hiredis).
+
+:class:`RedisMetricRegistry` gives every metric a dense row, shared by all processes: a hash
+(name → row), a list (row → name) and per shard a list of its rows, written by one Lua script
+so that concurrent registrations never give a name two rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import redis
+
+from workers.sharding import shards_of
+from workers.store import AppendResult
+
+_NAN32 = np.array([np.nan], dtype="<f4").tobytes()
+
+# KEYS[1] = newest-slot key, KEYS[2..] = metric keys (distinct).
+# ARGV: length, ttl_ms, NaN bytes, counts (uint32 per metric), slots (uint32, ascending per
+# metric), values (float32). Returns {accepted, too_old, newest slot}.
+_APPEND = """
+local L = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local RENEW = 8  -- the expiry is renewed every 8th step (and the TTL covers 8 more steps)
+local NAN = ARGV[3]
+local counts, slots, vals = ARGV[4], ARGV[5], ARGV[6]
+local npts = #slots / 4
+local top = -1
+for p = 0, npts - 1 do
+  local s = struct.unpack('<I4', slots, 4 * p + 1)
+  if s > top then top = s end
+end
+local g = redis.call('GET', KEYS[1])
+local newest = top
+if g and tonumber(g) > newest then newest = tonumber(g) end
+local minslot = newest - L + 1
+local function fill(key, a, n)
+  -- NaN into slots a .. a + n - 1 (n < L), wrapping around the ring
+  local pos = a % L
+  local first = math.min(n, L - pos)
+  if first > 0 then redis.call('SETRANGE', key, 4 + 4 * pos, string.rep(NAN, first)) end
+  if n - first > 0 then redis.call('SETRANGE', key, 4, string.rep(NAN, n - first)) end
+end
+local accepted, old = 0, 0
+local p = 0
+for i = 2, #KEYS do
+  local key = KEYS[i]
+  local n = struct.unpack('<I4', counts, 4 * (i - 2) + 1)
+  local hb = redis.call('GETRANGE', key, 0, 3)
+  local head = -1
+  if #hb == 4 then head = struct.unpack('<I4', hb) end
+  local renew = head < 0
+  for j = 1, n do
+    local s = struct.unpack('<I4', slots, 4 * p + 1)
+    local v = string.sub(vals, 4 * p + 1, 4 * p + 4)
+    p = p + 1
+    if s < minslot or (head >= 0 and s <= head - L) then
+      old = old + 1
+    else
+      if head < 0 or s - head >= L then
+        redis.call('SET', key, struct.pack('<I4', s) .. string.rep(NAN, L))
+        head = s
+        renew = true
+      elseif s > head then
+        if s - head > 1 then fill(key, head + 1, s - head - 1) end
+        redis.call('SETRANGE', key, 0, struct.pack('<I4', s))
+        head = s
+      end
+      redis.call('SETRANGE', key, 4 + 4 * (s % L), v)
+      accepted = accepted + 1
+      if s % RENEW == 0 then renew = true end
+    end
+  end
+  if renew and ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+end
+if accepted > 0 and (not g or newest > tonumber(g)) then redis.call('SET', KEYS[1], newest) end
+return {accepted, old, newest}
+"""
+
+# KEYS[1] = name->row hash, KEYS[2] = row->name list, KEYS[3..] = shard row lists.
+# ARGV: pairs of (name, shard). Returns rows and, last, how many names were new.
+_REGISTER = """
+local out = {}
+local new = 0
+for i = 1, #ARGV, 2 do
+  local name = ARGV[i]
+  local row = redis.call('HGET', KEYS[1], name)
+  if not row then
+    row = redis.call('RPUSH', KEYS[2], name) - 1
+    redis.call('HSET', KEYS[1], name, row)
+    redis.call('RPUSH', KEYS[3 + tonumber(ARGV[i + 1])], row)
+    new = new + 1
+  end
+  out[#out + 1] = tonumber(row)
+end
+out[#out + 1] = new
+return out
+"""
+
+
+class Keys:
+    """Every Redis key of one deployment, under its prefix (``STORMEYE_REDIS_PREFIX``)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def __call__(self, *parts: object) -> str:
+        return ":".join([self.prefix, *map(str, parts)])
+
+    def window(self, row: int) -> str:
+        return f"{self.prefix}:w:{row}"
+
+
+class RedisWindowStore:
+    """The window store in Redis (see the module docstring); same interface as the in-process one."""
+
+    def __init__(self, client: redis.Redis, prefix: str, step: int, length: int, ttl_s: float | None = None) -> None:
+        if step <= 0 or length < 2:
+            raise ValueError("step must be positive and length at least 2")
+        self.r = client
+        self.keys = Keys(prefix)
+        self.step = int(step)
+        self.length = int(length)
+        # a metric silent for its whole retention holds nothing: let Redis drop it then
+        # renewed every 8th step, so it covers 8 steps more than the retention
+        self.ttl_ms = int(1000 * (ttl_s if ttl_s is not None else self.step * (self.length + 9)))
+        self._append = client.register_script(_APPEND)
+        self._newest_key = self.keys("newest_slot")
+
+    def newest(self) -> float | None:
+        v = self.r.get(self._newest_key)
+        return None if v is None else float(int(v) * self.step)
+
+    def append(self, rows: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> AppendResult:
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return AppendResult(0, 0)
+        slots = np.floor(np.asarray(timestamps, dtype=np.float64) / self.step).astype(np.int64)
+        if slots.min() < 0 or slots.max() >= 2**32:
+            raise ValueError("timestamps must lie between 1970 and the year 2106 at this step")
+        vals = np.asarray(values, dtype=np.float64)
+        # per metric, in slot order; equal slots keep their arrival order (the later one wins)
+        order = np.lexsort((np.arange(len(rows)), slots, rows))
+        rows, slots, vals = rows[order], slots[order], vals[order]
+        uniq, counts = np.unique(rows, return_counts=True)
+        keys = [self._newest_key, *(self.keys.window(int(r)) for r in uniq)]
+        args = [
+            self.length,
+            self.ttl_ms,
+            _NAN32,
+            counts.astype("<u4").tobytes(),
+            slots.astype("<u4").tobytes(),
+            vals.astype("<f4").tobytes(),
+        ]
+        accepted, old, _ = self._append(keys=keys, args=args)
+        return AppendResult(int(accepted), int(old))
+
+    def load(self, rows: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> AppendResult:
+        """Bulk-load a matrix (rows x len(timestamps)) of history, e.g. to seed a deployment.
+
+        Metrics that hold nothing yet get their whole ring in one ``SET NX`` (pipelined: a
+        hundred thousand metrics in seconds); the others take the points through :meth:`append`.
+        NaN means no point. As in the in-process store, only the newest ``length`` columns are
+        loaded; the windows are then the same as after appending every point.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        ts = np.asarray(timestamps, dtype=np.float64)
+        vals = np.asarray(values, dtype=np.float64).reshape(len(rows), len(ts))
+        ts, vals = ts[-self.length :], vals[:, -self.length :]
+        if not len(rows) or not len(ts):
+            return AppendResult(0, 0)
+        slots = np.floor(ts / self.step).astype(np.int64)
+        # the newest point of the whole store after this load, and what the retention keeps
+        old = self.r.get(self._newest_key)
+        top = int(slots.max()) if old is None else max(int(old), int(slots.max()))
+        keep = slots > top - self.length
+        order = np.argsort(slots[keep], kind="stable")  # a later column of the same slot wins
+        kslots, kvals = slots[keep][order], vals[:, keep][:, order]
+        finite = np.isfinite(kvals)
+        too_old = int(np.isfinite(vals[:, ~keep]).sum())
+        ring = np.full((len(rows), self.length), np.nan, dtype="<f4")
+        for j, s in enumerate(kslots):
+            col = kvals[:, j]
+            ok = finite[:, j]
+            ring[ok, s % self.length] = col[ok]
+        has = finite.any(axis=1)
+        # each metric's newest slot written: the last finite column
+        last = np.where(has, len(kslots) - 1 - np.argmax(finite[:, ::-1], axis=1), 0)
+        heads = kslots[last] if len(kslots) else np.zeros(len(rows), dtype=np.int64)
+        fresh = np.zeros(len(rows), dtype=bool)
+        todo = np.flatnonzero(has)
+        for lo in range(0, len(todo), 10_000):
+            part = todo[lo : lo + 10_000]
+            pipe = self.r.pipeline(transaction=False)
+            for i in part:
+                blob = heads[i].astype("<u4").tobytes() + ring[i].tobytes()
+                pipe.set(self.keys.window(int(rows[i])), blob, nx=True, px=self.ttl_ms)
+            fresh[part] = np.asarray(pipe.execute(), dtype=bool)
+        accepted = int(finite[fresh].sum())
+        if accepted:
+            self.r.eval(
+                "local c = tonumber(redis.call('GET', KEYS[1]) or '-1') "
+                "if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end return 1",
+                1,
+                self._newest_key,
+                int(heads[fresh & has].max()),
+            )
+        result = AppendResult(accepted, too_old)
+        rest = np.flatnonzero(has & ~fresh)  # metrics that already held points
+        per_call = max(1, 200_000 // len(kslots)) if len(kslots) else 1
+        for lo in range(0, len(rest), per_call):
+            part = rest[lo : lo + per_call]
+            r = np.repeat(rows[part], len(kslots))
+            t = np.tile(kslots * float(self.step), len(part))
+            v = kvals[part].reshape(-1)
+            ok = np.isfinite(v)
+            res = self.append(r[ok], t[ok], v[ok])
+            result = AppendResult(result.accepted + res.accepted, result.too_old + res.too_old)
+        return result
+
+    @property
+    def window_bytes(self) -> int:
+        return 4 + 4 * self.length
+
+    def raw(self, rows: np.ndarray) -> bytes:
+        """The stored windows of ``rows``, concatenated, in one round-trip (``MGET``s in one pipeline).
+
+        A missing window reads as 0xFF bytes: its newest slot is then 2^32 - 1, so none of its
+        slots is valid.
+        """
+        if not len(rows):
+            return b""
+        size = self.window_bytes
+        missing = b"\xff" * size
+        pipe = self.r.pipeline(transaction=False)
+        for lo in range(0, len(rows), 10_000):
+            pipe.mget([self.keys.window(int(r)) for r in rows[lo : lo + 10_000]])
+        return b"".join(b if b is not None and len(b) == size else missing for part in pipe.execute() for b in part)
+
+    def windows(self, rows: np.ndarray, end: float, points: int) -> np.ndarray:
+        """Windows of ``points`` steps ending at the step of ``end`` (float64, NaN where missing)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.full((len(rows), points), np.nan)
+        if not len(rows):
+            return out
+        newest = self.newest()
+        if newest is None:
+            return out
+        return self.decode(self.raw(rows), end, points, int(newest // self.step))
+
+    def decode(self, blob: bytes, end: float, points: int, newest_slot: int) -> np.ndarray:
+        """Windows from :meth:`raw`'s bytes: the slots ``end - points + 1 .. end`` of each metric's ring."""
+        L, size = self.length, self.window_bytes
+        buf = np.frombuffer(blob, dtype=np.uint8).reshape(-1, size)
+        heads = buf[:, :4].copy().view("<u4").ravel().astype(np.int64)
+        end_slot = int(np.floor(end / self.step))
+        slots = np.arange(end_slot - points + 1, end_slot + 1)
+        pos = 4 + 4 * (slots % L)
+        cols = (pos[:, None] + np.arange(4)[None, :]).ravel()  # the bytes of the wanted slots only
+        vals = buf[:, cols].copy().view("<f4").astype(np.float64)
+        valid = (
+            (slots[None, :] <= heads[:, None])
+            & (slots[None, :] > heads[:, None] - L)
+            & (slots[None, :] > newest_slot - L)
+        )
+        return np.where(valid, vals, np.nan)
+
+    def memory_usage(self, rows: Sequence[int]) -> int:
+        """Bytes Redis spends on the windows of ``rows`` (``MEMORY USAGE``, values and key overhead)."""
+        pipe = self.r.pipeline(transaction=False)
+        for r in rows:
+            pipe.memory_usage(self.keys.window(int(r)), samples=0)
+        return int(sum(v or 0 for v in pipe.execute()))
+
+
+class ShardConfigError(RuntimeError):
+    """The Redis deployment was set up with another shard count than this process has."""
+
+
+class RedisMetricRegistry:
+    """Metric names ↔ dense rows ↔ shards, shared by every process through Redis.
+
+    Each process keeps a copy of the append-only lists and fetches only what is new.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, shards: int) -> None:
+        self.r = client
+        self.keys = Keys(prefix)
+        self.shards = int(shards)
+        self._register = client.register_script(_REGISTER)
+        self._rows: dict[str, int] = {}
+        self.names: list[str] = []
+        self._shard_rows: dict[int, list[int]] = {}
+        self._list_keys = [self.keys("metric", "rows"), self.keys("metric", "names")]
+        self._shard_keys = [self.keys("shard", k, "rows") for k in range(self.shards)]
+
+    def check_shards(self) -> None:
+        """Fix the shard count of the deployment on first use; refuse a different one later."""
+        key = self.keys("config", "shards")
+        self.r.set(key, self.shards, nx=True)
+        have = int(self.r.get(key) or self.shards)
+        if have != self.shards:
+            raise ShardConfigError(
+                f"the deployment under Redis prefix {self.keys.prefix!r} was set up with {have} shards but "
+                f"STORMEYE_SHARDS={self.shards}: metrics would land in other shards than their state. "
+                f"Set STORMEYE_SHARDS={have}, or start a new deployment under another STORMEYE_REDIS_PREFIX."
+            )
+
+    def __len__(self) -> int:
+        return int(self.r.llen(self._list_keys[1]))
+
+    def refresh(self) -> list[str]:
+        """Fetch the names registered since the last call (by any process); returns them."""
+        new = self.r.lrange(self._list_keys[1], len(self.names), -1)
+        added = [b.decode() for b in new]
+        for n in added:
+            self._rows[n] = len(self.names)
+            self.names.append(n)
+        return added
+
+    def rows(self, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        """Rows of ``names``, registering unknown ones; returns (rows, names new to the deployment)."""
+        out = np.empty(len(names), dtype=np.int64)
+        unknown: dict[str, list[int]] = {}
+        get = self._rows.get
+        for i, n in enumerate(names):
+            r = get(n)
+            if r is None:
+                unknown.setdefault(n, []).append(i)
+            else:
+                out[i] = r
+        new: list[str] = []
+        if unknown:
+            todo = list(unknown)
+            shards = shards_of(todo, self.shards)
+            for lo in range(0, len(todo), 5000):
+                chunk = todo[lo : lo + 5000]
+                args: list[Any] = []
+                for n, s in zip(chunk, shards[lo : lo + 5000]):
+                    args += [n, int(s)]
+                res = self._register(keys=self._list_keys + self._shard_keys, args=args)
+                n_new = int(res[-1])
+                for n, r in zip(chunk, res[:-1]):
+                    out[unknown[n]] = int(r)
+                # names new to the deployment were given the highest rows of this chunk
+                if n_new:
+                    fresh = sorted(zip(res[:-1], chunk))[-n_new:]
+                    new += [n for _, n in fresh]
+            self.refresh()
+        return out, new
+
+    def known(self, name: str) -> bool:
+        """Whether this process already knows ``name`` as a registered (canonical) metric."""
+        return name in self._rows
+
+    def row(self, name: str) -> int:
+        r = self._rows.get(name)
+        if r is None:
+            self.refresh()
+            r = self._rows[name]
+        return r
+
+    def shard_rows(self, shard: int) -> np.ndarray:
+        """Rows of one shard, in registration order."""
+        have = self._shard_rows.setdefault(shard, [])
+        new = self.r.lrange(self._shard_keys[shard], len(have), -1)
+        have.extend(int(b) for b in new)
+        return np.asarray(have, dtype=np.int64)
