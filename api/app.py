@@ -140,14 +140,17 @@ class Service:
                 )
             else:
                 keep.append(k)
-        accepted = 0
+        accepted = late = 0
         if keep and self.runtime is not None:
             accepted = self._accept_distributed(batch, [names[k] for k in keep], ts[keep], vals[keep], keep)
         elif keep:
             with self.lock:
+                before = self.pipeline.late_points
                 accepted = self.pipeline.ingest([names[k] for k in keep], ts[keep], vals[keep])
+                late = self.pipeline.late_points - before
         errors = [{"where": e.where, "error": e.message} for e in batch.errors]
-        return {"accepted": accepted, "rejected": batch.rejected, "errors": errors}
+        # embedded mode keeps a point that arrived after its step was scored as history only: say so
+        return {"accepted": accepted, "late": late, "rejected": batch.rejected, "errors": errors}
 
     def _redis_down(self, exc: Exception) -> HTTPException:
         return HTTPException(

@@ -205,6 +205,7 @@ class Pipeline:
         self.clock = clock
         self.last_scored: int | None = None  # slot number of the newest step scored
         self.rejected_too_old = 0
+        self.late_points = 0
         # replays (demo, ingest) keep a snapshot of every incident they touched, even after
         # the tracker forgets it; the live service reads incidents from the database instead
         self.archive: dict[str, dict[str, Any]] | None = {} if keep_archive else None
@@ -233,14 +234,20 @@ class Pipeline:
     def ingest(self, names: Sequence[str], timestamps: np.ndarray, values: np.ndarray) -> int:
         """Store validated points (canonical names, epoch seconds, finite floats); returns how many were kept.
 
-        Points older than the store's retention, or for a step already scored, are counted in
-        ``rejected_too_old`` and reported by the caller.
+        Points older than the store's retention are refused and counted in ``rejected_too_old``.
+        A point for a step already scored (it arrived after its tick) is kept as history for
+        later windows, but its own step is not scored again; it is counted in ``late_points`` so
+        the caller can tell the sender (distributed mode refuses such points instead, see
+        ``STORMEYE_GRACE_S``).
         """
         rows = self.register(names)
         ts = np.asarray(timestamps, dtype=np.float64)
         vals = np.asarray(values, dtype=np.float64)
         res = self.store.append(rows, ts, vals)
         self.rejected_too_old += res.too_old
+        if self.last_scored is not None and len(ts):
+            late = np.floor(ts / self.step) <= self.last_scored
+            self.late_points += max(0, int(late.sum()) - res.too_old)
         return res.accepted
 
     def load_history(self, names: Sequence[str], timestamps: np.ndarray, values: np.ndarray) -> None:

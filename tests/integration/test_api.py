@@ -89,3 +89,19 @@ def test_points_become_an_incident_through_the_tick(sqlite_url: str) -> None:
         assert series["step"] == step and len(series["values"]) >= 20
         assert max(values) > 35 and min(values) < 15  # the shift is in the window
         assert all(m["evidence"].get("name", 0) >= 0.5 for m in report["members"] if m["evidence"])
+
+
+def test_a_point_after_its_tick_is_kept_as_history_and_reported_late(sqlite_url: str) -> None:
+    step = 60
+    t0 = (int(time.time()) // step - 50) * step
+    with client(sqlite_url) as c:
+        for k in range(40):
+            got = c.post("/api/v1/points", json=[{"metric": "cpu", "timestamp": t0 + k * step, "value": 1.0 + k % 3}])
+            assert got.json() == {"accepted": 1, "late": 0, "rejected": 0, "errors": []}
+            c.app.state.service.tick(t0 + k * step)
+        # step 20 was scored long ago: the point is stored (later windows see it) and reported late
+        got = c.post("/api/v1/points", json=[{"metric": "cpu", "timestamp": t0 + 20 * step, "value": 5.0}]).json()
+        assert got["accepted"] == 1 and got["late"] == 1
+        pipe = c.app.state.service.pipeline
+        window = pipe.store.windows(np.array([pipe.registry.row("cpu")]), t0 + 39 * step, 40)
+        assert window[0, 20] == 5.0
