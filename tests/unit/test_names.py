@@ -416,18 +416,43 @@ def test_incremental_adds_with_frozen_idf_equal_a_full_rebuild(corpus: list[str]
     assert not np.array_equal(fresh.signatures(), keys_grown)
 
 
-def test_the_lsh_rebuilds_itself_when_the_index_has_doubled(corpus: list[str]) -> None:
+def test_queries_never_rebuild_they_mark_a_rebuild_due(corpus: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     idx = NameIndex(rebuild_growth=1.0)
     idx.add(corpus[:500])
-    assert idx.frozen_size == 0  # nothing hashed until a query needs it
+    assert idx.frozen_size == 0 and not idx.rebuild_due  # nothing hashed until a query needs it
+    assert idx.rebuild_if_due() is False and idx.frozen_size == 0  # no LSH yet: nothing to re-freeze
     idx.candidates(corpus[0])
     assert idx.frozen_size == 500
     idx.add(corpus[500:999])
     idx.candidates(corpus[0])
     assert idx.frozen_size == 500 and idx.signatures().shape[1] == 999  # hashed with the frozen IDF
-    idx.add(corpus[999:1000])
-    idx.candidates(corpus[0])
-    assert idx.frozen_size == 1000
+    assert not idx.rebuild_due
+    idx.add(corpus[999:1100])
+    assert idx.rebuild_due  # doubled since the freeze
+
+    # a query on a grown index answers with the frozen IDF and does not rebuild
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a query rebuilt the index")
+
+    with monkeypatch.context() as m:
+        m.setattr(idx, "rebuild", refuse)
+        got = idx.neighbours(corpus[1050], 0.6, method="lsh")
+        pairs = idx.similar_pairs(corpus[900:1100], 0.6, method="lsh")
+    assert idx.frozen_size == 500 and idx.signatures().shape[1] == 1100 and idx.rebuild_due
+    exact = dict(idx.neighbours(corpus[1050], 0.6, method="exact"))
+    assert all(exact[n] == pytest.approx(s, abs=1e-12) for n, s in got)  # checked with the current IDF
+    assert {(i, j) for i, j, _ in pairs} <= {(i, j) for i, j, _ in idx.similar_pairs(corpus[900:1100], 0.6, "exact")}
+
+    # the caller rebuilds off the hot path, once
+    assert idx.rebuild_if_due() is True
+    assert idx.frozen_size == 1100 and not idx.rebuild_due
+    assert idx.rebuild_if_due() is False and idx.frozen_size == 1100
+    # rebuild_growth=0: never due
+    never = NameIndex(rebuild_growth=0)
+    never.add(corpus[:10])
+    never.rebuild()
+    never.add(corpus[10:500])
+    assert not never.rebuild_due and never.rebuild_if_due() is False and never.frozen_size == 10
 
 
 def test_serialized_index_answers_like_the_original(corpus: list[str]) -> None:
