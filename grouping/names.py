@@ -388,7 +388,7 @@ class NameIndex:
             raise ValueError(f"recall must be strictly between 0 and 1, got {recall}")
         if filter_bits < 0:
             raise ValueError(f"filter_bits must not be negative (0 = no Hamming filter), got {filter_bits}")
-        if filter_bits and not 0.0 < filter_miss < 1.0 - recall:
+        if filter_bits and not (0.0 < filter_miss < 1.0 and recall / (1.0 - filter_miss) < 1.0):
             raise ValueError(
                 f"filter_miss must be above 0 and below 1 - recall = {1.0 - recall:.6g} (the filter's share of the "
                 f"pairs at the threshold that may be lost), got {filter_miss}; filter_bits=0 turns the filter off"

@@ -390,6 +390,58 @@ def test_lsh_finds_nearly_all_similar_pairs_and_only_true_ones(corpus: list[str]
     assert all(s >= 0.6 for _, s in lsh_nb)
 
 
+def test_the_hamming_filter_drops_candidates_but_not_similar_pairs(corpus: list[str]) -> None:
+    idx = NameIndex(threshold=0.6, exact_below=0)
+    idx.add(corpus)
+    li, lj = idx.candidate_pairs(corpus, filtered=False)
+    fi, fj = idx.candidate_pairs(corpus)
+    banded = set(zip(li.tolist(), lj.tolist()))
+    compared = set(zip(fi.tolist(), fj.tolist()))
+    assert compared <= banded
+    assert len(compared) < 0.25 * len(banded)  # most of what the bands propose is far below 0.6
+    exact = {(i, j) for i, j, _ in idx.similar_pairs(corpus, 0.6, method="exact")}
+    similar_banded = exact & banded
+    assert len(similar_banded) > 1000
+    # the filter may drop a pair at 0.6 with probability 0.002 (less above): allow 5 times that
+    assert len(similar_banded - compared) <= 0.01 * len(similar_banded)
+    assert {(i, j) for i, j, _ in idx.similar_pairs(corpus, 0.6, method="lsh")} == exact & compared
+    # neighbours: filtered candidates are a subset, stricter thresholds keep fewer
+    for name in corpus[:50:7]:
+        every = set(idx.candidates(name, filtered=False).tolist())
+        at_06 = set(idx.candidates(name).tolist())
+        assert set(idx.candidates(name, 0.8).tolist()) <= at_06 <= every
+    # the bands carry recall / (1 - filter_miss), so both stages together keep the recall promise
+    assert idx.params.recall == pytest.approx(0.95 / (1 - 0.002))
+    assert idx.params.recall_at_threshold() * (1 - idx.filter_miss) >= 0.95
+    assert idx.filter_cutoff() == idx.filter_cutoff(0.6) and idx.filter_cutoff(0.8) < idx.filter_cutoff(0.6)
+    with pytest.raises(ValueError, match=r"cosine >= 0\.6"):
+        idx.filter_cutoff(0.5)
+    # filter_bits=0: what the bands propose is what is compared, banded for the recall itself
+    off = NameIndex(threshold=0.6, filter_bits=0)
+    off.add(corpus[:800])
+    assert off.filter_cutoff() is None and off.params.recall == 0.95
+    assert np.array_equal(off.candidate_pairs(corpus[:800])[0], off.candidate_pairs(corpus[:800], filtered=False)[0])
+    # more filter bits than the signature has: the filter reads them all
+    assert NameIndex(threshold=0.6, max_bands=8, filter_bits=10**6).filter_bits == NameIndex(
+        threshold=0.6, max_bands=8
+    ).params.bits
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"filter_bits": -1}, "filter_bits must not be negative"),
+        ({"filter_miss": 0.0}, "filter_miss must be above 0"),
+        ({"filter_miss": 0.05}, r"below 1 - recall = 0\.05"),
+        ({"recall": 0.99, "filter_miss": 0.02}, r"below 1 - recall = 0\.01"),
+        ({"recall": 1.0}, "recall must be strictly between 0 and 1"),
+    ],
+)
+def test_index_refuses_a_filter_that_cannot_keep_its_promise(kwargs: dict, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        NameIndex(**kwargs)
+
+
 def test_incremental_adds_with_frozen_idf_equal_a_full_rebuild(corpus: list[str]) -> None:
     first, later = corpus[:2000], corpus[2000:]
     grown = NameIndex(rebuild_growth=0)
@@ -477,6 +529,26 @@ def test_serialized_index_answers_like_the_original(corpus: list[str]) -> None:
     # an index with no LSH yet round-trips too
     empty = NameIndex.from_bytes(NameIndex().to_bytes())
     assert len(empty) == 0 and empty.frozen_size == 0
+
+
+def test_version_1_bytes_still_read_as_an_unfiltered_index(corpus: list[str]) -> None:
+    import io
+
+    old = NameIndex(threshold=0.6, filter_bits=0)  # what version 1 was: bands for the recall, no filter
+    old.add(corpus[:1500])
+    old.rebuild()
+    with np.load(io.BytesIO(old.to_bytes())) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["version"] = 1
+    del meta["filter_bits"], meta["filter_miss"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    back = NameIndex.from_bytes(buf.getvalue())
+    assert back.filter_bits == 0 and back.params == old.params
+    for name in corpus[:1500:211]:
+        assert back.neighbours(name, 0.6, method="lsh") == old.neighbours(name, 0.6, method="lsh")
 
 
 def test_damaged_or_foreign_bytes_are_refused() -> None:
