@@ -38,7 +38,10 @@ The floor of this scheme is worth knowing: two vectors that share nothing (cosin
 agree on a bit half the time. At threshold 0.6 and recall 0.95, 198 bands of 12 bits let
 4.7% of unrelated pairs through, the default 140 bands of 17 bits probed at radius 1 let
 1.9% through, and 0.1% would take at least 903 bands of 29 bits probed at radius 2: seven
-gigabytes of tables per million vectors and 400,000 probes a query.
+gigabytes of tables per million vectors and 400,000 probes a query. Hence a second stage
+(:class:`SignatureFilter`): the Hamming distance over the first few hundred signature bits
+estimates each candidate's angle, and only candidates within a binomial cutoff are compared
+exactly (a pair at the threshold is dropped with a stated, small probability).
 """
 
 from __future__ import annotations
