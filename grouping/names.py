@@ -341,10 +341,11 @@ class NameIndex:
     - **LSH** (:mod:`grouping.lsh`): signatures are hashed with the IDF *frozen* at the last
       :meth:`rebuild`; metrics added later are hashed with that frozen IDF (a pair unseen at
       the freeze weighs as a pair held by one metric), so adds never re-hash old rows.
-      When the index has grown by ``rebuild_growth`` (default: doubled) since the freeze,
-      :attr:`rebuild_due` turns true; queries keep answering with the frozen IDF and never
-      rebuild (seconds at a million names), the caller runs :meth:`rebuild_if_due` off its hot
-      path: amortized O(1) per metric. Nothing is hashed until an LSH query (or
+      When the index has grown by ``rebuild_growth`` (default: doubled) since the freeze, or
+      its IDF has drifted by more than ``rebuild_drift`` (a family of names unseen at the
+      freeze arrived, :meth:`idf_drift`), :attr:`rebuild_due` turns true; queries keep
+      answering with the frozen IDF and never rebuild (seconds at a million names), the caller
+      runs :meth:`rebuild_if_due` off its hot path: amortized O(1) per metric. Nothing is hashed until an LSH query (or
       :meth:`rebuild`) needs it.
     - **Two stages before the exact cosine**: LSH banding proposes candidates, then a Hamming
       filter on the first ``filter_bits`` signature bits drops those whose estimated angle is
@@ -369,6 +370,7 @@ class NameIndex:
         max_probes: int = 4096,
         seed: int = 0,
         rebuild_growth: float = 1.0,
+        rebuild_drift: float = 0.1,
         exact_below: int = 5000,
         exact_pairs_below: int = 20_000,
         graphite: GraphiteTemplates | None = None,
@@ -380,6 +382,8 @@ class NameIndex:
             raise ValueError(f"workers must be at least 1, got {workers}")
         if rebuild_growth < 0:
             raise ValueError(f"rebuild_growth must not be negative (0 = never rebuild on growth), got {rebuild_growth}")
+        if not rebuild_drift >= 0:
+            raise ValueError(f"rebuild_drift must not be negative (0 = never rebuild on drift), got {rebuild_drift}")
         if exact_below < 0 or exact_pairs_below < 0:
             raise ValueError(
                 f"exact_below and exact_pairs_below must not be negative, got {exact_below}, {exact_pairs_below}"
@@ -403,6 +407,7 @@ class NameIndex:
         self.max_probes = max_probes
         self.seed = int(seed)
         self.rebuild_growth = float(rebuild_growth)
+        self.rebuild_drift = float(rebuild_drift)
         self.exact_below = int(exact_below)
         self.exact_pairs_below = int(exact_pairs_below)
         self.graphite = graphite
@@ -642,6 +647,24 @@ class NameIndex:
         df[: len(self._frozen_df)] = self._frozen_df
         return np.log(max(self._frozen_n, 1) / np.maximum(df, 1.0))
 
+    def idf_drift(self) -> float:
+        """How far the frozen IDF the LSH hashes with has drifted from the current one (0: not at all).
+
+        The relative L1 error of the weights over every metric's pairs:
+        ``sum_pairs df * |w_frozen - w_now| / sum_pairs df * w_now``. Growth that keeps the mix of
+        names changes little (document frequencies and ``N`` grow together); a family of names
+        unseen at the freeze changes much (its common pairs weigh ``log(N_frozen)`` to the hash).
+        0 when no LSH has been built.
+        """
+        if self._tables is None or not len(self):
+            return 0.0
+        df = self._df.view().astype(np.float64)
+        now = self.idf()
+        total = float(df @ now)
+        if total <= 0.0:
+            return 0.0
+        return float(df @ np.abs(self.frozen_idf() - now)) / total
+
     @property
     def frozen_size(self) -> int:
         """How many metrics the frozen IDF was computed over (0: no LSH built yet)."""
@@ -688,12 +711,14 @@ class NameIndex:
 
     @property
     def rebuild_due(self) -> bool:
-        """Whether the index has grown by ``rebuild_growth`` since the IDF was frozen (see :meth:`rebuild_if_due`)."""
-        return (
-            self._tables is not None
-            and self.rebuild_growth > 0
-            and len(self) >= (1.0 + self.rebuild_growth) * self._frozen_n
-        )
+        """Whether the LSH should be re-frozen (see :meth:`rebuild_if_due`): the index has grown by
+        ``rebuild_growth`` since the IDF was frozen, or the IDF has drifted by more than
+        ``rebuild_drift`` (:meth:`idf_drift`, O(vocabulary))."""
+        if self._tables is None:
+            return False
+        if self.rebuild_growth > 0 and len(self) >= (1.0 + self.rebuild_growth) * self._frozen_n:
+            return True
+        return self.rebuild_drift > 0 and self.idf_drift() > self.rebuild_drift
 
     def rebuild_if_due(self) -> bool:
         """Re-freeze the IDF and re-hash everything if :attr:`rebuild_due`; returns whether it did.
@@ -832,6 +857,7 @@ class NameIndex:
             "max_probes": self.max_probes,
             "seed": self.seed,
             "rebuild_growth": self.rebuild_growth,
+            "rebuild_drift": self.rebuild_drift,
             "exact_below": self.exact_below,
             "exact_pairs_below": self.exact_pairs_below,
             "graphite": None if self.graphite is None else self.graphite.to_config(),
@@ -880,6 +906,7 @@ class NameIndex:
                 max_probes=meta["max_probes"],
                 seed=meta["seed"],
                 rebuild_growth=meta["rebuild_growth"],
+                rebuild_drift=meta.get("rebuild_drift", 0.1),
                 exact_below=meta["exact_below"],
                 exact_pairs_below=meta["exact_pairs_below"],
                 graphite=graphite,

@@ -499,12 +499,41 @@ def test_queries_never_rebuild_they_mark_a_rebuild_due(corpus: list[str], monkey
     assert idx.rebuild_if_due() is True
     assert idx.frozen_size == 1100 and not idx.rebuild_due
     assert idx.rebuild_if_due() is False and idx.frozen_size == 1100
-    # rebuild_growth=0: never due
-    never = NameIndex(rebuild_growth=0)
+    # rebuild_growth=0 and rebuild_drift=0: never due (10 to 500 names drifts far: due by drift alone)
+    drifted = NameIndex(rebuild_growth=0)
+    drifted.add(corpus[:10])
+    drifted.rebuild()
+    drifted.add(corpus[10:500])
+    assert drifted.idf_drift() > 0.1 and drifted.rebuild_due
+    never = NameIndex(rebuild_growth=0, rebuild_drift=0)
     never.add(corpus[:10])
     never.rebuild()
     never.add(corpus[10:500])
     assert not never.rebuild_due and never.rebuild_if_due() is False and never.frozen_size == 10
+
+
+def test_a_family_unseen_at_the_freeze_makes_a_rebuild_due_before_the_index_doubles(corpus: list[str]) -> None:
+    business = [n for n in corpus if not n.startswith(tuple(INFRA_METRICS))]
+    infra = [n for n in corpus if n.startswith(tuple(INFRA_METRICS))]
+    idx = NameIndex(rebuild_growth=1.0)
+    idx.add(business[:1500])
+    assert idx.idf_drift() == 0.0  # no LSH yet: nothing frozen to drift from
+    idx.rebuild()
+    assert idx.idf_drift() == pytest.approx(0.0, abs=1e-12)
+    idx.add(business[1500:2200])  # more of the same mix: the weights hardly move
+    assert idx.idf_drift() < 0.05 and not idx.rebuild_due
+    idx.add(infra[:700])  # a new family: its common pairs weigh log(N_frozen) to the hash
+    assert len(idx) < 2 * idx.frozen_size
+    assert idx.idf_drift() > 0.1 and idx.rebuild_due
+    assert idx.rebuild_if_due() and idx.idf_drift() == pytest.approx(0.0, abs=1e-12) and not idx.rebuild_due
+    # rebuild_drift=0: only growth counts
+    growth_only = NameIndex(rebuild_drift=0)
+    growth_only.add(business[:1500])
+    growth_only.rebuild()
+    growth_only.add(infra[:700])
+    assert growth_only.idf_drift() > 0.1 and not growth_only.rebuild_due
+    with pytest.raises(ValueError, match="rebuild_drift"):
+        NameIndex(rebuild_drift=-0.1)
 
 
 def test_serialized_index_answers_like_the_original(corpus: list[str]) -> None:
@@ -520,6 +549,7 @@ def test_serialized_index_answers_like_the_original(corpus: list[str]) -> None:
     back = NameIndex.from_bytes(data)
     assert list(back.names) == list(idx.names)
     assert back.params == idx.params and back.seed == 3 and back.graphite is not None
+    assert back.rebuild_drift == idx.rebuild_drift and back.filter_bits == idx.filter_bits
     assert np.allclose(back.idf(), idx.idf())
     assert back.frozen_size == idx.frozen_size
     assert np.array_equal(back.signatures(), idx.signatures())
