@@ -225,6 +225,7 @@ def drift(
         idx.add(stream[half:])
         idx.signatures()  # the second half hashed with the frozen IDF
         frozen = sample_recall(idx, probe)
+        idf_drift, due = idx.idf_drift(), idx.rebuild_due  # rebuild_growth=0: due by drift alone
         idx.rebuild()  # re-freeze over everything
         fresh = sample_recall(idx, probe)
         out[label] = {
@@ -234,6 +235,8 @@ def drift(
             "compared_fraction_rebuilt": fresh["compared_fraction"],
             "lsh_candidate_fraction_frozen": frozen["lsh_candidate_fraction"],
             "lsh_candidate_fraction_rebuilt": fresh["lsh_candidate_fraction"],
+            "idf_drift": idf_drift,
+            "rebuild_due_by_drift": due,
         }
         del idx
         gc.collect()
@@ -338,6 +341,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         back.neighbours(q, THRESHOLD) == idx.neighbours(q, THRESHOLD) for q in queries[:20]
     )
     del data, back
+    final["peak_rss_mb_after_persistence"] = peak_rss_mb()
     clash = set(rec) & set(final)
     if clash:
         raise AssertionError(f"bench keys collide: {sorted(clash)}")
@@ -422,7 +426,8 @@ def table(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"persistence: to_bytes {r['to_bytes_s']:.1f} s ({r['persist_mb']:.0f} MB), "
-        f"from_bytes {r['from_bytes_s']:.1f} s, restored index answers alike: {r['restored_answers_alike']}",
+        f"from_bytes {r['from_bytes_s']:.1f} s, restored index answers alike: {r['restored_answers_alike']}; "
+        f"peak RSS {r['peak_rss_mb_after_persistence']:.0f} MB (both indexes and the bytes held)",
     ]
     if "drift" in r:
         d = r["drift"]
@@ -432,7 +437,8 @@ def table(r: dict[str, Any]) -> str:
             lines.append(
                 f"  {text:<27} recall {x['recall_frozen']:.4f} frozen, {x['recall_rebuilt']:.4f} rebuilt; "
                 f"LSH candidates {x['lsh_candidate_fraction_frozen']:.2%} / {x['lsh_candidate_fraction_rebuilt']:.2%}, "
-                f"compared exactly {x['compared_fraction_frozen']:.4%} / {x['compared_fraction_rebuilt']:.4%}"
+                f"compared exactly {x['compared_fraction_frozen']:.4%} / {x['compared_fraction_rebuilt']:.4%}; "
+                f"IDF drift {x['idf_drift']:.3f}, rebuild due: {x['rebuild_due_by_drift']}"
             )
     lines += ["", f"peak RSS at the end of the run: {r['peak_rss_mb_end']:.0f} MB (drift indexes included)"]
     return "\n".join(lines)
