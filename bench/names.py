@@ -440,7 +440,11 @@ def table(r: dict[str, Any]) -> str:
                 f"compared exactly {x['compared_fraction_frozen']:.4%} / {x['compared_fraction_rebuilt']:.4%}; "
                 f"IDF drift {x['idf_drift']:.3f}, rebuild due: {x['rebuild_due_by_drift']}"
             )
-    lines += ["", f"peak RSS at the end of the run: {r['peak_rss_mb_end']:.0f} MB (drift indexes included)"]
+    lines += [
+        "",
+        f"peak RSS at the end of the run: {r['peak_rss_mb_end']:.0f} MB "
+        "(persistence round trip and drift indexes included)",
+    ]
     return "\n".join(lines)
 
 
