@@ -464,9 +464,25 @@ def pack_signature_bits(keys: np.ndarray, rows: int, n_bits: int) -> np.ndarray:
     return out
 
 
+_POPCOUNT8 = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
+
+
+def _popcount_rows_table(x: np.ndarray) -> np.ndarray:
+    """Set bits per row of a uint64 array through a byte table (numpy < 2.0 has no ``bitwise_count``)."""
+    x = np.ascontiguousarray(x, dtype=np.uint64)
+    return _POPCOUNT8[x.view(np.uint8)].sum(axis=-1, dtype=np.int64)
+
+
+def _popcount_rows(x: np.ndarray) -> np.ndarray:
+    """Set bits per row of a uint64 array."""
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0: a popcount instruction per word
+        return np.bitwise_count(x).sum(axis=-1, dtype=np.int64)
+    return _popcount_rows_table(x)
+
+
 def hamming_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Bits that differ between rows of packed signatures ``a`` and ``b`` (same shape, or one row against many)."""
-    return np.bitwise_count(np.bitwise_xor(a, b)).sum(axis=-1, dtype=np.int64)
+    return _popcount_rows(np.bitwise_xor(a, b))
 
 
 class SignatureFilter:
