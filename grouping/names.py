@@ -345,8 +345,8 @@ class NameIndex:
       its IDF has drifted by more than ``rebuild_drift`` (a family of names unseen at the
       freeze arrived, :meth:`idf_drift`), :attr:`rebuild_due` turns true; queries keep
       answering with the frozen IDF and never rebuild (seconds at a million names), the caller
-      runs :meth:`rebuild_if_due` off its hot path: amortized O(1) per metric. Nothing is hashed until an LSH query (or
-      :meth:`rebuild`) needs it.
+      runs :meth:`rebuild_if_due` off its hot path: amortized O(1) per metric. Nothing is
+      hashed until an LSH query (or :meth:`rebuild`) needs it.
     - **Two stages before the exact cosine**: LSH banding proposes candidates, then a Hamming
       filter on the first ``filter_bits`` signature bits drops those whose estimated angle is
       clearly too wide (:class:`grouping.lsh.SignatureFilter`; a pair at the threshold is
