@@ -9,11 +9,15 @@ What it measures, all in one run:
 
 - build: parsing and indexing the names (``add``) and hashing them into the LSH (``rebuild``),
   wall time and the process's peak RSS right after (names list included);
-- one ``neighbours`` query per sampled metric: latency and how many candidates it compared;
+- one ``neighbours`` query per sampled metric: latency, how many candidates the LSH bands
+  proposed and how many of those passed the Hamming filter to the exact cosine;
 - a random sample (20,000 names): every pair with cosine >= 0.6 found by brute force (exact
   sparse products, the baseline, timed) against the pairs LSH finds: recall, and the share of
-  all sample pairs that LSH compared exactly;
-- the whole index: an upper bound on the share of all pairs the LSH buckets would compare;
+  all sample pairs that reach the exact cosine (``compared_fraction``, what the target
+  "exactly compared pairs <= 0.1%" refers to) next to the share the bands proposed before the
+  filter (``lsh_candidate_fraction``);
+- the whole index: an upper bound on the share of all pairs the LSH buckets would propose
+  (before the filter);
 - ``similar_pairs`` over 10,000 names drawn from the index;
 - IDF drift: recall when the second half of the names is hashed with the IDF frozen over the
   first half (a shuffled stream, and a stream whose second half is a family never seen before).
@@ -36,9 +40,17 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
+
+# run as a script, this directory comes first on sys.path, and bench/grouping.py would shadow the
+# grouping package: put the project root in its place
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 from grouping.names import NameIndex
 from workers.simulator import BUSINESS_WHAT, COUNTRIES, DEVICES, INFRA_METRICS, OSES, PRODUCTS, REGIONS, SERVICES
@@ -123,6 +135,34 @@ def pair_set(pairs: list[tuple[int, int, float]]) -> dict[tuple[int, int], float
     return {(i, j): s for i, j, s in pairs}
 
 
+def prefix_filter_fraction(idx: NameIndex, sample: list[str]) -> float:
+    """The alternative second stage, measured: the share of the sample's pairs an All-Pairs style
+    prefix-filtering join at cosine 0.6 would verify exactly.
+
+    Each unit vector's pairs are ordered rarest first; its prefix is the leading pairs until the
+    norm of what is left drops below the threshold, so two names at cosine >= 0.6 share a pair of
+    one's prefix. A join indexes prefixes and probes with whole vectors in the sample's order:
+    pair ``(x, y)``, ``x`` before ``y``, is verified when ``y`` holds a pair of ``x``'s prefix.
+    No further bounds (length, remaining score), so an upper bound on what a tuned join verifies.
+    """
+    vec = idx.vectors(sample)
+    df = idx.doc_freq()
+    rank = np.empty(len(df), dtype=np.int64)
+    rank[np.argsort(df, kind="stable")] = np.arange(len(df))
+    n = vec.shape[0]
+    row = np.repeat(np.arange(n), np.diff(vec.indptr))
+    order = np.lexsort((rank[vec.indices], row))
+    cols, data = vec.indices[order], vec.data[order]
+    sq = data * data
+    csum = np.cumsum(sq)
+    suffix = csum[vec.indptr[1:] - 1][row] - csum + sq  # squared norm from each pair to the row's end
+    pref = np.sqrt(np.maximum(suffix, 0.0)) >= THRESHOLD - 1e-9
+    prefix = sp.csr_matrix((np.ones(int(pref.sum())), (row[pref], cols[pref])), shape=vec.shape)
+    full = sp.csr_matrix((np.ones(len(cols)), (row, cols)), shape=vec.shape)
+    hits = sp.coo_matrix(prefix @ full.T)
+    return int((hits.row < hits.col).sum()) / (n * (n - 1) / 2)
+
+
 def sample_recall(idx: NameIndex, sample: list[str]) -> dict[str, Any]:
     """Brute force (the baseline) against LSH on one sample of names."""
     m = len(sample)
@@ -133,6 +173,7 @@ def sample_recall(idx: NameIndex, sample: list[str]) -> dict[str, Any]:
     found = pair_set(idx.similar_pairs(sample, THRESHOLD, method="lsh"))
     lsh_s = time.perf_counter() - t
     ci, _ = idx.candidate_pairs(sample)
+    li, _ = idx.candidate_pairs(sample, filtered=False)
     hit = [k for k in exact if k in found]
     sims = np.array(list(exact.values()))
     near = {k for k, s in exact.items() if s < THRESHOLD + 0.05}
@@ -151,6 +192,8 @@ def sample_recall(idx: NameIndex, sample: list[str]) -> dict[str, Any]:
         "false_found": sum(1 for k in found if k not in exact),
         "compared_pairs": len(ci),
         "compared_fraction": len(ci) / (m * (m - 1) / 2),
+        "lsh_candidate_pairs": len(li),
+        "lsh_candidate_fraction": len(li) / (m * (m - 1) / 2),
         "true_fraction": len(exact) / (m * (m - 1) / 2),
         "baseline_s": baseline_s,
         "sample_lsh_s": lsh_s,
@@ -159,7 +202,9 @@ def sample_recall(idx: NameIndex, sample: list[str]) -> dict[str, Any]:
     }
 
 
-def drift(names: list[str], is_business: np.ndarray, size: int, sample: int, seed: int, workers: int) -> dict:
+def drift(
+    names: list[str], is_business: np.ndarray, size: int, sample: int, seed: int, workers: int, **filter_kw: Any
+) -> dict:
     """Recall when half the names are hashed with an IDF frozen over the other half."""
     rng = np.random.default_rng(seed + 1)
     pick = np.sort(rng.choice(len(names), size=min(size, len(names)), replace=False))
@@ -174,12 +219,13 @@ def drift(names: list[str], is_business: np.ndarray, size: int, sample: int, see
     for label, order in scenarios.items():
         stream = [sub[i] for i in order]
         half = len(stream) // 2
-        idx = NameIndex(THRESHOLD, RECALL, rebuild_growth=0, workers=workers)
+        idx = NameIndex(THRESHOLD, RECALL, rebuild_growth=0, workers=workers, **filter_kw)
         idx.add(stream[:half])
         idx.rebuild()
         idx.add(stream[half:])
         idx.signatures()  # the second half hashed with the frozen IDF
         frozen = sample_recall(idx, probe)
+        idf_drift, due = idx.idf_drift(), idx.rebuild_due  # rebuild_growth=0: due by drift alone
         idx.rebuild()  # re-freeze over everything
         fresh = sample_recall(idx, probe)
         out[label] = {
@@ -187,6 +233,10 @@ def drift(names: list[str], is_business: np.ndarray, size: int, sample: int, see
             "recall_rebuilt": fresh["recall"],
             "compared_fraction_frozen": frozen["compared_fraction"],
             "compared_fraction_rebuilt": fresh["compared_fraction"],
+            "lsh_candidate_fraction_frozen": frozen["lsh_candidate_fraction"],
+            "lsh_candidate_fraction_rebuilt": fresh["lsh_candidate_fraction"],
+            "idf_drift": idf_drift,
+            "rebuild_due_by_drift": due,
         }
         del idx
         gc.collect()
@@ -199,7 +249,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names, is_business = generate(args.metrics, args.seed)
     gen_s = time.perf_counter() - t
 
-    idx = NameIndex(THRESHOLD, RECALL, max_bands=args.max_bands, max_probes=args.max_probes, workers=args.workers)
+    filter_kw = {"filter_bits": args.filter_bits, "filter_miss": args.filter_miss}
+    idx = NameIndex(
+        THRESHOLD, RECALL, max_bands=args.max_bands, max_probes=args.max_probes, workers=args.workers, **filter_kw
+    )
     t, c = time.perf_counter(), time.process_time()
     idx.add(names)
     add_s, add_cpu = time.perf_counter() - t, time.process_time() - c
@@ -210,7 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     queries = [idx.names[i] for i in rng.choice(len(idx), size=min(args.queries, len(idx)), replace=False)]
     idx.neighbours(queries[0], THRESHOLD)  # the first query computes the row norms once
-    lat, cpu, cands, hits = [], [], [], []
+    lat, cpu, cands, lsh_cands, hits = [], [], [], [], []
     for q in queries:
         t, c = time.perf_counter(), time.thread_time()
         res = idx.neighbours(q, THRESHOLD)
@@ -219,12 +272,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         hits.append(len(res))
     for q in queries[:200]:
         cands.append(len(idx.candidates(q)))
+        lsh_cands.append(len(idx.candidates(q, filtered=False)))
     lat_ms = np.array(lat) * 1e3
 
     bucket_pairs = idx.bucket_pairs()
     n = len(idx)
     sample = [idx.names[i] for i in rng.choice(n, size=min(args.sample, n), replace=False)]
     rec = sample_recall(idx, sample)
+    rec["prefix_filter_fraction"] = prefix_filter_fraction(idx, sample)
 
     draw = [idx.names[i] for i in rng.choice(n, size=min(args.pairs, n), replace=False)]
     t = time.perf_counter()
@@ -234,6 +289,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     got_exact = idx.similar_pairs(draw, THRESHOLD, method="exact")
     draw_exact_s = time.perf_counter() - t
     draw_compared = len(idx.candidate_pairs(draw)[0])
+    draw_lsh = len(idx.candidate_pairs(draw, filtered=False)[0])
     final = {
         "metrics": n,
         "vocabulary": idx.vocabulary_size,
@@ -243,6 +299,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "probes_per_query": idx.params.probes,
         "threshold": THRESHOLD,
         "target_recall": RECALL,
+        "lsh_recall": idx.params.recall,
+        "filter_bits": idx.filter_bits,
+        "filter_miss": idx.filter_miss,
+        "filter_cutoff": idx.filter_cutoff(THRESHOLD),
         "theory_false_positive_at_cosine_0": idx.params.false_positive_rate(0.0),
         "workers": args.workers,
         "generate_s": gen_s,
@@ -258,15 +318,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "query_ms_p99": float(np.percentile(lat_ms, 99)),
         "query_cpu_ms_p50": float(np.percentile(np.array(cpu) * 1e3, 50)),
         "query_candidates_fraction": float(np.mean(cands) / n),
+        "query_lsh_candidates_fraction": float(np.mean(lsh_cands) / n),
         "query_neighbours_mean": float(np.mean(hits)),
         "sample": len(sample),
-        "index_compared_fraction_bound": bucket_pairs / (n * (n - 1) / 2),
+        "index_lsh_candidate_fraction_bound": bucket_pairs / (n * (n - 1) / 2),
         "draw_names": len(draw),
         "draw_lsh_s": draw_s,
         "draw_exact_s": draw_exact_s,
         "draw_pairs_found": len(got),
         "draw_pairs_true": len(got_exact),
         "draw_compared_fraction": draw_compared / (len(draw) * (len(draw) - 1) / 2),
+        "draw_lsh_candidate_fraction": draw_lsh / (len(draw) * (len(draw) - 1) / 2),
     }
     t = time.perf_counter()
     data = idx.to_bytes()
@@ -279,6 +341,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         back.neighbours(q, THRESHOLD) == idx.neighbours(q, THRESHOLD) for q in queries[:20]
     )
     del data, back
+    final["peak_rss_mb_after_persistence"] = peak_rss_mb()
     clash = set(rec) & set(final)
     if clash:
         raise AssertionError(f"bench keys collide: {sorted(clash)}")
@@ -286,7 +349,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     del idx
     gc.collect()
     if args.drift_metrics:
-        final["drift"] = drift(names, is_business, args.drift_metrics, args.drift_sample, args.seed, args.workers)
+        final["drift"] = drift(
+            names, is_business, args.drift_metrics, args.drift_sample, args.seed, args.workers, **filter_kw
+        )
     final["peak_rss_mb_end"] = peak_rss_mb()
     final["load_average_1m"] = os.getloadavg()[0]
     final["cpus"] = os.cpu_count()
@@ -308,7 +373,13 @@ def table(r: dict[str, Any]) -> str:
         f"LSH: cosine >= {r['threshold']} with recall >= {r['target_recall']}: "
         f"{r['bands']} bands x {r['rows']} bits, probe radius {r['probe_radius']} "
         f"({r['probes_per_query']} buckets a query; theory: unrelated pairs collide "
-        f"{r['theory_false_positive_at_cosine_0']:.2%})",
+        f"{r['theory_false_positive_at_cosine_0']:.2%}); bands derived for recall {r['lsh_recall']:.4f}",
+        (
+            f"Hamming filter: first {r['filter_bits']} signature bits, a pair at cosine 0.6 dropped with "
+            f"probability <= {r['filter_miss']:g} (kept when at most {r['filter_cutoff']} bits differ)"
+            if r["filter_bits"]
+            else "Hamming filter: off"
+        ),
         "",
         "build",
         f"  parse + index (add)         {r['add_s']:8.1f} s",
@@ -322,7 +393,8 @@ def table(r: dict[str, Any]) -> str:
         f"  latency p50 / p90 / p99     {r['query_ms_p50']:6.1f} / {r['query_ms_p90']:.1f} / {r['query_ms_p99']:.1f} ms"
         + ok("query_ms_p50"),
         f"  CPU time p50                {r['query_cpu_ms_p50']:8.1f} ms",
-        f"  candidates compared         {r['query_candidates_fraction']:8.2%} of the index",
+        f"  LSH candidates              {r['query_lsh_candidates_fraction']:8.3%} of the index",
+        f"  compared exactly (filtered) {r['query_candidates_fraction']:8.3%} of the index",
         f"  neighbours found (mean)     {r['query_neighbours_mean']:8.1f}",
         "",
         f"all pairs with cosine >= 0.6 in a sample of {r['sample']:,} names",
@@ -339,18 +411,23 @@ def table(r: dict[str, Any]) -> str:
         ),
         "  recall by cosine            "
         + ", ".join(f">={lo:.2f}: {rec:.4f} ({n:,})" for lo, n, rec in r["recall_by_cosine"]),
-        f"  pairs compared exactly      {r['compared_fraction']:8.3%} of all pairs" + ok("compared_fraction"),
-        f"  whole index (bucket bound)  {r['index_compared_fraction_bound']:8.3%} of all pairs",
+        f"  LSH candidates (bands)      {r['lsh_candidate_fraction']:8.3%} of all pairs",
+        f"  pairs compared exactly      {r['compared_fraction']:8.4%} of all pairs (after the filter)"
+        + ok("compared_fraction"),
+        f"  alternative: prefix filter  {r['prefix_filter_fraction']:8.3%} of all pairs (All-Pairs prefixes, no LSH)",
+        f"  whole index, LSH candidates {r['index_lsh_candidate_fraction_bound']:8.3%} of all pairs (bucket bound)",
         "",
         f"similar_pairs(names, 0.6) over {r['draw_names']:,} names drawn from the index",
         f"  LSH + exact check           {r['draw_lsh_s']:8.2f} s, {r['draw_pairs_found']:,} pairs, "
-        f"{r['draw_compared_fraction']:.2%} of pairs compared",
+        f"{r['draw_lsh_candidate_fraction']:.2%} of pairs LSH candidates, {r['draw_compared_fraction']:.4%} "
+        "compared exactly",
         f"  exact (sparse products)     {r['draw_exact_s']:8.2f} s, {r['draw_pairs_true']:,} pairs",
     ]
     lines += [
         "",
         f"persistence: to_bytes {r['to_bytes_s']:.1f} s ({r['persist_mb']:.0f} MB), "
-        f"from_bytes {r['from_bytes_s']:.1f} s, restored index answers alike: {r['restored_answers_alike']}",
+        f"from_bytes {r['from_bytes_s']:.1f} s, restored index answers alike: {r['restored_answers_alike']}; "
+        f"peak RSS {r['peak_rss_mb_after_persistence']:.0f} MB (both indexes and the bytes held)",
     ]
     if "drift" in r:
         d = r["drift"]
@@ -359,9 +436,15 @@ def table(r: dict[str, Any]) -> str:
             x = d[label]
             lines.append(
                 f"  {text:<27} recall {x['recall_frozen']:.4f} frozen, {x['recall_rebuilt']:.4f} rebuilt; "
-                f"compared {x['compared_fraction_frozen']:.2%} / {x['compared_fraction_rebuilt']:.2%}"
+                f"LSH candidates {x['lsh_candidate_fraction_frozen']:.2%} / {x['lsh_candidate_fraction_rebuilt']:.2%}, "
+                f"compared exactly {x['compared_fraction_frozen']:.4%} / {x['compared_fraction_rebuilt']:.4%}; "
+                f"IDF drift {x['idf_drift']:.3f}, rebuild due: {x['rebuild_due_by_drift']}"
             )
-    lines += ["", f"peak RSS at the end of the run: {r['peak_rss_mb_end']:.0f} MB (drift indexes included)"]
+    lines += [
+        "",
+        f"peak RSS at the end of the run: {r['peak_rss_mb_end']:.0f} MB "
+        "(persistence round trip and drift indexes included)",
+    ]
     return "\n".join(lines)
 
 
@@ -374,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="threads for hashing and tables (default 2: the 2 cores)")
     ap.add_argument("--max-bands", type=int, default=160, help="LSH band budget (memory per name: 6-8 bytes a band)")
     ap.add_argument("--max-probes", type=int, default=4096, help="LSH budget of buckets one query looks in")
+    ap.add_argument("--filter-bits", type=int, default=512, help="Hamming filter bits (0: no filter, the baseline)")
+    ap.add_argument("--filter-miss", type=float, default=0.002, help="filter's drop probability at the threshold")
     ap.add_argument("--queries", type=int, default=None, help="neighbours queries timed (default 1000; quick 200)")
     ap.add_argument("--sample", type=int, default=None, help="names in the brute-force sample (default 20,000)")
     ap.add_argument("--pairs", type=int, default=10_000, help="names in the similar_pairs query (default 10,000)")

@@ -38,7 +38,10 @@ The floor of this scheme is worth knowing: two vectors that share nothing (cosin
 agree on a bit half the time. At threshold 0.6 and recall 0.95, 198 bands of 12 bits let
 4.7% of unrelated pairs through, the default 140 bands of 17 bits probed at radius 1 let
 1.9% through, and 0.1% would take at least 903 bands of 29 bits probed at radius 2: seven
-gigabytes of tables per million vectors and 400,000 probes a query.
+gigabytes of tables per million vectors and 400,000 probes a query. Hence a second stage
+(:class:`SignatureFilter`): the Hamming distance over the first few hundred signature bits
+estimates each candidate's angle, and only candidates within a binomial cutoff are compared
+exactly (a pair at the threshold is dropped with a stated, small probability).
 """
 
 from __future__ import annotations
@@ -402,6 +405,156 @@ def signatures(
     return out
 
 
+# -- second stage: Hamming filter ---------------------------------------------------------
+
+
+def hamming_cutoff(threshold: float, n_bits: int, miss: float) -> int:
+    """The largest Hamming distance, over ``n_bits`` sign bits, at which a pair is kept.
+
+    Two vectors at cosine ``c`` differ on each bit independently with probability
+    ``q(c) = θ/π = arccos(c)/π``, so their distance is ``Binomial(n_bits, q(c))``. The cutoff
+    is the smallest ``d`` with ``P(Binomial(n_bits, q(threshold)) > d) <= miss``: a pair at the
+    threshold is dropped with probability at most ``miss``, and a pair above it (smaller
+    ``q``, a stochastically smaller distance) even less often. Exact binomial tail
+    (``scipy.special.bdtr``), not a normal approximation.
+    """
+    if n_bits < 1:
+        raise LSHError(f"a Hamming filter needs at least 1 bit, got {n_bits}")
+    if not 0.0 < miss < 1.0:
+        raise LSHError(f"the Hamming filter's miss probability must be strictly between 0 and 1, got {miss}")
+    from scipy.special import bdtr
+
+    q = 1.0 - float(bit_collision_probability(threshold))
+    cdf = bdtr(np.arange(n_bits + 1), n_bits, q)
+    # first d whose CDF reaches 1 - miss; n_bits (keep everything) when rounding never lets it
+    ok = np.flatnonzero(cdf >= 1.0 - miss)
+    return int(ok[0]) if len(ok) else n_bits
+
+
+def estimated_cosine(distance: np.ndarray | int, n_bits: int) -> np.ndarray:
+    """The cosine a Hamming distance over ``n_bits`` sign bits points to: ``cos(π * distance / n_bits)``."""
+    return np.cos(np.pi * np.asarray(distance, dtype=np.float64) / n_bits)
+
+
+def pack_signature_bits(keys: np.ndarray, rows: int, n_bits: int) -> np.ndarray:
+    """The first ``n_bits`` signature bits of every row, packed: ``(n, ceil(n_bits / 64))`` uint64.
+
+    ``keys`` are ``(bands, n)`` band keys of ``rows`` bits (as :func:`signatures` returns them);
+    bit ``k`` of the result (word ``k // 64``, bit ``k % 64``) is hyperplane ``k``, the bit
+    ``projection_signs`` gives. Rebuilt from the band keys, so nothing new is hashed or stored
+    on disk; row-major, so one candidate's bits are one contiguous read.
+    """
+    keys = np.asarray(keys)
+    if keys.ndim != 2:
+        raise LSHError(f"band keys must be a (bands, rows) array, got shape {keys.shape}")
+    bands, n = keys.shape
+    if not 1 <= n_bits <= bands * rows:
+        raise LSHError(f"can pack 1..{bands * rows} bits from {bands} bands of {rows}, asked for {n_bits}")
+    words = (n_bits + 63) // 64
+    out = np.zeros((n, words), dtype=np.uint64)
+    for band in range((n_bits + rows - 1) // rows):
+        take = min(rows, n_bits - band * rows)
+        k = keys[band].astype(np.uint64)
+        if take < 64:
+            k &= np.uint64((1 << take) - 1)
+        word, shift = divmod(band * rows, 64)
+        out[:, word] |= k << np.uint64(shift)
+        if shift + take > 64:
+            out[:, word + 1] |= k >> np.uint64(64 - shift)
+    return out
+
+
+_POPCOUNT8 = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
+
+
+def _popcount_rows_table(x: np.ndarray) -> np.ndarray:
+    """Set bits per row of a uint64 array through a byte table (numpy < 2.0 has no ``bitwise_count``)."""
+    x = np.ascontiguousarray(x, dtype=np.uint64)
+    return _POPCOUNT8[x.view(np.uint8)].sum(axis=-1, dtype=np.int64)
+
+
+def _popcount_rows(x: np.ndarray) -> np.ndarray:
+    """Set bits per row of a uint64 array."""
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0: a popcount instruction per word
+        return np.bitwise_count(x).sum(axis=-1, dtype=np.int64)
+    return _popcount_rows_table(x)
+
+
+def hamming_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bits that differ between rows of packed signatures ``a`` and ``b`` (same shape, or one row against many)."""
+    return _popcount_rows(np.bitwise_xor(a, b))
+
+
+class SignatureFilter:
+    """Second stage after banding: drop LSH candidates whose signatures are too far apart.
+
+    Banding lets through every pair that agrees within the probe radius on *one* band, so
+    pairs well below the threshold (names of one family sharing two or three pairs) become
+    candidates often. Their whole signatures tell them apart cheaply: the Hamming distance
+    over ``n_bits`` bits estimates the angle (:func:`hamming_cutoff`), one XOR and popcount
+    per 64 bits. A candidate goes on to the exact cosine only when its distance is at most
+    the cutoff for the query's threshold, so a pair at or above the threshold is dropped here
+    with probability at most ``miss``.
+
+    The bits are the first ``n_bits`` bits of the banded signature (read back from the band
+    keys), not new hyperplanes: nothing extra to hash or persist. Reusing them does not weaken
+    the bound: being a candidate (some band nearly equal) is a decreasing event in the bits
+    that differ and being dropped an increasing one, so by Harris' inequality for independent
+    bits ``P(candidate and kept) >= P(candidate) * (1 - miss)``.
+    """
+
+    def __init__(self, params: BandingParams, n_bits: int, miss: float) -> None:
+        if not 1 <= n_bits <= params.bits:
+            raise LSHError(f"filter bits must be within 1..{params.bits} (the signature's bits), got {n_bits}")
+        hamming_cutoff(params.threshold, n_bits, miss)  # validates miss
+        self.params = params
+        self.n_bits = int(n_bits)
+        self.miss = float(miss)
+        self.words = (self.n_bits + 63) // 64
+        self._packed = GrowableArray(np.uint64, capacity=1024 * self.words)
+        self._cutoffs: dict[float, int] = {}
+
+    def __len__(self) -> int:
+        return self._packed.n // self.words
+
+    @property
+    def packed(self) -> np.ndarray:
+        """``(n, words)`` packed filter bits of every row."""
+        return self._packed.view().reshape(-1, self.words)
+
+    def append(self, keys: np.ndarray) -> None:
+        """Add rows from their ``(bands, m)`` band keys."""
+        self._packed.extend(pack_signature_bits(keys, self.params.rows, self.n_bits).ravel())
+
+    def cutoff(self, threshold: float) -> int:
+        """Largest distance kept for a query at ``threshold`` (at least the LSH threshold)."""
+        t = float(threshold)
+        if t < self.params.threshold - 1e-12:
+            raise LSHError(f"the filter serves cosines >= {self.params.threshold}, asked for {t}")
+        if t not in self._cutoffs:
+            self._cutoffs[t] = hamming_cutoff(t, self.n_bits, self.miss)
+        return self._cutoffs[t]
+
+    def keep_neighbours(self, row: int, cand: np.ndarray, threshold: float) -> np.ndarray:
+        """The candidates of row ``row`` within the cutoff (a subset of ``cand``, order kept)."""
+        packed = self.packed
+        dist = hamming_distances(packed[cand], packed[row])
+        return cand[dist <= self.cutoff(threshold)]
+
+    def keep_pairs(self, i: np.ndarray, j: np.ndarray, threshold: float, block: int = 1 << 20) -> np.ndarray:
+        """Mask of the pairs ``(i[k], j[k])`` within the cutoff (in blocks: temporaries stay small)."""
+        packed = self.packed
+        cut = self.cutoff(threshold)
+        out = np.empty(len(i), dtype=bool)
+        for lo in range(0, len(i), block):
+            hi = min(len(i), lo + block)
+            out[lo:hi] = hamming_distances(packed[i[lo:hi]], packed[j[lo:hi]]) <= cut
+        return out
+
+    def nbytes(self) -> int:
+        return int(self._packed.buf.nbytes)
+
+
 # -- bucket tables ------------------------------------------------------------------------
 
 
@@ -752,11 +905,16 @@ __all__: Sequence[str] = (
     "BandingParams",
     "GrowableArray",
     "LSHError",
+    "SignatureFilter",
     "bit_collision_probability",
     "candidate_pairs",
     "candidate_probability",
     "column_keys_for_dense",
+    "estimated_cosine",
     "gaussian_projection",
+    "hamming_cutoff",
+    "hamming_distances",
+    "pack_signature_bits",
     "pairs_within_groups",
     "probe_masks",
     "projection_signs",

@@ -39,7 +39,9 @@ from grouping.lsh import (
     BandTables,
     GrowableArray,
     LSHError,
+    SignatureFilter,
     candidate_pairs,
+    hamming_cutoff,
     rarest_column_order,
     signatures,
     split_codes,
@@ -339,16 +341,25 @@ class NameIndex:
     - **LSH** (:mod:`grouping.lsh`): signatures are hashed with the IDF *frozen* at the last
       :meth:`rebuild`; metrics added later are hashed with that frozen IDF (a pair unseen at
       the freeze weighs as a pair held by one metric), so adds never re-hash old rows.
-      When the index has grown by ``rebuild_growth`` (default: doubled) since the freeze, the
-      next LSH query re-freezes and re-hashes everything: amortized O(1) per metric. Nothing
-      is hashed until an LSH query needs it.
+      When the index has grown by ``rebuild_growth`` (default: doubled) since the freeze, or
+      its IDF has drifted by more than ``rebuild_drift`` (a family of names unseen at the
+      freeze arrived, :meth:`idf_drift`), :attr:`rebuild_due` turns true; queries keep
+      answering with the frozen IDF and never rebuild (seconds at a million names), the caller
+      runs :meth:`rebuild_if_due` off its hot path: amortized O(1) per metric. Nothing is
+      hashed until an LSH query (or :meth:`rebuild`) needs it.
+    - **Two stages before the exact cosine**: LSH banding proposes candidates, then a Hamming
+      filter on the first ``filter_bits`` signature bits drops those whose estimated angle is
+      clearly too wide (:class:`grouping.lsh.SignatureFilter`; a pair at the threshold is
+      dropped with probability at most ``filter_miss``). The banding is derived for recall
+      ``recall / (1 - filter_miss)``, so both stages together still keep a pair at the
+      threshold with probability at least ``recall``. ``filter_bits=0`` turns the filter off.
     - **Queries** (:meth:`neighbours`, :meth:`similar_pairs`) use LSH when ``method="lsh"``, or
       with ``method="auto"`` when the set is large (an index of more than ``exact_below``
       metrics; more than ``exact_pairs_below`` names to pair) and the threshold is at least the
       LSH threshold; otherwise they are exact. Candidates are always checked with the exact cosine.
     """
 
-    FORMAT_VERSION = 1
+    FORMAT_VERSION = 2
 
     def __init__(
         self,
@@ -359,24 +370,44 @@ class NameIndex:
         max_probes: int = 4096,
         seed: int = 0,
         rebuild_growth: float = 1.0,
+        rebuild_drift: float = 0.1,
         exact_below: int = 5000,
         exact_pairs_below: int = 20_000,
         graphite: GraphiteTemplates | None = None,
         workers: int = 1,
+        filter_bits: int = 512,
+        filter_miss: float = 0.002,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         if rebuild_growth < 0:
             raise ValueError(f"rebuild_growth must not be negative (0 = never rebuild on growth), got {rebuild_growth}")
+        if not rebuild_drift >= 0:
+            raise ValueError(f"rebuild_drift must not be negative (0 = never rebuild on drift), got {rebuild_drift}")
         if exact_below < 0 or exact_pairs_below < 0:
             raise ValueError(
                 f"exact_below and exact_pairs_below must not be negative, got {exact_below}, {exact_pairs_below}"
             )
-        self.params = BandingParams.derive(threshold, recall, max_bands, max_probes)
+        if not 0.0 < recall < 1.0:
+            raise ValueError(f"recall must be strictly between 0 and 1, got {recall}")
+        if filter_bits < 0:
+            raise ValueError(f"filter_bits must not be negative (0 = no Hamming filter), got {filter_bits}")
+        if filter_bits and not (0.0 < filter_miss < 1.0 and recall / (1.0 - filter_miss) < 1.0):
+            raise ValueError(
+                f"filter_miss must be above 0 and below 1 - recall = {1.0 - recall:.6g} (the filter's share of the "
+                f"pairs at the threshold that may be lost), got {filter_miss}; filter_bits=0 turns the filter off"
+            )
+        self.recall = float(recall)
+        self.filter_miss = float(filter_miss) if filter_bits else 0.0
+        lsh_recall = self.recall / (1.0 - self.filter_miss)
+        self.params = BandingParams.derive(threshold, lsh_recall, max_bands, max_probes)
+        #: bits the Hamming filter reads (at most the signature's bits; 0: no filter)
+        self.filter_bits = min(int(filter_bits), self.params.bits)
         self.max_bands = max_bands
         self.max_probes = max_probes
         self.seed = int(seed)
         self.rebuild_growth = float(rebuild_growth)
+        self.rebuild_drift = float(rebuild_drift)
         self.exact_below = int(exact_below)
         self.exact_pairs_below = int(exact_pairs_below)
         self.graphite = graphite
@@ -394,6 +425,7 @@ class NameIndex:
         self._df_cache: np.ndarray | None = None
         self._norms_cache: np.ndarray | None = None
         self._tables: BandTables | None = None
+        self._filter: SignatureFilter | None = None
         self._frozen_n = 0
         self._frozen_df = np.zeros(0, dtype=np.int64)
 
@@ -615,6 +647,24 @@ class NameIndex:
         df[: len(self._frozen_df)] = self._frozen_df
         return np.log(max(self._frozen_n, 1) / np.maximum(df, 1.0))
 
+    def idf_drift(self) -> float:
+        """How far the frozen IDF the LSH hashes with has drifted from the current one (0: not at all).
+
+        The relative L1 error of the weights over every metric's pairs:
+        ``sum_pairs df * |w_frozen - w_now| / sum_pairs df * w_now``. Growth that keeps the mix of
+        names changes little (document frequencies and ``N`` grow together); a family of names
+        unseen at the freeze changes much (its common pairs weigh ``log(N_frozen)`` to the hash).
+        0 when no LSH has been built.
+        """
+        if self._tables is None or not len(self):
+            return 0.0
+        df = self._df.view().astype(np.float64)
+        now = self.idf()
+        total = float(df @ now)
+        if total <= 0.0:
+            return 0.0
+        return float(df @ np.abs(self.frozen_idf() - now)) / total
+
     @property
     def frozen_size(self) -> int:
         """How many metrics the frozen IDF was computed over (0: no LSH built yet)."""
@@ -641,8 +691,47 @@ class NameIndex:
                     df[col] = count
             self._frozen_n, self._frozen_df = int(n), df
         self._tables = BandTables(self.params, workers=self.workers)
+        self._filter = self._new_filter()
         self._hash_tail()
         self._tables.compact()
+
+    def _new_filter(self) -> SignatureFilter | None:
+        return SignatureFilter(self.params, self.filter_bits, self.filter_miss) if self.filter_bits else None
+
+    def filter_cutoff(self, threshold: float | None = None) -> int | None:
+        """The most signature bits (of :attr:`filter_bits`) in which a candidate may differ from the query and
+        still reach the exact cosine, for a query at ``threshold`` (default: the LSH threshold); None without
+        a filter."""
+        if not self.filter_bits:
+            return None
+        t = self.params.threshold if threshold is None else _check_threshold(threshold)
+        if t < self.params.threshold - 1e-12:
+            raise ValueError(f"the filter serves LSH queries at cosine >= {self.params.threshold}, got {t}")
+        return hamming_cutoff(t, self.filter_bits, self.filter_miss)
+
+    @property
+    def rebuild_due(self) -> bool:
+        """Whether the LSH should be re-frozen (see :meth:`rebuild_if_due`): the index has grown by
+        ``rebuild_growth`` since the IDF was frozen, or the IDF has drifted by more than
+        ``rebuild_drift`` (:meth:`idf_drift`, O(vocabulary))."""
+        if self._tables is None:
+            return False
+        if self.rebuild_growth > 0 and len(self) >= (1.0 + self.rebuild_growth) * self._frozen_n:
+            return True
+        return self.rebuild_drift > 0 and self.idf_drift() > self.rebuild_drift
+
+    def rebuild_if_due(self) -> bool:
+        """Re-freeze the IDF and re-hash everything if :attr:`rebuild_due`; returns whether it did.
+
+        Queries never rebuild (at a million names a rebuild takes about 20 seconds): call this
+        where a pause is acceptable, for example after adding a batch of new metrics in a
+        background task. An index whose LSH was never built has nothing to re-freeze (its first
+        LSH query, or :meth:`rebuild`, builds it).
+        """
+        if not self.rebuild_due:
+            return False
+        self.rebuild()
+        return True
 
     def idf_snapshot(self) -> tuple[int, dict[str, int]]:
         """The frozen IDF the LSH hashes with, as ``(n, {pair: doc_freq})`` (pass it to :meth:`rebuild`)."""
@@ -660,13 +749,14 @@ class NameIndex:
         order = rarest_column_order(mat.indptr, mat.indices, self._df.view())
         keys = signatures(mat, self._col_keys.view(), self.params, self.seed, order=order, workers=self.workers)
         norms = np.asarray(abs(mat).sum(axis=1)).ravel()
+        if self._filter is not None:
+            self._filter.append(keys)
         self._tables.append(keys, norms > 0, owned=True)
 
     def _lsh(self) -> BandTables:
-        """The LSH, brought up to date: rebuilt when grown past ``rebuild_growth``, else new rows hashed."""
-        n = len(self)
-        grown = self.rebuild_growth > 0 and n >= (1.0 + self.rebuild_growth) * self._frozen_n
-        if self._tables is None or grown:
+        """The LSH, brought up to date: built if it never was, else new rows hashed with the frozen IDF
+        (never rebuilt here, even when :attr:`rebuild_due`: that is :meth:`rebuild_if_due`'s job)."""
+        if self._tables is None:
             self.rebuild()
         else:
             self._hash_tail()
@@ -682,19 +772,33 @@ class NameIndex:
         distinct pairs an all-pairs LSH join over the whole index would compare exactly."""
         return self._lsh().bucket_pairs()
 
-    def candidates(self, name: str) -> np.ndarray:
-        """Rows (positions in :attr:`names`) the LSH proposes as neighbours of ``name`` (itself excluded)."""
+    def candidates(self, name: str, threshold: float | None = None, filtered: bool = True) -> np.ndarray:
+        """Rows (positions in :attr:`names`, ascending) compared exactly with ``name`` by an LSH query
+        at ``threshold`` (default: the LSH threshold), itself excluded. ``filtered=False``: the
+        banding's candidates before the Hamming filter."""
+        t = self.params.threshold if threshold is None else _check_threshold(threshold)
         row = self._id(name)
         tables = self._lsh()
         cand = tables.candidates(tables.keys[:, row])
-        return cand[cand != row]
+        cand = cand[cand != row]
+        if filtered and self._filter is not None:
+            cand = self._filter.keep_neighbours(row, cand, t)
+        return cand
 
-    def candidate_pairs(self, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Position pairs ``(i, j)``, ``i < j``, of ``names`` that the LSH proposes for exact comparison."""
+    def candidate_pairs(
+        self, names: Sequence[str], threshold: float | None = None, filtered: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Position pairs ``(i, j)``, ``i < j``, of ``names`` that an LSH ``similar_pairs`` at ``threshold``
+        (default: the LSH threshold) compares exactly. ``filtered=False``: the banding's candidates
+        before the Hamming filter."""
+        t = self.params.threshold if threshold is None else _check_threshold(threshold)
         rows = self._rows_of(names)
         tables = self._lsh()
         codes = candidate_pairs(tables.keys[:, rows], tables.valid[rows], self.params.radius, self.params.rows)
         i, j = split_codes(codes, len(rows))
+        if filtered and self._filter is not None and len(i):
+            keep = self._filter.keep_pairs(rows[i], rows[j], t)
+            i, j = i[keep], j[keep]
         return i, j
 
     # -- queries -------------------------------------------------------------------------
@@ -704,7 +808,7 @@ class NameIndex:
         threshold = _check_threshold(threshold)
         row = self._id(name)
         if self._use_lsh(method, len(self), threshold, self.exact_below):
-            cand = self.candidates(name)
+            cand = self.candidates(name, threshold)
         else:
             cand = np.arange(len(self))
             cand = cand[cand != row]
@@ -726,7 +830,7 @@ class NameIndex:
         rows = self._rows_of(names)
         vec = self._csr(rows, self.idf())
         if self._use_lsh(method, len(rows), threshold, self.exact_pairs_below):
-            i, j = self.candidate_pairs(names)
+            i, j = self.candidate_pairs(names, threshold)
             sims = _rowwise_dots(vec, i, j)
             keep = sims >= threshold - 1e-12
             i, j, sims = i[keep], j[keep], sims[keep]
@@ -743,7 +847,9 @@ class NameIndex:
             "format": "stormeye.NameIndex",
             "version": self.FORMAT_VERSION,
             "threshold": self.params.threshold,
-            "recall": self.params.recall,
+            "recall": self.recall,
+            "filter_bits": self.filter_bits,
+            "filter_miss": self.filter_miss,
             "bands": self.params.bands,
             "rows": self.params.rows,
             "radius": self.params.radius,
@@ -751,6 +857,7 @@ class NameIndex:
             "max_probes": self.max_probes,
             "seed": self.seed,
             "rebuild_growth": self.rebuild_growth,
+            "rebuild_drift": self.rebuild_drift,
             "exact_below": self.exact_below,
             "exact_pairs_below": self.exact_pairs_below,
             "graphite": None if self.graphite is None else self.graphite.to_config(),
@@ -785,10 +892,10 @@ class NameIndex:
             meta = json.loads(arrays["meta"].tobytes().decode())
         except Exception as exc:  # any failure to read means: not our format
             raise IndexFormatError(f"not a serialized NameIndex ({type(exc).__name__}: {exc})") from None
-        if meta.get("format") != "stormeye.NameIndex" or meta.get("version") != cls.FORMAT_VERSION:
+        if meta.get("format") != "stormeye.NameIndex" or meta.get("version") not in (1, cls.FORMAT_VERSION):
             raise IndexFormatError(
                 f"serialized index has format {meta.get('format')!r} version {meta.get('version')!r}; "
-                f"this stormeye reads version {cls.FORMAT_VERSION}: rebuild the index from its names"
+                f"this stormeye reads versions 1 and {cls.FORMAT_VERSION}: rebuild the index from its names"
             )
         try:
             graphite = None if meta["graphite"] is None else GraphiteTemplates.from_config(meta["graphite"])
@@ -799,10 +906,14 @@ class NameIndex:
                 max_probes=meta["max_probes"],
                 seed=meta["seed"],
                 rebuild_growth=meta["rebuild_growth"],
+                rebuild_drift=meta.get("rebuild_drift", 0.1),
                 exact_below=meta["exact_below"],
                 exact_pairs_below=meta["exact_pairs_below"],
                 graphite=graphite,
                 workers=workers,
+                # version 1 had no Hamming filter: its signatures were banded for ``recall`` alone
+                filter_bits=meta.get("filter_bits", 0),
+                filter_miss=meta.get("filter_miss", 0.0),
             )
             if (idx.params.bands, idx.params.rows, idx.params.radius) != (meta["bands"], meta["rows"], meta["radius"]):
                 raise IndexFormatError("stored bands/rows/radius differ from those derived from the stored threshold")
@@ -839,6 +950,9 @@ class NameIndex:
             if keys.shape != (idx.params.bands, meta["hashed"]) or len(valid) != meta["hashed"]:
                 raise IndexFormatError("stored LSH signatures do not match the stored parameters")
             idx._tables = BandTables(idx.params, workers=idx.workers)
+            idx._filter = idx._new_filter()
+            if idx._filter is not None:
+                idx._filter.append(keys)
             idx._tables.append(keys, valid, owned=True)
             idx._tables.compact()
         return idx
@@ -847,7 +961,8 @@ class NameIndex:
         """Bytes held in numpy arrays (vectors, frequencies, LSH keys and tables); Python strings not included."""
         arrays = (self._df, self._col_keys, self._indptr, self._indices)
         total = sum(a.buf.nbytes for a in arrays) + self._frozen_df.nbytes
-        return total + (self._tables.nbytes() if self._tables is not None else 0)
+        total += self._tables.nbytes() if self._tables is not None else 0
+        return total + (self._filter.nbytes() if self._filter is not None else 0)
 
 
 def _rowwise_dots(vec: sp.csr_matrix, i: np.ndarray, j: np.ndarray, block: int = 1_000_000) -> np.ndarray:

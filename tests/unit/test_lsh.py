@@ -12,11 +12,17 @@ from grouping.lsh import (
     BandingParams,
     BandTables,
     LSHError,
+    SignatureFilter,
+    _popcount_rows_table,  # the numpy < 2.0 path
     bit_collision_probability,
     candidate_pairs,
     candidate_probability,
     column_keys_for_dense,
+    estimated_cosine,
     gaussian_projection,
+    hamming_cutoff,
+    hamming_distances,
+    pack_signature_bits,
     pairs_within_groups,
     projection_signs,
     signatures,
@@ -282,3 +288,119 @@ def test_candidate_pairs_are_pairs_within_the_radius_in_some_band(radius: int, r
     assert got == expect
     with pytest.raises(LSHError, match="too alike"):
         candidate_pairs(np.zeros((3, 100), dtype=np.uint8), max_pairs=1000)
+
+
+# -- the Hamming filter ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("threshold", "n_bits", "miss"), [(0.6, 512, 0.002), (0.6, 64, 0.05), (0.8, 300, 0.01)])
+def test_hamming_cutoff_is_the_binomial_quantile(threshold: float, n_bits: int, miss: float) -> None:
+    from scipy import stats
+
+    d = hamming_cutoff(threshold, n_bits, miss)
+    q = math.acos(threshold) / math.pi
+    assert stats.binom.sf(d, n_bits, q) <= miss  # a pair at the threshold is dropped at most this often
+    assert stats.binom.sf(d - 1, n_bits, q) > miss  # and the cutoff is the smallest that promises it
+    # stricter thresholds and smaller losses move the cutoff the expected way
+    assert hamming_cutoff(min(0.99, threshold + 0.1), n_bits, miss) <= d
+    assert hamming_cutoff(threshold, n_bits, miss / 10) >= d
+    # the cutoff sits below the threshold's cosine in estimated terms, never above it
+    assert float(estimated_cosine(d, n_bits)) < threshold
+
+
+@pytest.mark.parametrize(
+    ("bands", "rows", "n_bits"), [(31, 17, 512), (8, 17, 100), (5, 33, 150), (3, 64, 192), (9, 7, 63)]
+)
+def test_packed_filter_bits_are_the_first_hyperplane_signs(bands: int, rows: int, n_bits: int) -> None:
+    rng = np.random.default_rng(rows)
+    mat = sp.random(40, 200, density=0.03, format="csr", random_state=rows) + sp.eye(40, 200, format="csr")
+    ck = rng.integers(0, 2**63, 200, dtype=np.uint64)
+    params = BandingParams(0.6, 0.95, bands, rows)
+    packed = pack_signature_bits(signatures(mat, ck, params, seed=2), rows, n_bits)
+    bits = projection_signs(mat, ck, params.bits, seed=2)[:, :n_bits]
+    words = (n_bits + 63) // 64
+    padded = np.zeros((40, words * 64), dtype=bool)
+    padded[:, :n_bits] = bits
+    expect = np.packbits(padded, axis=1, bitorder="little").view("<u8")
+    assert packed.shape == (40, words) and np.array_equal(packed, expect)
+    # distances are the counts of differing hyperplane signs, with numpy's popcount or the byte table
+    differ = (bits[:20] != bits[20:]).sum(axis=1)
+    assert np.array_equal(hamming_distances(packed[:20], packed[20:]), differ)
+    assert np.array_equal(_popcount_rows_table(packed[:20] ^ packed[20:]), differ)
+
+
+def test_the_filter_keeps_a_pair_at_the_cutoff_and_drops_one_more_bit() -> None:
+    params = BandingParams(0.6, 0.95, bands=40, rows=16)  # 640 bits, the filter reads the first 512
+    filt = SignatureFilter(params, 512, 0.002)
+    cut = filt.cutoff(0.6)
+    assert cut == hamming_cutoff(0.6, 512, 0.002)
+
+    def differing(count: int, offset: int = 0) -> np.ndarray:
+        bits = np.zeros(params.bits, dtype=bool)
+        bits[offset : offset + count] = True
+        return (bits.reshape(params.bands, params.rows) * (1 << np.arange(params.rows))).sum(axis=1)
+
+    keys = np.stack(
+        [
+            np.zeros(params.bands, dtype=np.int64),  # the query
+            differing(cut),  # exactly at the cutoff: kept
+            differing(cut + 1),  # one bit more: dropped
+            differing(128, offset=512),  # differs only in bits the filter does not read: kept
+            differing(cut, offset=100),  # the cutoff, elsewhere: kept
+        ],
+        axis=1,
+    ).astype(params.key_dtype)
+    filt.append(keys)
+    assert len(filt) == 5
+    assert list(filt.keep_neighbours(0, np.arange(1, 5), 0.6)) == [1, 3, 4]
+    i, j = np.zeros(4, dtype=np.int64), np.arange(1, 5)
+    assert list(filt.keep_pairs(i, j, 0.6, block=3)) == [True, False, True, True]
+    # a stricter query keeps fewer; below the LSH threshold the filter has no promise to keep
+    assert filt.cutoff(0.8) < cut
+    assert list(filt.keep_neighbours(0, np.arange(1, 5), 0.8)) == [3]
+    with pytest.raises(LSHError, match=r"cosines >= 0\.6"):
+        filt.cutoff(0.5)
+
+
+def test_the_filter_loses_at_most_its_share_of_pairs_at_the_threshold() -> None:
+    from scipy import stats
+
+    rng = np.random.default_rng(21)
+    # short bands and few bits, so that drops are frequent enough to measure
+    params = BandingParams(0.6, 0.95, bands=6, rows=12, radius=1)
+    n_bits, miss = 72, 0.05
+    for c in (0.6, 0.75, 0.3):
+        mat, _ = _pair_matrix(np.full(3000, c), rng, 3)
+        keys = signatures(mat, rng.integers(0, 2**63, mat.shape[1], dtype=np.uint64), params, seed=4)
+        filt = SignatureFilter(params, n_bits, miss)
+        filt.append(keys)
+        a, b = np.arange(0, 6000, 2), np.arange(1, 6000, 2)
+        kept = filt.keep_pairs(a, b, 0.6)
+        theory = stats.binom.sf(filt.cutoff(0.6), n_bits, math.acos(c) / math.pi)  # drop probability
+        # sd of a rate over 3000 pairs is at most 0.0092
+        assert 1.0 - kept.mean() == pytest.approx(theory, abs=0.035)
+        if c >= 0.6:
+            assert 1.0 - kept.mean() <= miss + 0.03
+            # the filter reads bits the bands were made of; candidates still survive it at least as often
+            # as independent bits would (Harris): P(candidate and kept) >= P(candidate) * (1 - miss)
+            cand = within_radius(keys[:, 0::2] ^ keys[:, 1::2], params.radius).any(axis=0)
+            assert (cand & kept).mean() >= params.candidate_probability(c) * (1.0 - miss) - 0.03
+        else:
+            assert kept.mean() < 0.5  # pairs far below the threshold are mostly dropped
+
+
+def test_the_filter_refuses_what_cannot_work() -> None:
+    params = BandingParams(0.6, 0.95, bands=4, rows=16)
+    with pytest.raises(LSHError, match=r"1\.\.64"):
+        SignatureFilter(params, 65, 0.01)
+    with pytest.raises(LSHError, match=r"1\.\.64"):
+        SignatureFilter(params, 0, 0.01)
+    for miss in (0.0, 1.0, -0.1):
+        with pytest.raises(LSHError, match="miss probability"):
+            SignatureFilter(params, 32, miss)
+    with pytest.raises(LSHError, match="at least 1 bit"):
+        hamming_cutoff(0.6, 0, 0.01)
+    with pytest.raises(LSHError, match="asked for 65"):
+        pack_signature_bits(np.zeros((4, 3), dtype=np.uint16), 16, 65)
+    with pytest.raises(LSHError, match="shape"):
+        pack_signature_bits(np.zeros(3, dtype=np.uint16), 16, 8)

@@ -390,6 +390,58 @@ def test_lsh_finds_nearly_all_similar_pairs_and_only_true_ones(corpus: list[str]
     assert all(s >= 0.6 for _, s in lsh_nb)
 
 
+def test_the_hamming_filter_drops_candidates_but_not_similar_pairs(corpus: list[str]) -> None:
+    idx = NameIndex(threshold=0.6, exact_below=0)
+    idx.add(corpus)
+    li, lj = idx.candidate_pairs(corpus, filtered=False)
+    fi, fj = idx.candidate_pairs(corpus)
+    banded = set(zip(li.tolist(), lj.tolist()))
+    compared = set(zip(fi.tolist(), fj.tolist()))
+    assert compared <= banded
+    assert len(compared) < 0.25 * len(banded)  # most of what the bands propose is far below 0.6
+    exact = {(i, j) for i, j, _ in idx.similar_pairs(corpus, 0.6, method="exact")}
+    similar_banded = exact & banded
+    assert len(similar_banded) > 1000
+    # the filter may drop a pair at 0.6 with probability 0.002 (less above): allow 5 times that
+    assert len(similar_banded - compared) <= 0.01 * len(similar_banded)
+    assert {(i, j) for i, j, _ in idx.similar_pairs(corpus, 0.6, method="lsh")} == exact & compared
+    # neighbours: filtered candidates are a subset, stricter thresholds keep fewer
+    for name in corpus[:50:7]:
+        every = set(idx.candidates(name, filtered=False).tolist())
+        at_06 = set(idx.candidates(name).tolist())
+        assert set(idx.candidates(name, 0.8).tolist()) <= at_06 <= every
+    # the bands carry recall / (1 - filter_miss), so both stages together keep the recall promise
+    assert idx.params.recall == pytest.approx(0.95 / (1 - 0.002))
+    assert idx.params.recall_at_threshold() * (1 - idx.filter_miss) >= 0.95
+    assert idx.filter_cutoff() == idx.filter_cutoff(0.6) and idx.filter_cutoff(0.8) < idx.filter_cutoff(0.6)
+    with pytest.raises(ValueError, match=r"cosine >= 0\.6"):
+        idx.filter_cutoff(0.5)
+    # filter_bits=0: what the bands propose is what is compared, banded for the recall itself
+    off = NameIndex(threshold=0.6, filter_bits=0)
+    off.add(corpus[:800])
+    assert off.filter_cutoff() is None and off.params.recall == 0.95
+    assert np.array_equal(off.candidate_pairs(corpus[:800])[0], off.candidate_pairs(corpus[:800], filtered=False)[0])
+    # more filter bits than the signature has: the filter reads them all
+    assert NameIndex(threshold=0.6, max_bands=8, filter_bits=10**6).filter_bits == NameIndex(
+        threshold=0.6, max_bands=8
+    ).params.bits
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"filter_bits": -1}, "filter_bits must not be negative"),
+        ({"filter_miss": 0.0}, "filter_miss must be above 0"),
+        ({"filter_miss": 0.05}, r"below 1 - recall = 0\.05"),
+        ({"recall": 0.99, "filter_miss": 0.02}, r"below 1 - recall = 0\.01"),
+        ({"recall": 1.0}, "recall must be strictly between 0 and 1"),
+    ],
+)
+def test_index_refuses_a_filter_that_cannot_keep_its_promise(kwargs: dict, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        NameIndex(**kwargs)
+
+
 def test_incremental_adds_with_frozen_idf_equal_a_full_rebuild(corpus: list[str]) -> None:
     first, later = corpus[:2000], corpus[2000:]
     grown = NameIndex(rebuild_growth=0)
@@ -416,18 +468,72 @@ def test_incremental_adds_with_frozen_idf_equal_a_full_rebuild(corpus: list[str]
     assert not np.array_equal(fresh.signatures(), keys_grown)
 
 
-def test_the_lsh_rebuilds_itself_when_the_index_has_doubled(corpus: list[str]) -> None:
+def test_queries_never_rebuild_they_mark_a_rebuild_due(corpus: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     idx = NameIndex(rebuild_growth=1.0)
     idx.add(corpus[:500])
-    assert idx.frozen_size == 0  # nothing hashed until a query needs it
+    assert idx.frozen_size == 0 and not idx.rebuild_due  # nothing hashed until a query needs it
+    assert idx.rebuild_if_due() is False and idx.frozen_size == 0  # no LSH yet: nothing to re-freeze
     idx.candidates(corpus[0])
     assert idx.frozen_size == 500
     idx.add(corpus[500:999])
     idx.candidates(corpus[0])
     assert idx.frozen_size == 500 and idx.signatures().shape[1] == 999  # hashed with the frozen IDF
-    idx.add(corpus[999:1000])
-    idx.candidates(corpus[0])
-    assert idx.frozen_size == 1000
+    assert not idx.rebuild_due
+    idx.add(corpus[999:1100])
+    assert idx.rebuild_due  # doubled since the freeze
+
+    # a query on a grown index answers with the frozen IDF and does not rebuild
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a query rebuilt the index")
+
+    with monkeypatch.context() as m:
+        m.setattr(idx, "rebuild", refuse)
+        got = idx.neighbours(corpus[1050], 0.6, method="lsh")
+        pairs = idx.similar_pairs(corpus[900:1100], 0.6, method="lsh")
+    assert idx.frozen_size == 500 and idx.signatures().shape[1] == 1100 and idx.rebuild_due
+    exact = dict(idx.neighbours(corpus[1050], 0.6, method="exact"))
+    assert all(exact[n] == pytest.approx(s, abs=1e-12) for n, s in got)  # checked with the current IDF
+    assert {(i, j) for i, j, _ in pairs} <= {(i, j) for i, j, _ in idx.similar_pairs(corpus[900:1100], 0.6, "exact")}
+
+    # the caller rebuilds off the hot path, once
+    assert idx.rebuild_if_due() is True
+    assert idx.frozen_size == 1100 and not idx.rebuild_due
+    assert idx.rebuild_if_due() is False and idx.frozen_size == 1100
+    # rebuild_growth=0 and rebuild_drift=0: never due (10 to 500 names drifts far: due by drift alone)
+    drifted = NameIndex(rebuild_growth=0)
+    drifted.add(corpus[:10])
+    drifted.rebuild()
+    drifted.add(corpus[10:500])
+    assert drifted.idf_drift() > 0.1 and drifted.rebuild_due
+    never = NameIndex(rebuild_growth=0, rebuild_drift=0)
+    never.add(corpus[:10])
+    never.rebuild()
+    never.add(corpus[10:500])
+    assert not never.rebuild_due and never.rebuild_if_due() is False and never.frozen_size == 10
+
+
+def test_a_family_unseen_at_the_freeze_makes_a_rebuild_due_before_the_index_doubles(corpus: list[str]) -> None:
+    business = [n for n in corpus if not n.startswith(tuple(INFRA_METRICS))]
+    infra = [n for n in corpus if n.startswith(tuple(INFRA_METRICS))]
+    idx = NameIndex(rebuild_growth=1.0)
+    idx.add(business[:1500])
+    assert idx.idf_drift() == 0.0  # no LSH yet: nothing frozen to drift from
+    idx.rebuild()
+    assert idx.idf_drift() == pytest.approx(0.0, abs=1e-12)
+    idx.add(business[1500:2200])  # more of the same mix: the weights hardly move
+    assert idx.idf_drift() < 0.05 and not idx.rebuild_due
+    idx.add(infra[:700])  # a new family: its common pairs weigh log(N_frozen) to the hash
+    assert len(idx) < 2 * idx.frozen_size
+    assert idx.idf_drift() > 0.1 and idx.rebuild_due
+    assert idx.rebuild_if_due() and idx.idf_drift() == pytest.approx(0.0, abs=1e-12) and not idx.rebuild_due
+    # rebuild_drift=0: only growth counts
+    growth_only = NameIndex(rebuild_drift=0)
+    growth_only.add(business[:1500])
+    growth_only.rebuild()
+    growth_only.add(infra[:700])
+    assert growth_only.idf_drift() > 0.1 and not growth_only.rebuild_due
+    with pytest.raises(ValueError, match="rebuild_drift"):
+        NameIndex(rebuild_drift=-0.1)
 
 
 def test_serialized_index_answers_like_the_original(corpus: list[str]) -> None:
@@ -443,6 +549,7 @@ def test_serialized_index_answers_like_the_original(corpus: list[str]) -> None:
     back = NameIndex.from_bytes(data)
     assert list(back.names) == list(idx.names)
     assert back.params == idx.params and back.seed == 3 and back.graphite is not None
+    assert back.rebuild_drift == idx.rebuild_drift and back.filter_bits == idx.filter_bits
     assert np.allclose(back.idf(), idx.idf())
     assert back.frozen_size == idx.frozen_size
     assert np.array_equal(back.signatures(), idx.signatures())
@@ -452,6 +559,26 @@ def test_serialized_index_answers_like_the_original(corpus: list[str]) -> None:
     # an index with no LSH yet round-trips too
     empty = NameIndex.from_bytes(NameIndex().to_bytes())
     assert len(empty) == 0 and empty.frozen_size == 0
+
+
+def test_version_1_bytes_still_read_as_an_unfiltered_index(corpus: list[str]) -> None:
+    import io
+
+    old = NameIndex(threshold=0.6, filter_bits=0)  # what version 1 was: bands for the recall, no filter
+    old.add(corpus[:1500])
+    old.rebuild()
+    with np.load(io.BytesIO(old.to_bytes())) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["version"] = 1
+    del meta["filter_bits"], meta["filter_miss"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    back = NameIndex.from_bytes(buf.getvalue())
+    assert back.filter_bits == 0 and back.params == old.params
+    for name in corpus[:1500:211]:
+        assert back.neighbours(name, 0.6, method="lsh") == old.neighbours(name, 0.6, method="lsh")
 
 
 def test_damaged_or_foreign_bytes_are_refused() -> None:
