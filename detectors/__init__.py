@@ -3,11 +3,14 @@
 from detectors.base import Detector, Scores, Status
 from detectors.events import Anomaly, AnomalyTracker, TrackerUpdate
 from detectors.robust_z import RobustZScore
+from detectors.twosample import KSTest, MannWhitney
 
 __all__ = [
     "Anomaly",
     "AnomalyTracker",
     "Detector",
+    "KSTest",
+    "MannWhitney",
     "RobustZScore",
     "Scores",
     "Status",
@@ -20,7 +23,7 @@ __all__ = [
 
 def available() -> dict[str, type[Detector]]:
     """Every detector strategy by name (the shared contract test runs them all)."""
-    return {cls.name: cls for cls in (RobustZScore,)}
+    return {cls.name: cls for cls in (RobustZScore, KSTest, MannWhitney)}
 
 
 def default_detector() -> Detector:
