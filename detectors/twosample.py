@@ -40,7 +40,7 @@ import math
 import warnings
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from detectors.base import Detector, Scores, pvalue_to_score
 
@@ -70,17 +70,22 @@ def _merged(b: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     """Merge each row's base ``b`` and focus ``f`` in sorted order (NaN last).
 
     Returns the merged values, whether each merged element came from the focus window, and
-    where a run of equal values ends. Each half is sorted by numpy's vectorized quicksort and the
-    two sorted runs are merged by a stable argsort (timsort merges two runs in one linear pass):
-    cheaper than one argsort of the concatenation.
+    where a run of equal values ends. Each half is sorted in place by numpy's vectorized
+    quicksort and the two sorted runs are merged by a stable argsort (timsort merges two runs in
+    one linear pass): cheaper than one argsort of the concatenation.
     """
-    runs = np.concatenate([np.sort(b, axis=1), np.sort(f, axis=1)], axis=1)
-    order = np.argsort(runs, axis=1, kind="stable")
+    nb = b.shape[1]
+    runs = np.empty((b.shape[0], nb + f.shape[1]))
+    runs[:, :nb] = b
+    runs[:, nb:] = f
+    runs[:, :nb].sort(axis=1)
+    runs[:, nb:].sort(axis=1)
+    order = runs.argsort(axis=1, kind="stable")
     vals = np.take_along_axis(runs, order, axis=1)
     last = np.empty(runs.shape, dtype=bool)
     np.not_equal(vals[:, 1:], vals[:, :-1], out=last[:, :-1])
     last[:, -1] = True
-    return vals, order >= b.shape[1], last
+    return vals, order >= nb, last
 
 
 def _chunk_rows(cols: int) -> int:
@@ -167,11 +172,24 @@ def smirnov_sf(n: np.ndarray, d: np.ndarray) -> np.ndarray:
 _EP128 = 2.0**128
 
 
-def _dmtw_cdf(n: int, d: np.ndarray) -> np.ndarray:
-    """scipy's ``_kolmogn_DMTW(n, d)`` (Durbin's matrix, Marsaglia-Tsang-Wang) for an array of ``d``
-    at one ``n``: the matrices of every ``d`` are padded to one size (a zero border does not change a
-    matrix power's leading block) and raised to the ``n``-th power together; ``n!/n^n`` is applied in
-    log space instead of scipy's ``n``-step product."""
+def _dmtw_cdf(n: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """scipy's ``_kolmogn_DMTW(n, d)`` (Durbin's matrix, Marsaglia-Tsang-Wang), exact, for arrays.
+
+    Every element's ``m x m`` matrix (``m = 2 ceil(n d) - 1``) is padded to the largest of its
+    bucket (a zero border does not change a matrix power's leading block) and all are raised to
+    their own ``n``-th power together, one binary digit of ``n`` at a time, with scipy's
+    rescaling by 2^128; ``n!/n^n`` is applied in log space instead of scipy's ``n``-step product.
+    """
+    out = np.empty(d.shape)
+    k_all = np.ceil(n * d).astype(np.int64)
+    bucket = np.ceil(np.log2(np.maximum(2 * k_all - 1, 1))).astype(np.int64)
+    for bkt in np.unique(bucket):
+        sel = np.flatnonzero(bucket == bkt)
+        out[sel] = _dmtw_block(n[sel], d[sel])
+    return out
+
+
+def _dmtw_block(n: np.ndarray, d: np.ndarray) -> np.ndarray:
     nd = n * d
     k = np.ceil(nd).astype(np.int64)
     h = k - nd
@@ -179,68 +197,61 @@ def _dmtw_cdf(n: int, d: np.ndarray) -> np.ndarray:
     size = int(m.max(initial=1))
     e = len(d)
     idx = np.arange(1, size + 1)
-    with np.errstate(all="ignore"):
-        v = 1.0 - h[:, None] ** idx[None, :]
-        fac = np.cumprod(np.concatenate([[1.0], 1.0 / idx]))  # fac[j] = 1/j!
-        w = fac[:size]
-        v = v * fac[1 : size + 1][None, :]
-        tt = np.maximum(2 * h - 1.0, 0) ** m - 2 * h**m
-        H = np.zeros((e, size, size))
-        rows = np.arange(size)
-        for i in range(1, size):
-            H[:, i - 1 :, i] = w[None, : size - i + 1]
-        on = rows[None, :] < m[:, None]
-        H *= on[:, :, None] & on[:, None, :]
-        vv = np.where(on, v, 0.0)
-        vv[np.arange(e), m - 1] = (1.0 + tt) * fac[m]
-        H[:, :, 0] = vv
-        last = np.zeros((e, size))
-        for r in range(e):  # one small row per distinct d: v reversed into row m-1
-            last[r, : m[r]] = vv[r, : m[r]][::-1]
-        H[np.arange(e), m - 1, :] = last
-    hp = np.broadcast_to(np.eye(size), (e, size, size)).copy()
-    expnt = np.zeros(e)
-    hexp = np.zeros(e)
-    kk = k - 1
     sel = np.arange(e)
-    nn = n
-    while nn > 0:
-        if nn % 2:
-            hp = hp @ H
-            expnt += hexp
-        H = H @ H
-        hexp *= 2
-        big = np.abs(H[sel, kk, kk]) > _EP128
-        H[big] /= _EP128
-        hexp[big] += 128
-        nn //= 2
-    with np.errstate(divide="ignore"):
+    fac = np.cumprod(np.concatenate([[1.0], 1.0 / idx]))  # fac[j] = 1/j!
+    with np.errstate(all="ignore"):
+        on = idx[None, :] <= m[:, None]
+        v = np.where(on, (1.0 - h[:, None] ** idx[None, :]) * fac[None, 1:], 0.0)
+        tt = np.maximum(2 * h - 1.0, 0) ** m - 2 * h**m
+        v[sel, m - 1] = (1.0 + tt) * fac[m]
+        H = np.zeros((e, size, size))
+        for i in range(1, size):
+            H[:, i - 1 :, i] = fac[None, : size - i + 1]
+        H *= on[:, :, None] & on[:, None, :]
+        H[:, :, 0] = v
+        cols = m[:, None] - 1 - np.arange(size)[None, :]  # row m-1 is v reversed
+        H[sel, m - 1, :] = np.where(cols >= 0, v[sel[:, None], np.maximum(cols, 0)], 0.0)
+        hp = np.broadcast_to(np.eye(size), (e, size, size)).copy()
+        expnt = np.zeros(e)
+        hexp = np.zeros(e)
+        kk = k - 1
+        nn = n.astype(np.int64)
+        while (nn > 0).any():
+            odd = nn % 2 == 1
+            hp = np.where(odd[:, None, None], hp @ H, hp)
+            expnt += np.where(odd, hexp, 0.0)
+            H = H @ H
+            hexp *= 2
+            big = np.abs(H[sel, kk, kk]) > _EP128
+            H[big] /= _EP128
+            hexp[big] += 128
+            nn //= 2
         logp = np.log(hp[sel, kk, kk]) + expnt * np.log(2.0) + special.gammaln(n + 1) - n * np.log(n)
-    return np.clip(np.where(nd <= 0.5, 0.0, np.exp(logp)), 0.0, 1.0)
+        return np.clip(np.where(nd <= 0.5, 0.0, np.exp(logp)), 0.0, 1.0)
 
 
 def kstwo_sf(d: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Survival function of the two-sided one-sample KS statistic, ``scipy.stats.kstwo.sf(d, n)``,
     vectorized (scipy evaluates it element by element in Python).
 
-    Follows scipy's ``_kolmogn`` branch for branch; the Durbin-matrix and Pomeranz branches (``d``
-    small enough that the p-value is near 1, or ``n <= 140``) call scipy on the distinct
-    ``(n, d)`` pairs only.
+    Follows scipy's ``_kolmogn`` (Simard and L'Ecuyer) branch for branch: Ruben-Gambino and
+    Smirnov closed forms, the Pelz-Good series, and Durbin's exact matrix method where scipy uses
+    it; where scipy uses Pomeranz's recursion (``n <= 140``, ``0.75 < n d^2 <= 4``) the Durbin
+    matrix gives the same exact distribution.
     """
     d = np.asarray(d, dtype=np.float64)
     n = np.broadcast_to(np.asarray(n, dtype=np.float64), d.shape)
     shape = d.shape
     d, n = d.ravel(), n.ravel()
     out = np.full(d.shape, np.nan)
-    ok = np.isfinite(n) & (n > 0) & ~np.isnan(d)
+    ok = np.isfinite(n) & (n > 0) & ~np.isnan(d) & (np.round(n) == n)
     t = n * d
     nx2 = t * d
     done = ~ok
     with np.errstate(all="ignore"):
 
         def put(mask: np.ndarray, value: float | None = None) -> None:
-            """Assign the still-open elements of ``mask``: a constant, or 2 * smirnov on distinct pairs."""
-            nonlocal done
+            """Assign the still-open elements of ``mask``: a constant, or 2 * smirnov."""
             sel = np.flatnonzero(mask & ~done)
             if value is not None:
                 out[sel] = value
@@ -251,28 +262,27 @@ def kstwo_sf(d: np.ndarray, n: np.ndarray) -> np.ndarray:
         put(d >= 1.0, 0.0)
         put(d <= 0.0, 1.0)
         put(t <= 0.5, 1.0)
-        rare = (t <= 1.0) | (n <= 140)  # Ruben-Gambino product, Pomeranz, small-n DMTW: scipy, per distinct pair
-        sel = np.flatnonzero((t >= n - 1) & ~done & ~(t <= 1.0))
+        sel = np.flatnonzero((t <= 1.0) & ~done)  # Ruben-Gambino: cdf = n!/n^n (2t - 1)^n
+        cdf = np.exp(special.gammaln(n[sel] + 1) - n[sel] * np.log(n[sel]) + n[sel] * np.log(2 * t[sel] - 1))
+        out[sel] = np.clip(1.0 - cdf, 0.0, 1.0)
+        done[sel] = True
+        sel = np.flatnonzero((t >= n - 1) & ~done)
         out[sel] = np.clip(2 * (1.0 - d[sel]) ** n[sel], 0.0, 1.0)
         done[sel] = True
-        put((d >= 0.5) & ~rare)
-        put((nx2 >= 370.0) & ~rare, 0.0)
-        put((nx2 >= 2.2) & ~rare)
-        dmtw = (n <= 100000) & (n * d**1.5 <= 1.4)
-        todo = ~done & ~(rare | dmtw)
+        put(d >= 0.5)
+        small = n <= 140
+        put(small & (nx2 > 4))
+        put(~small & (nx2 >= 370.0), 0.0)
+        put(~small & (nx2 >= 2.2))
+        dmtw = small | ((n <= 100000) & (n * d**1.5 <= 1.4))
+        todo = ~done & ~dmtw
         if todo.any():
             out[todo] = np.clip(_pelz_good_sf(n[todo], d[todo]), 0.0, 1.0)
-            done = done | todo
-        todo = ~done & ~rare & dmtw
-        for nv in np.unique(n[todo]):  # one batch per distinct sample size
-            sel = np.flatnonzero(todo & (n == nv))
-            vals, inv = np.unique(d[sel], return_inverse=True)
-            out[sel] = np.clip(1.0 - _dmtw_cdf(int(nv), vals), 0.0, 1.0)[inv]
-            done[sel] = True
-    left = np.flatnonzero(~done)
-    if len(left):
-        pairs, inverse = np.unique(np.stack([n[left], d[left]]), axis=1, return_inverse=True)
-        out[left] = stats.kstwo.sf(pairs[1], pairs[0])[inverse.ravel()]
+        todo = ~done & dmtw
+        if todo.any():
+            sel = np.flatnonzero(todo)
+            pairs, inv = np.unique(np.stack([n[sel], d[sel]]), axis=1, return_inverse=True)
+            out[sel] = np.clip(1.0 - _dmtw_cdf(pairs[0], pairs[1]), 0.0, 1.0)[inv.ravel()]
     return out.reshape(shape)
 
 
@@ -282,10 +292,13 @@ def _ks_block(b: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     c1 = np.arange(1, vals.shape[1] + 1, dtype=np.int32) - c2
     n1 = np.isfinite(b).sum(axis=1)
     n2 = np.isfinite(f).sum(axis=1)
+    if np.isnan(vals[:, -1]).any():  # NaN sorts last: only then are there points to leave out
+        last &= np.arange(vals.shape[1]) < (n1 + n2)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        diff = c1 / n1[:, None] - c2 / n2[:, None]
-    keep = last & ~np.isnan(vals)
-    diff = np.where(keep, diff, 0.0)
+        # the same float operations as scipy (counts / n1 - counts / n2), so the statistic is identical
+        diff = c1 / n1[:, None]
+        diff -= c2 / n2[:, None]
+        diff *= last  # only where a run of equal values ends (scipy's searchsorted side="right")
     max_s = diff.max(axis=1)
     min_s = np.clip(-diff.min(axis=1), 0, 1)
     d = np.where(min_s > max_s, min_s, max_s)
