@@ -1,6 +1,7 @@
 """Anomaly detectors: pure, vectorized scoring of metric windows (no I/O, no clock)."""
 
 from detectors.base import Detector, Scores, Status
+from detectors.deviation import PercentDeviation
 from detectors.events import Anomaly, AnomalyTracker, TrackerUpdate
 from detectors.robust_z import RobustZScore
 from detectors.twosample import KSTest, MannWhitney
@@ -11,6 +12,7 @@ __all__ = [
     "Detector",
     "KSTest",
     "MannWhitney",
+    "PercentDeviation",
     "RobustZScore",
     "Scores",
     "Status",
@@ -23,7 +25,7 @@ __all__ = [
 
 def available() -> dict[str, type[Detector]]:
     """Every detector strategy by name (the shared contract test runs them all)."""
-    return {cls.name: cls for cls in (RobustZScore, KSTest, MannWhitney)}
+    return {cls.name: cls for cls in (RobustZScore, KSTest, MannWhitney, PercentDeviation)}
 
 
 def default_detector() -> Detector:
