@@ -2,6 +2,7 @@
 
 from detectors.base import Detector, Scores, Status
 from detectors.deviation import PercentDeviation
+from detectors.esd import GeneralizedESD
 from detectors.events import Anomaly, AnomalyTracker, TrackerUpdate
 from detectors.robust_z import RobustZScore
 from detectors.twosample import KSTest, MannWhitney
@@ -10,6 +11,7 @@ __all__ = [
     "Anomaly",
     "AnomalyTracker",
     "Detector",
+    "GeneralizedESD",
     "KSTest",
     "MannWhitney",
     "PercentDeviation",
@@ -25,7 +27,7 @@ __all__ = [
 
 def available() -> dict[str, type[Detector]]:
     """Every detector strategy by name (the shared contract test runs them all)."""
-    return {cls.name: cls for cls in (RobustZScore, KSTest, MannWhitney, PercentDeviation)}
+    return {cls.name: cls for cls in (RobustZScore, KSTest, MannWhitney, PercentDeviation, GeneralizedESD)}
 
 
 def default_detector() -> Detector:
