@@ -5,9 +5,12 @@ from detectors.deviation import PercentDeviation
 from detectors.esd import GeneralizedESD
 from detectors.events import Anomaly, AnomalyTracker, TrackerUpdate
 from detectors.robust_z import RobustZScore
+from detectors.spot import DSPOT, SPOT
 from detectors.twosample import KSTest, MannWhitney
 
 __all__ = [
+    "DSPOT",
+    "SPOT",
     "Anomaly",
     "AnomalyTracker",
     "Detector",
@@ -27,7 +30,7 @@ __all__ = [
 
 def available() -> dict[str, type[Detector]]:
     """Every detector strategy by name (the shared contract test runs them all)."""
-    return {cls.name: cls for cls in (RobustZScore, KSTest, MannWhitney, PercentDeviation, GeneralizedESD)}
+    return {cls.name: cls for cls in (RobustZScore, KSTest, MannWhitney, PercentDeviation, GeneralizedESD, SPOT, DSPOT)}
 
 
 def default_detector() -> Detector:
