@@ -5,6 +5,7 @@ from detectors.deviation import PercentDeviation
 from detectors.esd import GeneralizedESD
 from detectors.events import Anomaly, AnomalyTracker, TrackerUpdate
 from detectors.robust_z import RobustZScore
+from detectors.shifts import LevelShift, TrendChange
 from detectors.spot import DSPOT, SPOT
 from detectors.twosample import KSTest, MannWhitney
 
@@ -16,12 +17,14 @@ __all__ = [
     "Detector",
     "GeneralizedESD",
     "KSTest",
+    "LevelShift",
     "MannWhitney",
     "PercentDeviation",
     "RobustZScore",
     "Scores",
     "Status",
     "TrackerUpdate",
+    "TrendChange",
     "available",
     "default_detector",
     "score_series",
@@ -30,7 +33,20 @@ __all__ = [
 
 def available() -> dict[str, type[Detector]]:
     """Every detector strategy by name (the shared contract test runs them all)."""
-    return {cls.name: cls for cls in (RobustZScore, KSTest, MannWhitney, PercentDeviation, GeneralizedESD, SPOT, DSPOT)}
+    return {
+        cls.name: cls
+        for cls in (
+            RobustZScore,
+            KSTest,
+            MannWhitney,
+            PercentDeviation,
+            GeneralizedESD,
+            SPOT,
+            DSPOT,
+            LevelShift,
+            TrendChange,
+        )
+    }
 
 
 def default_detector() -> Detector:

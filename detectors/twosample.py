@@ -406,7 +406,7 @@ def mannwhitney_rows(base: np.ndarray, focus: np.ndarray) -> tuple[np.ndarray, n
 # --- the detectors ------------------------------------------------------------------------------------
 
 
-def _lag1_autocorrelation(x: np.ndarray) -> np.ndarray:
+def lag1_autocorrelation(x: np.ndarray) -> np.ndarray:
     """Lag-1 autocorrelation of each row, NaN-aware, clipped to [0, 0.95]."""
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: their status says so
@@ -435,7 +435,7 @@ class _TwoWindow(Detector):
         focus = windows[:, -self.focus :]
         factor = np.ones(len(windows))
         if self.autocorrelation:
-            r = _lag1_autocorrelation(base)
+            r = lag1_autocorrelation(base)
             factor = (1 - r) / (1 + r)
         return base, focus, factor
 
