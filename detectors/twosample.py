@@ -66,26 +66,35 @@ def _as_pair(base: np.ndarray, focus: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return b, f
 
 
-def _merged(b: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _merged(b: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Merge each row's base ``b`` and focus ``f`` in sorted order (NaN last).
 
-    Returns the merged values, whether each merged element came from the focus window, and
-    where a run of equal values ends. Each half is sorted in place by numpy's vectorized
-    quicksort and the two sorted runs are merged by a stable argsort (timsort merges two runs in
-    one linear pass): cheaper than one argsort of the concatenation.
+    Returns the merged values, whether each merged element came from the focus window, where a
+    run of equal values ends, and the finite counts of base and focus. Each half is sorted in
+    place by numpy's vectorized quicksort and the two sorted runs are merged by a stable argsort
+    (timsort merges two runs in one linear pass): cheaper than one argsort of the concatenation.
     """
-    nb = b.shape[1]
-    runs = np.empty((b.shape[0], nb + f.shape[1]))
+    rows, nb = b.shape
+    width = nb + f.shape[1]
+    runs = np.empty((rows, width))
     runs[:, :nb] = b
     runs[:, nb:] = f
     runs[:, :nb].sort(axis=1)
     runs[:, nb:].sort(axis=1)
+    n1 = np.full(rows, nb, dtype=np.int64)
+    n2 = np.full(rows, width - nb, dtype=np.int64)
+    gaps = np.flatnonzero(np.isnan(runs[:, nb - 1]) | np.isnan(runs[:, -1]))  # NaN sorts last in each half
+    if len(gaps):
+        n1[gaps] = (~np.isnan(runs[gaps, :nb])).sum(axis=1)
+        n2[gaps] = (~np.isnan(runs[gaps, nb:])).sum(axis=1)
     order = runs.argsort(axis=1, kind="stable")
-    vals = np.take_along_axis(runs, order, axis=1)
+    vals = runs.ravel().take(order + (np.arange(rows) * width)[:, None])
     last = np.empty(runs.shape, dtype=bool)
     np.not_equal(vals[:, 1:], vals[:, :-1], out=last[:, :-1])
     last[:, -1] = True
-    return vals, order >= nb, last
+    if len(gaps):  # the NaN tail of a row is no evaluation point
+        last[gaps] &= np.arange(width) < (n1[gaps] + n2[gaps])[:, None]
+    return vals, order >= nb, last, n1, n2
 
 
 def _chunk_rows(cols: int) -> int:
@@ -165,7 +174,9 @@ def smirnov_sf(n: np.ndarray, d: np.ndarray) -> np.ndarray:
             logc = special.gammaln(nn + 1) - special.gammaln(j + 1) - special.gammaln(nn - j + 1)
             terms = logc + special.xlogy(nn - j, a) + special.xlogy(j - 1, dd + j / nn)
             terms = np.where(on, terms, -np.inf)
-            out[lo : lo + step] = np.exp(special.logsumexp(terms, axis=1) + np.log(d[lo : lo + step]))
+            top = terms.max(axis=1, keepdims=True)
+            lse = np.log(np.exp(terms - top).sum(axis=1)) + top[:, 0]
+            out[lo : lo + step] = np.exp(lse + np.log(d[lo : lo + step]))
     return np.clip(np.where(d >= 1.0, 0.0, np.where(d <= 0.0, 1.0, out)), 0.0, 1.0)
 
 
@@ -243,6 +254,20 @@ def kstwo_sf(d: np.ndarray, n: np.ndarray) -> np.ndarray:
     n = np.broadcast_to(np.asarray(n, dtype=np.float64), d.shape)
     shape = d.shape
     d, n = d.ravel(), n.ravel()
+    if len(d) > 1:  # KS statistics take few distinct values (multiples of 1/lcm(n1, n2)): evaluate each once
+        order = np.lexsort((d, n))
+        ds, ns = d[order], n[order]
+        new = np.ones(len(d), dtype=bool)
+        new[1:] = (ds[1:] != ds[:-1]) | (ns[1:] != ns[:-1])
+        if new.sum() < len(d):
+            group = np.cumsum(new) - 1
+            out = np.empty(len(d))
+            out[order] = _kstwo_sf_distinct(ds[new], ns[new])[group]
+            return out.reshape(shape)
+    return _kstwo_sf_distinct(d, n).reshape(shape)
+
+
+def _kstwo_sf_distinct(d: np.ndarray, n: np.ndarray) -> np.ndarray:
     out = np.full(d.shape, np.nan)
     ok = np.isfinite(n) & (n > 0) & ~np.isnan(d) & (np.round(n) == n)
     t = n * d
@@ -281,19 +306,14 @@ def kstwo_sf(d: np.ndarray, n: np.ndarray) -> np.ndarray:
         todo = ~done & dmtw
         if todo.any():
             sel = np.flatnonzero(todo)
-            pairs, inv = np.unique(np.stack([n[sel], d[sel]]), axis=1, return_inverse=True)
-            out[sel] = np.clip(1.0 - _dmtw_cdf(pairs[0], pairs[1]), 0.0, 1.0)[inv.ravel()]
-    return out.reshape(shape)
+            out[sel] = np.clip(1.0 - _dmtw_cdf(n[sel], d[sel]), 0.0, 1.0)
+    return out
 
 
 def _ks_block(b: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    vals, in_focus, last = _merged(b, f)
+    vals, in_focus, last, n1, n2 = _merged(b, f)
     c2 = np.cumsum(in_focus, axis=1, dtype=np.int32)
     c1 = np.arange(1, vals.shape[1] + 1, dtype=np.int32) - c2
-    n1 = np.isfinite(b).sum(axis=1)
-    n2 = np.isfinite(f).sum(axis=1)
-    if np.isnan(vals[:, -1]).any():  # NaN sorts last: only then are there points to leave out
-        last &= np.arange(vals.shape[1]) < (n1 + n2)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         # the same float operations as scipy (counts / n1 - counts / n2), so the statistic is identical
         diff = c1 / n1[:, None]
@@ -346,7 +366,7 @@ def _ks_pvalue(d: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
 
 
 def _mwu_block(b: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    vals, in_focus, last = _merged(b, f)
+    vals, in_focus, last, n1, n2 = _merged(b, f)
     finite = ~np.isnan(vals)
     width = vals.shape[1]
     pos = np.broadcast_to(np.arange(width), vals.shape)
@@ -359,8 +379,6 @@ def _mwu_block(b: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     r1 = np.where(in_base, ranks, 0.0).sum(axis=1)
     size = (end - start + 1).astype(np.float64)
     tie = np.where(last & finite, size**3 - size, 0.0).sum(axis=1)
-    n1 = np.isfinite(b).sum(axis=1)
-    n2 = np.isfinite(f).sum(axis=1)
     return r1, tie, n1, n2
 
 
