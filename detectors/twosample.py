@@ -66,35 +66,48 @@ def _as_pair(base: np.ndarray, focus: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return b, f
 
 
+_NAN_KEY = np.iinfo(np.int64).max
+
+
 def _merged(b: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Merge each row's base ``b`` and focus ``f`` in sorted order (NaN last).
 
-    Returns the merged values, whether each merged element came from the focus window, where a
-    run of equal values ends, and the finite counts of base and focus. Each half is sorted in
-    place by numpy's vectorized quicksort and the two sorted runs are merged by a stable argsort
-    (timsort merges two runs in one linear pass): cheaper than one argsort of the concatenation.
+    Returns the merged sort keys, whether each merged element came from the focus window, where
+    a run of equal values ends, and the finite counts of base and focus. Values are sorted as
+    order-preserving int64 keys (the float's bits, negatives' magnitude bits flipped; -0.0 made
+    +0.0 first and NaN the largest key, so equal keys are exactly equal floats): integer sorts
+    and merges skip the float comparison's NaN handling. Each half is sorted in place by numpy's
+    vectorized sort and the two sorted runs are merged by a stable argsort (timsort merges two
+    runs in one linear pass): cheaper than one argsort of the concatenation.
     """
     rows, nb = b.shape
     width = nb + f.shape[1]
     runs = np.empty((rows, width))
     runs[:, :nb] = b
     runs[:, nb:] = f
-    runs[:, :nb].sort(axis=1)
-    runs[:, nb:].sort(axis=1)
+    nan = np.isnan(runs)
+    any_nan = bool(nan.any())
+    runs += 0.0  # -0.0 becomes +0.0: equal floats, equal keys
+    k = runs.view(np.int64)
+    k ^= (k >> 63) & 0x7FFFFFFFFFFFFFFF
+    if any_nan:
+        k[nan] = _NAN_KEY
+    k[:, :nb].sort(axis=1)
+    k[:, nb:].sort(axis=1)
     n1 = np.full(rows, nb, dtype=np.int64)
     n2 = np.full(rows, width - nb, dtype=np.int64)
-    gaps = np.flatnonzero(np.isnan(runs[:, nb - 1]) | np.isnan(runs[:, -1]))  # NaN sorts last in each half
+    gaps = np.flatnonzero((k[:, nb - 1] == _NAN_KEY) | (k[:, -1] == _NAN_KEY)) if any_nan else np.empty(0, np.int64)
     if len(gaps):
-        n1[gaps] = (~np.isnan(runs[gaps, :nb])).sum(axis=1)
-        n2[gaps] = (~np.isnan(runs[gaps, nb:])).sum(axis=1)
-    order = runs.argsort(axis=1, kind="stable")
-    vals = runs.ravel().take(order + (np.arange(rows) * width)[:, None])
-    last = np.empty(runs.shape, dtype=bool)
-    np.not_equal(vals[:, 1:], vals[:, :-1], out=last[:, :-1])
+        n1[gaps] = (k[gaps, :nb] != _NAN_KEY).sum(axis=1)
+        n2[gaps] = (k[gaps, nb:] != _NAN_KEY).sum(axis=1)
+    order = k.argsort(axis=1, kind="stable")
+    keys = k.ravel().take(order + (np.arange(rows) * width)[:, None])
+    last = np.empty(k.shape, dtype=bool)
+    np.not_equal(keys[:, 1:], keys[:, :-1], out=last[:, :-1])
     last[:, -1] = True
     if len(gaps):  # the NaN tail of a row is no evaluation point
         last[gaps] &= np.arange(width) < (n1[gaps] + n2[gaps])[:, None]
-    return vals, order >= nb, last, n1, n2
+    return keys, order >= nb, last, n1, n2
 
 
 def _chunk_rows(cols: int) -> int:
@@ -367,7 +380,7 @@ def _ks_pvalue(d: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
 
 def _mwu_block(b: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     vals, in_focus, last, n1, n2 = _merged(b, f)
-    finite = ~np.isnan(vals)
+    finite = vals != _NAN_KEY
     width = vals.shape[1]
     pos = np.broadcast_to(np.arange(width), vals.shape)
     first = np.ones(vals.shape, dtype=bool)

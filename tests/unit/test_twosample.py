@@ -106,3 +106,18 @@ def test_quiet_series_stay_quiet_including_smooth_autocorrelated_ones(cls: type)
     assert (cls().score_series(100 + ar)[300:] >= 0.5).mean() < 0.01
     # without the autocorrelation correction a smooth series looks like constant change
     assert (cls(autocorrelation=False).score_series(100 + ar)[300:] >= 0.5).mean() > 0.05
+
+
+def test_signed_zeros_infinities_and_negative_nan_are_handled_like_scipy() -> None:
+    rng = np.random.default_rng(8)
+    base = rng.choice([-0.0, 0.0, 1.0, -1.0, np.inf, -np.inf, 2.5], (30, 40))
+    focus = rng.choice([-0.0, 0.0, 1.0, -2.0, np.inf, 2.5], (30, 25))
+    base[::3, 5] = np.copysign(np.nan, -1.0)  # a NaN with the sign bit set is still missing
+    d, p = ks_2samp_rows(base, focus)
+    u, pm = mannwhitney_rows(base, focus)
+    for i in range(30):
+        b = base[i][~np.isnan(base[i])]
+        ref = stats.ks_2samp(b, focus[i], method="asymp")
+        assert d[i] == ref.statistic and abs(p[i] - ref.pvalue) <= 1e-6
+        mw = stats.mannwhitneyu(b, focus[i], method="asymptotic")
+        assert abs(u[i] - mw.statistic) < 1e-9 and abs(pm[i] - mw.pvalue) <= 1e-6
