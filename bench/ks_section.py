@@ -78,7 +78,7 @@ def ks_figures(quick: bool, rows: int = 500, points: int = 1000, seed: int = 0) 
 
     ref_d, ref_p = scipy_loop()
     d, p = ks_2samp_rows(base, focus)
-    t_scipy = _median_time(scipy_loop, max(1, repeats // 2))
+    t_scipy, cpu_scipy = _interleaved({"scipy": scipy_loop}, max(1, repeats // 2))["scipy"]
     fast = _interleaved({"ours": lambda: ks_2samp_rows(base, focus), "sort": lambda: np.sort(x, axis=1)}, repeats * 5)
     t_ours, cpu_ours = fast["ours"]
     t_sort, cpu_sort = fast["sort"]
@@ -89,6 +89,7 @@ def ks_figures(quick: bool, rows: int = 500, points: int = 1000, seed: int = 0) 
         "ks_vectorized_s": t_ours,
         "ks_sort_floor_s": t_sort,
         "ks_speedup": t_scipy / t_ours,
+        "ks_speedup_cpu": cpu_scipy / cpu_ours,
         "ks_vs_sort_floor": t_ours / t_sort,
         "ks_vs_sort_floor_cpu": cpu_ours / cpu_sort,
         "ks_statistics_identical": bool(np.array_equal(d, ref_d)),
@@ -128,7 +129,9 @@ def print_table(res: dict[str, Any]) -> None:
     print(f"  ks_2samp_rows (vectorized)             {res['ks_vectorized_s'] * 1e3:9.1f} ms")
     print(f"  np.sort of the same array (floor)      {res['ks_sort_floor_s'] * 1e3:9.1f} ms")
     ok = "met" if res["ks_speedup"] >= 10 else "NOT met"
-    print(f"  speedup vs scipy loop  {res['ks_speedup']:7.1f}x   (target >= 10x: {ok})")
+    print(f"  speedup vs scipy loop  {res['ks_speedup']:7.1f}x   (target >= 10x: {ok}; wall clock)")
+    ok = "met" if res["ks_speedup_cpu"] >= 10 else "NOT met"
+    print(f"  CPU speedup            {res['ks_speedup_cpu']:7.1f}x   (target >= 10x: {ok}; CPU time)")
     ok = "met" if res["ks_vs_sort_floor"] <= 2 else "NOT met"
     print(f"  time / sort floor      {res['ks_vs_sort_floor']:7.2f}x   (target <= 2x: {ok}; wall clock)")
     ok = "met" if res["ks_vs_sort_floor_cpu"] <= 2 else "NOT met"
