@@ -71,6 +71,9 @@ def _as_pair(base: np.ndarray, focus: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 _NAN_KEY = np.iinfo(np.int64).max
+_MAGNITUDE = np.int64(0x7FFFFFFFFFFFFFFF)
+_INF_KEY = int(np.array([np.inf]).view(np.int64)[0])
+_NEG_INF_KEY = int(np.array([-np.inf]).view(np.int64)[0] ^ 0x7FFFFFFFFFFFFFFF)
 
 
 def _merged(b: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -87,23 +90,25 @@ def _merged(b: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     rows, nb = b.shape
     width = nb + f.shape[1]
     runs = np.empty((rows, width))
-    runs[:, :nb] = b
-    runs[:, nb:] = f
-    nan = np.isnan(runs)
-    any_nan = bool(nan.any())
-    runs += 0.0  # -0.0 becomes +0.0: equal floats, equal keys
+    np.add(b, 0.0, out=runs[:, :nb])  # copy, and -0.0 becomes +0.0: equal floats, equal keys
+    np.add(f, 0.0, out=runs[:, nb:])
     k = runs.view(np.int64)
-    k ^= (k >> 63) & 0x7FFFFFFFFFFFFFFF
-    if any_nan:
-        k[nan] = _NAN_KEY
+    k ^= (k >> 63) & _MAGNITUDE  # negatives: larger magnitude, smaller key
     k[:, :nb].sort(axis=1)
     k[:, nb:].sort(axis=1)
+    # a NaN's key lies beyond +inf's (sign bit clear) or below -inf's (set): it sorted to an end of its half
+    ends = np.stack([k[:, 0], k[:, nb - 1], k[:, nb], k[:, -1]], axis=1)
+    gaps = np.flatnonzero(((ends > _INF_KEY) | (ends < _NEG_INF_KEY)).any(axis=1))
     n1 = np.full(rows, nb, dtype=np.int64)
     n2 = np.full(rows, width - nb, dtype=np.int64)
-    gaps = np.flatnonzero((k[:, nb - 1] == _NAN_KEY) | (k[:, -1] == _NAN_KEY)) if any_nan else np.empty(0, np.int64)
     if len(gaps):
-        n1[gaps] = (k[gaps, :nb] != _NAN_KEY).sum(axis=1)
-        n2[gaps] = (k[gaps, nb:] != _NAN_KEY).sum(axis=1)
+        g = k[gaps]
+        g[(g > _INF_KEY) | (g < _NEG_INF_KEY)] = _NAN_KEY
+        g[:, :nb].sort(axis=1)
+        g[:, nb:].sort(axis=1)
+        k[gaps] = g
+        n1[gaps] = (g[:, :nb] != _NAN_KEY).sum(axis=1)
+        n2[gaps] = (g[:, nb:] != _NAN_KEY).sum(axis=1)
     order = k.argsort(axis=1, kind="stable")
     keys = k.ravel().take(order + (np.arange(rows) * width)[:, None])
     last = np.empty(k.shape, dtype=bool)
