@@ -102,19 +102,22 @@ def _tail(
 
 
 def _drift(x: np.ndarray, depth: int) -> np.ndarray:
-    """Mean of the ``depth`` points before each point (NaN-aware; NaN where none is finite)."""
+    """Mean of the ``depth`` points before each point (NaN-aware; NaN where none is finite or fewer
+    than ``depth`` points precede it)."""
     fin = np.isfinite(x)
-    cs = np.concatenate([np.zeros((len(x), 1)), np.cumsum(np.where(fin, x, 0.0), axis=1)], axis=1)
-    cn = np.concatenate([np.zeros((len(x), 1)), np.cumsum(fin, axis=1)], axis=1)
-    w = x.shape[1]
-    hi = np.arange(w)  # points before i: [i - depth, i)
-    lo = np.maximum(hi - depth, 0)
-    total = cs[:, hi] - cs[:, lo]
-    count = cn[:, hi] - cn[:, lo]
+    rows, w = x.shape
+    out = np.full((rows, w), np.nan)
+    if w <= depth:
+        return out
+    cs = np.zeros((rows, w + 1))
+    np.cumsum(np.where(fin, x, 0.0), axis=1, out=cs[:, 1:])
+    cn = np.zeros((rows, w + 1))
+    np.cumsum(fin, axis=1, out=cn[:, 1:])
+    total = cs[:, depth:w] - cs[:, : w - depth]  # points [i - depth, i) for i = depth .. w - 1
+    count = cn[:, depth:w] - cn[:, : w - depth]
     with np.errstate(all="ignore"):
-        out = total / count
-    out[:, :depth] = np.nan  # a full depth of context, or nothing
-    return np.where(count > 0, out, np.nan)
+        out[:, depth:] = np.where(count > 0, total / count, np.nan)
+    return out
 
 
 class SPOT(Detector):
