@@ -325,43 +325,61 @@ def candidate_pairs(
     """Pairs ``(a < b)`` involving a new node whose name evidence reaches ``min_name``, each new node
     keeping its best ``max_neighbours`` (most similar first, then closest in time).
 
-    ``mat`` and ``hotness`` are the nodes' :func:`contrast_weights`."""
+    ``mat`` and ``hotness`` are the nodes' :func:`contrast_weights`. Each unordered pair's evidence
+    is computed once, however many blocks or sides propose it; the result is sorted by ``(a, b)``.
+    """
     vec = _normalize(mat)
     n_nodes = mat.shape[0]
+    is_new = np.zeros(n_nodes, bool)
+    is_new[new_idx] = True
     if n_nodes <= config.exact_limit:
         # every pair sharing any property (cosine > 0) is a candidate; a shared hot pair is a shared pair
         near = sp.csr_matrix(vec[new_idx] @ vec.T).tocoo()
-        rows, cols = new_idx[near.row], near.col.astype(np.int64)
+        a, b = new_idx[near.row], near.col.astype(np.int64)
     else:
-        rows, cols = _blocked_pairs(hotness, starts, new_idx, config)
-    vals = _pair_similarity(vec, hotness, rows, cols, config)
+        a, b = _blocked_pairs(hotness, starts, is_new, config)
+    a, b = np.minimum(a, b), np.maximum(a, b)
+    keys = np.unique(a[a != b] * n_nodes + b[a != b])
+    a, b = keys // n_nodes, keys % n_nodes
+    vals = _pair_similarity(vec, hotness, a, b, config)
     # metrics with no weighted property (bare names: `revenue`, `signups`) share the implicit
-    # scope of the whole system: every pair of them is a full name match
+    # scope of the whole system: every pair of them is a full name match (they have no other pair)
     bare = np.flatnonzero(np.diff(mat.indptr) == 0)
     if len(bare) > 1:
-        bare_new = np.intersect1d(new_idx, bare)
-        br, bc = np.repeat(bare_new, len(bare)), np.tile(bare, len(bare_new))
-        rows, cols, vals = np.r_[rows, br], np.r_[cols, bc], np.r_[vals, np.ones(len(br))]
-    keep = (rows != cols) & (vals >= config.min_name - 1e-12)
-    rows, cols, vals = rows[keep], cols[keep], vals[keep]
-    if not len(rows):
+        ba, bb = np.meshgrid(bare, bare, indexing="ij")
+        keep = (ba < bb) & (is_new[ba] | is_new[bb])
+        keys = np.r_[keys, ba[keep] * n_nodes + bb[keep]]
+        vals = np.r_[vals, np.ones(int(keep.sum()))]
+        order = np.argsort(keys, kind="stable")
+        keys, vals = keys[order], vals[order]
+        a, b = keys // n_nodes, keys % n_nodes
+    ok = vals >= config.min_name - 1e-12
+    a, b, vals = a[ok], b[ok], vals[ok]
+    if not len(a):
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0)
-    order = np.lexsort((cols, np.abs(starts[rows] - starts[cols]), -vals, rows))
-    rows, cols, vals = rows[order], cols[order], vals[order]
+    # each new node ranks the pairs it is part of; a pair survives when either side keeps it
+    pid = np.arange(len(a))
+    side_a, side_b = pid[is_new[a]], pid[is_new[b]]
+    rows = np.r_[a[side_a], b[side_b]]
+    cols = np.r_[b[side_a], a[side_b]]
+    pid = np.r_[side_a, side_b]
+    gap = np.abs(starts[rows] - starts[cols])
+    order = np.lexsort((cols, gap, -vals[pid], rows))
+    rows, pid = rows[order], pid[order]
     first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     rank = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
-    top = rank < config.max_neighbours
-    a, b, v = np.minimum(rows[top], cols[top]), np.maximum(rows[top], cols[top]), vals[top]
-    _, uniq = np.unique(a * (n_nodes + 1) + b, return_index=True)
-    return a[uniq], b[uniq], v[uniq]
+    keep = np.zeros(len(a), bool)
+    keep[pid[rank < config.max_neighbours]] = True
+    return a[keep], b[keep], vals[keep]
 
 
 def _blocked_pairs(
-    hotness: sp.csr_matrix, starts: np.ndarray, new_idx: np.ndarray, config: GroupingConfig, per_node: int = 2
+    hotness: sp.csr_matrix, starts: np.ndarray, is_new: np.ndarray, config: GroupingConfig, per_node: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate pairs from blocks of shared hot pairs: near neighbours in time within each block."""
-    n = hotness.shape[0]
+    """Candidate pairs from blocks of shared hot pairs: near neighbours in time within each block.
+
+    Unordered and possibly repeated (two nodes may share both their blocks)."""
     coo = hotness.tocoo()
     # each node's `per_node` hottest pairs
     order = np.lexsort((coo.col, -coo.data, coo.row))
@@ -372,8 +390,6 @@ def _blocked_pairs(
     # within a block, sorted by start: each node meets the next `w` nodes
     order = np.lexsort((r, starts[r], c))
     r, c = r[order].astype(np.int64), c[order]
-    is_new = np.zeros(n, bool)
-    is_new[new_idx] = True
     lefts, rights = [], []
     for k in range(1, config.max_neighbours + 1):
         same = c[k:] == c[:-k]
@@ -383,11 +399,7 @@ def _blocked_pairs(
         rights.append(b[involve])
     rows = np.concatenate(lefts) if lefts else np.zeros(0, dtype=np.int64)
     cols = np.concatenate(rights) if rights else np.zeros(0, dtype=np.int64)
-    # orient pairs so the row is a new node (a new-new pair is examined from both sides)
-    flip = ~is_new[rows]
-    rows, cols = np.where(flip, cols, rows), np.where(flip, rows, cols)
-    both = is_new[cols] & (rows != cols)
-    return np.concatenate([rows, cols[both]]), np.concatenate([cols, rows[both]])
+    return rows, cols
 
 
 def _padded(mat: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -403,40 +415,37 @@ def _padded(mat: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     return cols, vals
 
 
-def _matched(ca: np.ndarray, va: np.ndarray, cb: np.ndarray, vb: np.ndarray, combine: np.ufunc) -> np.ndarray:
-    """Row-wise reduction over the columns two padded rows share: ``combine`` of ``va * vb``
-    (``np.add``: their dot product) or of ``va`` (``np.maximum``: the largest shared value)."""
-    acc = np.zeros(len(ca))
-    product = combine is np.add
-    for i in range(ca.shape[1]):
-        col = ca[:, i : i + 1]
-        hit = (cb == col) & (col >= 0)
-        if product:
-            acc += va[:, i] * (hit * vb).sum(axis=1)
-        else:
-            acc = np.maximum(acc, np.where(hit.any(axis=1), va[:, i], 0.0))
-    return acc
-
-
 def _pair_similarity(
     vec: sp.csr_matrix, hotness: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, config: GroupingConfig
 ) -> np.ndarray:
     """max(cosine, scope) for given pairs only, exactly.
 
     A name has a handful of pairs, so each pair of names is compared as two short padded rows:
-    every (i, j) match of their columns at once, no sparse row gathers.
+    every (i, j) match of their columns at once, no sparse row gathers. A pair's hotness depends
+    on the pair alone, so one match of the columns gives both the cosine (sum of the products
+    of matched weights) and the hottest shared pair (largest matched hotness).
     """
     if not len(rows):
         return np.zeros(0)
     vc, vv = _padded(vec)
-    hc, hv = _padded(hotness)
-    best_hot = hv.max(axis=1)
+    heat = np.zeros(vec.shape[1])
+    heat[hotness.indices] = hotness.data
+    hv = np.where(vc >= 0, heat[np.maximum(vc, 0)], 0.0)  # hotness of each padded entry
+    best_hot = hotness.max(axis=1).toarray().ravel() if hotness.nnz else np.zeros(vec.shape[0])
     ref = np.log(max(config.scope_ref_lift, 1.0 + 1e-9))
     out = np.zeros(len(rows))
+    width = vc.shape[1]
     for lo in range(0, len(rows), 200_000):
         r, c = rows[lo : lo + 200_000], cols[lo : lo + 200_000]
-        cos = _matched(vc[r], vv[r], vc[c], vv[c], np.add)
-        shared = _matched(hc[r], hv[r], hc[c], hv[c], np.maximum)
+        ca, cb, vb = vc[r], vc[c], vv[c]
+        va, ha = vv[r], hv[r]
+        cos = np.zeros(len(r))
+        shared = np.zeros(len(r))
+        for i in range(width):
+            col = ca[:, i : i + 1]
+            hit = (cb == col) & (col >= 0)
+            cos += va[:, i] * np.einsum("ij,ij->i", hit, vb)
+            shared = np.maximum(shared, np.where(hit.any(axis=1), ha[:, i], 0.0))
         relative = shared / np.maximum(np.maximum(best_hot[r], best_hot[c]), 1e-12)
         scope = np.minimum(relative, 1.0) * np.minimum(shared / ref, 1.0)
         out[lo : lo + len(r)] = np.maximum(cos, scope)
