@@ -61,7 +61,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import eigh
 from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from grouping.correlation import shape_similarity_pairs
 from grouping.names import NAME_KEY, NameIndex
@@ -124,6 +124,13 @@ class Node:
     incident: str | None = None  # the open incident it already belongs to, if any
 
 
+def sorted_unique(x: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of an integer array. ``np.unique`` of numpy 2 hashes first, which
+    on the hundreds of thousands of pair keys of a storm costs several times this sort."""
+    x = np.sort(x)
+    return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
+
+
 def contrast_vectors(index: NameIndex, names: Sequence[str], config: GroupingConfig) -> sp.csr_matrix:
     """L2-normalized name vectors of ``names`` weighted by IDF, key weight and storm lift."""
     mat, _ = contrast_weights(index, names, config)
@@ -156,7 +163,7 @@ def contrast_weights(
     df = index.doc_freq().astype(np.float64)
     active = np.bincount(indices, minlength=n_vocab).astype(np.float64)
     base_rate = len(names) / max(len(index), 1)
-    used = np.unique(indices)
+    used = sorted_unique(indices)
     lift = np.zeros(n_vocab)
     lift[used] = (active[used] / np.maximum(df[used], 1.0)) / max(base_rate, 1e-12)
     hot = np.where((active >= config.hot_min_count) & (lift > 1.0), np.log(np.maximum(lift, 1.0)), 0.0)
@@ -270,7 +277,7 @@ def build_edges(
         out = Edges.empty(step)
         out.hotness = hotness
         return out
-    involved = np.unique(np.concatenate([left, right]))
+    involved = sorted_unique(np.concatenate([left, right]))
     pos = np.full(len(nodes), -1, dtype=np.int64)
     pos[involved] = np.arange(len(involved))
     win = windows([names[i] for i in involved])[:, -config.shape_points :]
@@ -339,7 +346,7 @@ def candidate_pairs(
     else:
         a, b = _blocked_pairs(hotness, starts, is_new, config)
     a, b = np.minimum(a, b), np.maximum(a, b)
-    keys = np.unique(a[a != b] * n_nodes + b[a != b])
+    keys = sorted_unique(a[a != b] * n_nodes + b[a != b])
     a, b = keys // n_nodes, keys % n_nodes
     vals = _pair_similarity(vec, hotness, a, b, config)
     # metrics with no weighted property (bare names: `revenue`, `signups`) share the implicit
@@ -511,11 +518,15 @@ def lowest_conductance_cut(adj: sp.csr_matrix) -> tuple[np.ndarray, float] | Non
     if n < 2 or np.any(deg <= 0):
         return None
     d = 1.0 / np.sqrt(deg)
-    norm = sp.csr_matrix(sp.diags(d) @ adj @ sp.diags(d))
+    coo = adj.tocoo()
+    norm = sp.csr_matrix((coo.data * d[coo.row] * d[coo.col], (coo.row, coo.col)), shape=adj.shape)
     fiedler = _second_eigenvector(norm, np.sqrt(deg))
     order = np.argsort(fiedler * d, kind="stable")
-    perm = adj[order][:, order]
-    inside = np.asarray(sp.tril(perm, k=-1).sum(axis=1)).ravel()  # weight to earlier nodes
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    # weight from each node to the nodes before it in the sweep order
+    earlier = rank[coo.col] < rank[coo.row]
+    inside = np.bincount(rank[coo.row[earlier]], weights=coo.data[earlier], minlength=n)
     vol = np.cumsum(deg[order])
     cut = vol - 2.0 * np.cumsum(inside)
     total = vol[-1]
@@ -530,15 +541,28 @@ def _second_eigenvector(norm: sp.csr_matrix, top: np.ndarray) -> np.ndarray:
     """Second-largest eigenvector of a normalized adjacency (dense solver up to a few hundred
     nodes, else ARPACK from a fixed start so the result is deterministic). When ARPACK does not
     converge the dense solver takes over up to 2,000 nodes; beyond that the zero vector is
-    returned, which yields no cut (the guard then keeps the component whole)."""
+    returned, which yields no cut (the guard then keeps the component whole).
+
+    The largest eigenvector of a connected graph's normalized adjacency is known (``top``,
+    the square roots of the degrees), so ARPACK looks for the largest one of the operator with
+    it projected out: one eigenpair instead of two, about 40% fewer matrix products.
+    """
     n = norm.shape[0]
     if not np.isfinite(norm.data).all():
         return np.zeros(n)
     if n > 150:
+        u = top / np.linalg.norm(top)
+
+        def matvec(x: np.ndarray) -> np.ndarray:
+            x = np.asarray(x).ravel()
+            return np.asarray(norm @ x - u * (u @ x))
+
+        op = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
         v0 = top + np.linspace(0.0, 1e-3, n)
+        v0 -= u * (u @ v0)
         try:
-            _, vecs = eigsh(norm, k=2, which="LA", v0=v0, tol=1e-3, maxiter=200)
-            if vecs.shape[1] == 2:
+            _, vecs = eigsh(op, k=1, which="LA", v0=v0, tol=1e-3, maxiter=300)
+            if vecs.shape[1] == 1 and np.isfinite(vecs).all():
                 return np.asarray(vecs[:, 0])
         except ArpackNoConvergence:
             pass
