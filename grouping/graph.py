@@ -143,6 +143,14 @@ def _normalize(mat: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(1.0 / norms) @ mat)
 
 
+def _pair_columns(index: NameIndex, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(indptr, indices)``: the vocabulary columns of each known name's pairs, in one gather."""
+    if not len(names):
+        return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    rows = index.vectors(names)
+    return rows.indptr.astype(np.int64), rows.indices.astype(np.int64)
+
+
 def contrast_weights(
     index: NameIndex, names: Sequence[str], config: GroupingConfig
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -151,10 +159,7 @@ def contrast_weights(
     Hotness of a pair is ``key weight x log(lift)`` when at least ``hot_min_count`` anomalies
     hold it and it is over-represented (lift > 1), else 0.
     """
-    cols = [index.token_columns(n) for n in names]
-    indptr = np.zeros(len(cols) + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum([len(c) for c in cols])
-    indices = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    indptr, indices = _pair_columns(index, names)
     n_vocab = len(index.idf())
     shape = (len(names), n_vocab)
     if len(indices) == 0:
@@ -188,7 +193,7 @@ def hot_properties(
     """The pairs most over-represented among ``names``: ``(pair, anomalous, total, lift)``."""
     if not names:
         return []
-    cols = np.concatenate([index.token_columns(n) for n in names])
+    cols = _pair_columns(index, names)[1]
     df = index.doc_freq()
     counts = np.bincount(cols, minlength=len(df))
     used = np.flatnonzero(counts)

@@ -156,6 +156,7 @@ class IncidentTracker:
         self._of: dict[Key, str] = {}
         self._last_of_metric: dict[str, str] = {}
         self._props: dict[str, dict[str, str]] = {}
+        self._pair_of_column: dict[int, tuple[str, str]] = {}
         self.last_edges: Edges | None = None  # the newest tick's graph, for explanations
 
     # -- queries -------------------------------------------------------------------------
@@ -174,6 +175,21 @@ class IncidentTracker:
             p = dict(t.split("=", 1) for t in self.index.tokens(metric)) if metric in self.index else parse(metric)
             self._props[metric] = p
         return p
+
+    def _learn_props(self, metrics: Sequence[str]) -> None:
+        """Properties of many known metrics at once, from the name index's rows (one gather)."""
+        todo = [m for m in dict.fromkeys(metrics) if m not in self._props and m in self.index]
+        if not todo:
+            return
+        rows = self.index.vectors(todo)
+        cols = rows.indices.tolist()
+        kv = self._pair_of_column
+        for c in set(cols) - kv.keys():
+            key, _, value = self.index.column_token(c).partition("=")
+            kv[c] = (key, value)
+        ptr = rows.indptr.tolist()
+        for k, m in enumerate(todo):
+            self._props[m] = dict(kv[c] for c in cols[ptr[k] : ptr[k + 1]])
 
     # -- the tick ------------------------------------------------------------------------
 
@@ -203,6 +219,7 @@ class IncidentTracker:
             touched.add(iid)
         if new:
             changes += self._group_new(now, new, windows, touched)
+            self._learn_props([a.metric for a in new])
         for iid in sorted(touched):
             inc = self.incidents[iid]
             if inc.status == "open":
