@@ -94,14 +94,19 @@ class GroupingConfig:
     merge_min_links: int = 2
     merge_min_shared: float = 0.5
     max_neighbours: int = 24
+    #: a lone anomaly (related to nothing) opens an incident on its own only when its peak score
+    #: reaches ``single_min_score`` or it has lasted ``single_min_s``; until then it waits, recorded
+    #: as an anomaly, and is grouped again every tick (0 and 0: every lone anomaly pages at once)
+    single_min_score: float = 0.0
+    single_min_s: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("min_name", "min_shape", "cold_weight"):
+        for name in ("min_name", "min_shape", "cold_weight", "single_min_score"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"grouping {name} must be within [0, 1], got {v}")
-        for name in ("link_window_s", "resolve_after_s"):
+        for name in ("link_window_s", "resolve_after_s", "single_min_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"grouping {name} must not be negative, got {getattr(self, name)}")
         if self.shape_points < 8:

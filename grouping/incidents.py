@@ -157,12 +157,18 @@ class IncidentTracker:
         self._last_of_metric: dict[str, str] = {}
         self._props: dict[str, dict[str, str]] = {}
         self._pair_of_column: dict[int, tuple[str, str]] = {}
+        #: lone weak anomalies waiting for related evidence, strength or persistence (see ``update``)
+        self._pending: dict[Key, Member] = {}
         self.last_edges: Edges | None = None  # the newest tick's graph, for explanations
 
     # -- queries -------------------------------------------------------------------------
 
     def open_incidents(self) -> list[Incident]:
         return [i for i in self.incidents.values() if i.status == "open"]
+
+    def pending(self) -> list[Member]:
+        """Lone weak anomalies that have not opened an incident (yet), oldest first."""
+        return sorted(self._pending.values(), key=lambda m: (m.start, m.metric))
 
     def incident_of(self, metric: str, start: float) -> Incident | None:
         iid = self._of.get((metric, start))
@@ -208,7 +214,13 @@ class IncidentTracker:
             seen.add(key)
             iid = self._of.get(key)
             if iid is None:
-                new.append(a)
+                waiting = self._pending.get(key)
+                if waiting is not None:
+                    waiting.end, waiting.open = max(waiting.end, a.end), a.open
+                    if a.peak_score > waiting.peak_score:
+                        waiting.peak_score, waiting.peak_at, waiting.direction = a.peak_score, a.peak_at, a.direction
+                else:
+                    new.append(a)
                 continue
             inc = self.incidents[iid]
             mem = inc.members[key]
@@ -217,8 +229,15 @@ class IncidentTracker:
                 mem.peak_score, mem.peak_at, mem.direction = a.peak_score, a.peak_at, a.direction
             inc.updated_at = now
             touched.add(iid)
-        if new:
-            changes += self._group_new(now, new, windows, touched)
+        # waiting lone anomalies are grouped again with the new ones: related evidence, strength or
+        # persistence may have arrived; those that went quiet beyond the link window are let go
+        horizon = self.config.link_window_s
+        for key in [k for k, w in self._pending.items() if not w.open and now - w.end > horizon]:
+            del self._pending[key]
+        waiting: list[AnomalyLike] = list(self._pending.values())
+        self._pending = {}
+        if new or waiting:
+            changes += self._group_new(now, new + waiting, windows, touched)
             self._learn_props([a.metric for a in new])
         for iid in sorted(touched):
             inc = self.incidents[iid]
@@ -264,6 +283,10 @@ class IncidentTracker:
         for k, comp in enumerate(comps):
             fresh = sorted(int(i) for i in comp)
             tg = targets.get(k, [])
+            if not tg and len(fresh) == 1 and not self._pages_alone(new[fresh[0]]):
+                a = new[fresh[0]]
+                self._pending[(a.metric, a.start)] = self._member(a, now)
+                continue
             if not tg:
                 first = new[fresh[0]]
                 iid = incident_id(first.metric, first.start)
@@ -286,30 +309,38 @@ class IncidentTracker:
             touched.add(iid)
             changes.append(IncidentChange(iid, kind, now, {"added": [new[i].metric for i in fresh]}))
             for i in fresh:
-                a = new[i]
-                mem = Member(
-                    metric=a.metric,
-                    start=a.start,
-                    end=a.end,
-                    peak_score=a.peak_score,
-                    peak_at=a.peak_at,
-                    direction=a.direction,
-                    open=a.open,
-                    joined_at=now,
-                )
+                mem = self._member(new[i], now)
                 inc.members[mem.key] = mem
                 self._of[mem.key] = iid
         # evidence: each new member's strongest edge to a node of the group it joined
         best = strongest_edges(edges, lambda n, o: (member_target[n] >= 0) & (member_target[n] == member_target[o]))
         for i in range(n_new):
             k_edge = best.get(i)
-            if k_edge is None:
+            if k_edge is None or (new[i].metric, new[i].start) not in self._of:
                 continue
             peer = int(edges.right[k_edge] if edges.left[k_edge] == i else edges.left[k_edge])
             a = new[i]
             mem = self.incidents[self._of[(a.metric, a.start)]].members[(a.metric, a.start)]
             mem.evidence = {"to": nodes[peer].metric, **edges.evidence(k_edge)}
         return changes
+
+    @staticmethod
+    def _member(a: AnomalyLike, now: float) -> Member:
+        return Member(
+            metric=a.metric,
+            start=a.start,
+            end=a.end,
+            peak_score=a.peak_score,
+            peak_at=a.peak_at,
+            direction=a.direction,
+            open=a.open,
+            joined_at=now,
+        )
+
+    def _pages_alone(self, a: AnomalyLike) -> bool:
+        """Whether a lone anomaly, related to nothing, is worth an incident of its own now."""
+        cfg = self.config
+        return a.peak_score >= cfg.single_min_score or a.end - a.start >= cfg.single_min_s
 
     def _targets(
         self,
@@ -466,6 +497,7 @@ class IncidentTracker:
         return {
             "incidents": [inc.to_dict() for inc in self.incidents.values()],
             "last_of_metric": dict(self._last_of_metric),
+            "pending": [asdict(m) for m in self.pending()],
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -477,3 +509,7 @@ class IncidentTracker:
             for key in inc.members:
                 self._of[key] = inc.id
         self._last_of_metric = dict(state.get("last_of_metric", {}))
+        self._pending = {}
+        for d in state.get("pending", []):
+            mem = Member(**d)
+            self._pending[mem.key] = mem
