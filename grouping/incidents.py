@@ -214,11 +214,11 @@ class IncidentTracker:
             seen.add(key)
             iid = self._of.get(key)
             if iid is None:
-                waiting = self._pending.get(key)
-                if waiting is not None:
-                    waiting.end, waiting.open = max(waiting.end, a.end), a.open
-                    if a.peak_score > waiting.peak_score:
-                        waiting.peak_score, waiting.peak_at, waiting.direction = a.peak_score, a.peak_at, a.direction
+                held = self._pending.get(key)
+                if held is not None:
+                    held.end, held.open = max(held.end, a.end), a.open
+                    if a.peak_score > held.peak_score:
+                        held.peak_score, held.peak_at, held.direction = a.peak_score, a.peak_at, a.direction
                 else:
                     new.append(a)
                 continue
