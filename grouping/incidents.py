@@ -314,14 +314,14 @@ class IncidentTracker:
                 self._of[mem.key] = iid
         # evidence: each new member's strongest edge to a node of the group it joined
         best = strongest_edges(edges, lambda n, o: (member_target[n] >= 0) & (member_target[n] == member_target[o]))
-        for i in range(n_new):
-            k_edge = best.get(i)
-            if k_edge is None or (new[i].metric, new[i].start) not in self._of:
-                continue
-            peer = int(edges.right[k_edge] if edges.left[k_edge] == i else edges.left[k_edge])
-            a = new[i]
-            mem = self.incidents[self._of[(a.metric, a.start)]].members[(a.metric, a.start)]
-            mem.evidence = {"to": nodes[peer].metric, **edges.evidence(k_edge)}
+        placed = [i for i in range(n_new) if i in best and (new[i].metric, new[i].start) in self._of]
+        k_edges = np.array([best[i] for i in placed], dtype=np.int64)
+        peers = np.where(
+            edges.left[k_edges] == np.array(placed, dtype=np.int64), edges.right[k_edges], edges.left[k_edges]
+        )
+        for i, peer, ev in zip(placed, peers.tolist(), edges.evidence_many(k_edges)):
+            key = (new[i].metric, new[i].start)
+            self.incidents[self._of[key]].members[key].evidence = {"to": nodes[peer].metric, **ev}
         return changes
 
     @staticmethod

@@ -330,3 +330,21 @@ def test_without_the_lone_rule_every_anomaly_pages_and_waiting_anomalies_survive
     w2.shapes = dict(w1.shapes)
     assert w1.tick(60, [later]) == w2.tick(60, [later])
     assert [i.to_dict() for i in w1.tracker.open_incidents()] == [i.to_dict() for i in w2.tracker.open_incidents()]
+
+
+def test_evidence_of_many_edges_is_the_evidence_of_each() -> None:
+    rng = np.random.default_rng(3)
+    n = 50
+    e = Edges(
+        np.arange(n),
+        np.arange(n) + 1,
+        rng.random(n),
+        rng.random(n),
+        rng.uniform(-1, 1, n),
+        rng.integers(-3, 4, n),
+        rng.integers(0, 5, n) * 60.0,
+        step=60.0,
+    )
+    ks = [7, 0, 49, 7]
+    assert e.evidence_many(ks) == [e.evidence(k) for k in ks]
+    assert e.evidence_many([]) == []
