@@ -388,14 +388,17 @@ def candidate_pairs(
     if not len(a):
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0)
-    # each new node ranks the pairs it is part of; a pair survives when either side keeps it
+    # each new node ranks the pairs it is part of (most similar, then closest in time, then the
+    # other node's index); a pair survives when either side keeps it. Similarity and gap belong
+    # to the pair, and pairs are sorted by (a, b), so ranking the pairs once and sorting each
+    # node's entries by that rank is the same order as sorting the entries by all four keys.
+    prank = np.empty(len(a), dtype=np.int64)
+    prank[np.lexsort((np.abs(starts[a] - starts[b]), -vals))] = np.arange(len(a))
     pid = np.arange(len(a))
     side_a, side_b = pid[is_new[a]], pid[is_new[b]]
     rows = np.r_[a[side_a], b[side_b]]
-    cols = np.r_[b[side_a], a[side_b]]
     pid = np.r_[side_a, side_b]
-    gap = np.abs(starts[rows] - starts[cols])
-    order = np.lexsort((cols, gap, -vals[pid], rows))
+    order = np.argsort(rows * len(a) + prank[pid], kind="stable")
     rows, pid = rows[order], pid[order]
     first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     rank = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
@@ -616,7 +619,10 @@ def strongest_edges(
         nodes, others, idx = nodes[ok], others[ok], idx[ok]
     if not len(nodes):
         return {}
-    order = np.lexsort((idx, -edges.weight[idx], nodes))
+    # strongest first, ties to the lower edge index: one rank of the edges, one sort of the entries
+    erank = np.empty(len(edges), dtype=np.int64)
+    erank[np.argsort(-edges.weight, kind="stable")] = np.arange(len(edges))
+    order = np.argsort(nodes * len(edges) + erank[idx], kind="stable")
     nodes, idx = nodes[order], idx[order]
     first = np.r_[True, nodes[1:] != nodes[:-1]]
     return {int(n): int(i) for n, i in zip(nodes[first], idx[first])}
