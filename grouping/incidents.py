@@ -10,6 +10,12 @@ each (guarded) component decides:
 - members of several incidents: the incidents merge into the one opened first (ties: the
   smaller id); the others end with status ``merged`` and ``merged_into`` pointing at it.
 
+A lone anomaly (a component of one, linked to no open incident) opens an incident only when its
+peak score reaches ``single_min_score`` or it has lasted ``single_min_s``; until then it waits
+(:meth:`IncidentTracker.pending`), pages nobody, and is grouped again with every tick's new
+anomalies, so related evidence, strength or persistence arriving later opens the incident. It
+is let go once quiet for longer than ``link_window_s``.
+
 An incident resolves when all its members have closed and ``resolve_after_s`` has passed
 since its last activity. A resolved incident never reopens: a new problem on the same
 metrics opens a NEW incident whose ``follows`` names the one before (so a service failing
