@@ -62,6 +62,7 @@ import scipy.sparse as sp
 from scipy.linalg import eigh
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+from threadpoolctl import threadpool_limits
 
 from grouping.correlation import shape_similarity_pairs
 from grouping.names import NAME_KEY, NameIndex
@@ -94,14 +95,20 @@ class GroupingConfig:
     merge_min_links: int = 2
     merge_min_shared: float = 0.5
     max_neighbours: int = 24
+    #: a lone anomaly (related to nothing) opens an incident on its own only when its peak score
+    #: reaches ``single_min_score`` or it has lasted ``single_min_s``; until then it waits, recorded
+    #: as an anomaly, and is grouped again every tick (0 and 0: every lone anomaly pages at once).
+    #: Measured in docs/grouping.md: fewer incidents on storms and on ASD, no event recall lost.
+    single_min_score: float = 0.9
+    single_min_s: float = 600.0
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("min_name", "min_shape", "cold_weight"):
+        for name in ("min_name", "min_shape", "cold_weight", "single_min_score"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"grouping {name} must be within [0, 1], got {v}")
-        for name in ("link_window_s", "resolve_after_s"):
+        for name in ("link_window_s", "resolve_after_s", "single_min_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"grouping {name} must not be negative, got {getattr(self, name)}")
         if self.shape_points < 8:
@@ -124,6 +131,13 @@ class Node:
     incident: str | None = None  # the open incident it already belongs to, if any
 
 
+def sorted_unique(x: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of an integer array. ``np.unique`` of numpy 2 hashes first, which
+    on the hundreds of thousands of pair keys of a storm costs several times this sort."""
+    x = np.sort(x)
+    return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
+
+
 def contrast_vectors(index: NameIndex, names: Sequence[str], config: GroupingConfig) -> sp.csr_matrix:
     """L2-normalized name vectors of ``names`` weighted by IDF, key weight and storm lift."""
     mat, _ = contrast_weights(index, names, config)
@@ -136,6 +150,14 @@ def _normalize(mat: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(1.0 / norms) @ mat)
 
 
+def _pair_columns(index: NameIndex, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(indptr, indices)``: the vocabulary columns of each known name's pairs, in one gather."""
+    if not len(names):
+        return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    rows = index.vectors(names)
+    return rows.indptr.astype(np.int64), rows.indices.astype(np.int64)
+
+
 def contrast_weights(
     index: NameIndex, names: Sequence[str], config: GroupingConfig
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -144,10 +166,7 @@ def contrast_weights(
     Hotness of a pair is ``key weight x log(lift)`` when at least ``hot_min_count`` anomalies
     hold it and it is over-represented (lift > 1), else 0.
     """
-    cols = [index.token_columns(n) for n in names]
-    indptr = np.zeros(len(cols) + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum([len(c) for c in cols])
-    indices = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    indptr, indices = _pair_columns(index, names)
     n_vocab = len(index.idf())
     shape = (len(names), n_vocab)
     if len(indices) == 0:
@@ -156,7 +175,7 @@ def contrast_weights(
     df = index.doc_freq().astype(np.float64)
     active = np.bincount(indices, minlength=n_vocab).astype(np.float64)
     base_rate = len(names) / max(len(index), 1)
-    used = np.unique(indices)
+    used = sorted_unique(indices)
     lift = np.zeros(n_vocab)
     lift[used] = (active[used] / np.maximum(df[used], 1.0)) / max(base_rate, 1e-12)
     hot = np.where((active >= config.hot_min_count) & (lift > 1.0), np.log(np.maximum(lift, 1.0)), 0.0)
@@ -181,7 +200,7 @@ def hot_properties(
     """The pairs most over-represented among ``names``: ``(pair, anomalous, total, lift)``."""
     if not names:
         return []
-    cols = np.concatenate([index.token_columns(n) for n in names])
+    cols = _pair_columns(index, names)[1]
     df = index.doc_freq()
     counts = np.bincount(cols, minlength=len(df))
     used = np.flatnonzero(counts)
@@ -233,6 +252,18 @@ class Edges:
             self.hotness,
         )
 
+    def evidence_many(self, ks: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
+        """:meth:`evidence` of many edges at once (rounded as arrays, not edge by edge)."""
+        k = np.asarray(ks, dtype=np.int64)
+        cols = zip(
+            np.round(self.weight[k], 4).tolist(),
+            np.round(self.name[k], 4).tolist(),
+            np.round(self.shape[k], 4).tolist(),
+            (self.lag_steps[k] * self.step).astype(np.float64).tolist(),
+            self.onset_gap_s[k].astype(np.float64).tolist(),
+        )
+        return [{"weight": w, "name": n, "shape": s, "lag_s": lag, "onset_gap_s": g} for w, n, s, lag, g in cols]
+
     def evidence(self, k: int) -> dict[str, Any]:
         return {
             "weight": round(float(self.weight[k]), 4),
@@ -270,7 +301,7 @@ def build_edges(
         out = Edges.empty(step)
         out.hotness = hotness
         return out
-    involved = np.unique(np.concatenate([left, right]))
+    involved = sorted_unique(np.concatenate([left, right]))
     pos = np.full(len(nodes), -1, dtype=np.int64)
     pos[involved] = np.arange(len(involved))
     win = windows([names[i] for i in involved])[:, -config.shape_points :]
@@ -325,43 +356,64 @@ def candidate_pairs(
     """Pairs ``(a < b)`` involving a new node whose name evidence reaches ``min_name``, each new node
     keeping its best ``max_neighbours`` (most similar first, then closest in time).
 
-    ``mat`` and ``hotness`` are the nodes' :func:`contrast_weights`."""
+    ``mat`` and ``hotness`` are the nodes' :func:`contrast_weights`. Each unordered pair's evidence
+    is computed once, however many blocks or sides propose it; the result is sorted by ``(a, b)``.
+    """
     vec = _normalize(mat)
     n_nodes = mat.shape[0]
+    is_new = np.zeros(n_nodes, bool)
+    is_new[new_idx] = True
     if n_nodes <= config.exact_limit:
         # every pair sharing any property (cosine > 0) is a candidate; a shared hot pair is a shared pair
         near = sp.csr_matrix(vec[new_idx] @ vec.T).tocoo()
-        rows, cols = new_idx[near.row], near.col.astype(np.int64)
+        a, b = new_idx[near.row], near.col.astype(np.int64)
     else:
-        rows, cols = _blocked_pairs(hotness, starts, new_idx, config)
-    vals = _pair_similarity(vec, hotness, rows, cols, config)
+        a, b = _blocked_pairs(hotness, starts, is_new, config)
+    a, b = np.minimum(a, b), np.maximum(a, b)
+    keys = sorted_unique(a[a != b] * n_nodes + b[a != b])
+    a, b = keys // n_nodes, keys % n_nodes
+    vals = _pair_similarity(vec, hotness, a, b, config)
     # metrics with no weighted property (bare names: `revenue`, `signups`) share the implicit
-    # scope of the whole system: every pair of them is a full name match
+    # scope of the whole system: every pair of them is a full name match (they have no other pair)
     bare = np.flatnonzero(np.diff(mat.indptr) == 0)
     if len(bare) > 1:
-        bare_new = np.intersect1d(new_idx, bare)
-        br, bc = np.repeat(bare_new, len(bare)), np.tile(bare, len(bare_new))
-        rows, cols, vals = np.r_[rows, br], np.r_[cols, bc], np.r_[vals, np.ones(len(br))]
-    keep = (rows != cols) & (vals >= config.min_name - 1e-12)
-    rows, cols, vals = rows[keep], cols[keep], vals[keep]
-    if not len(rows):
+        ba, bb = np.meshgrid(bare, bare, indexing="ij")
+        keep = (ba < bb) & (is_new[ba] | is_new[bb])
+        keys = np.r_[keys, ba[keep] * n_nodes + bb[keep]]
+        vals = np.r_[vals, np.ones(int(keep.sum()))]
+        order = np.argsort(keys, kind="stable")
+        keys, vals = keys[order], vals[order]
+        a, b = keys // n_nodes, keys % n_nodes
+    ok = vals >= config.min_name - 1e-12
+    a, b, vals = a[ok], b[ok], vals[ok]
+    if not len(a):
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0)
-    order = np.lexsort((cols, np.abs(starts[rows] - starts[cols]), -vals, rows))
-    rows, cols, vals = rows[order], cols[order], vals[order]
+    # each new node ranks the pairs it is part of (most similar, then closest in time, then the
+    # other node's index); a pair survives when either side keeps it. Similarity and gap belong
+    # to the pair, and pairs are sorted by (a, b), so ranking the pairs once and sorting each
+    # node's entries by that rank is the same order as sorting the entries by all four keys.
+    prank = np.empty(len(a), dtype=np.int64)
+    prank[np.lexsort((np.abs(starts[a] - starts[b]), -vals))] = np.arange(len(a))
+    pid = np.arange(len(a))
+    side_a, side_b = pid[is_new[a]], pid[is_new[b]]
+    rows = np.r_[a[side_a], b[side_b]]
+    pid = np.r_[side_a, side_b]
+    order = np.argsort(rows * len(a) + prank[pid], kind="stable")
+    rows, pid = rows[order], pid[order]
     first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     rank = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
-    top = rank < config.max_neighbours
-    a, b, v = np.minimum(rows[top], cols[top]), np.maximum(rows[top], cols[top]), vals[top]
-    _, uniq = np.unique(a * (n_nodes + 1) + b, return_index=True)
-    return a[uniq], b[uniq], v[uniq]
+    keep = np.zeros(len(a), bool)
+    keep[pid[rank < config.max_neighbours]] = True
+    return a[keep], b[keep], vals[keep]
 
 
 def _blocked_pairs(
-    hotness: sp.csr_matrix, starts: np.ndarray, new_idx: np.ndarray, config: GroupingConfig, per_node: int = 2
+    hotness: sp.csr_matrix, starts: np.ndarray, is_new: np.ndarray, config: GroupingConfig, per_node: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate pairs from blocks of shared hot pairs: near neighbours in time within each block."""
-    n = hotness.shape[0]
+    """Candidate pairs from blocks of shared hot pairs: near neighbours in time within each block.
+
+    Unordered and possibly repeated (two nodes may share both their blocks)."""
     coo = hotness.tocoo()
     # each node's `per_node` hottest pairs
     order = np.lexsort((coo.col, -coo.data, coo.row))
@@ -372,8 +424,6 @@ def _blocked_pairs(
     # within a block, sorted by start: each node meets the next `w` nodes
     order = np.lexsort((r, starts[r], c))
     r, c = r[order].astype(np.int64), c[order]
-    is_new = np.zeros(n, bool)
-    is_new[new_idx] = True
     lefts, rights = [], []
     for k in range(1, config.max_neighbours + 1):
         same = c[k:] == c[:-k]
@@ -383,11 +433,7 @@ def _blocked_pairs(
         rights.append(b[involve])
     rows = np.concatenate(lefts) if lefts else np.zeros(0, dtype=np.int64)
     cols = np.concatenate(rights) if rights else np.zeros(0, dtype=np.int64)
-    # orient pairs so the row is a new node (a new-new pair is examined from both sides)
-    flip = ~is_new[rows]
-    rows, cols = np.where(flip, cols, rows), np.where(flip, rows, cols)
-    both = is_new[cols] & (rows != cols)
-    return np.concatenate([rows, cols[both]]), np.concatenate([cols, rows[both]])
+    return rows, cols
 
 
 def _padded(mat: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -403,40 +449,37 @@ def _padded(mat: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     return cols, vals
 
 
-def _matched(ca: np.ndarray, va: np.ndarray, cb: np.ndarray, vb: np.ndarray, combine: np.ufunc) -> np.ndarray:
-    """Row-wise reduction over the columns two padded rows share: ``combine`` of ``va * vb``
-    (``np.add``: their dot product) or of ``va`` (``np.maximum``: the largest shared value)."""
-    acc = np.zeros(len(ca))
-    product = combine is np.add
-    for i in range(ca.shape[1]):
-        col = ca[:, i : i + 1]
-        hit = (cb == col) & (col >= 0)
-        if product:
-            acc += va[:, i] * (hit * vb).sum(axis=1)
-        else:
-            acc = np.maximum(acc, np.where(hit.any(axis=1), va[:, i], 0.0))
-    return acc
-
-
 def _pair_similarity(
     vec: sp.csr_matrix, hotness: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, config: GroupingConfig
 ) -> np.ndarray:
     """max(cosine, scope) for given pairs only, exactly.
 
     A name has a handful of pairs, so each pair of names is compared as two short padded rows:
-    every (i, j) match of their columns at once, no sparse row gathers.
+    every (i, j) match of their columns at once, no sparse row gathers. A pair's hotness depends
+    on the pair alone, so one match of the columns gives both the cosine (sum of the products
+    of matched weights) and the hottest shared pair (largest matched hotness).
     """
     if not len(rows):
         return np.zeros(0)
     vc, vv = _padded(vec)
-    hc, hv = _padded(hotness)
-    best_hot = hv.max(axis=1)
+    heat = np.zeros(vec.shape[1])
+    heat[hotness.indices] = hotness.data
+    hv = np.where(vc >= 0, heat[np.maximum(vc, 0)], 0.0)  # hotness of each padded entry
+    best_hot = hotness.max(axis=1).toarray().ravel() if hotness.nnz else np.zeros(vec.shape[0])
     ref = np.log(max(config.scope_ref_lift, 1.0 + 1e-9))
     out = np.zeros(len(rows))
+    width = vc.shape[1]
     for lo in range(0, len(rows), 200_000):
         r, c = rows[lo : lo + 200_000], cols[lo : lo + 200_000]
-        cos = _matched(vc[r], vv[r], vc[c], vv[c], np.add)
-        shared = _matched(hc[r], hv[r], hc[c], hv[c], np.maximum)
+        ca, cb, vb = vc[r], vc[c], vv[c]
+        va, ha = vv[r], hv[r]
+        cos = np.zeros(len(r))
+        shared = np.zeros(len(r))
+        for i in range(width):
+            col = ca[:, i : i + 1]
+            hit = (cb == col) & (col >= 0)
+            cos += va[:, i] * np.einsum("ij,ij->i", hit, vb)
+            shared = np.maximum(shared, np.where(hit.any(axis=1), ha[:, i], 0.0))
         relative = shared / np.maximum(np.maximum(best_hot[r], best_hot[c]), 1e-12)
         scope = np.minimum(relative, 1.0) * np.minimum(shared / ref, 1.0)
         out[lo : lo + len(r)] = np.maximum(cos, scope)
@@ -457,8 +500,12 @@ def components(n_nodes: int, edges: Edges, config: GroupingConfig) -> list[np.nd
     adj = (adj + adj.T).tocsr()
     hot = edges.hotness if edges.hotness is not None and edges.hotness.shape[0] >= n_nodes else None
     out: list[np.ndarray] = []
-    for comp in _split_components(adj, np.arange(n_nodes)):
-        out.extend(_guard(adj, hot, comp, config, depth=0))
+    # the guard's eigen-solves are small (ARPACK on a component, dense ones under 150 nodes): BLAS
+    # threads cost more in hand-offs than they save, most on a shared 2-core machine (10k-anomaly
+    # bench: 1.15 s -> 0.73 s per tick with one thread); the results do not depend on it
+    with threadpool_limits(1, user_api="blas"):
+        for comp in _split_components(adj, np.arange(n_nodes)):
+            out.extend(_guard(adj, hot, comp, config, depth=0))
     return sorted(out, key=lambda c: int(c.min()))
 
 
@@ -502,11 +549,15 @@ def lowest_conductance_cut(adj: sp.csr_matrix) -> tuple[np.ndarray, float] | Non
     if n < 2 or np.any(deg <= 0):
         return None
     d = 1.0 / np.sqrt(deg)
-    norm = sp.csr_matrix(sp.diags(d) @ adj @ sp.diags(d))
+    coo = adj.tocoo()
+    norm = sp.csr_matrix((coo.data * d[coo.row] * d[coo.col], (coo.row, coo.col)), shape=adj.shape)
     fiedler = _second_eigenvector(norm, np.sqrt(deg))
     order = np.argsort(fiedler * d, kind="stable")
-    perm = adj[order][:, order]
-    inside = np.asarray(sp.tril(perm, k=-1).sum(axis=1)).ravel()  # weight to earlier nodes
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    # weight from each node to the nodes before it in the sweep order
+    earlier = rank[coo.col] < rank[coo.row]
+    inside = np.bincount(rank[coo.row[earlier]], weights=coo.data[earlier], minlength=n)
     vol = np.cumsum(deg[order])
     cut = vol - 2.0 * np.cumsum(inside)
     total = vol[-1]
@@ -521,7 +572,14 @@ def _second_eigenvector(norm: sp.csr_matrix, top: np.ndarray) -> np.ndarray:
     """Second-largest eigenvector of a normalized adjacency (dense solver up to a few hundred
     nodes, else ARPACK from a fixed start so the result is deterministic). When ARPACK does not
     converge the dense solver takes over up to 2,000 nodes; beyond that the zero vector is
-    returned, which yields no cut (the guard then keeps the component whole)."""
+    returned, which yields no cut (the guard then keeps the component whole).
+
+    Two faster variants were measured and rejected: projecting out the known top eigenvector
+    (one eigenpair, ~40% fewer products) and a looser tolerance (1e-2). A storm's giant component
+    holds several loosely joined groups, so the second eigenvalue is nearly repeated and each
+    variant settles on another vector of that space: other cuts, and on the 10k bench 0.003 to
+    0.017 lower pairwise F1 (5 of 5 scenario seeds at 4k anomalies no better).
+    """
     n = norm.shape[0]
     if not np.isfinite(norm.data).all():
         return np.zeros(n)
@@ -558,7 +616,10 @@ def strongest_edges(
         nodes, others, idx = nodes[ok], others[ok], idx[ok]
     if not len(nodes):
         return {}
-    order = np.lexsort((idx, -edges.weight[idx], nodes))
+    # strongest first, ties to the lower edge index: one rank of the edges, one sort of the entries
+    erank = np.empty(len(edges), dtype=np.int64)
+    erank[np.argsort(-edges.weight, kind="stable")] = np.arange(len(edges))
+    order = np.argsort(nodes * len(edges) + erank[idx], kind="stable")
     nodes, idx = nodes[order], idx[order]
     first = np.r_[True, nodes[1:] != nodes[:-1]]
     return {int(n): int(i) for n, i in zip(nodes[first], idx[first])}

@@ -10,6 +10,12 @@ each (guarded) component decides:
 - members of several incidents: the incidents merge into the one opened first (ties: the
   smaller id); the others end with status ``merged`` and ``merged_into`` pointing at it.
 
+A lone anomaly (a component of one, linked to no open incident) opens an incident only when its
+peak score reaches ``single_min_score`` or it has lasted ``single_min_s``; until then it waits
+(:meth:`IncidentTracker.pending`), pages nobody, and is grouped again with every tick's new
+anomalies, so related evidence, strength or persistence arriving later opens the incident. It
+is let go once quiet for longer than ``link_window_s``.
+
 An incident resolves when all its members have closed and ``resolve_after_s`` has passed
 since its last activity. A resolved incident never reopens: a new problem on the same
 metrics opens a NEW incident whose ``follows`` names the one before (so a service failing
@@ -156,12 +162,19 @@ class IncidentTracker:
         self._of: dict[Key, str] = {}
         self._last_of_metric: dict[str, str] = {}
         self._props: dict[str, dict[str, str]] = {}
+        self._pair_of_column: dict[int, tuple[str, str]] = {}
+        #: lone weak anomalies waiting for related evidence, strength or persistence (see ``update``)
+        self._pending: dict[Key, Member] = {}
         self.last_edges: Edges | None = None  # the newest tick's graph, for explanations
 
     # -- queries -------------------------------------------------------------------------
 
     def open_incidents(self) -> list[Incident]:
         return [i for i in self.incidents.values() if i.status == "open"]
+
+    def pending(self) -> list[Member]:
+        """Lone weak anomalies that have not opened an incident (yet), oldest first."""
+        return sorted(self._pending.values(), key=lambda m: (m.start, m.metric))
 
     def incident_of(self, metric: str, start: float) -> Incident | None:
         iid = self._of.get((metric, start))
@@ -174,6 +187,21 @@ class IncidentTracker:
             p = dict(t.split("=", 1) for t in self.index.tokens(metric)) if metric in self.index else parse(metric)
             self._props[metric] = p
         return p
+
+    def _learn_props(self, metrics: Sequence[str]) -> None:
+        """Properties of many known metrics at once, from the name index's rows (one gather)."""
+        todo = [m for m in dict.fromkeys(metrics) if m not in self._props and m in self.index]
+        if not todo:
+            return
+        rows = self.index.vectors(todo)
+        cols = rows.indices.tolist()
+        kv = self._pair_of_column
+        for c in set(cols) - kv.keys():
+            key, _, value = self.index.column_token(c).partition("=")
+            kv[c] = (key, value)
+        ptr = rows.indptr.tolist()
+        for k, m in enumerate(todo):
+            self._props[m] = dict(kv[c] for c in cols[ptr[k] : ptr[k + 1]])
 
     # -- the tick ------------------------------------------------------------------------
 
@@ -192,7 +220,13 @@ class IncidentTracker:
             seen.add(key)
             iid = self._of.get(key)
             if iid is None:
-                new.append(a)
+                held = self._pending.get(key)
+                if held is not None:
+                    held.end, held.open = max(held.end, a.end), a.open
+                    if a.peak_score > held.peak_score:
+                        held.peak_score, held.peak_at, held.direction = a.peak_score, a.peak_at, a.direction
+                else:
+                    new.append(a)
                 continue
             inc = self.incidents[iid]
             mem = inc.members[key]
@@ -201,8 +235,16 @@ class IncidentTracker:
                 mem.peak_score, mem.peak_at, mem.direction = a.peak_score, a.peak_at, a.direction
             inc.updated_at = now
             touched.add(iid)
-        if new:
-            changes += self._group_new(now, new, windows, touched)
+        # waiting lone anomalies are grouped again with the new ones: related evidence, strength or
+        # persistence may have arrived; those that went quiet beyond the link window are let go
+        horizon = self.config.link_window_s
+        for key in [k for k, w in self._pending.items() if not w.open and now - w.end > horizon]:
+            del self._pending[key]
+        waiting: list[AnomalyLike] = list(self._pending.values())
+        self._pending = {}
+        if new or waiting:
+            changes += self._group_new(now, new + waiting, windows, touched)
+            self._learn_props([a.metric for a in new])
         for iid in sorted(touched):
             inc = self.incidents[iid]
             if inc.status == "open":
@@ -247,6 +289,10 @@ class IncidentTracker:
         for k, comp in enumerate(comps):
             fresh = sorted(int(i) for i in comp)
             tg = targets.get(k, [])
+            if not tg and len(fresh) == 1 and not self._pages_alone(new[fresh[0]]):
+                a = new[fresh[0]]
+                self._pending[(a.metric, a.start)] = self._member(a, now)
+                continue
             if not tg:
                 first = new[fresh[0]]
                 iid = incident_id(first.metric, first.start)
@@ -269,30 +315,38 @@ class IncidentTracker:
             touched.add(iid)
             changes.append(IncidentChange(iid, kind, now, {"added": [new[i].metric for i in fresh]}))
             for i in fresh:
-                a = new[i]
-                mem = Member(
-                    metric=a.metric,
-                    start=a.start,
-                    end=a.end,
-                    peak_score=a.peak_score,
-                    peak_at=a.peak_at,
-                    direction=a.direction,
-                    open=a.open,
-                    joined_at=now,
-                )
+                mem = self._member(new[i], now)
                 inc.members[mem.key] = mem
                 self._of[mem.key] = iid
         # evidence: each new member's strongest edge to a node of the group it joined
         best = strongest_edges(edges, lambda n, o: (member_target[n] >= 0) & (member_target[n] == member_target[o]))
-        for i in range(n_new):
-            k_edge = best.get(i)
-            if k_edge is None:
-                continue
-            peer = int(edges.right[k_edge] if edges.left[k_edge] == i else edges.left[k_edge])
-            a = new[i]
-            mem = self.incidents[self._of[(a.metric, a.start)]].members[(a.metric, a.start)]
-            mem.evidence = {"to": nodes[peer].metric, **edges.evidence(k_edge)}
+        placed = [i for i in range(n_new) if i in best and (new[i].metric, new[i].start) in self._of]
+        k_edges = np.array([best[i] for i in placed], dtype=np.int64)
+        peers = np.where(
+            edges.left[k_edges] == np.array(placed, dtype=np.int64), edges.right[k_edges], edges.left[k_edges]
+        )
+        for i, peer, ev in zip(placed, peers.tolist(), edges.evidence_many(k_edges)):
+            key = (new[i].metric, new[i].start)
+            self.incidents[self._of[key]].members[key].evidence = {"to": nodes[peer].metric, **ev}
         return changes
+
+    @staticmethod
+    def _member(a: AnomalyLike, now: float) -> Member:
+        return Member(
+            metric=a.metric,
+            start=a.start,
+            end=a.end,
+            peak_score=a.peak_score,
+            peak_at=a.peak_at,
+            direction=a.direction,
+            open=a.open,
+            joined_at=now,
+        )
+
+    def _pages_alone(self, a: AnomalyLike) -> bool:
+        """Whether a lone anomaly, related to nothing, is worth an incident of its own now."""
+        cfg = self.config
+        return a.peak_score >= cfg.single_min_score or a.end - a.start >= cfg.single_min_s
 
     def _targets(
         self,
@@ -449,6 +503,7 @@ class IncidentTracker:
         return {
             "incidents": [inc.to_dict() for inc in self.incidents.values()],
             "last_of_metric": dict(self._last_of_metric),
+            "pending": [asdict(m) for m in self.pending()],
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -460,3 +515,7 @@ class IncidentTracker:
             for key in inc.members:
                 self._of[key] = inc.id
         self._last_of_metric = dict(state.get("last_of_metric", {}))
+        self._pending = {}
+        for d in state.get("pending", []):
+            mem = Member(**d)
+            self._pending[mem.key] = mem

@@ -146,6 +146,9 @@ class PriorityModel:
         self.rules = tuple(rules)
         self.default_weight = default_weight
         self._cache: dict[str, MetricImportance] = {}
+        # the rules read a few labels only: metrics that agree on them share their importance
+        self._keys = tuple(sorted({k for rule in self.rules for k in rule.match}))
+        self._by_labels: dict[tuple[str | None, ...], MetricImportance] = {}
 
     @classmethod
     def from_config(cls, data: Iterable[Mapping[str, Any]]) -> PriorityModel:
@@ -154,11 +157,15 @@ class PriorityModel:
     def importance(self, metric: str, props: Mapping[str, str]) -> MetricImportance:
         got = self._cache.get(metric)
         if got is None:
-            got = MetricImportance(self.default_weight, False, "both", "")
-            for rule in self.rules:
-                if rule.matches(props):
-                    got = MetricImportance(float(rule.weight), rule.kpi, rule.bad, rule.name)
-                    break
+            labels = tuple(props.get(k) for k in self._keys)
+            got = self._by_labels.get(labels)
+            if got is None:
+                got = MetricImportance(self.default_weight, False, "both", "")
+                for rule in self.rules:
+                    if rule.matches(props):
+                        got = MetricImportance(float(rule.weight), rule.kpi, rule.bad, rule.name)
+                        break
+                self._by_labels[labels] = got
             self._cache[metric] = got
         return got
 

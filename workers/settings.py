@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     max_lag_steps: int = Field(3, ge=0)
     link_window_s: float = Field(900.0, ge=0)
     resolve_after_s: float = Field(1800.0, ge=0)
+    single_min_score: float = Field(0.9, ge=0, le=1, description="a lone anomaly pages at this peak score")
+    single_min_s: float = Field(600.0, ge=0, description="... or after lasting this long (both 0: every one pages)")
     priority_rules_file: Path | None = None
     graphite_templates: list[str] = Field(
         default_factory=list,
@@ -130,6 +132,8 @@ class Settings(BaseSettings):
             max_lag_steps=self.max_lag_steps,
             link_window_s=self.link_window_s,
             resolve_after_s=self.resolve_after_s,
+            single_min_score=self.single_min_score,
+            single_min_s=self.single_min_s,
         )
 
     @cached_property

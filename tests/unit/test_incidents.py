@@ -36,7 +36,10 @@ class World:
         self.index = NameIndex()
         self.index.add(catalogue())
         self.shapes: dict[str, np.ndarray] = {}
-        self.tracker = IncidentTracker(self.index, GroupingConfig(**cfg), step=60.0)
+        # the linking tests look at every anomaly's incident: lone ones page at once unless a test
+        # asks for the lone-anomaly rule (see the tests at the end)
+        lone = {"single_min_score": 0.0, "single_min_s": 0.0}
+        self.tracker = IncidentTracker(self.index, GroupingConfig(**(lone | cfg)), step=60.0)
 
     def windows(self, metrics):  # type: ignore[no-untyped-def]
         return np.vstack([self.shapes.get(m, np.zeros(60)) for m in metrics])
@@ -231,6 +234,10 @@ def test_config_is_validated() -> None:
         GroupingConfig(min_name=2)
     with pytest.raises(ValueError, match="shape_points"):
         GroupingConfig(shape_points=3)
+    with pytest.raises(ValueError, match="single_min_score"):
+        GroupingConfig(single_min_score=1.5)
+    with pytest.raises(ValueError, match="single_min_s"):
+        GroupingConfig(single_min_s=-60)
 
 
 def test_concurrent_problems_on_two_hosts_stay_apart_even_in_the_same_minute() -> None:
@@ -267,3 +274,77 @@ def test_guard_survives_components_the_iterative_solver_cannot_settle() -> None:
     pairs = [(i, i + 1, 0.5 + 0.5 * ((i * 7) % 3) / 2) for i in range(n - 1)]
     parts = components(n, _edges(pairs), GroupingConfig())
     assert sum(len(p) for p in parts) == n and all(len(p) for p in parts)
+
+
+LONE = {"single_min_score": 0.9, "single_min_s": 600.0}
+
+
+def weak(w: World, metric: str, start: float, shape_at: int, peak: float = 0.6, end: float | None = None) -> Anomaly:
+    (a,) = w.anomalies([metric], start, shape_at)
+    a.peak_score, a.end = peak, start if end is None else end
+    return a
+
+
+def test_a_lone_weak_anomaly_waits_and_opens_an_incident_once_related_evidence_arrives() -> None:
+    w = World(**LONE)
+    first = weak(w, ENGLAND[0], 0, 55)
+    assert w.tick(0, [first]) == [] and not w.tracker.open_incidents()
+    assert [p.key for p in w.tracker.pending()] == [first.key]
+    assert w.tracker.incident_of(first.metric, first.start) is None
+    # a related anomaly a step later: the two open one incident, named after the earlier one
+    ch = w.tick(60, [weak(w, ENGLAND[1], 60, 54)])
+    (inc,) = w.tracker.open_incidents()
+    assert next(c.kind for c in ch if c.incident == inc.id) == "opened"
+    assert inc.id == incident_id(first.metric, 0) and set(inc.metrics) == set(ENGLAND[:2])
+    assert not w.tracker.pending() and inc.members[first.key].evidence["name"] > 0.5
+
+
+def test_a_lone_anomaly_pages_when_strong_or_persistent_and_is_let_go_when_it_stays_a_blip() -> None:
+    w = World(**LONE)
+    w.tick(0, [weak(w, ENGLAND[0], 0, 55, peak=0.95)])  # strong: a page of its own at once
+    assert [i.metrics for i in w.tracker.open_incidents()] == [[ENGLAND[0]]]
+    blip = weak(w, SHIRTS[0], 0, 55)
+    w.tick(0, [blip])
+    assert [p.metric for p in w.tracker.pending()] == [SHIRTS[0]]
+    blip.end = 600.0  # still anomalous ten minutes later: persistence makes it worth a page
+    w.tick(600, [blip])
+    assert {i.metrics[0] for i in w.tracker.open_incidents()} == {ENGLAND[0], SHIRTS[0]}
+    other = weak(w, m("revenue", "Japan", "garden"), 700, 55)  # related to neither open incident
+    other.open = False
+    w.tick(700, [other])
+    assert [p.metric for p in w.tracker.pending()] == [other.metric]
+    w.tick(700 + 901, [])  # quiet beyond the link window: it stays an anomaly, never a page
+    assert not w.tracker.pending() and len(w.tracker.open_incidents()) == 2
+
+
+def test_without_the_lone_rule_every_anomaly_pages_and_waiting_anomalies_survive_a_state_round_trip() -> None:
+    w = World(single_min_score=0.0, single_min_s=0.0)
+    w.tick(0, [weak(w, ENGLAND[0], 0, 55, peak=0.51)])
+    assert len(w.tracker.open_incidents()) == 1 and not w.tracker.pending()
+    w1, w2 = World(**LONE), World(**LONE)
+    a = weak(w1, SHIRTS[0], 0, 55)
+    w1.tick(0, [a])
+    w2.tracker.load_state(w1.tracker.to_state())
+    assert [p.key for p in w2.tracker.pending()] == [a.key]
+    later = weak(w1, SHIRTS[1], 60, 54)
+    w2.shapes = dict(w1.shapes)
+    assert w1.tick(60, [later]) == w2.tick(60, [later])
+    assert [i.to_dict() for i in w1.tracker.open_incidents()] == [i.to_dict() for i in w2.tracker.open_incidents()]
+
+
+def test_evidence_of_many_edges_is_the_evidence_of_each() -> None:
+    rng = np.random.default_rng(3)
+    n = 50
+    e = Edges(
+        np.arange(n),
+        np.arange(n) + 1,
+        rng.random(n),
+        rng.random(n),
+        rng.uniform(-1, 1, n),
+        rng.integers(-3, 4, n),
+        rng.integers(0, 5, n) * 60.0,
+        step=60.0,
+    )
+    ks = [7, 0, 49, 7]
+    assert e.evidence_many(ks) == [e.evidence(k) for k in ks]
+    assert e.evidence_many([]) == []
