@@ -16,6 +16,7 @@ task per step. Same code, so the same input gives the same incidents.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -163,14 +164,35 @@ def make_collective(settings: Settings) -> CollectiveEvidence | None:
 
 
 def make_detector(settings: Settings) -> Detector:
-    if settings.detector == "default":
-        return default_detector()
+    """The detector ``STORMEYE_DETECTOR`` names: ``default`` (the ensemble sized to the step and the
+    store's retention), a strategy name of :func:`detectors.available` (``robust_z``, ``seasonal``,
+    ``holt_winters``, ...: one strategy alone, for an ablation) or a detector class name."""
     import detectors
 
-    factory = getattr(detectors, settings.detector, None)
-    if factory is None or not isinstance(factory, type) or not issubclass(factory, Detector):
-        raise ValueError(f"STORMEYE_DETECTOR={settings.detector!r} is not a detector class of detectors/")
-    return factory()
+    step, season = settings.step_s, settings.season_s
+    if settings.detector in ("default", "ensemble"):
+        return default_detector(step, season, settings.retention_points)
+    strategies = detectors.available()
+    cls = strategies.get(settings.detector)
+    if cls is None:
+        factory = getattr(detectors, settings.detector, None)
+        if isinstance(factory, type) and issubclass(factory, Detector):
+            cls = factory
+    if cls is None:
+        raise ValueError(
+            f"STORMEYE_DETECTOR={settings.detector!r} is not a detector: use 'default' or one of {sorted(strategies)}"
+        )
+    if "period" in inspect.signature(cls).parameters:
+        if season % step:
+            raise ValueError(f"STORMEYE_SEASON_S={season} must be a whole number of steps of {step} s")
+        det = cls(period=season // step)
+        if det.history + 1 > settings.retention_points:
+            raise ValueError(
+                f"STORMEYE_DETECTOR={settings.detector!r} needs {det.history + 1} points of history at a "
+                f"{step} s step; raise STORMEYE_RETENTION_POINTS (now {settings.retention_points})"
+            )
+        return det
+    return cls()
 
 
 class Pipeline:
