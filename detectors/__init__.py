@@ -74,7 +74,7 @@ def _grid(values: np.ndarray, timestamps: Any) -> tuple[np.ndarray, np.ndarray, 
         raise ValueError("timestamps must be strictly increasing (one value per time, oldest first)")
     if len(ts) < 2:
         return values.copy(), np.arange(len(values)), 60
-    step = int(round(float(np.median(np.diff(ts)))))
+    step = round(float(np.median(np.diff(ts))))
     if step <= 0:
         raise ValueError("timestamps must be at least one second apart")
     slot = np.floor(ts / step).astype(np.int64)

@@ -132,6 +132,7 @@ class Detector(ABC):
         out.score = np.where(bad, 0.0, np.nan_to_num(out.score, nan=0.0))
         out.direction = np.where(out.score > 0, out.direction, 0).astype(np.int8)
         out.status = status
+        out.raw.setdefault("present", np.isfinite(arr).sum(axis=1).astype(np.float64))
         return out
 
     def score_series(self, values: np.ndarray, chunk: int | None = None) -> np.ndarray:

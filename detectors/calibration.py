@@ -47,6 +47,8 @@ class CalibrationConfig:
     min_recurrences: int = 2
     lag: int = 30
     min_points: int = 30
+    #: share of the history above the exponential tail's threshold (None: no extreme-value tail)
+    evt_share: float | None = 0.1
 
     def __post_init__(self) -> None:
         if self.tail_quantile is not None and not 0.5 < self.tail_quantile < 1.0:
@@ -82,6 +84,28 @@ def tail_stretch(dev: np.ndarray, scale: np.ndarray, q: float) -> np.ndarray:
     return np.maximum(1.0, np.nan_to_num(zq, nan=1.0) / float(ndtri(0.5 + q / 2)))
 
 
+def exponential_tail_log_p(older: np.ndarray, dev_new: np.ndarray, scale: np.ndarray, share: float) -> np.ndarray:
+    """Log tail probability of ``|dev_new|`` under an exponential tail fitted to the history's top ``share``.
+
+    Peaks over threshold with a generalised Pareto of shape 0 (as SPOT does): ``u`` is the
+    ``1 - share`` quantile of the history's ``|dev| / scale``, ``beta`` the mean excess over it
+    (at least that of a normal's tail, 0.37 for share 0.1), and ``p = share * exp(-(|z| - u) / beta)``
+    beyond ``u``. Heavy-tailed, spiky metrics get large ``beta`` and need proportionally larger
+    excursions; it never claims more than the data can support at the metric's own tail.
+    """
+    a = np.abs(older) / scale[:, None]
+    u = nan_quantiles(a, (1.0 - share,))[0]
+    with np.errstate(invalid="ignore"):
+        exc = np.where(a > u[:, None], a - u[:, None], np.nan)
+    cnt = np.isfinite(exc).sum(axis=1)
+    beta = np.where(cnt > 0, np.nansum(np.nan_to_num(exc, nan=0.0), axis=1) / np.maximum(cnt, 1), np.nan)
+    beta = np.maximum(np.nan_to_num(beta, nan=0.0), 0.37)
+    zn = np.abs(dev_new) / scale
+    with np.errstate(invalid="ignore"):
+        lp = np.log(share) - np.maximum(zn - u, 0.0) / beta
+    return np.where(np.isfinite(u) & np.isfinite(lp), lp, -np.inf)
+
+
 def calibrated_log_p(
     dev_hist: np.ndarray, dev_new: np.ndarray, scale: np.ndarray, cfg: CalibrationConfig
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -92,12 +116,14 @@ def calibrated_log_p(
     """
     n = dev_hist.shape[1]
     older = dev_hist[:, : max(min(cfg.min_points, n), n - cfg.lag)]
-    scale = np.asarray(scale, dtype=np.float64)
+    scale = base_scale = np.asarray(scale, dtype=np.float64)
     if cfg.tail_quantile is not None and older.shape[1]:
         scale = scale * np.minimum(tail_stretch(older, scale, cfg.tail_quantile), cfg.max_stretch)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.nan_to_num(dev_new / scale, nan=0.0, posinf=0.0, neginf=0.0)
     log_p = np.log(2.0) + log_ndtr(-np.abs(z))
+    if cfg.evt_share is not None and older.shape[1]:
+        log_p = np.maximum(log_p, exponential_tail_log_p(older, dev_new, base_scale, cfg.evt_share))
     if cfg.recurrence is not None and older.shape[1]:
         with np.errstate(invalid="ignore"):
             big = np.abs(older) >= cfg.recurrence * np.abs(dev_new)[:, None]

@@ -17,13 +17,19 @@ remembered, so the distributed mode needs no state):
   (distribution tests, level shift) at their weights.
 
 **Ensemble rule**: each member's calibrated score is a tail probability ``p_i = 10^(-10 s_i)``.
-They are combined with the weighted Cauchy combination (Liu & Xie 2020):
+For ``plain``, ``counts`` and ``sparse`` metrics they are combined with the weighted Cauchy combination (Liu & Xie 2020):
 ``T = sum_i w_i tan((1/2 - p_i) pi)``, ``p = 1/2 - arctan(T) / pi``, with the metric's weights
 ``w_i`` summing to 1. It stays valid whatever the dependence between members (they look at the
 same window) and behaves like a weighted harmonic mean of the ``p_i`` for small ones: one
 strong member carries the score (down-weighted by its weight), two agreeing members reinforce
 each other. The direction is that of the member contributing most to ``T``. The combined score
 is again ``-log10(p) / 10``, so the ensemble is calibrated like its members.
+
+For ``seasonal`` metrics the rule is **consensus**: the combined score is the smallest of the
+members' scores (both the seasonal reference and Holt-Winters must find the point unusual).
+The two make different mistakes (a noisy reference day; a forecast bent by a recent
+excursion), so requiring both halved the false onsets on ASD (116.6 and 126.8 a day alone,
+56.2 together) for a recall of 0.654 instead of 0.73 at the metric level.
 """
 
 from __future__ import annotations
@@ -61,7 +67,16 @@ class DeciderConfig:
         }
     )
 
+    #: how each kind combines its members: ``cauchy`` (any strong member carries the score) or
+    #: ``consensus`` (every member must see it: the combined score is the members' minimum)
+    rules: Mapping[str, str] = field(
+        default_factory=lambda: {"plain": "cauchy", "seasonal": "consensus", "counts": "cauchy", "sparse": "cauchy"}
+    )
+
     def __post_init__(self) -> None:
+        for kind, rule in self.rules.items():
+            if kind not in KINDS or rule not in ("cauchy", "consensus"):
+                raise ValueError(f"rules maps a metric kind {KINDS} to 'cauchy' or 'consensus', got {kind!r}: {rule!r}")
         if not 0.0 < self.seasonal_ratio <= 1.0:
             raise ValueError(f"seasonal_ratio must be in (0, 1], got {self.seasonal_ratio}")
         if self.max_levels < 1:
@@ -176,6 +191,11 @@ class Ensemble(Detector):
         w /= np.maximum(w.sum(axis=0), 1e-12)
         sc = np.stack([o.score for o in outs.values()])
         score, top = cauchy_combine(sc, w)
+        consensus = np.isin(kind, [KIND_CODE[k] for k, r in self.decider.rules.items() if r == "consensus"])
+        if consensus.any():
+            masked = np.where(w > 0, sc, np.inf)[:, consensus]
+            score[consensus] = np.min(masked, axis=0)
+            top[consensus] = np.argmin(masked, axis=0)
         dirs = np.stack([o.direction for o in outs.values()])
         direction = dirs[top, np.arange(len(top))].astype(np.int8)
         raw: dict[str, np.ndarray] = {"kind": kind.astype(np.float64)}

@@ -64,6 +64,7 @@ class RobustZScore(Detector):
             min_recurrences=self.min_recurrences,
             lag=self.tail_lag,
             min_points=self.min_points,
+            evt_share=None,  # the history's own normal-ish tail; the tail stretch covers heavy tails
         )
         log_p, z = calibrated_log_p(hist - med[:, None], newest - med, scale, cfg)
         score = pvalue_to_score(log_p)

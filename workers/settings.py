@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from detectors.rules import DetectorRuleError, DetectorRules
 from grouping.graph import GroupingConfig
 from grouping.graphite import GraphiteTemplateError, GraphiteTemplates
 from grouping.priority import DEFAULT_RULES, PriorityConfigError, PriorityModel
@@ -154,6 +155,23 @@ class Settings(BaseSettings):
             return GraphiteTemplates(self.graphite_templates)
         except GraphiteTemplateError as exc:
             raise ValueError(f"STORMEYE_GRAPHITE_TEMPLATES: {exc}") from None
+
+    @cached_property
+    def detector_rules(self) -> DetectorRules:
+        """Per-metric detection settings from ``STORMEYE_DETECTOR_RULES_FILE`` (empty when unset)."""
+        if self.detector_rules_file is None:
+            return DetectorRules()
+        path = Path(self.detector_rules_file)
+        try:
+            data: Any = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DetectorRuleError(f"STORMEYE_DETECTOR_RULES_FILE: {path} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise DetectorRuleError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        try:
+            return DetectorRules.from_config(data)
+        except DetectorRuleError as exc:
+            raise DetectorRuleError(f"{path}: {exc}") from None
 
     @cached_property
     def priority_model(self) -> PriorityModel:
