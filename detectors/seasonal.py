@@ -16,7 +16,9 @@ days). Nothing is kept between calls: the distributed mode needs no extra state.
 
 :class:`SeasonalReference` — for point ``s``, the reference is the median over the last
 ``seasons`` periods ``k`` of the mean of the ``2 * halfwidth + 1`` points around ``s - k * period``
-(the neighbourhood absorbs a little phase jitter and noise). The residual's own median over the
+(the neighbourhood absorbs a little phase jitter and noise) or of the exact point ``s - k * period``,
+whichever is nearer to the value (so a job that spikes at the same minute every day matches
+its own spike). The residual's own median over the
 calibration points removes a day-to-day level offset; its MAD is the scale.
 Cost: two cumulative sums and one small sort per row, ``O(points)`` per metric.
 
@@ -104,10 +106,17 @@ class SeasonalReference(Detector):
         means = neighbourhood_means(windows, self.halfwidth)
         pos = np.arange(n - c, n)
         refs = np.full((self.seasons, m, c), np.nan)
+        cur = windows[:, n - c :]
         for k in range(1, self.seasons + 1):
             src = pos - k * self.period
             ok = src >= 0
-            refs[k - 1][:, ok] = means[:, src[ok]]
+            mean_k = means[:, src[ok]]
+            exact_k = windows[:, src[ok]]
+            # the neighbourhood mean smooths noise; the exact phase keeps a scheduled spike: take
+            # whichever is nearer (a departure is far from both)
+            with np.errstate(invalid="ignore"):
+                use_exact = np.abs(cur[:, ok] - exact_k) < np.abs(cur[:, ok] - mean_k)
+            refs[k - 1][:, ok] = np.where(use_exact, exact_k, mean_k)
         if self.seasons == 1:
             ref = refs[0]
         elif self.seasons == 2:
