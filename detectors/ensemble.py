@@ -18,12 +18,13 @@ remembered, so the distributed mode needs no state):
 
 **Ensemble rule**: each member's calibrated score is a tail probability ``p_i = 10^(-10 s_i)``.
 For ``plain``, ``counts`` and ``sparse`` metrics they are combined with the weighted Cauchy
-combination (Liu & Xie 2020): ``T = sum_i w_i tan((1/2 - p_i) pi)``,
-``p = 1/2 - arctan(T) / pi``, with the metric's weights ``w_i`` summing to 1. It stays valid
-whatever the dependence between members (they look at the same window) and behaves like a
-weighted harmonic mean of the ``p_i`` for small ones: one strong member carries the score (down-weighted by its weight), two agreeing members reinforce
-each other. The direction is that of the member contributing most to ``T``. The combined score
-is again ``-log10(p) / 10``, so the ensemble is calibrated like its members.
+combination (Liu & Xie 2020): ``T = sum_i w_i tan((1/2 - p_i) pi)``, ``p = 1/2 - arctan(T) /
+pi``, with the metric's weights ``w_i`` summing to 1. It stays valid whatever the dependence
+between members (they look at the same window) and behaves like a weighted harmonic mean of the
+``p_i`` for small ones: one strong member carries the score (down-weighted by its weight), two
+agreeing members reinforce each other. The direction is that of the member contributing most to
+``T``. The combined score is again ``-log10(p) / 10``, so the ensemble is calibrated like its
+members.
 
 For ``seasonal`` metrics the rule is **consensus**: the combined score is the smallest of the
 members' scores (both the seasonal reference and Holt-Winters must find the point unusual).
