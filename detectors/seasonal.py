@@ -223,21 +223,27 @@ class HoltWinters(Detector):
             scale = nan_median(np.abs(d - nan_median(d)[:, None])) * 1.4826 / np.sqrt(2.0)
             scale = np.maximum(np.nan_to_num(scale, nan=0.0), self.min_scale * np.abs(level) + 1e-12)
             a, b, g = self.alpha, self.beta, self.gamma
-            seasonal = np.concatenate([season, np.zeros((m, n - p))], axis=1)
+            # time-major copies: one step of every metric is a contiguous row
+            xs = np.ascontiguousarray(windows.T)
+            seasonal = np.empty((n, m))
+            seasonal[:p] = season.T
+            lim = self.clip * scale
+            res = np.empty((c, m))
             for t in range(p, n):
-                s_prev = seasonal[:, t - p]
+                s_prev = seasonal[t - p]
                 f = level + trend + s_prev
-                x = windows[:, t]
-                e = x - f
+                e = xs[t] - f
                 if t >= n - c:
-                    out[:, t - (n - c)] = e
+                    res[t - (n - c)] = e
                 ok = np.isfinite(e)
-                e = np.where(ok, np.clip(e, -self.clip * scale, self.clip * scale), 0.0)
-                xc = f + e
+                e = np.clip(np.where(ok, e, 0.0), -lim, lim)
                 new_level = level + trend + a * e
-                trend = trend + b * (new_level - level - trend)
-                seasonal[:, t] = np.where(ok, g * (xc - new_level) + (1 - g) * s_prev, s_prev)
+                if b:
+                    trend = trend + b * (new_level - level - trend)
+                # s_t = g (x - l_t) + (1 - g) s_{t-p}, with x = f + e (clipped); a missing x keeps s_{t-p}
+                seasonal[t] = s_prev + g * (1 - a) * e
                 level = new_level
+            out[:] = res.T
         return out
 
     def _score(self, windows: np.ndarray, status: np.ndarray) -> Scores:
