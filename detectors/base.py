@@ -110,6 +110,9 @@ class Detector(ABC):
     """A scoring strategy. Settings live in ``__init__`` (no logic there); scoring is vectorized."""
 
     name: ClassVar[str] = "detector"
+    #: False for strategies that judge a change of a window (distribution, level) and by design do
+    #: not score one isolated point highly; the contract test then checks a sustained change instead
+    point_outliers: ClassVar[bool] = True
     #: how many points of history, before the newest one, this detector looks at
     history: int = 60
     #: fewest finite history points needed before a row is analysed
