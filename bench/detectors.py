@@ -60,7 +60,7 @@ def strategies() -> dict[str, Detector]:
     return out
 
 
-def score_matrix(det: Detector, values: np.ndarray, cols: np.ndarray, chunk_rows: int = 400_000) -> np.ndarray:
+def score_matrix(det: Detector, values: np.ndarray, cols: np.ndarray, chunk_rows: int = 40_000) -> np.ndarray:
     """Scores of every metric at every column in ``cols`` (batch calls over stacked windows)."""
     h = det.history + 1
     m = values.shape[0]

@@ -26,11 +26,13 @@ agreeing members reinforce each other. The direction is that of the member contr
 ``T``. The combined score is again ``-log10(p) / 10``, so the ensemble is calibrated like its
 members.
 
-For ``seasonal`` metrics the rule is **consensus**: the combined score is the smallest of the
-members' scores (both the seasonal reference and Holt-Winters must find the point unusual).
-The two make different mistakes (a noisy reference day; a forecast bent by a recent
-excursion), so requiring both halved the false onsets on ASD (116.6 and 126.8 a day alone,
-56.2 together) for a recall of 0.654 instead of 0.73 at the metric level.
+**Consensus** (``DeciderConfig(rules={"seasonal": "consensus"})``, ``STORMEYE_SEASONAL_RULE``):
+the combined score of a kind is the smallest of its members' scores (every member must find
+the point unusual). The seasonal reference and Holt-Winters make different mistakes (a noisy
+reference day; a forecast bent by a recent excursion), so consensus halves false onsets on
+ASD, but it also drops level shifts and trends that the two see at different times: on the
+simulator it scores below the seasonal reference alone, so it is not the default
+(docs/detectors.md has both sets of figures).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class DeciderConfig:
     #: how each kind combines its members: ``cauchy`` (any strong member carries the score) or
     #: ``consensus`` (every member must see it: the combined score is the members' minimum)
     rules: Mapping[str, str] = field(
-        default_factory=lambda: {"plain": "cauchy", "seasonal": "consensus", "counts": "cauchy", "sparse": "cauchy"}
+        default_factory=lambda: {"plain": "cauchy", "seasonal": "cauchy", "counts": "cauchy", "sparse": "cauchy"}
     )
 
     def __post_init__(self) -> None:

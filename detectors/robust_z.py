@@ -43,6 +43,7 @@ class RobustZScore(Detector):
         recurrence: float | None = 0.7,
         min_recurrences: int = 2,
         max_stretch: float = 2.0,
+        evt_share: float | None = None,
     ) -> None:
         self.history = history
         self.min_points = min_points
@@ -52,6 +53,7 @@ class RobustZScore(Detector):
         self.recurrence = recurrence
         self.min_recurrences = min_recurrences
         self.max_stretch = max_stretch
+        self.evt_share = evt_share
 
     def _score(self, windows: np.ndarray, status: np.ndarray) -> Scores:
         hist = windows[:, :-1]
@@ -64,7 +66,7 @@ class RobustZScore(Detector):
             min_recurrences=self.min_recurrences,
             lag=self.tail_lag,
             min_points=self.min_points,
-            evt_share=None,  # the history's own normal-ish tail; the tail stretch covers heavy tails
+            evt_share=self.evt_share,
         )
         log_p, z = calibrated_log_p(hist - med[:, None], newest - med, scale, cfg)
         score = pvalue_to_score(log_p)

@@ -183,7 +183,7 @@ def make_detector(settings: Settings) -> Detector:
 
     step, season = settings.step_s, settings.season_s
     if settings.detector in ("default", "ensemble"):
-        return default_detector(step, season, settings.retention_points)
+        return default_detector(step, season, settings.retention_points, settings.seasonal_rule)
     strategies = detectors.available()
     cls = strategies.get(settings.detector)
     if cls is None:
