@@ -169,10 +169,12 @@ class Ensemble(Detector):
     def get_params(self) -> dict[str, object]:
         return {"period": self.period, "members": [m.name for m in self.members]}
 
+    def score(self, windows: np.ndarray) -> Scores:
+        if len(self.members) == 1:  # nothing to decide or combine (the 60-second default): no second check pass
+            return self.members[0].score(windows)
+        return super().score(windows)
+
     def _score(self, windows: np.ndarray, status: np.ndarray) -> Scores:
-        if len(self.members) == 1:  # nothing to decide or combine (the 60-second default)
-            only = self.members[0].score(windows)
-            return Scores(only.score, only.direction, only.status, dict(only.raw))
         outs = {m.name: m.score(windows) for m in self.members}
         base = outs["robust_z"]
         seasonal_scale = None
