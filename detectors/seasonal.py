@@ -84,6 +84,7 @@ class SeasonalReference(Detector):
         recurrence: float | None = 0.7,
         min_recurrences: int = 2,
         max_stretch: float = 2.0,
+        nearest: bool = False,
     ) -> None:
         _check_period(period, seasons, calibration)
         self.period = int(period)
@@ -98,6 +99,7 @@ class SeasonalReference(Detector):
         self.recurrence = recurrence
         self.min_recurrences = min_recurrences
         self.max_stretch = max_stretch
+        self.nearest = nearest
 
     def residuals(self, windows: np.ndarray) -> np.ndarray:
         """Seasonal residuals of the last ``calibration + 1`` points of every row (NaN where unknown)."""
@@ -119,6 +121,13 @@ class SeasonalReference(Detector):
             refs[k - 1][:, ok] = np.where(use_exact, exact_k, mean_k)
         if self.seasons == 1:
             ref = refs[0]
+        elif self.nearest:
+            # the season nearest to the value: an incident yesterday does not echo as an anomaly
+            # today when the day before was normal (a departure is far from every season)
+            with np.errstate(invalid="ignore"):
+                dist = np.where(np.isnan(refs), np.inf, np.abs(cur[None] - refs))
+            pick = np.argmin(dist, axis=0)
+            ref = np.take_along_axis(refs, pick[None], axis=0)[0]
         elif self.seasons == 2:
             with np.errstate(invalid="ignore"):
                 ref = np.where(np.isnan(refs[0]), refs[1], np.where(np.isnan(refs[1]), refs[0], refs.mean(axis=0)))
@@ -201,6 +210,7 @@ class HoltWinters(Detector):
         self.recurrence = recurrence
         self.min_recurrences = min_recurrences
         self.max_stretch = max_stretch
+        self.nearest = nearest
 
     def residuals(self, windows: np.ndarray) -> np.ndarray:
         """One-step forecast errors of the last ``calibration + 1`` points (NaN where unknown)."""
