@@ -210,7 +210,6 @@ class HoltWinters(Detector):
         self.recurrence = recurrence
         self.min_recurrences = min_recurrences
         self.max_stretch = max_stretch
-        self.nearest = nearest
 
     def residuals(self, windows: np.ndarray) -> np.ndarray:
         """One-step forecast errors of the last ``calibration + 1`` points (NaN where unknown)."""
