@@ -138,3 +138,14 @@ def test_score_series_with_timestamps_handles_gaps_and_rejects_bad_ones() -> Non
     with pytest.raises(ValueError, match="unknown detector"):
         detectors.score_series(x[:10], detector="nope")
     assert detectors.score_series(x, t, detector="seasonal").shape == x.shape
+
+
+def test_nearest_season_keeps_yesterdays_incident_from_echoing_today() -> None:
+    x = daily(5 * P, seed=8)
+    x[3 * P + 100 : 3 * P + 124] -= 15  # an incident on day 3
+    today = slice(4 * P + 100, 4 * P + 124)  # day 4 at the same time is normal
+    echo = SeasonalReference(period=P).score_series(x)[today].max()
+    near = SeasonalReference(period=P, nearest=True)
+    s = near.score_series(x)
+    assert echo >= 0.5 > s[today].max()
+    assert s[3 * P + 101] >= 0.5  # the incident itself is still found
