@@ -88,14 +88,14 @@ def seasonal_members_fit(step: int, season_s: int = DAY_S, max_points: int | Non
 
 
 def default_detector(
-    step: int = 60, season_s: int = DAY_S, max_points: int | None = None, seasonal_rule: str = "cauchy"
+    step: int = 60, season_s: int = DAY_S, max_points: int | None = None, seasonal_rule: str = "lead"
 ) -> Detector:
     """The detector the pipeline uses unless configured otherwise: the :class:`Ensemble`.
 
     Its seasonal members (period ``season_s`` at ``step`` seconds) join only when windows of
     ``max_points`` points (the window store's retention; None: unbounded) hold their history;
     otherwise the decider has the robust z-score alone for every metric. ``seasonal_rule``:
-    ``cauchy`` (default) or ``consensus`` for seasonal metrics (see :mod:`detectors.ensemble`).
+    ``lead`` (default), ``cauchy`` or ``consensus`` for seasonal metrics (see :mod:`detectors.ensemble`).
     """
     if step <= 0 or season_s <= 0:
         raise ValueError(f"step and season_s must be positive seconds, got step={step}, season_s={season_s}")

@@ -26,6 +26,15 @@ agreeing members reinforce each other. The direction is that of the member contr
 ``T``. The combined score is again ``-log10(p) / 10``, so the ensemble is calibrated like its
 members.
 
+For ``seasonal`` metrics the default rule is **lead**: the seasonal reference leads and
+Holt-Winters corroborates. The Cauchy combination of the two replaces the reference's score only
+where the reference already reached the watch level (0.2, a one-in-a-hundred point for that
+metric); elsewhere the reference's score stands. Holt-Winters alone, which adapts and bends,
+cannot open an anomaly, but it strengthens and sustains one the reference sees (trends: it
+keeps seeing a ramp the reference has started to absorb). Measured against plain Cauchy on the
+simulator (2 seeds, 400 metrics) and ASD (metric-level onsets): event score 0.711 vs 0.705,
+false onsets 42 vs 58; ASD recall 0.794 vs 0.804 with 160 vs 186 false onsets a day.
+
 **Consensus** (``DeciderConfig(rules={"seasonal": "consensus"})``, ``STORMEYE_SEASONAL_RULE``):
 the combined score of a kind is the smallest of its members' scores (every member must find
 the point unusual). The seasonal reference and Holt-Winters make different mistakes (a noisy
@@ -49,6 +58,7 @@ from detectors.seasonal import HoltWinters, SeasonalReference
 
 KINDS = ("plain", "seasonal", "counts", "sparse")
 KIND_CODE = {k: i for i, k in enumerate(KINDS)}
+RULES = ("cauchy", "lead", "consensus")
 
 
 @dataclass(frozen=True)
@@ -70,16 +80,22 @@ class DeciderConfig:
         }
     )
 
-    #: how each kind combines its members: ``cauchy`` (any strong member carries the score) or
-    #: ``consensus`` (every member must see it: the combined score is the members' minimum)
+    #: score a lead member must reach before the others may raise it (rule ``lead``)
+    watch: float = 0.2
+    #: how each kind combines its members: ``cauchy`` (any strong member carries the score),
+    #: ``lead`` (the kind's first member leads; the others corroborate: the Cauchy combination
+    #: replaces the lead's score only where the lead reached ``watch``) or ``consensus`` (every
+    #: member must see it: the combined score is the members' minimum)
     rules: Mapping[str, str] = field(
-        default_factory=lambda: {"plain": "cauchy", "seasonal": "cauchy", "counts": "cauchy", "sparse": "cauchy"}
+        default_factory=lambda: {"plain": "cauchy", "seasonal": "lead", "counts": "cauchy", "sparse": "cauchy"}
     )
 
     def __post_init__(self) -> None:
         for kind, rule in self.rules.items():
-            if kind not in KINDS or rule not in ("cauchy", "consensus"):
-                raise ValueError(f"rules maps a metric kind {KINDS} to 'cauchy' or 'consensus', got {kind!r}: {rule!r}")
+            if kind not in KINDS or rule not in RULES:
+                raise ValueError(f"rules maps a metric kind {KINDS} to one of {RULES}, got {kind!r}: {rule!r}")
+        if not 0.0 < self.watch < 1.0:
+            raise ValueError(f"watch must be in (0, 1), got {self.watch}")
         if not 0.0 < self.seasonal_ratio <= 1.0:
             raise ValueError(f"seasonal_ratio must be in (0, 1], got {self.seasonal_ratio}")
         if self.max_levels < 1:
@@ -199,6 +215,16 @@ class Ensemble(Detector):
         w /= np.maximum(w.sum(axis=0), 1e-12)
         sc = np.stack([o.score for o in outs.values()])
         score, top = cauchy_combine(sc, w)
+        for kname, rule in self.decider.rules.items():
+            ws = self.decider.weights.get(kname, {})
+            lead_name = next((n for n in ws if n in names and ws[n] > 0), None)
+            if rule != "lead" or lead_name is None:
+                continue
+            lead = names.index(lead_name)
+            rows = (kind == KIND_CODE[kname]) & (w[lead] > 0)
+            lead_score = sc[lead, rows]
+            score[rows] = np.where(lead_score >= self.decider.watch, np.maximum(score[rows], lead_score), lead_score)
+            top[rows] = np.where(lead_score >= self.decider.watch, top[rows], lead)
         consensus = np.isin(kind, [KIND_CODE[k] for k, r in self.decider.rules.items() if r == "consensus"])
         if consensus.any():
             masked = np.where(w > 0, sc, np.inf)[:, consensus]

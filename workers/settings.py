@@ -46,8 +46,10 @@ class Settings(BaseSettings):
         "default", description="'default' (the ensemble) or one strategy for an ablation: robust_z, seasonal, ..."
     )
     season_s: int = Field(86_400, ge=2, description="the seasonal detectors' period in seconds (a day)")
-    seasonal_rule: Literal["cauchy", "consensus"] = Field(
-        "cauchy", description="how the ensemble joins its seasonal members: cauchy (recall) or consensus (quiet)"
+    seasonal_rule: Literal["lead", "cauchy", "consensus"] = Field(
+        "lead",
+        description="how the ensemble joins its seasonal members: lead (the seasonal reference leads, "
+        "Holt-Winters corroborates), cauchy (either carries: recall) or consensus (both must agree: quiet)",
     )
     detector_rules_file: Path | None = Field(
         None, description="per-metric detection settings by label matchers, JSON (docs/detectors.md)"

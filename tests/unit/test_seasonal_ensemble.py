@@ -149,3 +149,34 @@ def test_nearest_season_keeps_yesterdays_incident_from_echoing_today() -> None:
     s = near.score_series(x)
     assert echo >= 0.5 > s[today].max()
     assert s[3 * P + 101] >= 0.5  # the incident itself is still found
+
+
+class _Fixed(detectors.Detector):
+    """A stub member with given scores (its seasonal scale is tiny, so the decider calls rows seasonal)."""
+
+    def __init__(self, name: str, scores: list[float]) -> None:
+        self.name = name  # type: ignore[misc]
+        self.scores = np.array(scores)
+        self.history = 30
+        self.min_points = 5
+
+    def _score(self, windows: np.ndarray, status: np.ndarray) -> detectors.Scores:
+        n = len(windows)
+        return detectors.Scores(self.scores[:n], np.ones(n, np.int8), status, {"seasonal_scale": np.full(n, 1e-6)})
+
+
+def test_lead_rule_lets_holt_winters_corroborate_but_not_open() -> None:
+    w = 100 + np.random.default_rng(9).normal(0, 1, (3, 31))
+    members = [
+        detectors.RobustZScore(history=30, min_points=5),
+        _Fixed("seasonal", [0.05, 0.3, 0.6]),
+        _Fixed("holt_winters", [0.9, 0.45, 0.0]),
+    ]
+    lead = Ensemble(members=members).score(w).score
+    assert lead[0] == pytest.approx(0.05)  # Holt-Winters alone cannot open
+    assert lead[1] > 0.3  # the reference leans (>= watch): corroboration raises it
+    assert lead[2] == pytest.approx(0.6, abs=0.02)  # a strong lead keeps (about) its score
+    cauchy = Ensemble(members=members, decider=DeciderConfig(rules={"seasonal": "cauchy"})).score(w).score
+    assert cauchy[0] > 0.8
+    consensus = Ensemble(members=members, decider=DeciderConfig(rules={"seasonal": "consensus"})).score(w).score
+    np.testing.assert_allclose(consensus, [0.05, 0.3, 0.0])
