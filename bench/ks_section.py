@@ -33,7 +33,7 @@ import detectors
 from detectors.twosample import ks_2samp_rows
 
 #: the strategies this section times (the ones in detectors/ that are statistical tests)
-STRATEGIES = ("ks", "mannwhitney", "esd", "spot", "level_shift", "deviation", "iforest")
+STRATEGIES = ("ks", "mannwhitney", "esd", "spot", "dspot", "level_shift", "trend_change", "deviation", "iforest")
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> float:
@@ -43,6 +43,20 @@ def _median_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def _interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
+    """Median wall and CPU time of each function, the functions taking turns in every repeat so a
+    burst of load from other processes on this shared machine hits them alike."""
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            cpu[k].append(time.process_time() - c0)
+            wall[k].append(time.perf_counter() - w0)
+    return {k: (float(np.median(wall[k])), float(np.median(cpu[k]))) for k in fns}
 
 
 def ks_figures(quick: bool, rows: int = 500, points: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -64,9 +78,10 @@ def ks_figures(quick: bool, rows: int = 500, points: int = 1000, seed: int = 0) 
 
     ref_d, ref_p = scipy_loop()
     d, p = ks_2samp_rows(base, focus)
-    t_scipy = _median_time(scipy_loop, max(1, repeats // 2))
-    t_ours = _median_time(lambda: ks_2samp_rows(base, focus), repeats * 3)
-    t_sort = _median_time(lambda: np.sort(x, axis=1), repeats * 3)
+    t_scipy, cpu_scipy = _interleaved({"scipy": scipy_loop}, max(1, repeats // 2))["scipy"]
+    fast = _interleaved({"ours": lambda: ks_2samp_rows(base, focus), "sort": lambda: np.sort(x, axis=1)}, repeats * 5)
+    t_ours, cpu_ours = fast["ours"]
+    t_sort, cpu_sort = fast["sort"]
     return {
         "ks_rows": rows,
         "ks_points": points,
@@ -74,7 +89,9 @@ def ks_figures(quick: bool, rows: int = 500, points: int = 1000, seed: int = 0) 
         "ks_vectorized_s": t_ours,
         "ks_sort_floor_s": t_sort,
         "ks_speedup": t_scipy / t_ours,
+        "ks_speedup_cpu": cpu_scipy / cpu_ours,
         "ks_vs_sort_floor": t_ours / t_sort,
+        "ks_vs_sort_floor_cpu": cpu_ours / cpu_sort,
         "ks_statistics_identical": bool(np.array_equal(d, ref_d)),
         "ks_max_pvalue_diff": float(np.abs(p - ref_p).max()),
     }
@@ -88,7 +105,7 @@ def strategy_figures(quick: bool, points: int = 240, seed: int = 1) -> dict[str,
     w[rng.random(metrics) < 0.01, -30:] += 8  # a few changed rows, as in a real tick
     w[rng.random(w.shape) < 0.01] = np.nan  # and some missing points
     out: dict[str, float] = {}
-    avail = detectors.available()
+    avail = {**detectors.available(), **detectors.opt_in()}
     for name in STRATEGIES:
         if name not in avail:
             continue
@@ -112,9 +129,13 @@ def print_table(res: dict[str, Any]) -> None:
     print(f"  ks_2samp_rows (vectorized)             {res['ks_vectorized_s'] * 1e3:9.1f} ms")
     print(f"  np.sort of the same array (floor)      {res['ks_sort_floor_s'] * 1e3:9.1f} ms")
     ok = "met" if res["ks_speedup"] >= 10 else "NOT met"
-    print(f"  speedup vs scipy loop  {res['ks_speedup']:7.1f}x   (target >= 10x: {ok})")
+    print(f"  speedup vs scipy loop  {res['ks_speedup']:7.1f}x   (target >= 10x: {ok}; wall clock)")
+    ok = "met" if res["ks_speedup_cpu"] >= 10 else "NOT met"
+    print(f"  CPU speedup            {res['ks_speedup_cpu']:7.1f}x   (target >= 10x: {ok}; CPU time)")
     ok = "met" if res["ks_vs_sort_floor"] <= 2 else "NOT met"
-    print(f"  time / sort floor      {res['ks_vs_sort_floor']:7.2f}x   (target <= 2x: {ok})")
+    print(f"  time / sort floor      {res['ks_vs_sort_floor']:7.2f}x   (target <= 2x: {ok}; wall clock)")
+    ok = "met" if res["ks_vs_sort_floor_cpu"] <= 2 else "NOT met"
+    print(f"  CPU time / sort floor  {res['ks_vs_sort_floor_cpu']:7.2f}x   (target <= 2x: {ok}; CPU time)")
     print(f"  statistics identical   {res['ks_statistics_identical']}")
     ok = "met" if res["ks_max_pvalue_diff"] <= 1e-6 else "NOT met"
     print(f"  max |p - p_scipy|      {res['ks_max_pvalue_diff']:.2e}   (target <= 1e-6: {ok})")

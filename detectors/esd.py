@@ -18,8 +18,10 @@ newest point is among them (``esd_newest``).
 Parameters: ``history``, ``min_points``, ``max_outliers`` (steps), ``alpha`` (only for the raw
 outlier count; the score is the p-value itself). Assumes the history is roughly normal: heavy
 tails (latencies) make routine points look like outliers; prefer the robust z-score or SPOT there.
-Cost: ``max_outliers`` passes over the window (a running sum and sum of squares make each
-step's mean and deviation ``O(1)`` per row, the argmax is the pass), vectorized over rows.
+Cost: one row sort. The point farthest from the mean is always the smallest or the largest of
+those left, so the points left stay a contiguous range of the sorted row, and a running sum and
+sum of squares make each of the ``max_outliers`` steps ``O(1)`` per row. Ties with the newest
+point's value count as the newest point.
 """
 
 from __future__ import annotations
@@ -53,31 +55,38 @@ class GeneralizedESD(Detector):
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: their status says so
             center = np.nanmean(windows, axis=1)
-        work = windows - np.nan_to_num(center)[:, None]  # centred: the running sums stay well conditioned
-        cnt = np.isfinite(work).sum(axis=1).astype(np.float64)
-        s1 = np.nansum(work, axis=1)
-        s2 = np.nansum(work * work, axis=1)
+        # the point farthest from the mean is always the smallest or the largest left, so after one
+        # sort the points left are a contiguous range [lo, hi] of each sorted row: every step is O(1)
+        srt = np.sort(windows - np.nan_to_num(center)[:, None], axis=1)  # centred, NaN last
+        cnt = np.isfinite(srt).sum(axis=1).astype(np.float64)
+        fin = np.isfinite(srt)
+        s1 = np.where(fin, srt, 0.0).sum(axis=1)
+        s2 = np.where(fin, srt * srt, 0.0).sum(axis=1)
+        newest = windows[:, -1] - np.nan_to_num(center)
+        lo = np.zeros(rows, dtype=np.int64)
+        hi = np.maximum(cnt.astype(np.int64) - 1, 0)
         r_stat = np.zeros((steps, rows))
         n_left = np.zeros((steps, rows))
         newest_step = np.full(rows, steps)
         at = np.arange(rows)
         for i in range(steps):
+            live = hi >= lo
             with np.errstate(all="ignore"):
                 mean = s1 / cnt
                 sd = np.sqrt(np.maximum(s2 - s1 * s1 / cnt, 0.0) / (cnt - 1))
-                dev = np.abs(work - mean[:, None])
-            np.nan_to_num(dev, copy=False, nan=-1.0)
-            j = dev.argmax(axis=1)
-            v = work[at, j]
-            with np.errstate(all="ignore"):
-                r_stat[i] = np.where(np.isfinite(v) & (sd > 0), dev[at, j] / sd, 0.0)
+                small = srt[at, np.minimum(lo, width - 1)]
+                large = srt[at, np.minimum(hi, width - 1)]
+                take_large = np.abs(large - mean) >= np.abs(small - mean)
+                v = np.where(take_large, large, small)
+                r_stat[i] = np.where(live & (sd > 0), np.abs(v - mean) / sd, 0.0)
             n_left[i] = cnt
-            newest_step = np.where((j == width - 1) & (newest_step == steps) & np.isfinite(v), i, newest_step)
-            fin = np.isfinite(v)
-            s1 -= np.where(fin, v, 0.0)
-            s2 -= np.where(fin, v * v, 0.0)
-            cnt -= fin
-            work[at, j] = np.nan
+            hit = live & (v == newest) & (newest_step == steps)
+            newest_step = np.where(hit, i, newest_step)
+            s1 -= np.where(live, v, 0.0)
+            s2 -= np.where(live, v * v, 0.0)
+            cnt -= live
+            hi -= live & take_large
+            lo += live & ~take_large
         log_p, crit = _esd_pvalues(r_stat, n_left, self.alpha)
         above = r_stat > crit
         n_out = np.where(above.any(axis=0), steps - np.argmax(above[::-1], axis=0), 0)

@@ -17,7 +17,8 @@ Both deflate their sample sizes by the base window's lag-1 autocorrelation ``r``
 holds about ``n (1 - r) / (1 + r)`` independent points), so a smooth, wandering metric is not called
 shifted for being smooth. Parameters: ``history``, ``focus``, ``min_points``, ``autocorrelation``,
 and ``min_scale`` (relative floor of the scale, as in the robust z-score).
-Cost: LevelShift two row sorts (medians, MAD); TrendChange a few linear passes. Vectorized over rows.
+Cost: LevelShift three row sorts (median and MAD of the base, median of the focus); TrendChange
+a few linear passes (no sort). Vectorized over rows.
 """
 
 from __future__ import annotations
@@ -127,9 +128,10 @@ class TrendChange(_Split):
         base, recent, factor = self._split(windows, 5)
         b_b, se_b = _slopes(base)
         b_f, se_f = _slopes(recent)
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: their status says so
             # floor the slopes' noise so a quantized or near-constant series does not explode
-            level = np.abs(nan_median(base))
+            level = np.abs(np.nanmean(base, axis=1))
             floor = self.min_scale * np.maximum(level, 1e-9) / recent.shape[1]
             se = np.sqrt(np.maximum(se_b, floor) ** 2 + np.maximum(se_f, floor) ** 2) / np.sqrt(factor)
             z = (b_f - b_b) / se

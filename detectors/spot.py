@@ -23,7 +23,8 @@ hard upper end just above the history's maximum, making every new maximum "impos
 Parameters: ``history``, ``min_points``, ``level`` (initial threshold quantile; 0.9 leaves 24
 excesses in 240 points), ``q`` (risk of the reported alarm threshold), ``drift_depth`` (None for
 SPOT), ``gamma_floor``, ``gamma_cap`` (upper clamp of the shape).
-Cost: two row sorts (one per tail) and a few linear passes, vectorized over rows.
+Cost: one row sort for both tails, a few linear passes, and the fit on the excesses only
+(about ``1 - level`` of each row), vectorized over rows.
 """
 
 from __future__ import annotations
@@ -59,50 +60,64 @@ def gpd_pwm(excess_sorted: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, n
 
 
 def _tail(
-    y: np.ndarray, newest: np.ndarray, level: float, q: float, floor: float, cap: float
+    s: np.ndarray, n: np.ndarray, newest: np.ndarray, level: float, q: float, floor: float, cap: float, upper: bool
 ) -> tuple[np.ndarray, ...]:
-    """Upper tail of rows ``y`` (NaN = missing): log tail probability of ``newest`` and ``z_q``."""
-    s = np.sort(y, axis=1)  # NaN last
-    n = np.isfinite(y).sum(axis=1)
-    t = quantiles_of_sorted(s, n, (level,))[0]
-    above = s > t[:, None]  # NaN compares False
-    nt = above.sum(axis=1)
-    start = n - nt  # the excesses are the last nt finite values of each sorted row
-    idx = np.minimum(start[:, None] + np.arange(s.shape[1])[None, :], s.shape[1] - 1)
-    exc = np.take_along_axis(s, idx, axis=1) - t[:, None]
+    """One tail of the sorted rows ``s`` (ascending, NaN last; ``n`` finite per row): the log tail
+    probability of ``newest`` and SPOT's ``z_q``, in the tail's own orientation (the lower tail is
+    the upper tail of ``-x``: its threshold and ``z_q`` come back negated)."""
+    width = s.shape[1]
+    if upper:
+        t = quantiles_of_sorted(s, n, (level,))[0]
+        nt = (s > t[:, None]).sum(axis=1)  # NaN compares False
+        x = newest
+    else:  # the quantile of -x at ``level`` is minus the quantile of x at 1 - level (linear interpolation)
+        t = -quantiles_of_sorted(s, n, (1 - level,))[0]
+        nt = (s < -t[:, None]).sum(axis=1)
+        x = -newest
+    k = max(int(nt.max(initial=0)), 1)  # only the excesses are read: about (1 - level) of each row
+    cols = np.arange(k)[None, :]
+    if upper:
+        idx = (n - nt)[:, None] + cols  # the last nt finite values, ascending
+        exc = np.take_along_axis(s, np.clip(idx, 0, width - 1), axis=1) - t[:, None]
+    else:
+        idx = (nt - 1)[:, None] - cols  # the first nt values, read backwards: -x ascending
+        exc = -np.take_along_axis(s, np.clip(idx, 0, width - 1), axis=1) - t[:, None]
     gamma, sigma = gpd_pwm(exc, nt)
     gamma = np.clip(gamma, floor, cap)
     nf = np.maximum(n, 1).astype(np.float64)
     with np.errstate(all="ignore"):
         rate = nt / nf
-        u = (newest - t) / sigma
+        u = (x - t) / sigma
         expo = gamma < 1e-9
         log_gpd = np.where(expo, -u, -np.log1p(gamma * u) / np.where(expo, 1.0, gamma))
         log_tail = np.log(rate) + log_gpd
-        # at or below the threshold: the history's own empirical tail
-        ge = (y >= newest[:, None]).sum(axis=1)
+        # at or below the threshold: the history's own empirical tail, P(X >= x)
+        ge = n - (s < newest[:, None]).sum(axis=1) if upper else (s <= newest[:, None]).sum(axis=1)
         log_emp = np.log((ge + 1) / (nf + 1))
-        log_p = np.where((newest > t) & (nt > 0), log_tail, log_emp)
-        log_p = np.where((newest > t) & (nt == 0), -np.inf, log_p)  # a constant history was left
+        log_p = np.where((x > t) & (nt > 0), log_tail, log_emp)
+        log_p = np.where((x > t) & (nt == 0), -np.inf, log_p)  # a constant history was left
         r = q / np.where(rate > 0, rate, np.nan)
         zq = t + np.where(expo, -sigma * np.log(r), sigma / np.where(expo, 1.0, gamma) * (r ** (-gamma) - 1))
     return np.minimum(np.nan_to_num(log_p, nan=0.0), 0.0), zq, gamma, sigma
 
 
 def _drift(x: np.ndarray, depth: int) -> np.ndarray:
-    """Mean of the ``depth`` points before each point (NaN-aware; NaN where none is finite)."""
+    """Mean of the ``depth`` points before each point (NaN-aware; NaN where none is finite or fewer
+    than ``depth`` points precede it)."""
     fin = np.isfinite(x)
-    cs = np.concatenate([np.zeros((len(x), 1)), np.cumsum(np.where(fin, x, 0.0), axis=1)], axis=1)
-    cn = np.concatenate([np.zeros((len(x), 1)), np.cumsum(fin, axis=1)], axis=1)
-    w = x.shape[1]
-    hi = np.arange(w)  # points before i: [i - depth, i)
-    lo = np.maximum(hi - depth, 0)
-    total = cs[:, hi] - cs[:, lo]
-    count = cn[:, hi] - cn[:, lo]
+    rows, w = x.shape
+    out = np.full((rows, w), np.nan)
+    if w <= depth:
+        return out
+    cs = np.zeros((rows, w + 1))
+    np.cumsum(np.where(fin, x, 0.0), axis=1, out=cs[:, 1:])
+    cn = np.zeros((rows, w + 1))
+    np.cumsum(fin, axis=1, out=cn[:, 1:])
+    total = cs[:, depth:w] - cs[:, : w - depth]  # points [i - depth, i) for i = depth .. w - 1
+    count = cn[:, depth:w] - cn[:, : w - depth]
     with np.errstate(all="ignore"):
-        out = total / count
-    out[:, :depth] = np.nan  # a full depth of context, or nothing
-    return np.where(count > 0, out, np.nan)
+        out[:, depth:] = np.where(count > 0, total / count, np.nan)
+    return out
 
 
 class SPOT(Detector):
@@ -150,8 +165,11 @@ class SPOT(Detector):
         newest = np.nan_to_num(x[:, -1], nan=0.0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            lp_up, z_up, g_up, s_up = _tail(hist, newest, self.level, self.q, self.gamma_floor, self.gamma_cap)
-            lp_dn, z_dn, g_dn, s_dn = _tail(-hist, -newest, self.level, self.q, self.gamma_floor, self.gamma_cap)
+            srt = np.sort(hist, axis=1)  # one sort serves both tails
+            n = np.isfinite(hist).sum(axis=1)
+            args = (self.level, self.q, self.gamma_floor, self.gamma_cap)
+            lp_up, z_up, g_up, s_up = _tail(srt, n, newest, *args, upper=True)
+            lp_dn, z_dn, g_dn, s_dn = _tail(srt, n, newest, *args, upper=False)
         log_p = np.minimum(np.log(2.0) + np.minimum(lp_up, lp_dn), 0.0)
         score = pvalue_to_score(log_p)
         direction = np.where(lp_up <= lp_dn, 1, -1).astype(np.int8)

@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import special, stats
 
 from detectors import KSTest, MannWhitney
@@ -106,3 +108,54 @@ def test_quiet_series_stay_quiet_including_smooth_autocorrelated_ones(cls: type)
     assert (cls().score_series(100 + ar)[300:] >= 0.5).mean() < 0.01
     # without the autocorrelation correction a smooth series looks like constant change
     assert (cls(autocorrelation=False).score_series(100 + ar)[300:] >= 0.5).mean() > 0.05
+
+
+def test_signed_zeros_infinities_and_negative_nan_are_handled_like_scipy() -> None:
+    rng = np.random.default_rng(8)
+    base = rng.choice([-0.0, 0.0, 1.0, -1.0, np.inf, -np.inf, 2.5], (30, 40))
+    focus = rng.choice([-0.0, 0.0, 1.0, -2.0, np.inf, 2.5], (30, 25))
+    base[::3, 5] = np.copysign(np.nan, -1.0)  # a NaN with the sign bit set is still missing
+    d, p = ks_2samp_rows(base, focus)
+    u, pm = mannwhitney_rows(base, focus)
+    for i in range(30):
+        b = base[i][~np.isnan(base[i])]
+        ref = stats.ks_2samp(b, focus[i], method="asymp")
+        assert d[i] == ref.statistic and abs(p[i] - ref.pvalue) <= 1e-6
+        both = np.concatenate([b, focus[i]])  # U from average ranks by counting (scipy < 1.12 gives NaN with inf)
+        ranks = (both[:, None] > both[None, :]).sum(axis=1) + ((both[:, None] == both[None, :]).sum(axis=1) + 1) / 2
+        assert abs(u[i] - (ranks[: len(b)].sum() - len(b) * (len(b) + 1) / 2)) < 1e-9
+        mw = stats.mannwhitneyu(b, focus[i], method="asymptotic")
+        if np.isfinite(mw.statistic):
+            assert abs(u[i] - mw.statistic) < 1e-9 and abs(pm[i] - mw.pvalue) <= 1e-6
+
+
+_values = st.one_of(st.integers(-3, 3).map(float), st.floats(-1e6, 1e6, allow_nan=False, width=32))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    base=st.lists(st.lists(_values, min_size=1, max_size=30), min_size=1, max_size=4),
+    focus_len=st.integers(1, 25),
+    seed=st.integers(0, 2**31 - 1),
+)
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # scipy's own, at n1 * n2 / (n1 + n2) < 0.5
+def test_ks_and_mannwhitney_agree_with_scipy_on_any_small_samples(
+    base: list[list[float]], focus_len: int, seed: int
+) -> None:
+    # ragged rows become NaN-padded rows; values drawn from a few integers make ties common
+    rng = np.random.default_rng(seed)
+    width = max(len(r) for r in base)
+    b = np.full((len(base), width), np.nan)
+    for i, r in enumerate(base):
+        b[i, : len(r)] = r
+    f = rng.choice(np.concatenate([b[np.isfinite(b)], rng.normal(0, 2, 5)]), (len(base), focus_len))
+    d, p = ks_2samp_rows(b, f)
+    u, pm = mannwhitney_rows(b, f)
+    for i in range(len(base)):
+        bi = b[i][np.isfinite(b[i])]
+        ref = stats.ks_2samp(bi, f[i], method="asymp")
+        assert d[i] == ref.statistic
+        assert abs(p[i] - ref.pvalue) <= 1e-6 or (np.isnan(ref.pvalue) and np.isnan(p[i]))
+        mw = stats.mannwhitneyu(bi, f[i], method="asymptotic", use_continuity=True)
+        assert abs(u[i] - mw.statistic) <= 1e-9 * max(1.0, abs(mw.statistic))
+        assert abs(pm[i] - mw.pvalue) <= 1e-6 or (np.isnan(mw.pvalue) and np.isnan(pm[i]))
