@@ -129,13 +129,16 @@ class Detector(ABC):
         status = initial_checks(arr, self.min_points)
         clean = np.where(np.isinf(arr), np.nan, arr)
         out = self._score(clean, status)
+        if out.status is not status and len(out.status) == len(status):
+            status = np.maximum(status, np.asarray(out.status, dtype=np.uint8))  # a strategy's own warm-up
         bad = (status != Status.OK) & (status != Status.CONSTANT)
         out.score = np.where(bad, 0.0, np.nan_to_num(out.score, nan=0.0))
         out.direction = np.where(out.score > 0, out.direction, 0).astype(np.int8)
         out.status = status
+        out.raw.setdefault("present", np.isfinite(arr).sum(axis=1).astype(np.float64))
         return out
 
-    def score_series(self, values: np.ndarray, chunk: int = 20_000) -> np.ndarray:
+    def score_series(self, values: np.ndarray, chunk: int | None = None) -> np.ndarray:
         """Per-point scores of a whole series with streaming semantics (strictly causal).
 
         The score at ``t`` is the batch score of the window ending at ``t``; the first points,
@@ -145,6 +148,8 @@ class Detector(ABC):
         pad = np.full(self.history, np.nan)
         view = sliding_window_view(np.concatenate([pad, x]), self.history + 1)
         out = np.empty(len(x))
+        if chunk is None:  # bound the sliding windows' copies to about 32 MB
+            chunk = max(1, 4_000_000 // (self.history + 1))
         for lo in range(0, len(x), chunk):
             out[lo : lo + chunk] = self.score(view[lo : lo + chunk]).score
         return out

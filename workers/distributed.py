@@ -54,12 +54,14 @@ from sqlalchemy import select
 
 from detectors import AnomalyTracker, Detector, Scores
 from detectors.collective import CollectiveEvidence
+from detectors.rules import CompiledRules
 from grouping.incidents import IncidentTracker
 from grouping.names import MetricNameError, NameIndex, normalize
 from workers import models as m
 from workers.db import Database
 from workers.pipeline import (
     Detected,
+    compile_rules,
     correlate,
     detect,
     due_slot,
@@ -158,6 +160,7 @@ class Runtime:
         self.store = RedisWindowStore(self.r, settings.redis_prefix, settings.step_s, settings.retention_points)
         self._database = database
         self._detector: Detector | None = None
+        self._rules: CompiledRules | None = None
         self.index = NameIndex(graphite=settings.graphite)
         # (step they are at, anomaly tracker, incident tracker, collective evidence): kept while this
         # process commits steps
@@ -548,6 +551,13 @@ class Runtime:
                 self.index.add(self.registry.names[known:])
             return len(self.index)
 
+    def rules(self) -> CompiledRules | None:
+        """The per-metric detector settings of every registered metric (resolved again when metrics arrive)."""
+        n = len(self.registry.names)
+        if self._rules is None or len(self._rules.factor) != n:
+            self._rules = compile_rules(self.settings, self.registry.names)
+        return self._rules
+
     def membership(self) -> sp.csr_matrix:
         """The groups of collective evidence over every registered metric, in registration order."""
         n = len(self.registry.names)
@@ -608,7 +618,7 @@ class Runtime:
         at = float(slot * self.step)
         anomalies, incidents, collective = self._trackers(scored)
         membership = self.membership() if collective is not None else None
-        upd = track(anomalies, at, det, self.registry.names, collective, membership)
+        upd = track(anomalies, at, det, self.registry.names, collective, membership, self.rules())
         changed = upd.changed
         changes = correlate(incidents, at, changed, self.windows_at(at, self.settings.shape_points))
         self.database.save_tick(changed, touched_incidents(incidents, changed, changes), changes)  # upserts

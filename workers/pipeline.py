@@ -16,6 +16,7 @@ task per step. Same code, so the same input gives the same incidents.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -28,8 +29,9 @@ import scipy.sparse as sp
 from detectors import AnomalyTracker, Detector, Scores, default_detector
 from detectors.collective import CollectiveEvidence
 from detectors.events import Anomaly, TrackerUpdate
+from detectors.rules import CompiledRules
 from grouping.incidents import Incident, IncidentChange, IncidentTracker
-from grouping.names import NAME_KEY, NameIndex
+from grouping.names import NAME_KEY, NameIndex, parse
 from workers.db import Database
 from workers.settings import Settings
 from workers.store import MemoryWindowStore, WindowStore
@@ -101,15 +103,18 @@ def track(
     names: Any,
     collective: CollectiveEvidence | None = None,
     membership: sp.csr_matrix | None = None,
+    rules: CompiledRules | None = None,
 ) -> TrackerUpdate:
     """The step's scores of every metric → anomaly events (``names[row]``: a row's metric).
 
     Stages that look across metrics go here, before the tracker: in distributed mode this runs
     once per step over all shards' scores, in row order. ``collective`` raises metrics that move
     with a surprising crowd of their group (``membership``: rows x groups, see
-    :func:`group_membership`).
+    :func:`group_membership`). ``rules`` (per-metric settings, :func:`compile_rules`) come first.
     """
     scores = detected.scores
+    if rules is not None and len(detected.rows):
+        scores = rules.apply(scores, detected.rows, scores.raw.get("present"))
     if collective is not None and membership is not None and len(detected.rows):
         rows = detected.rows
         if len(rows) == membership.shape[0] and np.array_equal(rows, np.arange(len(rows))):
@@ -155,6 +160,14 @@ def touched_incidents(
     return [incidents.incidents[i] for i in ids if i in incidents.incidents]
 
 
+def compile_rules(settings: Settings, names: Sequence[str]) -> CompiledRules | None:
+    """The per-metric detector settings (``STORMEYE_DETECTOR_RULES_FILE``) resolved for ``names`` (None: no rules)."""
+    rules = settings.detector_rules
+    if not len(rules):
+        return None
+    return rules.compile([parse(n) for n in names], settings.threshold)
+
+
 def make_collective(settings: Settings) -> CollectiveEvidence | None:
     """The collective-evidence layer the settings ask for (None when turned off)."""
     if not settings.collective:
@@ -163,14 +176,35 @@ def make_collective(settings: Settings) -> CollectiveEvidence | None:
 
 
 def make_detector(settings: Settings) -> Detector:
-    if settings.detector == "default":
-        return default_detector()
+    """The detector ``STORMEYE_DETECTOR`` names: ``default`` (the ensemble sized to the step and the
+    store's retention), a strategy name of :func:`detectors.available` (``robust_z``, ``seasonal``,
+    ``holt_winters``, ...: one strategy alone, for an ablation) or a detector class name."""
     import detectors
 
-    factory = getattr(detectors, settings.detector, None)
-    if factory is None or not isinstance(factory, type) or not issubclass(factory, Detector):
-        raise ValueError(f"STORMEYE_DETECTOR={settings.detector!r} is not a detector class of detectors/")
-    return factory()
+    step, season = settings.step_s, settings.season_s
+    if settings.detector in ("default", "ensemble"):
+        return default_detector(step, season, settings.retention_points, settings.seasonal_rule)
+    strategies = detectors.available()
+    cls = strategies.get(settings.detector)
+    if cls is None:
+        factory = getattr(detectors, settings.detector, None)
+        if isinstance(factory, type) and issubclass(factory, Detector):
+            cls = factory
+    if cls is None:
+        raise ValueError(
+            f"STORMEYE_DETECTOR={settings.detector!r} is not a detector: use 'default' or one of {sorted(strategies)}"
+        )
+    if "period" in inspect.signature(cls).parameters:
+        if season % step:
+            raise ValueError(f"STORMEYE_SEASON_S={season} must be a whole number of steps of {step} s")
+        det = cls(period=season // step)
+        if det.history + 1 > settings.retention_points:
+            raise ValueError(
+                f"STORMEYE_DETECTOR={settings.detector!r} needs {det.history + 1} points of history at a "
+                f"{step} s step; raise STORMEYE_RETENTION_POINTS (now {settings.retention_points})"
+            )
+        return det
+    return cls()
 
 
 class Pipeline:
@@ -193,6 +227,7 @@ class Pipeline:
         self.index = NameIndex(graphite=settings.graphite)
         self.collective = make_collective(settings)
         self._membership: sp.csr_matrix | None = None
+        self._rules: CompiledRules | None = None
         self.anomalies = AnomalyTracker(
             settings.threshold,
             settings.release,
@@ -222,6 +257,13 @@ class Pipeline:
         if self._membership is None or self._membership.shape[0] != n:
             self._membership = group_membership(self.index, self.registry.names)
         return self._membership
+
+    def rules(self) -> CompiledRules | None:
+        """The per-metric detector settings of the registered metrics (resolved again when metrics arrive)."""
+        n = len(self.registry)
+        if self._rules is None or len(self._rules.factor) != n:
+            self._rules = compile_rules(self.settings, self.registry.names)
+        return self._rules
 
     def register(self, names: Sequence[str]) -> np.ndarray:
         rows, new = self.registry.rows(names)
@@ -293,7 +335,7 @@ class Pipeline:
             return TickResult(at, 0)
         detected = detect(self.detector, self.store, np.arange(n), at)
         membership = self.membership() if self.collective is not None else None
-        upd = track(self.anomalies, at, detected, self.registry.names, self.collective, membership)
+        upd = track(self.anomalies, at, detected, self.registry.names, self.collective, membership, self.rules())
         return self.group(at, upd.changed, len(upd.opened), len(upd.closed), n)
 
     def group(self, at: float, changed: list[Anomaly], opened: int, closed: int, scored: int) -> TickResult:

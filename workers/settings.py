@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from detectors.rules import DetectorRuleError, DetectorRules
 from grouping.graph import GroupingConfig
 from grouping.graphite import GraphiteTemplateError, GraphiteTemplates
 from grouping.priority import DEFAULT_RULES, PriorityConfigError, PriorityModel
@@ -32,11 +33,27 @@ class Settings(BaseSettings):
     step_s: int = Field(60, ge=1, description="seconds between two points of a metric (the window step)")
     tick_s: float = Field(60.0, gt=0, description="seconds between two ticks of the live service")
     grace_s: float = Field(0.0, ge=0, description="how long a tick waits for late points of a step")
-    retention_points: int = Field(480, ge=32, description="points kept per metric in the window store")
+    retention_points: int = Field(
+        480,
+        ge=32,
+        description="points kept per metric in the window store; when not set, it grows (up to "
+        f"{1024}) to hold two seasons at coarse steps, so the seasonal detectors can run (docs/detectors.md)",
+    )
     max_future_s: float = Field(300.0, ge=0, description="points further ahead of the clock are rejected")
 
     # detection
-    detector: str = "default"
+    detector: str = Field(
+        "default", description="'default' (the ensemble) or one strategy for an ablation: robust_z, seasonal, ..."
+    )
+    season_s: int = Field(86_400, ge=2, description="the seasonal detectors' period in seconds (a day)")
+    seasonal_rule: Literal["lead", "cauchy", "consensus"] = Field(
+        "lead",
+        description="how the ensemble joins its seasonal members: lead (the seasonal reference leads, "
+        "Holt-Winters corroborates), cauchy (either carries: recall) or consensus (both must agree: quiet)",
+    )
+    detector_rules_file: Path | None = Field(
+        None, description="per-metric detection settings by label matchers, JSON (docs/detectors.md)"
+    )
     threshold: float = Field(0.5, gt=0, le=1, description="score at which an anomaly opens")
     release: float = Field(0.3, gt=0, le=1, description="score below which an anomaly starts to close")
     quiet_steps: int = Field(5, ge=1, description="steps below release before an anomaly closes")
@@ -112,6 +129,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if "retention_points" not in self.model_fields_set:
+            self.retention_points = auto_retention(self.step_s, self.season_s, self.retention_points)
         if self.release > self.threshold:
             raise ValueError(f"STORMEYE_RELEASE ({self.release}) must not exceed STORMEYE_THRESHOLD ({self.threshold})")
         if self.graphite_templates:
@@ -147,6 +166,23 @@ class Settings(BaseSettings):
             raise ValueError(f"STORMEYE_GRAPHITE_TEMPLATES: {exc}") from None
 
     @cached_property
+    def detector_rules(self) -> DetectorRules:
+        """Per-metric detection settings from ``STORMEYE_DETECTOR_RULES_FILE`` (empty when unset)."""
+        if self.detector_rules_file is None:
+            return DetectorRules()
+        path = Path(self.detector_rules_file)
+        try:
+            data: Any = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DetectorRuleError(f"STORMEYE_DETECTOR_RULES_FILE: {path} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise DetectorRuleError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        try:
+            return DetectorRules.from_config(data)
+        except DetectorRuleError as exc:
+            raise DetectorRuleError(f"{path}: {exc}") from None
+
+    @cached_property
     def priority_model(self) -> PriorityModel:
         if self.priority_rules_file is None:
             return PriorityModel(DEFAULT_RULES)
@@ -161,6 +197,28 @@ class Settings(BaseSettings):
         if not isinstance(rules, list):
             raise PriorityConfigError(f"{path}: expected a list of rules or an object with a 'rules' list")
         return PriorityModel.from_config(rules)
+
+
+MAX_AUTO_RETENTION = 1024
+
+
+def auto_retention(step_s: int, season_s: int, default: int = 480) -> int:
+    """Retention that holds the seasonal detectors' windows when that costs at most 1,024 points.
+
+    At a 5-minute step a day is 288 points: two seasons plus the calibration part are 723 points
+    (2.9 kB a metric in the float32 store instead of 1.9 kB). At one minute a day is 1,440
+    points: two days would be 11.6 kB a metric (12 GB for a million metrics), so retention stays
+    at ``default`` and the ensemble runs without its seasonal members.
+    """
+    from detectors import DAY_S, seasonal_members_fit
+    from detectors.seasonal import HoltWinters, SeasonalReference
+
+    season_s = season_s or DAY_S
+    if not seasonal_members_fit(step_s, season_s):
+        return default
+    period = season_s // step_s
+    need = max(SeasonalReference(period=period).history, HoltWinters(period=period).history) + 1
+    return max(default, need) if need <= MAX_AUTO_RETENTION else default
 
 
 def get_settings(**overrides: Any) -> Settings:

@@ -1,0 +1,283 @@
+"""Seasonal strategies: judge a point against the same time of day (or week) on earlier periods.
+
+A 4-hour median lags a strong daily cycle: every evening ramp looks like a level shift, and a
+real departure from the cycle hides inside its swing. Both strategies here compute, for every
+recent point of the window, a *seasonal residual* (the value minus what the season predicts),
+then calibrate the newest residual against the metric's own recent residuals
+(:mod:`detectors.calibration`: tail stretch and recurrence). Windows are aligned to the step,
+so "the same time yesterday" is simply ``period`` points back; ``period`` is in points
+(``workers`` converts ``STORMEYE_SEASON_S`` with the step).
+
+Where the seasonal history lives: in the window store. The windows must hold
+``seasons * period + calibration`` points; rows with less are ``TOO_FEW_POINTS`` (so at a
+60-second step with 480 points of retention the daily strategies stay silent and the ensemble
+falls back to its other members; at a 5-minute step the default retention grows to hold two
+days). Nothing is kept between calls: the distributed mode needs no extra state.
+
+:class:`SeasonalReference` — for point ``s``, the reference is the median over the last
+``seasons`` periods ``k`` of the mean of the ``2 * halfwidth + 1`` points around ``s - k * period``
+(the neighbourhood absorbs a little phase jitter and noise) or of the exact point ``s - k * period``,
+whichever is nearer to the value (so a job that spikes at the same minute every day matches
+its own spike). The residual's own median over the
+calibration points removes a day-to-day level offset; its MAD is the scale.
+Cost: two cumulative sums and one small sort per row, ``O(points)`` per metric.
+
+:class:`HoltWinters` — additive Holt-Winters (level, trend, seasonal index) run over the
+window, vectorized over metrics (a loop over time, none over metrics). The first period
+initialises the seasonal indexes; innovations are clipped at ``clip`` robust scales so an
+anomaly does not bend the forecast towards itself. The one-step forecast errors of the last
+``calibration`` points are the residuals. Cost: ``O(points)`` vector updates per call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detectors.base import Detector, Scores, pvalue_to_score
+from detectors.calibration import CalibrationConfig, calibrated_log_p, robust_location_scale
+from detectors.rowstats import nan_median
+
+
+def _check_period(period: int, seasons: int, calibration: int) -> None:
+    if not isinstance(period, (int, np.integer)) or period < 2:
+        raise ValueError(f"period must be a whole number of points >= 2, got {period!r}")
+    if seasons < 1:
+        raise ValueError(f"seasons must be at least 1, got {seasons}")
+    if calibration < 10:
+        raise ValueError(f"calibration needs at least 10 points, got {calibration}")
+
+
+def neighbourhood_means(x: np.ndarray, halfwidth: int) -> np.ndarray:
+    """Row-wise NaN-aware centred moving mean of width ``2 * halfwidth + 1`` (NaN where empty)."""
+    if halfwidth == 0:
+        return x.copy()
+    finite = np.isfinite(x)
+    v = np.where(finite, x, 0.0)
+    w = 2 * halfwidth + 1
+    pad = np.zeros((x.shape[0], 1))
+    cs = np.concatenate([pad, np.cumsum(v, axis=1)], axis=1)
+    cn = np.concatenate([pad, np.cumsum(finite, axis=1, dtype=np.float64)], axis=1)
+    n = x.shape[1]
+    lo = np.clip(np.arange(n) - halfwidth, 0, n)
+    hi = np.clip(np.arange(n) - halfwidth + w, 0, n)
+    s = cs[:, hi] - cs[:, lo]
+    c = cn[:, hi] - cn[:, lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(c > 0, s / np.maximum(c, 1), np.nan)
+
+
+class SeasonalReference(Detector):
+    """The newest point against the same phase of the last ``seasons`` periods."""
+
+    name = "seasonal"
+
+    def __init__(
+        self,
+        period: int = 288,
+        seasons: int = 2,
+        halfwidth: int = 2,
+        calibration: int = 144,
+        min_points: int = 30,
+        min_scale: float = 0.01,
+        tail_quantile: float | None = 0.99,
+        tail_lag: int = 12,
+        recurrence: float | None = 0.7,
+        min_recurrences: int = 2,
+        max_stretch: float = 2.0,
+        nearest: bool = False,
+    ) -> None:
+        _check_period(period, seasons, calibration)
+        self.period = int(period)
+        self.seasons = seasons
+        self.halfwidth = halfwidth
+        self.calibration = calibration
+        self.history = seasons * period + halfwidth + calibration
+        self.min_points = min_points
+        self.min_scale = min_scale
+        self.tail_quantile = tail_quantile
+        self.tail_lag = tail_lag
+        self.recurrence = recurrence
+        self.min_recurrences = min_recurrences
+        self.max_stretch = max_stretch
+        self.nearest = nearest
+
+    def residuals(self, windows: np.ndarray) -> np.ndarray:
+        """Seasonal residuals of the last ``calibration + 1`` points of every row (NaN where unknown)."""
+        m, n = windows.shape
+        c = min(self.calibration + 1, n)
+        means = neighbourhood_means(windows, self.halfwidth)
+        pos = np.arange(n - c, n)
+        refs = np.full((self.seasons, m, c), np.nan)
+        cur = windows[:, n - c :]
+        for k in range(1, self.seasons + 1):
+            src = pos - k * self.period
+            ok = src >= 0
+            mean_k = means[:, src[ok]]
+            exact_k = windows[:, src[ok]]
+            # the neighbourhood mean smooths noise; the exact phase keeps a scheduled spike: take
+            # whichever is nearer (a departure is far from both)
+            with np.errstate(invalid="ignore"):
+                use_exact = np.abs(cur[:, ok] - exact_k) < np.abs(cur[:, ok] - mean_k)
+            refs[k - 1][:, ok] = np.where(use_exact, exact_k, mean_k)
+        if self.seasons == 1:
+            ref = refs[0]
+        elif self.nearest:
+            # the season nearest to the value: an incident yesterday does not echo as an anomaly
+            # today when the day before was normal (a departure is far from every season)
+            with np.errstate(invalid="ignore"):
+                dist = np.where(np.isnan(refs), np.inf, np.abs(cur[None] - refs))
+            pick = np.argmin(dist, axis=0)
+            ref = np.take_along_axis(refs, pick[None], axis=0)[0]
+        elif self.seasons == 2:
+            with np.errstate(invalid="ignore"):
+                ref = np.where(np.isnan(refs[0]), refs[1], np.where(np.isnan(refs[1]), refs[0], refs.mean(axis=0)))
+        else:
+            ref = nan_median(np.moveaxis(refs, 0, -1).reshape(m * c, self.seasons)).reshape(m, c)
+        return windows[:, n - c :] - ref
+
+    def _score(self, windows: np.ndarray, status: np.ndarray) -> Scores:
+        resid = self.residuals(windows)
+        hist, new = resid[:, :-1], resid[:, -1]
+        # rows whose season is not covered (short window, gaps a period back) are warming up
+        known = np.isfinite(hist).sum(axis=1)
+        short = (known < self.min_points) | ~np.isfinite(new)
+        med, scale = robust_location_scale(hist, self.min_scale)
+        # the residual's scale must not collapse below a share of the series' own level noise
+        cfg = CalibrationConfig(
+            tail_quantile=self.tail_quantile,
+            max_stretch=self.max_stretch,
+            recurrence=self.recurrence,
+            min_recurrences=self.min_recurrences,
+            lag=self.tail_lag,
+            min_points=self.min_points,
+        )
+        level = nan_median(np.abs(windows[:, -self.calibration - 1 : -1]))
+        scale = np.maximum(scale, self.min_scale * np.nan_to_num(level, nan=0.0) + 1e-12)
+        log_p, z = calibrated_log_p(hist - med[:, None], new - med, scale, cfg)
+        score = np.where(short, 0.0, pvalue_to_score(log_p))
+        status = status.copy()
+        status[short & (status == 0)] = 1  # Status.TOO_FEW_POINTS
+        return Scores(
+            score=score,
+            direction=np.sign(z).astype(np.int8),
+            status=status,
+            raw={"seasonal_z": z, "expected": windows[:, -1] - new + med, "seasonal_scale": scale},
+        )
+
+
+class HoltWinters(Detector):
+    """Additive Holt-Winters one-step forecast residual, vectorized over metrics."""
+
+    name = "holt_winters"
+
+    def __init__(
+        self,
+        period: int = 288,
+        alpha: float = 0.2,
+        beta: float = 0.0,
+        gamma: float = 0.3,
+        clip: float = 4.0,
+        calibration: int = 144,
+        fit: int | None = None,
+        min_points: int = 30,
+        min_scale: float = 0.01,
+        tail_quantile: float | None = 0.99,
+        tail_lag: int = 12,
+        recurrence: float | None = 0.7,
+        min_recurrences: int = 2,
+        max_stretch: float = 2.0,
+    ) -> None:
+        _check_period(period, 1, calibration)
+        for label, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{label} must be in [0, 1], got {v}")
+        if clip <= 0:
+            raise ValueError(f"clip must be positive, got {clip}")
+        self.period = int(period)
+        self.alpha = alpha
+        self.beta = beta
+        self.gamma = gamma
+        self.clip = clip
+        self.calibration = calibration
+        # points run through the recursion before the calibration part: one period to initialise
+        # and, by default, one more to settle
+        self.fit = 2 * period if fit is None else fit
+        self.history = self.fit + calibration
+        self.min_points = min_points
+        self.min_scale = min_scale
+        self.tail_quantile = tail_quantile
+        self.tail_lag = tail_lag
+        self.recurrence = recurrence
+        self.min_recurrences = min_recurrences
+        self.max_stretch = max_stretch
+
+    def residuals(self, windows: np.ndarray) -> np.ndarray:
+        """One-step forecast errors of the last ``calibration + 1`` points (NaN where unknown)."""
+        m, n = windows.shape
+        p = self.period
+        c = min(self.calibration + 1, n)
+        out = np.full((m, c), np.nan)
+        if n < p + c:
+            return out
+        with np.errstate(all="ignore"):
+            first = windows[:, :p]
+            cnt = np.isfinite(first).sum(axis=1)
+            level = np.where(cnt > 0, np.where(np.isfinite(first), first, 0.0).sum(axis=1) / np.maximum(cnt, 1), np.nan)
+            season = first - level[:, None]
+            season = np.where(np.isfinite(season), season, 0.0)
+            level = np.nan_to_num(level, nan=0.0)
+            trend = np.zeros(m)
+            # a robust scale of first differences bounds the innovations
+            d = np.diff(windows, axis=1)
+            scale = nan_median(np.abs(d - nan_median(d)[:, None])) * 1.4826 / np.sqrt(2.0)
+            scale = np.maximum(np.nan_to_num(scale, nan=0.0), self.min_scale * np.abs(level) + 1e-12)
+            a, b, g = self.alpha, self.beta, self.gamma
+            # time-major copies: one step of every metric is a contiguous row
+            xs = np.ascontiguousarray(windows.T)
+            seasonal = np.empty((n, m))
+            seasonal[:p] = season.T
+            lim = self.clip * scale
+            res = np.empty((c, m))
+            for t in range(p, n):
+                s_prev = seasonal[t - p]
+                f = level + trend + s_prev
+                e = xs[t] - f
+                if t >= n - c:
+                    res[t - (n - c)] = e
+                ok = np.isfinite(e)
+                e = np.clip(np.where(ok, e, 0.0), -lim, lim)
+                new_level = level + trend + a * e
+                if b:
+                    trend = trend + b * (new_level - level - trend)
+                # s_t = g (x - l_t) + (1 - g) s_{t-p}, with x = f + e (clipped); a missing x keeps s_{t-p}
+                seasonal[t] = s_prev + g * (1 - a) * e
+                level = new_level
+            out[:] = res.T
+        return out
+
+    def _score(self, windows: np.ndarray, status: np.ndarray) -> Scores:
+        resid = self.residuals(windows)
+        hist, new = resid[:, :-1], resid[:, -1]
+        known = np.isfinite(hist).sum(axis=1)
+        short = (known < self.min_points) | ~np.isfinite(new)
+        med, scale = robust_location_scale(hist, self.min_scale)
+        level = nan_median(np.abs(windows[:, -self.calibration - 1 : -1]))
+        scale = np.maximum(scale, self.min_scale * np.nan_to_num(level, nan=0.0) + 1e-12)
+        cfg = CalibrationConfig(
+            tail_quantile=self.tail_quantile,
+            max_stretch=self.max_stretch,
+            recurrence=self.recurrence,
+            min_recurrences=self.min_recurrences,
+            lag=self.tail_lag,
+            min_points=self.min_points,
+        )
+        log_p, z = calibrated_log_p(hist - med[:, None], new - med, scale, cfg)
+        score = np.where(short, 0.0, pvalue_to_score(log_p))
+        status = status.copy()
+        status[short & (status == 0)] = 1  # Status.TOO_FEW_POINTS
+        return Scores(
+            score=score,
+            direction=np.sign(z).astype(np.int8),
+            status=status,
+            raw={"hw_z": z, "hw_scale": scale},
+        )
