@@ -581,6 +581,21 @@ class NameIndex:
             data *= np.repeat(scale, lens)
         return sp.csr_matrix((data, cols, indptr), shape=(len(rows), len(self._tokens)))
 
+    def incidence(self, names: Sequence[str], skip_keys: Sequence[str] = ()) -> sp.csr_matrix:
+        """0/1 matrix (names x vocabulary): which ``key=value`` pairs each known metric has.
+
+        Columns of pairs whose key is in ``skip_keys`` are left empty (the shape stays the
+        vocabulary's, so column ``c`` is always :meth:`column_token` ``(c)``).
+        """
+        weights = np.ones(len(self._tokens))
+        if skip_keys:
+            prefixes = tuple(f"{k}=" for k in skip_keys)
+            skip = np.fromiter((t.startswith(prefixes) for t in self._tokens), bool, len(self._tokens))
+            weights[skip] = 0.0
+        mat = self._csr(self._rows_of(names), weights, normalized=False)
+        mat.eliminate_zeros()
+        return mat
+
     def vectors(self, names: Sequence[str]) -> sp.csr_matrix:
         """L2-normalized IDF vectors of known metrics, one CSR row each."""
         return self._csr(self._rows_of(names), self.idf())

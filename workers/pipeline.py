@@ -127,15 +127,10 @@ def track(
 def group_membership(index: NameIndex, names: Sequence[str]) -> sp.csr_matrix:
     """(metrics x property pairs): the groups of collective evidence, rows in ``names`` order.
 
-    Groups are the metrics' label pairs except the metric name (a measure is not an entity).
+    Groups are the metrics' label pairs except the metric name (a measure is not an entity);
+    the metric-name columns are empty, so a column is the index's vocabulary column.
     """
-    cols = [index.token_columns(m) for m in names]
-    indptr = np.r_[0, np.cumsum([len(c) for c in cols])].astype(np.int64)
-    indices = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-    vocab = index.vocabulary_size
-    is_name = np.fromiter((index.column_token(c).startswith(NAME_KEY + "=") for c in range(vocab)), bool, vocab)
-    mat = sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(len(names), vocab))
-    return sp.csr_matrix(mat[:, np.flatnonzero(~is_name)])
+    return index.incidence(names, skip_keys=(NAME_KEY,))
 
 
 def correlate(

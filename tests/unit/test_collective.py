@@ -68,3 +68,20 @@ def test_settings_are_validated() -> None:
         CollectiveEvidence(min_count=1)
     with pytest.raises(ValueError, match="halflife"):
         CollectiveEvidence(halflife=0)
+
+
+def test_membership_columns_stay_put_when_new_metric_names_arrive() -> None:
+    """The layer's per-group history is indexed by column: a new metric name must not shift groups."""
+    from grouping.names import NameIndex
+    from workers.pipeline import group_membership
+
+    index = NameIndex()
+    first = ['cpu{host="a",service="x"}', 'mem{host="b",service="x"}']
+    index.add(first)
+    before = group_membership(index, first)
+    index.add(['disk{host="c",service="y"}'])  # a new name and new groups, after the old ones
+    after = group_membership(index, [*first, 'disk{host="c",service="y"}'])
+    assert (after[:2, : before.shape[1]] != before).nnz == 0
+    tokens = {index.column_token(c) for c in after.nonzero()[1]}
+    assert tokens == {"host=a", "host=b", "host=c", "service=x", "service=y"}  # no metric-name groups
+    assert after.sum(axis=1).tolist() == [[2.0], [2.0], [2.0]]
