@@ -25,6 +25,7 @@ import importlib.util
 import io
 import json
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -105,11 +106,16 @@ def as_prediction(incidents: list[dict[str, Any]]) -> dict[str, Any]:
 
 def score(tool: Any, truth_path: Path, prediction: dict[str, Any]) -> dict[str, Any]:
     """The shipped scorer's figures, plus recall per anomaly type by the same matching rule."""
-    pred_path = truth_path.parent / "pred.json"
-    pred_path.write_text(json.dumps(prediction))
+    # a file of its own per call: two runs sharing the cache must not score each other's prediction
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="pred-", dir=truth_path.parent, delete=False) as f:
+        f.write(json.dumps(prediction))
+    pred_path = Path(f.name)
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        tool.score(str(truth_path), str(pred_path))
+    try:
+        with contextlib.redirect_stdout(buf):
+            tool.score(str(truth_path), str(pred_path))
+    finally:
+        pred_path.unlink(missing_ok=True)
     figures = json.loads(buf.getvalue())
     figures["recall_by_type"] = recall_by_type(tool, truth_path, prediction)
     return figures
