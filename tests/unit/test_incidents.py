@@ -367,3 +367,15 @@ def test_evidence_of_many_edges_is_the_evidence_of_each() -> None:
     ks = [7, 0, 49, 7]
     assert e.evidence_many(ks) == [e.evidence(k) for k in ks]
     assert e.evidence_many([]) == []
+
+
+def test_single_min_points_setting_reaches_the_tracker_and_bad_values_say_what_to_fix(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    from workers.settings import Settings
+
+    monkeypatch.setenv("STORMEYE_SINGLE_MIN_POINTS", "3")
+    assert Settings(database_url="sqlite://").grouping_config().single_min_points == 3
+    monkeypatch.setenv("STORMEYE_SINGLE_MIN_POINTS", "0")
+    with pytest.raises(ValidationError, match="single_min_points"):
+        Settings(database_url="sqlite://")
