@@ -86,8 +86,12 @@ class SeasonalReference(Detector):
         max_stretch: float = 2.0,
         nearest: bool = False,
         quantum_floor: float | None = 1.0,
+        split: float | None = 4.0,
     ) -> None:
         _check_period(period, seasons, calibration)
+        if split is not None and not (split > 0 and np.isfinite(split)):
+            raise ValueError(f"split must be a positive number of scales or None, got {split!r}")
+        self.split = split
         self.period = int(period)
         self.seasons = seasons
         self.halfwidth = halfwidth
@@ -133,9 +137,28 @@ class SeasonalReference(Detector):
         elif self.seasons == 2:
             with np.errstate(invalid="ignore"):
                 ref = np.where(np.isnan(refs[0]), refs[1], np.where(np.isnan(refs[1]), refs[0], refs.mean(axis=0)))
+            if self.split is not None:
+                ref = self._split_days(windows[:, n - c :], refs, ref)
         else:
             ref = nan_median(np.moveaxis(refs, 0, -1).reshape(m * c, self.seasons)).reshape(m, c)
         return windows[:, n - c :] - ref
+
+    def _split_days(self, cur: np.ndarray, refs: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """Where the two earlier days disagree by more than ``split`` of their usual difference, the nearer one.
+
+        One of them was unusual at that phase (an incident yesterday): their mean would make
+        today's normal value look like a departure (an echo). The usual difference is the MAD of
+        the day-to-day difference over the calibration points, floored at ``min_scale`` of the
+        level. Where the days agree, the mean stands, so calibration barely changes.
+        """
+        d = refs[0] - refs[1]
+        med, scale = robust_location_scale(d, 0.0)
+        level = nan_median(np.abs(cur))
+        scale = np.maximum(scale, self.min_scale * np.nan_to_num(level, nan=0.0) + 1e-12)
+        with np.errstate(invalid="ignore"):
+            split = np.abs(d - med[:, None]) > self.split * scale[:, None]
+            pick = np.abs(cur - refs[0]) <= np.abs(cur - refs[1])
+        return np.where(split, np.where(pick, refs[0], refs[1]), ref)
 
     def _score(self, windows: np.ndarray, status: np.ndarray) -> Scores:
         resid = self.residuals(windows)
