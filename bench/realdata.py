@@ -1,6 +1,6 @@
 """Real-data bench: the full pipeline over ASD (real server metrics labelled by their operators).
 
-    python bench/realdata.py [--quick] [--json] [--no-ablation] [--asd DIR]
+    python bench/realdata.py [--quick] [--json] [--no-ablation] [--asd DIR] [--hosts omi-1,omi-5]
 
 Builds the ASD CSV and truth with the shipped tool (``../shared/tools/asd.py build``), replays it
 through the same path as ``stormeye ingest`` at default settings, and scores the incidents with
@@ -9,6 +9,9 @@ spurious incidents per day. Recall per anomaly type (``anomaly_type.txt``: metri
 metric-temporal) uses the scorer's matching rule. The ablation regroups the same detected
 anomalies with names only, shapes only and both, and reruns detection with each detector
 strategy alone.
+
+``--hosts`` replays only those servers (and scores only their labelled events) for fast
+iteration; quote figures from a run over all twelve.
 
 When ``../shared/data/asd`` is absent it says so and exits 0: the data lives outside the project.
 """
@@ -22,6 +25,7 @@ import importlib.util
 import io
 import json
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -62,6 +66,27 @@ def build(tool: Any, asd_dir: Path, days: int) -> Path:
     return out
 
 
+def only_hosts(out: Path, batch: PointBatch, hosts: list[str]) -> tuple[Path, PointBatch]:
+    """The points and truth of ``hosts`` only, the truth written beside the full one."""
+    known = {f"omi-{i}" for i in range(1, 13)}
+    unknown = sorted(set(hosts) - known)
+    if unknown:
+        raise SystemExit(f"--hosts: unknown servers {unknown}; ASD has omi-1 ... omi-12")
+    tags = tuple(f'host="{h}"' for h in hosts)
+    keep = [i for i, n in enumerate(batch.names) if any(t in n for t in tags)]
+    sub = PointBatch(
+        names=[batch.names[i] for i in keep],
+        timestamps=[batch.timestamps[i] for i in keep],
+        values=[batch.values[i] for i in keep],
+    )
+    truth = json.loads((out / "truth.json").read_text())
+    truth["events"] = [ev for ev in truth["events"] if ev["host"] in hosts]
+    sub_dir = out / ("hosts-" + "-".join(sorted(h.split("-")[1] for h in hosts)))
+    sub_dir.mkdir(exist_ok=True)
+    (sub_dir / "truth.json").write_text(json.dumps(truth))
+    return sub_dir, sub
+
+
 def run(batch: PointBatch, settings: Settings) -> Recorder:
     """The `stormeye ingest` path: replay in time order, one step at a time, as if live."""
     pipe = Recorder(settings)
@@ -81,11 +106,16 @@ def as_prediction(incidents: list[dict[str, Any]]) -> dict[str, Any]:
 
 def score(tool: Any, truth_path: Path, prediction: dict[str, Any]) -> dict[str, Any]:
     """The shipped scorer's figures, plus recall per anomaly type by the same matching rule."""
-    pred_path = truth_path.parent / "pred.json"
-    pred_path.write_text(json.dumps(prediction))
+    # a file of its own per call: two runs sharing the cache must not score each other's prediction
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="pred-", dir=truth_path.parent, delete=False) as f:
+        f.write(json.dumps(prediction))
+    pred_path = Path(f.name)
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        tool.score(str(truth_path), str(pred_path))
+    try:
+        with contextlib.redirect_stdout(buf):
+            tool.score(str(truth_path), str(pred_path))
+    finally:
+        pred_path.unlink(missing_ok=True)
     figures = json.loads(buf.getvalue())
     figures["recall_by_type"] = recall_by_type(tool, truth_path, prediction)
     return figures
@@ -142,6 +172,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="5 test days and no ablation: about a minute")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     ap.add_argument("--no-ablation", action="store_true", help="only the default configuration")
+    ap.add_argument("--hosts", default="", help="comma-separated servers (omi-1 ... omi-12) to replay alone")
     ap.add_argument("--asd", type=Path, default=ASD_DIR, help="ASD directory (processed/, interpretation_label/)")
     args = ap.parse_args()
     if not (args.asd / "processed").is_dir() or not ASD_TOOL.exists():
@@ -151,6 +182,8 @@ def main() -> None:
     days = 5 if args.quick else 15
     out = build(tool, args.asd, days)
     batch = read_points(out / "asd.csv")
+    if args.hosts:
+        out, batch = only_hosts(out, batch, [h.strip() for h in args.hosts.split(",") if h.strip()])
     settings = Settings(database_url="sqlite://", step_s=300)
     t = time.perf_counter()
     pipe = run(batch, settings)

@@ -18,6 +18,13 @@ per-metric state):
   failure does not make the next one routine.
 - ``lag``: the newest residuals are left out of both estimates, so an ongoing anomaly does not
   teach the layer that it is normal.
+- **quantum floor**: the scale is at least ``quantum_floor`` times the metric's *quantum*, the
+  smallest nonzero gap between distinct values in its recent history (:func:`value_quantum`).
+  A series that only takes values 0.01 apart (a rounded gauge, a count, a percentage with two
+  decimals) cannot measure a deviation finer than 0.01: when it sits on one level for hours its
+  MAD collapses towards 0 and a one-quantum step would otherwise score as a one-in-a-million
+  event. With the floor, a one-quantum move is at most a 1-sigma move; continuous series have a
+  quantum far below their scale and are unaffected.
 
 Because seasonal strategies feed *seasonal* residuals, seasonality is part of the history the
 newest point is judged against. Cost: one row sort for the tail quantile and one pass for the
@@ -49,6 +56,8 @@ class CalibrationConfig:
     min_points: int = 30
     #: share of the history above the exponential tail's threshold (None: no extreme-value tail)
     evt_share: float | None = 0.1
+    #: the scale is at least this many quanta of the metric's values (None: no floor)
+    quantum_floor: float | None = 1.0
 
     def __post_init__(self) -> None:
         if self.tail_quantile is not None and not 0.5 < self.tail_quantile < 1.0:
@@ -61,6 +70,33 @@ class CalibrationConfig:
             raise ValueError(f"min_recurrences must be at least 1, got {self.min_recurrences}")
         if self.lag < 0:
             raise ValueError(f"lag must be >= 0, got {self.lag}")
+        if self.quantum_floor is not None and not (self.quantum_floor > 0 and np.isfinite(self.quantum_floor)):
+            raise ValueError(f"quantum_floor must be a positive number of quanta or None, got {self.quantum_floor}")
+
+
+#: points of history :func:`value_quantum` looks at (the newest ones; enough to see every level
+#: a quantized series visits in a few hours, and one row sort of this size per call)
+QUANTUM_POINTS = 240
+
+
+def value_quantum(hist: np.ndarray, points: int = QUANTUM_POINTS) -> np.ndarray:
+    """Per row, the smallest nonzero gap between distinct finite values of the newest ``points``.
+
+    That is the resolution the metric is reported at (0.01 for a gauge rounded to two decimals,
+    1 for a count). Rows with fewer than two distinct values have quantum 0 (no evidence of a
+    resolution: the constant-series checks and the relative scale floor handle them). Gaps below
+    ``1e-9`` times the row's magnitude are float noise, not a resolution, and are ignored.
+    """
+    x = hist[:, -points:] if hist.shape[1] > points else hist
+    if x.shape[1] < 2:
+        return np.zeros(x.shape[0])
+    s = np.sort(x, axis=1)  # NaNs last: their gaps are NaN and ignored
+    with np.errstate(invalid="ignore"):
+        gaps = np.diff(s, axis=1)
+        mag = np.nan_to_num(np.nanmax(np.abs(s), axis=1, initial=0.0, where=np.isfinite(s)), nan=0.0)
+        real = np.isfinite(gaps) & (gaps > 1e-9 * np.maximum(mag, 1e-300)[:, None])
+    q = np.min(np.where(real, gaps, np.inf), axis=1)
+    return np.where(np.isfinite(q), q, 0.0)
 
 
 def robust_location_scale(hist: np.ndarray, min_scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -107,16 +143,24 @@ def exponential_tail_log_p(older: np.ndarray, dev_new: np.ndarray, scale: np.nda
 
 
 def calibrated_log_p(
-    dev_hist: np.ndarray, dev_new: np.ndarray, scale: np.ndarray, cfg: CalibrationConfig
+    dev_hist: np.ndarray,
+    dev_new: np.ndarray,
+    scale: np.ndarray,
+    cfg: CalibrationConfig,
+    quantum: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Natural-log two-sided tail probability of ``dev_new`` and its calibrated z, per row.
 
     ``dev_hist`` (rows x points, NaN allowed) are the history's deviations from the strategy's
-    expectation, ``dev_new`` the newest point's, ``scale`` the robust scale of normal deviations.
+    expectation, ``dev_new`` the newest point's, ``scale`` the robust scale of normal deviations,
+    ``quantum`` the resolution of the metric's values (:func:`value_quantum`; None: no floor).
     """
     n = dev_hist.shape[1]
     older = dev_hist[:, : max(min(cfg.min_points, n), n - cfg.lag)]
-    scale = base_scale = np.asarray(scale, dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    if quantum is not None and cfg.quantum_floor is not None:
+        scale = np.maximum(scale, cfg.quantum_floor * np.asarray(quantum, dtype=np.float64))
+    base_scale = scale
     if cfg.tail_quantile is not None and older.shape[1]:
         scale = scale * np.minimum(tail_stretch(older, scale, cfg.tail_quantile), cfg.max_stretch)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from detectors.base import Detector, Scores, pvalue_to_score
-from detectors.calibration import CalibrationConfig, calibrated_log_p, robust_location_scale
+from detectors.calibration import CalibrationConfig, calibrated_log_p, robust_location_scale, value_quantum
 
 __all__ = ["RobustZScore", "robust_location_scale"]
 
@@ -44,6 +44,7 @@ class RobustZScore(Detector):
         min_recurrences: int = 2,
         max_stretch: float = 2.0,
         evt_share: float | None = None,
+        quantum_floor: float | None = 1.0,
     ) -> None:
         self.history = history
         self.min_points = min_points
@@ -54,6 +55,7 @@ class RobustZScore(Detector):
         self.min_recurrences = min_recurrences
         self.max_stretch = max_stretch
         self.evt_share = evt_share
+        self.quantum_floor = quantum_floor
 
     def _score(self, windows: np.ndarray, status: np.ndarray) -> Scores:
         hist = windows[:, :-1]
@@ -67,8 +69,10 @@ class RobustZScore(Detector):
             lag=self.tail_lag,
             min_points=self.min_points,
             evt_share=self.evt_share,
+            quantum_floor=self.quantum_floor,
         )
-        log_p, z = calibrated_log_p(hist - med[:, None], newest - med, scale, cfg)
+        quantum = value_quantum(hist) if self.quantum_floor is not None else None
+        log_p, z = calibrated_log_p(hist - med[:, None], newest - med, scale, cfg, quantum)
         score = pvalue_to_score(log_p)
         direction = np.sign(z).astype(np.int8)
         return Scores(score=score, direction=direction, status=status, raw={"z": z, "median": med, "scale": scale})

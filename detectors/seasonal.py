@@ -4,7 +4,7 @@ A 4-hour median lags a strong daily cycle: every evening ramp looks like a level
 real departure from the cycle hides inside its swing. Both strategies here compute, for every
 recent point of the window, a *seasonal residual* (the value minus what the season predicts),
 then calibrate the newest residual against the metric's own recent residuals
-(:mod:`detectors.calibration`: tail stretch and recurrence). Windows are aligned to the step,
+(:mod:`detectors.calibration`: tail stretch, recurrence and the quantum floor). Windows are aligned to the step,
 so "the same time yesterday" is simply ``period`` points back; ``period`` is in points
 (``workers`` converts ``STORMEYE_SEASON_S`` with the step).
 
@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from detectors.base import Detector, Scores, pvalue_to_score
-from detectors.calibration import CalibrationConfig, calibrated_log_p, robust_location_scale
+from detectors.calibration import CalibrationConfig, calibrated_log_p, robust_location_scale, value_quantum
 from detectors.rowstats import nan_median
 
 
@@ -85,8 +85,13 @@ class SeasonalReference(Detector):
         min_recurrences: int = 2,
         max_stretch: float = 2.0,
         nearest: bool = False,
+        quantum_floor: float | None = 1.0,
+        split: float | None = 4.0,
     ) -> None:
         _check_period(period, seasons, calibration)
+        if split is not None and not (split > 0 and np.isfinite(split)):
+            raise ValueError(f"split must be a positive number of scales or None, got {split!r}")
+        self.split = split
         self.period = int(period)
         self.seasons = seasons
         self.halfwidth = halfwidth
@@ -100,6 +105,7 @@ class SeasonalReference(Detector):
         self.min_recurrences = min_recurrences
         self.max_stretch = max_stretch
         self.nearest = nearest
+        self.quantum_floor = quantum_floor
 
     def residuals(self, windows: np.ndarray) -> np.ndarray:
         """Seasonal residuals of the last ``calibration + 1`` points of every row (NaN where unknown)."""
@@ -131,9 +137,28 @@ class SeasonalReference(Detector):
         elif self.seasons == 2:
             with np.errstate(invalid="ignore"):
                 ref = np.where(np.isnan(refs[0]), refs[1], np.where(np.isnan(refs[1]), refs[0], refs.mean(axis=0)))
+            if self.split is not None:
+                ref = self._split_days(windows[:, n - c :], refs, ref)
         else:
             ref = nan_median(np.moveaxis(refs, 0, -1).reshape(m * c, self.seasons)).reshape(m, c)
         return windows[:, n - c :] - ref
+
+    def _split_days(self, cur: np.ndarray, refs: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """Where the two earlier days disagree by more than ``split`` of their usual difference, the nearer one.
+
+        One of them was unusual at that phase (an incident yesterday): their mean would make
+        today's normal value look like a departure (an echo). The usual difference is the MAD of
+        the day-to-day difference over the calibration points, floored at ``min_scale`` of the
+        level. Where the days agree, the mean stands, so calibration barely changes.
+        """
+        d = refs[0] - refs[1]
+        med, scale = robust_location_scale(d, 0.0)
+        level = nan_median(np.abs(cur))
+        scale = np.maximum(scale, self.min_scale * np.nan_to_num(level, nan=0.0) + 1e-12)
+        with np.errstate(invalid="ignore"):
+            split = np.abs(d - med[:, None]) > self.split * scale[:, None]
+            pick = np.abs(cur - refs[0]) <= np.abs(cur - refs[1])
+        return np.where(split, np.where(pick, refs[0], refs[1]), ref)
 
     def _score(self, windows: np.ndarray, status: np.ndarray) -> Scores:
         resid = self.residuals(windows)
@@ -150,10 +175,13 @@ class SeasonalReference(Detector):
             min_recurrences=self.min_recurrences,
             lag=self.tail_lag,
             min_points=self.min_points,
+            quantum_floor=self.quantum_floor,
         )
         level = nan_median(np.abs(windows[:, -self.calibration - 1 : -1]))
         scale = np.maximum(scale, self.min_scale * np.nan_to_num(level, nan=0.0) + 1e-12)
-        log_p, z = calibrated_log_p(hist - med[:, None], new - med, scale, cfg)
+        # the residuals of a rounded series are no finer than its values
+        quantum = value_quantum(windows[:, :-1]) if self.quantum_floor is not None else None
+        log_p, z = calibrated_log_p(hist - med[:, None], new - med, scale, cfg, quantum)
         score = np.where(short, 0.0, pvalue_to_score(log_p))
         status = status.copy()
         status[short & (status == 0)] = 1  # Status.TOO_FEW_POINTS
@@ -186,6 +214,7 @@ class HoltWinters(Detector):
         recurrence: float | None = 0.7,
         min_recurrences: int = 2,
         max_stretch: float = 2.0,
+        quantum_floor: float | None = 1.0,
     ) -> None:
         _check_period(period, 1, calibration)
         for label, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
@@ -210,6 +239,7 @@ class HoltWinters(Detector):
         self.recurrence = recurrence
         self.min_recurrences = min_recurrences
         self.max_stretch = max_stretch
+        self.quantum_floor = quantum_floor
 
     def residuals(self, windows: np.ndarray) -> np.ndarray:
         """One-step forecast errors of the last ``calibration + 1`` points (NaN where unknown)."""
@@ -270,8 +300,11 @@ class HoltWinters(Detector):
             min_recurrences=self.min_recurrences,
             lag=self.tail_lag,
             min_points=self.min_points,
+            quantum_floor=self.quantum_floor,
         )
-        log_p, z = calibrated_log_p(hist - med[:, None], new - med, scale, cfg)
+        # the residuals of a rounded series are no finer than its values
+        quantum = value_quantum(windows[:, :-1]) if self.quantum_floor is not None else None
+        log_p, z = calibrated_log_p(hist - med[:, None], new - med, scale, cfg, quantum)
         score = np.where(short, 0.0, pvalue_to_score(log_p))
         status = status.copy()
         status[short & (status == 0)] = 1  # Status.TOO_FEW_POINTS

@@ -101,6 +101,10 @@ class GroupingConfig:
     #: Measured in docs/grouping.md: fewer incidents on storms and on ASD, no event recall lost.
     single_min_score: float = 0.9
     single_min_s: float = 600.0
+    #: the peak-score shortcut needs the lone anomaly seen on at least this many samples: one
+    #: sample of one metric, with nothing else moving, is a blip until the next sample confirms it
+    #: (1: a single sample may page). Measured on ASD in docs/grouping.md.
+    single_min_points: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -111,6 +115,8 @@ class GroupingConfig:
         for name in ("link_window_s", "resolve_after_s", "single_min_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"grouping {name} must not be negative, got {getattr(self, name)}")
+        if self.single_min_points < 1:
+            raise ValueError(f"grouping single_min_points must be at least 1, got {self.single_min_points}")
         if self.shape_points < 8:
             raise ValueError(f"grouping shape_points must be at least 8, got {self.shape_points}")
         if self.max_neighbours < 1:

@@ -11,7 +11,8 @@ each (guarded) component decides:
   smaller id); the others end with status ``merged`` and ``merged_into`` pointing at it.
 
 A lone anomaly (a component of one, linked to no open incident) opens an incident only when its
-peak score reaches ``single_min_score`` or it has lasted ``single_min_s``; until then it waits
+peak score reaches ``single_min_score`` on at least ``single_min_points`` samples' worth of
+anomaly (a one-sample blip is not confirmed) or it has lasted ``single_min_s``; until then it waits
 (:meth:`IncidentTracker.pending`), pages nobody, and is grouped again with every tick's new
 anomalies, so related evidence, strength or persistence arriving later opens the incident. It
 is let go once quiet for longer than ``link_window_s``.
@@ -346,7 +347,10 @@ class IncidentTracker:
     def _pages_alone(self, a: AnomalyLike) -> bool:
         """Whether a lone anomaly, related to nothing, is worth an incident of its own now."""
         cfg = self.config
-        return a.peak_score >= cfg.single_min_score or a.end - a.start >= cfg.single_min_s
+        lasted = a.end - a.start
+        # samples seen: a one-point anomaly has start == end (with a little slack for clock jitter)
+        seen = lasted >= (cfg.single_min_points - 1) * self.step - 1e-6 * self.step
+        return (a.peak_score >= cfg.single_min_score and seen) or lasted >= cfg.single_min_s
 
     def _targets(
         self,

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     resolve_after_s: float = Field(1800.0, ge=0)
     single_min_score: float = Field(0.9, ge=0, le=1, description="a lone anomaly pages at this peak score")
     single_min_s: float = Field(600.0, ge=0, description="... or after lasting this long (both 0: every one pages)")
+    single_min_points: int = Field(2, ge=1, description="the peak shortcut needs this many samples of the anomaly")
     priority_rules_file: Path | None = None
     graphite_templates: list[str] = Field(
         default_factory=list,
@@ -153,6 +154,7 @@ class Settings(BaseSettings):
             resolve_after_s=self.resolve_after_s,
             single_min_score=self.single_min_score,
             single_min_s=self.single_min_s,
+            single_min_points=self.single_min_points,
         )
 
     @cached_property

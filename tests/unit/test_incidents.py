@@ -301,7 +301,11 @@ def test_a_lone_weak_anomaly_waits_and_opens_an_incident_once_related_evidence_a
 
 def test_a_lone_anomaly_pages_when_strong_or_persistent_and_is_let_go_when_it_stays_a_blip() -> None:
     w = World(**LONE)
-    w.tick(0, [weak(w, ENGLAND[0], 0, 55, peak=0.95)])  # strong: a page of its own at once
+    strong = weak(w, ENGLAND[0], 0, 55, peak=0.95)
+    w.tick(0, [strong])  # strong, but one sample: a blip until the next sample confirms it
+    assert not w.tracker.open_incidents() and [p.metric for p in w.tracker.pending()] == [ENGLAND[0]]
+    strong.end = 60.0
+    w.tick(60, [strong])  # confirmed on a second sample: a page of its own
     assert [i.metrics for i in w.tracker.open_incidents()] == [[ENGLAND[0]]]
     blip = weak(w, SHIRTS[0], 0, 55)
     w.tick(0, [blip])
@@ -315,6 +319,21 @@ def test_a_lone_anomaly_pages_when_strong_or_persistent_and_is_let_go_when_it_st
     assert [p.metric for p in w.tracker.pending()] == [other.metric]
     w.tick(700 + 901, [])  # quiet beyond the link window: it stays an anomaly, never a page
     assert not w.tracker.pending() and len(w.tracker.open_incidents()) == 2
+
+
+def test_a_strong_one_sample_blip_never_pages_alone_unless_single_min_points_is_1() -> None:
+    w = World(**LONE)
+    spike = weak(w, ENGLAND[0], 0, 55, peak=1.0)
+    spike.open = False  # one sample, then back to normal
+    w.tick(0, [spike])
+    assert not w.tracker.open_incidents() and [p.metric for p in w.tracker.pending()] == [ENGLAND[0]]
+    w.tick(901, [])  # quiet beyond the link window: it stays an anomaly, never a page
+    assert not w.tracker.open_incidents() and not w.tracker.pending()
+    w1 = World(**LONE, single_min_points=1)  # the old behaviour: a strong sample pages at once
+    w1.tick(0, [weak(w1, ENGLAND[0], 0, 55, peak=1.0)])
+    assert [i.metrics for i in w1.tracker.open_incidents()] == [[ENGLAND[0]]]
+    with pytest.raises(ValueError, match="single_min_points"):
+        GroupingConfig(single_min_points=0)
 
 
 def test_without_the_lone_rule_every_anomaly_pages_and_waiting_anomalies_survive_a_state_round_trip() -> None:
@@ -348,3 +367,15 @@ def test_evidence_of_many_edges_is_the_evidence_of_each() -> None:
     ks = [7, 0, 49, 7]
     assert e.evidence_many(ks) == [e.evidence(k) for k in ks]
     assert e.evidence_many([]) == []
+
+
+def test_single_min_points_setting_reaches_the_tracker_and_bad_values_say_what_to_fix(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    from workers.settings import Settings
+
+    monkeypatch.setenv("STORMEYE_SINGLE_MIN_POINTS", "3")
+    assert Settings(database_url="sqlite://").grouping_config().single_min_points == 3
+    monkeypatch.setenv("STORMEYE_SINGLE_MIN_POINTS", "0")
+    with pytest.raises(ValidationError, match="single_min_points"):
+        Settings(database_url="sqlite://")

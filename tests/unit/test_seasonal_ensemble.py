@@ -144,11 +144,32 @@ def test_nearest_season_keeps_yesterdays_incident_from_echoing_today() -> None:
     x = daily(5 * P, seed=8)
     x[3 * P + 100 : 3 * P + 124] -= 15  # an incident on day 3
     today = slice(4 * P + 100, 4 * P + 124)  # day 4 at the same time is normal
-    echo = SeasonalReference(period=P).score_series(x)[today].max()
+    echo = SeasonalReference(period=P, split=None).score_series(x)[today].max()
     near = SeasonalReference(period=P, nearest=True)
     s = near.score_series(x)
     assert echo >= 0.5 > s[today].max()
     assert s[3 * P + 101] >= 0.5  # the incident itself is still found
+
+
+def test_split_days_keep_yesterdays_incident_from_echoing_and_leave_agreeing_days_alone() -> None:
+    x = daily(5 * P, seed=8)
+    x[3 * P + 100 : 3 * P + 124] -= 15  # an incident on day 3
+    today = slice(4 * P + 100, 4 * P + 124)  # day 4 at the same time is normal
+    s = SeasonalReference(period=P).score_series(x)  # split=4 is the default
+    assert s[today].max() < 0.5
+    assert s[3 * P + 101] >= 0.5  # the incident itself is still found (days 1 and 2 agree there)
+    # a departure today from two agreeing days is found
+    y = x.copy()
+    y[4 * P + 200 : 4 * P + 212] += 12
+    assert SeasonalReference(period=P).score_series(y)[4 * P + 201] >= 0.5
+    # where the two days agree the reference is their mean, as without the rule: on a clean series
+    # few points differ (a 4-MAD split between two normal days is rare) and none alarms
+    clean = daily(5 * P, seed=9)
+    a = SeasonalReference(period=P).score_series(clean)[3 * P :]
+    b = SeasonalReference(period=P, split=None).score_series(clean)[3 * P :]
+    assert np.mean(np.isclose(a, b)) > 0.9 and a.max() < 0.5
+    with pytest.raises(ValueError, match="split"):
+        SeasonalReference(period=P, split=0.0)
 
 
 class _Fixed(detectors.Detector):
