@@ -8,7 +8,7 @@ import numpy as np
 
 from detectors.base import Detector, Scores, Status
 from detectors.deviation import PercentDeviation
-from detectors.ensemble import DeciderConfig, Ensemble
+from detectors.ensemble import DeciderConfig, Ensemble, default_members
 from detectors.esd import GeneralizedESD
 from detectors.events import Anomaly, AnomalyTracker, TrackerUpdate
 from detectors.iforest import IsolationForestDetector
@@ -88,7 +88,11 @@ def seasonal_members_fit(step: int, season_s: int = DAY_S, max_points: int | Non
 
 
 def default_detector(
-    step: int = 60, season_s: int = DAY_S, max_points: int | None = None, seasonal_rule: str = "lead"
+    step: int = 60,
+    season_s: int = DAY_S,
+    max_points: int | None = None,
+    seasonal_rule: str = "lead",
+    seasonal_split: float | None = 4.0,
 ) -> Detector:
     """The detector the pipeline uses unless configured otherwise: the :class:`Ensemble`.
 
@@ -96,12 +100,15 @@ def default_detector(
     ``max_points`` points (the window store's retention; None: unbounded) hold their history;
     otherwise the decider has the robust z-score alone for every metric. ``seasonal_rule``:
     ``lead`` (default), ``cauchy`` or ``consensus`` for seasonal metrics (see :mod:`detectors.ensemble`).
+    ``seasonal_split``: the seasonal reference's ``split`` (None: always the mean of the earlier days).
     """
     if step <= 0 or season_s <= 0:
         raise ValueError(f"step and season_s must be positive seconds, got step={step}, season_s={season_s}")
     if seasonal_members_fit(step, season_s, max_points):
         rules = {**DeciderConfig().rules, "seasonal": seasonal_rule}
-        return Ensemble(period=season_s // step, decider=DeciderConfig(rules=rules))
+        period = season_s // step
+        members = default_members(period, seasonal_split)
+        return Ensemble(period=period, members=members, decider=DeciderConfig(rules=rules))
     return Ensemble(members=[RobustZScore()])
 
 

@@ -243,6 +243,6 @@ class Ensemble(Detector):
         return Scores(score=score, direction=direction, status=base.status, raw=raw)
 
 
-def default_members(period: int) -> list[Detector]:
-    """Robust z-score, seasonal reference and Holt-Winters at ``period`` points."""
-    return [RobustZScore(), SeasonalReference(period=period), HoltWinters(period=period)]
+def default_members(period: int, split: float | None = 4.0) -> list[Detector]:
+    """Robust z-score, seasonal reference (``split``: see :class:`SeasonalReference`) and Holt-Winters at ``period``."""
+    return [RobustZScore(), SeasonalReference(period=period, split=split), HoltWinters(period=period)]

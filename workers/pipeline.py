@@ -178,7 +178,8 @@ def make_detector(settings: Settings) -> Detector:
 
     step, season = settings.step_s, settings.season_s
     if settings.detector in ("default", "ensemble"):
-        return default_detector(step, season, settings.retention_points, settings.seasonal_rule)
+        split = settings.seasonal_split or None
+        return default_detector(step, season, settings.retention_points, settings.seasonal_rule, split)
     strategies = detectors.available()
     cls = strategies.get(settings.detector)
     if cls is None:

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
         description="how the ensemble joins its seasonal members: lead (the seasonal reference leads, "
         "Holt-Winters corroborates), cauchy (either carries: recall) or consensus (both must agree: quiet)",
     )
+    seasonal_split: float = Field(
+        4.0,
+        ge=0,
+        description="where the two earlier days disagree by more than this many of their usual differences, the "
+        "seasonal reference takes the day nearer today's value (no echo of yesterday's incident; a failure "
+        "repeating at the same time of day is then not news); 0 turns it off",
+    )
     detector_rules_file: Path | None = Field(
         None, description="per-metric detection settings by label matchers, JSON (docs/detectors.md)"
     )

@@ -99,3 +99,16 @@ def test_detector_setting_selects_one_strategy_or_says_why_not() -> None:
         make_detector(Settings(step_s=60, detector="seasonal"))
     with pytest.raises(ValueError, match="is not a detector"):
         make_detector(Settings(detector="magic"))
+
+
+def test_seasonal_split_setting_reaches_the_seasonal_reference() -> None:
+    def split_of(settings: Settings) -> object:
+        det = make_detector(settings)
+        (seasonal,) = [m for m in det.members if m.name == "seasonal"]  # type: ignore[attr-defined]
+        return seasonal.split
+
+    assert split_of(Settings(step_s=300)) == 4.0
+    assert split_of(Settings(step_s=300, seasonal_split=2.5)) == 2.5
+    assert split_of(Settings(step_s=300, seasonal_split=0)) is None
+    with pytest.raises(ValueError, match="seasonal_split"):
+        Settings(step_s=300, seasonal_split=-1)
