@@ -66,7 +66,53 @@ def neighbourhood_means(x: np.ndarray, halfwidth: int) -> np.ndarray:
         return np.where(c > 0, s / np.maximum(c, 1), np.nan)
 
 
-class SeasonalReference(Detector):
+class _ResidualDetector(Detector):
+    """A seasonal model's residuals, scored by the shared calibration layer (settings: the subclass's)."""
+
+    calibration: int
+    min_scale: float
+    tail_quantile: float | None
+    tail_lag: int
+    recurrence: float | None
+    min_recurrences: int
+    max_stretch: float
+    quantum_floor: float | None
+
+    def residuals(self, windows: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _score_residuals(
+        self, windows: np.ndarray, status: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(newest residual, residual median, z, scale, score, status) of every row."""
+        resid = self.residuals(windows)
+        hist, new = resid[:, :-1], resid[:, -1]
+        # rows whose season is not covered (short window, gaps a period back) are warming up
+        known = np.isfinite(hist).sum(axis=1)
+        short = (known < self.min_points) | ~np.isfinite(new)
+        med, scale = robust_location_scale(hist, self.min_scale)
+        # the residual's scale must not collapse below a share of the series' own level noise
+        level = nan_median(np.abs(windows[:, -self.calibration - 1 : -1]))
+        scale = np.maximum(scale, self.min_scale * np.nan_to_num(level, nan=0.0) + 1e-12)
+        cfg = CalibrationConfig(
+            tail_quantile=self.tail_quantile,
+            max_stretch=self.max_stretch,
+            recurrence=self.recurrence,
+            min_recurrences=self.min_recurrences,
+            lag=self.tail_lag,
+            min_points=self.min_points,
+            quantum_floor=self.quantum_floor,
+        )
+        # the residuals of a rounded series are no finer than its values
+        quantum = value_quantum(windows[:, :-1]) if self.quantum_floor is not None else None
+        log_p, z = calibrated_log_p(hist - med[:, None], new - med, scale, cfg, quantum)
+        score = np.where(short, 0.0, pvalue_to_score(log_p))
+        status = status.copy()
+        status[short & (status == 0)] = 1  # Status.TOO_FEW_POINTS
+        return new, med, z, scale, score, status
+
+
+class SeasonalReference(_ResidualDetector):
     """The newest point against the same phase of the last ``seasons`` periods."""
 
     name = "seasonal"
@@ -161,30 +207,7 @@ class SeasonalReference(Detector):
         return np.where(split, np.where(pick, refs[0], refs[1]), ref)
 
     def _score(self, windows: np.ndarray, status: np.ndarray) -> Scores:
-        resid = self.residuals(windows)
-        hist, new = resid[:, :-1], resid[:, -1]
-        # rows whose season is not covered (short window, gaps a period back) are warming up
-        known = np.isfinite(hist).sum(axis=1)
-        short = (known < self.min_points) | ~np.isfinite(new)
-        med, scale = robust_location_scale(hist, self.min_scale)
-        # the residual's scale must not collapse below a share of the series' own level noise
-        cfg = CalibrationConfig(
-            tail_quantile=self.tail_quantile,
-            max_stretch=self.max_stretch,
-            recurrence=self.recurrence,
-            min_recurrences=self.min_recurrences,
-            lag=self.tail_lag,
-            min_points=self.min_points,
-            quantum_floor=self.quantum_floor,
-        )
-        level = nan_median(np.abs(windows[:, -self.calibration - 1 : -1]))
-        scale = np.maximum(scale, self.min_scale * np.nan_to_num(level, nan=0.0) + 1e-12)
-        # the residuals of a rounded series are no finer than its values
-        quantum = value_quantum(windows[:, :-1]) if self.quantum_floor is not None else None
-        log_p, z = calibrated_log_p(hist - med[:, None], new - med, scale, cfg, quantum)
-        score = np.where(short, 0.0, pvalue_to_score(log_p))
-        status = status.copy()
-        status[short & (status == 0)] = 1  # Status.TOO_FEW_POINTS
+        new, med, z, scale, score, status = self._score_residuals(windows, status)
         return Scores(
             score=score,
             direction=np.sign(z).astype(np.int8),
@@ -193,7 +216,7 @@ class SeasonalReference(Detector):
         )
 
 
-class HoltWinters(Detector):
+class HoltWinters(_ResidualDetector):
     """Additive Holt-Winters one-step forecast residual, vectorized over metrics."""
 
     name = "holt_winters"
@@ -286,28 +309,7 @@ class HoltWinters(Detector):
         return out
 
     def _score(self, windows: np.ndarray, status: np.ndarray) -> Scores:
-        resid = self.residuals(windows)
-        hist, new = resid[:, :-1], resid[:, -1]
-        known = np.isfinite(hist).sum(axis=1)
-        short = (known < self.min_points) | ~np.isfinite(new)
-        med, scale = robust_location_scale(hist, self.min_scale)
-        level = nan_median(np.abs(windows[:, -self.calibration - 1 : -1]))
-        scale = np.maximum(scale, self.min_scale * np.nan_to_num(level, nan=0.0) + 1e-12)
-        cfg = CalibrationConfig(
-            tail_quantile=self.tail_quantile,
-            max_stretch=self.max_stretch,
-            recurrence=self.recurrence,
-            min_recurrences=self.min_recurrences,
-            lag=self.tail_lag,
-            min_points=self.min_points,
-            quantum_floor=self.quantum_floor,
-        )
-        # the residuals of a rounded series are no finer than its values
-        quantum = value_quantum(windows[:, :-1]) if self.quantum_floor is not None else None
-        log_p, z = calibrated_log_p(hist - med[:, None], new - med, scale, cfg, quantum)
-        score = np.where(short, 0.0, pvalue_to_score(log_p))
-        status = status.copy()
-        status[short & (status == 0)] = 1  # Status.TOO_FEW_POINTS
+        _, _, z, scale, score, status = self._score_residuals(windows, status)
         return Scores(
             score=score,
             direction=np.sign(z).astype(np.int8),

@@ -28,9 +28,9 @@ import warnings
 import numpy as np
 
 from detectors.base import Detector, Scores, normal_two_sided_score
-from detectors.robust_z import robust_location_scale
+from detectors.calibration import robust_location_scale
 from detectors.rowstats import nan_median
-from detectors.twosample import lag1_autocorrelation
+from detectors.twosample import split_focus
 
 MEDIAN_SE = 1.2533  # sqrt(pi / 2): standard error of a normal sample's median, in sigma / sqrt(n)
 
@@ -53,18 +53,7 @@ class _Split(Detector):
         self.min_scale = min_scale
 
     def _split(self, windows: np.ndarray, min_focus: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if not min_focus <= self.focus < windows.shape[1] - 2:
-            raise ValueError(
-                f"focus must be between {min_focus} and the window length - 3 ({windows.shape[1] - 3}), "
-                f"got {self.focus}"
-            )
-        base = windows[:, : -self.focus]
-        recent = windows[:, -self.focus :]
-        factor = np.ones(len(windows))
-        if self.autocorrelation:
-            r = lag1_autocorrelation(base)
-            factor = (1 - r) / (1 + r)
-        return base, recent, factor
+        return split_focus(windows, self.focus, self.autocorrelation, min_focus=min_focus, min_base=3)
 
 
 class LevelShift(_Split):

@@ -459,6 +459,27 @@ def lag1_autocorrelation(x: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(r, nan=0.0), 0.0, 0.95)
 
 
+def split_focus(
+    windows: np.ndarray, focus: int, autocorrelation: bool, min_focus: int = 1, min_base: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows split into (base, the last ``focus`` points, sample-size factor for autocorrelation).
+
+    The factor ``(1 - r) / (1 + r)`` of the base's lag-1 autocorrelation ``r`` shrinks the
+    effective sample sizes of smooth series (1 when ``autocorrelation`` is off).
+    """
+    if not min_focus <= focus <= windows.shape[1] - min_base:
+        raise ValueError(
+            f"focus must be between {min_focus} and the window length - {min_base} "
+            f"({windows.shape[1] - min_base}), got {focus}"
+        )
+    base = windows[:, :-focus]
+    factor = np.ones(len(windows))
+    if autocorrelation:
+        r = lag1_autocorrelation(base)
+        factor = (1 - r) / (1 + r)
+    return base, windows[:, -focus:], factor
+
+
 class _TwoWindow(Detector):
     point_outliers = False  # one new point moves an ECDF or a rank sum by 1/focus at most
 
@@ -469,17 +490,7 @@ class _TwoWindow(Detector):
         self.autocorrelation = autocorrelation
 
     def _split(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if not 1 <= self.focus < windows.shape[1]:
-            raise ValueError(
-                f"focus must be between 1 and the window length - 1 ({windows.shape[1] - 1}), got {self.focus}"
-            )
-        base = windows[:, : -self.focus]
-        focus = windows[:, -self.focus :]
-        factor = np.ones(len(windows))
-        if self.autocorrelation:
-            r = lag1_autocorrelation(base)
-            factor = (1 - r) / (1 + r)
-        return base, focus, factor
+        return split_focus(windows, self.focus, self.autocorrelation)
 
 
 class KSTest(_TwoWindow):
