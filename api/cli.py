@@ -94,7 +94,11 @@ def demo(
             "true incidents (multi-metric + singletons)",
             f"{f['true_incidents']} ({f['true_multi_metric_incidents']} multi)",
         ),
-        ("anomalies detected", f["anomalies"]),
+        (
+            "true incidents paged (multi-metric, single-metric)",
+            f"{f['multi_metric_incidents_found']}, {f['single_metric_incidents_found']}",
+        ),
+        ("anomalies in incidents", f["anomalies"]),
         ("detection precision", f["detection_precision"]),
         ("detection recall (per incident member)", f["detection_recall"]),
         ("incidents", f["incidents"]),

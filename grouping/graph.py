@@ -95,28 +95,32 @@ class GroupingConfig:
     merge_min_links: int = 2
     merge_min_shared: float = 0.5
     max_neighbours: int = 24
-    #: a lone anomaly (related to nothing) opens an incident on its own only when its peak score
-    #: reaches ``single_min_score`` or it has lasted ``single_min_s``; until then it waits, recorded
-    #: as an anomaly, and is grouped again every tick (0 and 0: every lone anomaly pages at once).
-    #: Measured in docs/grouping.md: fewer incidents on storms and on ASD, no event recall lost.
-    single_min_score: float = 0.9
-    single_min_s: float = 600.0
-    #: the peak-score shortcut needs the lone anomaly seen on at least this many samples: one
-    #: sample of one metric, with nothing else moving, is a blip until the next sample confirms it
-    #: (1: a single sample may page). Measured on ASD in docs/grouping.md.
-    single_min_points: int = 2
+    #: **evidence to open an incident**: a cluster of anomalies linked to no open incident opens one
+    #: (pages) only when its evidence reaches ``open_min_evidence``; until then its anomalies wait,
+    #: recorded as anomalies, and are grouped again every tick. A member's evidence is its peak score
+    #: times its metric's priority weight (revenue 10, errors 2, an ordinary metric 1), times
+    #: ``unconfirmed_weight`` while it has been seen on fewer than ``confirm_points`` samples; the
+    #: cluster's is the sum over its metrics. At the default 2.0 one ordinary metric never pages
+    #: alone, three strong ones do, and so does one confirmed error or latency anomaly at full
+    #: score or one revenue anomaly. 0 opens every cluster at once. Measured in docs/grouping.md.
+    open_min_evidence: float = 2.0
+    confirm_points: int = 2
+    unconfirmed_weight: float = 0.3
+    #: a waiting cluster whose longest anomaly has been seen on this many samples opens whatever its
+    #: evidence: persistence alone (0: never)
+    open_after_points: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("min_name", "min_shape", "cold_weight", "single_min_score"):
+        for name in ("min_name", "min_shape", "cold_weight", "unconfirmed_weight"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"grouping {name} must be within [0, 1], got {v}")
-        for name in ("link_window_s", "resolve_after_s", "single_min_s"):
+        for name in ("link_window_s", "resolve_after_s", "open_min_evidence", "open_after_points"):
             if getattr(self, name) < 0:
                 raise ValueError(f"grouping {name} must not be negative, got {getattr(self, name)}")
-        if self.single_min_points < 1:
-            raise ValueError(f"grouping single_min_points must be at least 1, got {self.single_min_points}")
+        if self.confirm_points < 1:
+            raise ValueError(f"grouping confirm_points must be at least 1, got {self.confirm_points}")
         if self.shape_points < 8:
             raise ValueError(f"grouping shape_points must be at least 8, got {self.shape_points}")
         if self.max_neighbours < 1:

@@ -10,12 +10,15 @@ each (guarded) component decides:
 - members of several incidents: the incidents merge into the one opened first (ties: the
   smaller id); the others end with status ``merged`` and ``merged_into`` pointing at it.
 
-A lone anomaly (a component of one, linked to no open incident) opens an incident only when its
-peak score reaches ``single_min_score`` on at least ``single_min_points`` samples' worth of
-anomaly (a one-sample blip is not confirmed) or it has lasted ``single_min_s``; until then it waits
-(:meth:`IncidentTracker.pending`), pages nobody, and is grouped again with every tick's new
-anomalies, so related evidence, strength or persistence arriving later opens the incident. It
-is let go once quiet for longer than ``link_window_s``.
+A cluster of new anomalies linked to no open incident opens one (pages) only when its evidence
+reaches ``open_min_evidence`` (:meth:`IncidentTracker.evidence`: the sum over its metrics of peak
+score x priority weight, a member seen on fewer than ``confirm_points`` samples counting
+``unconfirmed_weight`` of that), or when one of its anomalies has been seen on
+``open_after_points`` samples (when set). Until then its anomalies wait
+(:meth:`IncidentTracker.pending`), page nobody, and are grouped again with every tick's new
+anomalies, so related evidence, strength or persistence arriving later opens the incident. A
+waiting anomaly is let go once quiet for longer than ``link_window_s``. Clusters that join an open
+incident need no evidence of their own.
 
 An incident resolves when all its members have closed and ``resolve_after_s`` has passed
 since its last activity. A resolved incident never reopens: a new problem on the same
@@ -138,6 +141,17 @@ class IncidentChange:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+#: share of a group's anomalies that must hold a hot pair for it to be the group's scope
+SCOPE_SHARE = 0.8
+
+
+def _scope(hotness: Any, nodes: list[int]) -> np.ndarray:
+    """Hot pairs (columns) that at least ``SCOPE_SHARE`` of ``nodes`` hold."""
+    sub = hotness[nodes]
+    counts = np.bincount(sub.indices, minlength=hotness.shape[1])
+    return np.flatnonzero(counts >= SCOPE_SHARE * len(nodes))
+
+
 def incident_id(metric: str, start: float) -> str:
     digest = hashlib.sha1(f"{metric}|{start:.3f}".encode()).hexdigest()[:12]
     return f"inc-{digest}"
@@ -164,7 +178,7 @@ class IncidentTracker:
         self._last_of_metric: dict[str, str] = {}
         self._props: dict[str, dict[str, str]] = {}
         self._pair_of_column: dict[int, tuple[str, str]] = {}
-        #: lone weak anomalies waiting for related evidence, strength or persistence (see ``update``)
+        #: anomalies whose cluster has too little evidence to open an incident yet (see ``update``)
         self._pending: dict[Key, Member] = {}
         self.last_edges: Edges | None = None  # the newest tick's graph, for explanations
 
@@ -174,7 +188,7 @@ class IncidentTracker:
         return [i for i in self.incidents.values() if i.status == "open"]
 
     def pending(self) -> list[Member]:
-        """Lone weak anomalies that have not opened an incident (yet), oldest first."""
+        """Anomalies waiting for enough evidence to open an incident, oldest first."""
         return sorted(self._pending.values(), key=lambda m: (m.start, m.metric))
 
     def incident_of(self, metric: str, start: float) -> Incident | None:
@@ -236,7 +250,7 @@ class IncidentTracker:
                 mem.peak_score, mem.peak_at, mem.direction = a.peak_score, a.peak_at, a.direction
             inc.updated_at = now
             touched.add(iid)
-        # waiting lone anomalies are grouped again with the new ones: related evidence, strength or
+        # waiting anomalies are grouped again with the new ones: related evidence, strength or
         # persistence may have arrived; those that went quiet beyond the link window are let go
         horizon = self.config.link_window_s
         for key in [k for k, w in self._pending.items() if not w.open and now - w.end > horizon]:
@@ -244,8 +258,9 @@ class IncidentTracker:
         waiting: list[AnomalyLike] = list(self._pending.values())
         self._pending = {}
         if new or waiting:
-            changes += self._group_new(now, new + waiting, windows, touched)
+            self.index.add(sorted({a.metric for a in new if a.metric not in self.index}))
             self._learn_props([a.metric for a in new])
+            changes += self._group_new(now, new + waiting, windows, touched)
         for iid in sorted(touched):
             inc = self.incidents[iid]
             if inc.status == "open":
@@ -290,9 +305,9 @@ class IncidentTracker:
         for k, comp in enumerate(comps):
             fresh = sorted(int(i) for i in comp)
             tg = targets.get(k, [])
-            if not tg and len(fresh) == 1 and not self._pages_alone(new[fresh[0]]):
-                a = new[fresh[0]]
-                self._pending[(a.metric, a.start)] = self._member(a, now)
+            if not tg and not self._opens([new[i] for i in fresh]):
+                for i in fresh:
+                    self._pending[(new[i].metric, new[i].start)] = self._member(new[i], now)
                 continue
             if not tg:
                 first = new[fresh[0]]
@@ -344,13 +359,32 @@ class IncidentTracker:
             joined_at=now,
         )
 
-    def _pages_alone(self, a: AnomalyLike) -> bool:
-        """Whether a lone anomaly, related to nothing, is worth an incident of its own now."""
+    def samples(self, a: AnomalyLike) -> int:
+        """Samples an anomaly has been seen on so far (a one-point anomaly has start == end)."""
+        return int(np.floor((a.end - a.start) / self.step + 1e-6)) + 1
+
+    def confirmed(self, a: AnomalyLike) -> bool:
+        """Whether an anomaly has been seen on ``confirm_points`` samples."""
+        return self.samples(a) >= self.config.confirm_points
+
+    def evidence(self, anomalies: Iterable[AnomalyLike]) -> float:
+        """How much a group of anomalies says that something is wrong: over its metrics, the peak
+        score x the metric's priority weight, ``unconfirmed_weight`` of that for an anomaly seen on
+        fewer than ``confirm_points`` samples (a metric counts once, by its strongest anomaly)."""
+        best: dict[str, float] = {}
+        for a in anomalies:
+            weight = self.priority.importance(a.metric, self.props(a.metric)).weight
+            e = a.peak_score * weight * (1.0 if self.confirmed(a) else self.config.unconfirmed_weight)
+            if e > best.get(a.metric, -1.0):
+                best[a.metric] = e
+        return float(sum(best.values()))
+
+    def _opens(self, anomalies: Sequence[AnomalyLike]) -> bool:
+        """Whether a cluster linked to no open incident is worth an incident (a page) now."""
         cfg = self.config
-        lasted = a.end - a.start
-        # samples seen: a one-point anomaly has start == end (with a little slack for clock jitter)
-        seen = lasted >= (cfg.single_min_points - 1) * self.step - 1e-6 * self.step
-        return (a.peak_score >= cfg.single_min_score and seen) or lasted >= cfg.single_min_s
+        if self.evidence(anomalies) >= cfg.open_min_evidence:
+            return True
+        return cfg.open_after_points > 0 and max(self.samples(a) for a in anomalies) >= cfg.open_after_points
 
     def _targets(
         self,
@@ -396,9 +430,18 @@ class IncidentTracker:
 
     def _explains(self, hotness: Any, a: list[int], b: list[int]) -> bool:
         """Whether one property explains both groups of nodes; groups without any hot property (bare
-        names, a quiet moment) are judged by their edges alone."""
+        names, a quiet moment) are judged by their edges alone.
+
+        When each group has a *scope* — hot pairs that nearly all its nodes hold (``SCOPE_SHARE``)
+        — they must share one: a burst of ``country=England`` anomalies is not the ``os=Android``
+        incident that started four minutes earlier, even when half of the burst are England-Android
+        metrics and Android, hot for longer, is the hotter pair. Otherwise one property must explain
+        both well enough (:meth:`_shared_explanation`)."""
         if hotness is None or not a or not b or not hotness[a].nnz or not hotness[b].nnz:
             return True
+        scope_a, scope_b = _scope(hotness, a), _scope(hotness, b)
+        if len(scope_a) and len(scope_b):
+            return bool(np.intersect1d(scope_a, scope_b).size)
         return self._shared_explanation(hotness, a, b) >= self.config.merge_min_shared
 
     def _shared_explanation(self, hotness: Any, a: list[int], b: list[int]) -> float:
@@ -457,7 +500,9 @@ class IncidentTracker:
         props = {m: self.props(m) for m in metrics}
         before = inc.priority
         pr = self.priority.score(members, props, inc.last_activity)
-        inc.priority, inc.priority_score, inc.priority_parts = pr.level, pr.score, pr.parts
+        inc.priority, inc.priority_score = pr.level, pr.score
+        # the evidence that opened it (and what it has grown to), beside the priority's parts
+        inc.priority_parts = {**pr.parts, "evidence": round(self.evidence(members), 4)}
         inc.root = root_metric(members, lambda m: self.priority.importance(m, props[m]))
         hot = hot_properties(self.index, metrics, self.config) if len(metrics) > 1 else []
         inc.root_entity = root_entity(metrics, props, hot)

@@ -13,8 +13,8 @@ the grouping bench measures:
   pairs whose activity lies within ``link_window_s`` of each other, compared on windows ending
   ``tail_steps`` after the later of the two starts.
 
-The lone-anomaly rule (``single_min_score``, ``single_min_points``, ``single_min_s``) is a paging decision, not a
-grouping one: every anomaly given here is placed, lone ones as groups of one. The bench hands
+The evidence an incident needs to open (``open_min_evidence``, ``confirm_points``, ``unconfirmed_weight``) is a
+paging decision, not a grouping one: every anomaly given here is placed, lone ones as groups of one. The bench hands
 it the anomalies of the live incidents, so both sides hold the same anomalies.
 """
 

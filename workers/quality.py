@@ -10,6 +10,8 @@ costs pairwise precision.
 - pairwise precision/recall/F1 and ARI of predicted incidents against true incidents, over
   the anomalies (:func:`grouping.evaluation.pairwise_scores`);
 - compression: anomalies per predicted incident;
+- true incidents paged (``incidents_found``, and split into multi-metric and single-metric ones):
+  those with at least one member in a predicted incident;
 - detection delay: median seconds from a true incident's start to its first matched anomaly.
 """
 
@@ -70,5 +72,8 @@ def evaluate_storm(storm: Storm, incidents: Iterable[Mapping[str, Any]], slack_s
         "pairwise_f1": round(pw.f1, 4),
         "ari": round(pw.ari, 4),
         "incidents_found": len(first_seen),
+        # a true incident is paged when one of its members is in a predicted incident
+        "multi_metric_incidents_found": sum(1 for t in multi if t.id in first_seen),
+        "single_metric_incidents_found": sum(1 for t in storm.incidents if t.singleton and t.id in first_seen),
         "detection_delay_s_p50": float(np.median(delays)) if delays else None,
     }

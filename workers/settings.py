@@ -75,9 +75,20 @@ class Settings(BaseSettings):
     max_lag_steps: int = Field(3, ge=0)
     link_window_s: float = Field(900.0, ge=0)
     resolve_after_s: float = Field(1800.0, ge=0)
-    single_min_score: float = Field(0.9, ge=0, le=1, description="a lone anomaly pages at this peak score")
-    single_min_s: float = Field(600.0, ge=0, description="... or after lasting this long (both 0: every one pages)")
-    single_min_points: int = Field(2, ge=1, description="the peak shortcut needs this many samples of the anomaly")
+    open_min_evidence: float = Field(
+        2.0,
+        ge=0,
+        description="evidence a cluster of anomalies needs to open an incident (a page): the sum over its metrics "
+        "of peak score x priority weight; one ordinary metric never reaches 2 alone (0: every anomaly pages)",
+    )
+    confirm_points: int = Field(2, ge=1, description="samples an anomaly needs before its evidence counts fully")
+    unconfirmed_weight: float = Field(
+        0.3, ge=0, le=1, description="share of its evidence an anomaly seen on fewer samples counts"
+    )
+    open_after_points: int = Field(
+        0, ge=0, description="a waiting anomaly seen on this many samples opens an incident whatever its evidence "
+        "(0: never)",
+    )
     priority_rules_file: Path | None = None
     graphite_templates: list[str] = Field(
         default_factory=list,
@@ -159,9 +170,10 @@ class Settings(BaseSettings):
             max_lag_steps=self.max_lag_steps,
             link_window_s=self.link_window_s,
             resolve_after_s=self.resolve_after_s,
-            single_min_score=self.single_min_score,
-            single_min_s=self.single_min_s,
-            single_min_points=self.single_min_points,
+            open_min_evidence=self.open_min_evidence,
+            confirm_points=self.confirm_points,
+            unconfirmed_weight=self.unconfirmed_weight,
+            open_after_points=self.open_after_points,
         )
 
     @cached_property

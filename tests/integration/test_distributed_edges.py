@@ -152,7 +152,8 @@ def test_a_database_error_is_retried_with_backoff_and_the_step_commits_once(depl
     rt = deployment.runtime
     step = rt.step
     rng = np.random.default_rng(2)
-    names = [f'queue_depth{{host="q{i}",service="{"mail" if i < 5 else "web"}"}}' for i in range(10)]
+    # error rates (priority weight 2): five of them jumping for one sample have the evidence to open an incident
+    names = [f'error_rate{{host="q{i}",service="{"mail" if i < 5 else "web"}"}}' for i in range(10)]
     t0 = float(np.floor(time.time() / step) * step) - 10 * step
     rt.load_history(names, t0 - step * np.arange(240, 0, -1), 50 + rng.normal(size=(10, 240)))
     deployment.start_worker(concurrency=1)

@@ -36,10 +36,10 @@ class World:
         self.index = NameIndex()
         self.index.add(catalogue())
         self.shapes: dict[str, np.ndarray] = {}
-        # the linking tests look at every anomaly's incident: lone ones page at once unless a test
-        # asks for the lone-anomaly rule (see the tests at the end)
-        lone = {"single_min_score": 0.0, "single_min_s": 0.0}
-        self.tracker = IncidentTracker(self.index, GroupingConfig(**(lone | cfg)), step=60.0)
+        # the linking tests look at every anomaly's incident: every cluster opens at once unless a
+        # test asks for the evidence rule (see the tests at the end)
+        gate = {"open_min_evidence": 0.0}
+        self.tracker = IncidentTracker(self.index, GroupingConfig(**(gate | cfg)), step=60.0)
 
     def windows(self, metrics):  # type: ignore[no-untyped-def]
         return np.vstack([self.shapes.get(m, np.zeros(60)) for m in metrics])
@@ -112,7 +112,7 @@ def test_two_halves_of_one_problem_merge_when_bridged() -> None:
     names = [f'{k}{{host="{s}-{h}",service="{s}"}}' for s in services for h in range(4) for k in ("cpu", "mem", "lat")]
     index = NameIndex()
     index.add(names)
-    tracker = IncidentTracker(index, GroupingConfig(), step=60.0)
+    tracker = IncidentTracker(index, GroupingConfig(open_min_evidence=0.0), step=60.0)  # merging, not paging
     shapes: dict[str, np.ndarray] = {}
 
     def hit(host: str, at: float, looks: tuple[int, ...]) -> list[Anomaly]:
@@ -234,10 +234,44 @@ def test_config_is_validated() -> None:
         GroupingConfig(min_name=2)
     with pytest.raises(ValueError, match="shape_points"):
         GroupingConfig(shape_points=3)
-    with pytest.raises(ValueError, match="single_min_score"):
-        GroupingConfig(single_min_score=1.5)
-    with pytest.raises(ValueError, match="single_min_s"):
-        GroupingConfig(single_min_s=-60)
+    with pytest.raises(ValueError, match="unconfirmed_weight"):
+        GroupingConfig(unconfirmed_weight=1.5)
+    with pytest.raises(ValueError, match="open_after_points"):
+        GroupingConfig(open_after_points=-1)
+    with pytest.raises(ValueError, match="open_min_evidence"):
+        GroupingConfig(open_min_evidence=-1)
+    with pytest.raises(ValueError, match="confirm_points"):
+        GroupingConfig(confirm_points=0)
+
+
+def test_a_burst_explained_by_its_own_property_does_not_join_a_hotter_incident_it_half_overlaps() -> None:
+    # os=Android is failing everywhere but England; four minutes later England fails. Half of the
+    # England burst are England-Android metrics, and Android (hot for longer) is the hotter pair:
+    # still the burst's scope is country=England, not the Android incident's os=Android
+    countries = ["England", "France", "Spain", "Italy", "Germany", "Poland", "Japan", "Brazil", "Chile", "Peru"]
+    oses, products = ["Android", "iOS", "Windows", "macOS"], ["shoes", "books", "toys", "garden"]
+    names = [f'sales{{country="{c}",os="{o}",product="{p}"}}' for c in countries for o in oses for p in products]
+    index = NameIndex()
+    index.add(names)
+    tracker = IncidentTracker(index, GroupingConfig(open_min_evidence=0.0), step=60.0)
+    shapes: dict[str, np.ndarray] = {}
+
+    def hit(metrics: list[str], start: float) -> list[Anomaly]:
+        for k, name in enumerate(metrics):
+            shapes[name] = step_window(55, seed=k + int(start), size=-8.0)
+        return [Anomaly(name, start, start, 0.8, start, -1) for name in metrics]
+
+    def windows(metrics):  # type: ignore[no-untyped-def]
+        return np.vstack([shapes[x] for x in metrics])
+
+    android = [n for n in names if 'os="Android"' in n and "England" not in n]
+    tracker.update(0.0, hit(android, 0.0), windows)
+    england = [n for n in names if "England" in n and "Android" in n]
+    england += [n for n in names if "England" in n and "iOS" in n][:2]
+    england += [n for n in names if "England" in n and "Windows" in n][:1]
+    tracker.update(240.0, hit(england, 240.0), windows)
+    groups = {i.root_entity: sorted(i.metrics) for i in tracker.open_incidents()}
+    assert groups == {"os=Android": sorted(android), "country=England": sorted(england)}
 
 
 def test_concurrent_problems_on_two_hosts_stay_apart_even_in_the_same_minute() -> None:
@@ -248,7 +282,8 @@ def test_concurrent_problems_on_two_hosts_stay_apart_even_in_the_same_minute() -
     tracker = IncidentTracker(index, GroupingConfig(), step=60.0)
     shape = step_window(50, seed=1)
     hit = [m for m in metrics if 'host="db-0"' in m or 'host="db-1"' in m]  # the same measures, the same minute
-    tracker.update(0.0, [Anomaly(m, 0.0, 0.0, 0.8, 0.0, 1) for m in hit], lambda ms: np.vstack([shape] * len(ms)))
+    # seen on two samples: each host's four anomalies have the evidence to page (0.8 x (1 + 1 + 2 + 2))
+    tracker.update(60.0, [Anomaly(m, 0.0, 60.0, 0.8, 0.0, 1) for m in hit], lambda ms: np.vstack([shape] * len(ms)))
     groups = sorted(sorted(i.metrics) for i in tracker.open_incidents())
     assert groups == [sorted(m for m in hit if "db-0" in m), sorted(m for m in hit if "db-1" in m)]
     assert {i.root_entity for i in tracker.open_incidents()} == {"host=db-0", "host=db-1"}
@@ -276,7 +311,7 @@ def test_guard_survives_components_the_iterative_solver_cannot_settle() -> None:
     assert sum(len(p) for p in parts) == n and all(len(p) for p in parts)
 
 
-LONE = {"single_min_score": 0.9, "single_min_s": 600.0}
+GATE = {"open_min_evidence": 2.0}  # the default evidence rule (World turns it off)
 
 
 def weak(w: World, metric: str, start: float, shape_at: int, peak: float = 0.6, end: float | None = None) -> Anomaly:
@@ -285,70 +320,76 @@ def weak(w: World, metric: str, start: float, shape_at: int, peak: float = 0.6, 
     return a
 
 
-def test_a_lone_weak_anomaly_waits_and_opens_an_incident_once_related_evidence_arrives() -> None:
-    w = World(**LONE)
-    first = weak(w, ENGLAND[0], 0, 55)
-    assert w.tick(0, [first]) == [] and not w.tracker.open_incidents()
-    assert [p.key for p in w.tracker.pending()] == [first.key]
-    assert w.tracker.incident_of(first.metric, first.start) is None
-    # a related anomaly a step later: the two open one incident, named after the earlier one
-    ch = w.tick(60, [weak(w, ENGLAND[1], 60, 54)])
+def test_a_cluster_waits_until_its_evidence_reaches_the_bar_and_opens_named_after_its_first_anomaly() -> None:
+    w = World(**GATE)
+    first = [weak(w, ENGLAND[0], 0, 55, peak=0.9, end=60), weak(w, ENGLAND[1], 0, 55, peak=0.9, end=60)]
+    assert w.tick(60, first) == [] and not w.tracker.open_incidents()  # 0.9 + 0.9 = 1.8 < 2: it waits
+    assert [p.key for p in w.tracker.pending()] == sorted(a.key for a in first)
+    assert w.tracker.incident_of(ENGLAND[0], 0) is None
+    # a third related anomaly: 2.7, the three open one incident, named after the earliest one
+    ch = w.tick(120, [weak(w, ENGLAND[2], 60, 54, peak=0.9, end=120)])
     (inc,) = w.tracker.open_incidents()
     assert next(c.kind for c in ch if c.incident == inc.id) == "opened"
-    assert inc.id == incident_id(first.metric, 0) and set(inc.metrics) == set(ENGLAND[:2])
-    assert not w.tracker.pending() and inc.members[first.key].evidence["name"] > 0.5
+    assert inc.id == incident_id(sorted(ENGLAND[:2])[0], 0) and set(inc.metrics) == set(ENGLAND)
+    assert not w.tracker.pending() and inc.priority_parts["evidence"] == pytest.approx(2.7)
+    assert inc.members[(ENGLAND[2], 60)].evidence["name"] > 0.5
 
 
-def test_a_lone_anomaly_pages_when_strong_or_persistent_and_is_let_go_when_it_stays_a_blip() -> None:
-    w = World(**LONE)
-    strong = weak(w, ENGLAND[0], 0, 55, peak=0.95)
-    w.tick(0, [strong])  # strong, but one sample: a blip until the next sample confirms it
-    assert not w.tracker.open_incidents() and [p.metric for p in w.tracker.pending()] == [ENGLAND[0]]
-    strong.end = 60.0
-    w.tick(60, [strong])  # confirmed on a second sample: a page of its own
-    assert [i.metrics for i in w.tracker.open_incidents()] == [[ENGLAND[0]]]
-    blip = weak(w, SHIRTS[0], 0, 55)
-    w.tick(0, [blip])
-    assert [p.metric for p in w.tracker.pending()] == [SHIRTS[0]]
-    blip.end = 600.0  # still anomalous ten minutes later: persistence makes it worth a page
-    w.tick(600, [blip])
-    assert {i.metrics[0] for i in w.tracker.open_incidents()} == {ENGLAND[0], SHIRTS[0]}
-    other = weak(w, m("revenue", "Japan", "garden"), 700, 55)  # related to neither open incident
-    other.open = False
-    w.tick(700, [other])
-    assert [p.metric for p in w.tracker.pending()] == [other.metric]
-    w.tick(700 + 901, [])  # quiet beyond the link window: it stays an anomaly, never a page
-    assert not w.tracker.pending() and len(w.tracker.open_incidents()) == 2
+def test_one_ordinary_metric_never_pages_alone_but_a_revenue_metric_does() -> None:
+    w = World(**GATE)
+    sales = weak(w, ENGLAND[0], 0, 55, peak=1.0, end=3600)  # an hour at full score: evidence 1
+    revenue = weak(w, m("revenue", "Japan", "garden"), 0, 55, peak=0.7)  # weight 10, one sample: 10 x 0.7 x 0.3
+    w.tick(3600, [sales, revenue])
+    assert [i.metrics for i in w.tracker.open_incidents()] == [[revenue.metric]]
+    assert [p.metric for p in w.tracker.pending()] == [sales.metric]
+    sales.open = False
+    w.tick(3600 + 901, [sales])  # quiet beyond the link window: it stays an anomaly, never a page
+    assert not w.tracker.pending() and len(w.tracker.open_incidents()) == 1
+    # open_after_points: persistence alone opens an incident
+    w2 = World(**GATE, open_after_points=31)
+    long = weak(w2, ENGLAND[0], 0, 55, peak=0.6, end=1200)  # 21 samples
+    w2.tick(1200, [long])
+    assert not w2.tracker.open_incidents()
+    long.end = 1800.0  # 31 samples
+    w2.tick(1800, [long])
+    assert [i.metrics for i in w2.tracker.open_incidents()] == [[ENGLAND[0]]]
 
 
-def test_a_strong_one_sample_blip_never_pages_alone_unless_single_min_points_is_1() -> None:
-    w = World(**LONE)
-    spike = weak(w, ENGLAND[0], 0, 55, peak=1.0)
-    spike.open = False  # one sample, then back to normal
-    w.tick(0, [spike])
-    assert not w.tracker.open_incidents() and [p.metric for p in w.tracker.pending()] == [ENGLAND[0]]
-    w.tick(901, [])  # quiet beyond the link window: it stays an anomaly, never a page
-    assert not w.tracker.open_incidents() and not w.tracker.pending()
-    w1 = World(**LONE, single_min_points=1)  # the old behaviour: a strong sample pages at once
-    w1.tick(0, [weak(w1, ENGLAND[0], 0, 55, peak=1.0)])
-    assert [i.metrics for i in w1.tracker.open_incidents()] == [[ENGLAND[0]]]
-    with pytest.raises(ValueError, match="single_min_points"):
-        GroupingConfig(single_min_points=0)
+def test_a_one_sample_anomaly_counts_for_less_until_a_second_sample_confirms_it() -> None:
+    w = World(**GATE)
+    spikes = [weak(w, name, 0, 55, peak=1.0) for name in ENGLAND]  # three one-sample spikes: 3 x 0.3
+    w.tick(0, spikes)
+    assert not w.tracker.open_incidents() and len(w.tracker.pending()) == 3
+    spikes[0].end = spikes[1].end = 60.0  # two of them seen again: 1 + 1 + 0.3
+    w.tick(60, spikes[:2])
+    (inc,) = w.tracker.open_incidents()
+    assert set(inc.metrics) == set(ENGLAND) and inc.priority_parts["evidence"] == pytest.approx(2.3)
+    w1 = World(**GATE, unconfirmed_weight=1.0)  # every sample counts in full: they page at once
+    w1.tick(0, [weak(w1, name, 0, 55, peak=1.0) for name in ENGLAND])
+    assert len(w1.tracker.open_incidents()) == 1
+    w3 = World(**GATE, confirm_points=3)  # two samples are not yet enough
+    w3.tick(60, [weak(w3, name, 0, 55, peak=1.0, end=60) for name in ENGLAND])
+    assert not w3.tracker.open_incidents()
 
 
-def test_without_the_lone_rule_every_anomaly_pages_and_waiting_anomalies_survive_a_state_round_trip() -> None:
-    w = World(single_min_score=0.0, single_min_s=0.0)
+def test_waiting_anomalies_join_an_open_incident_and_survive_a_state_round_trip() -> None:
+    w = World()  # evidence rule off: every cluster opens
     w.tick(0, [weak(w, ENGLAND[0], 0, 55, peak=0.51)])
     assert len(w.tracker.open_incidents()) == 1 and not w.tracker.pending()
-    w1, w2 = World(**LONE), World(**LONE)
+    w1, w2 = World(**GATE), World(**GATE)
     a = weak(w1, SHIRTS[0], 0, 55)
     w1.tick(0, [a])
     w2.tracker.load_state(w1.tracker.to_state())
     assert [p.key for p in w2.tracker.pending()] == [a.key]
-    later = weak(w1, SHIRTS[1], 60, 54)
+    later = [weak(w1, name, 60, 54, peak=1.0, end=120) for name in SHIRTS[1:]]
     w2.shapes = dict(w1.shapes)
-    assert w1.tick(60, [later]) == w2.tick(60, [later])
+    assert w1.tick(120, later) == w2.tick(120, later)
     assert [i.to_dict() for i in w1.tracker.open_incidents()] == [i.to_dict() for i in w2.tracker.open_incidents()]
+    (inc,) = w1.tracker.open_incidents()
+    assert set(inc.metrics) == set(SHIRTS) and not w1.tracker.pending()
+    # an open incident takes a related newcomer whatever the newcomer's own evidence
+    w1.tick(180, [weak(w1, m("sales", "Germany", "shirts"), 180, 53, peak=0.5)])
+    assert m("sales", "Germany", "shirts") in inc.metrics
 
 
 def test_evidence_of_many_edges_is_the_evidence_of_each() -> None:
@@ -369,13 +410,20 @@ def test_evidence_of_many_edges_is_the_evidence_of_each() -> None:
     assert e.evidence_many([]) == []
 
 
-def test_single_min_points_setting_reaches_the_tracker_and_bad_values_say_what_to_fix(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_evidence_settings_reach_the_tracker_and_bad_values_say_what_to_fix(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from pydantic import ValidationError
 
     from workers.settings import Settings
 
-    monkeypatch.setenv("STORMEYE_SINGLE_MIN_POINTS", "3")
-    assert Settings(database_url="sqlite://").grouping_config().single_min_points == 3
-    monkeypatch.setenv("STORMEYE_SINGLE_MIN_POINTS", "0")
-    with pytest.raises(ValidationError, match="single_min_points"):
+    monkeypatch.setenv("STORMEYE_CONFIRM_POINTS", "3")
+    monkeypatch.setenv("STORMEYE_OPEN_MIN_EVIDENCE", "2.5")
+    monkeypatch.setenv("STORMEYE_OPEN_AFTER_POINTS", "30")
+    cfg = Settings(database_url="sqlite://").grouping_config()
+    assert (cfg.confirm_points, cfg.open_min_evidence, cfg.open_after_points) == (3, 2.5, 30)
+    monkeypatch.setenv("STORMEYE_CONFIRM_POINTS", "0")
+    with pytest.raises(ValidationError, match="confirm_points"):
+        Settings(database_url="sqlite://")
+    monkeypatch.setenv("STORMEYE_CONFIRM_POINTS", "2")
+    monkeypatch.setenv("STORMEYE_UNCONFIRMED_WEIGHT", "1.5")
+    with pytest.raises(ValidationError, match="unconfirmed_weight"):
         Settings(database_url="sqlite://")
