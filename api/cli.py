@@ -99,8 +99,12 @@ def demo(
             f"{f['multi_metric_incidents_found']}, {f['single_metric_incidents_found']}",
         ),
         ("anomalies in incidents", f["anomalies"]),
-        ("detection precision", f["detection_precision"]),
+        ("detection precision (anomalies in incidents)", f["detection_precision"]),
         ("detection recall (per incident member)", f["detection_recall"]),
+        (
+            "detector precision / recall (every anomaly, paged or not)",
+            f"{f['detector_precision']} / {f['detector_recall']} of {f['detected_anomalies']}",
+        ),
         ("incidents", f["incidents"]),
         ("compression (anomalies per incident)", f["compression"]),
         ("pairwise precision", f["pairwise_precision"]),

@@ -72,12 +72,13 @@ def quality(seeds: list[int], settings: Settings) -> dict[str, Any]:
         live = pipe.incident_list()
         win = MatrixWindows(storm.names, storm.timestamps, storm.values)
         detected = len({a.key for _, snaps in pipe.stream for a in snaps})
-        rows["names + shapes (default)"].append(evaluate_storm(storm, live) | {"detected": detected})
+        every = pipe.anomaly_list()
+        rows["names + shapes (default)"].append(evaluate_storm(storm, live, anomalies=every) | {"detected": detected})
         for label, change in ABLATION.items():
             if change:
                 cfg = replace(settings.grouping_config(), **change)
                 regrouped = regroup(storm.names, win, pipe.stream, cfg, settings, storm.step)
-                rows[label].append(evaluate_storm(storm, regrouped) | {"detected": detected})
+                rows[label].append(evaluate_storm(storm, regrouped, anomalies=every) | {"detected": detected})
         ticks.append(across_ticks(storm, pipe, settings))
     keys = (
         "pairwise_f1",
@@ -95,6 +96,8 @@ def quality(seeds: list[int], settings: Settings) -> dict[str, Any]:
         "single_metric_incidents_found",
         "detection_precision",
         "detection_recall",
+        "detector_precision",
+        "detector_recall",
     )
     table = {
         label: {k: round(float(np.mean([r[k] for r in rs])), 4) for k in keys}
@@ -298,6 +301,10 @@ def main() -> None:
         "true_multi_metric_incidents_paged": d["multi_metric_incidents_found"],
         "true_single_metric_incidents_paged": d["single_metric_incidents_found"],
         "true_incidents": d["true_incidents"],
+        "detection_precision": d["detection_precision"],
+        "detection_recall": d["detection_recall"],
+        "detector_precision": d["detector_precision"],
+        "detector_recall": d["detector_recall"],
         "truth_compression": q["truth_compression"],
         "ablation": q["table"],
         "ticks": q["ticks"],
@@ -329,6 +336,7 @@ def main() -> None:
         "true incidents paged (multi, single)",
         "detect P",
         "detect R",
+        "detector P / R",
     ):
         tab.add_column(col, justify="right" if col != "configuration" else "left")
     for label, r in q["table"].items():
@@ -346,6 +354,7 @@ def main() -> None:
             f"{r['true_incidents'] - r['true_multi_metric_incidents']:.1f})",
             f"{r['detection_precision']:.3f}",
             f"{r['detection_recall']:.3f}",
+            f"{r['detector_precision']:.3f} / {r['detector_recall']:.3f}",
         )
     con.print(tab)
     tt = Table(title="live (tick by tick) vs the whole storm at once, same anomalies")

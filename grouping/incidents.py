@@ -97,6 +97,8 @@ class Incident:
     root: str | None = None
     root_entity: str | None = None
     version: int = 0
+    #: the evidence of the anomalies that opened it (see :meth:`IncidentTracker.evidence`)
+    evidence: float = 0.0
 
     @property
     def start(self) -> float:
@@ -178,6 +180,7 @@ class IncidentTracker:
         self._last_of_metric: dict[str, str] = {}
         self._props: dict[str, dict[str, str]] = {}
         self._pair_of_column: dict[int, tuple[str, str]] = {}
+        self._weights: dict[str, float] = {}
         #: anomalies whose cluster has too little evidence to open an incident yet (see ``update``)
         self._pending: dict[Key, Member] = {}
         self.last_edges: Edges | None = None  # the newest tick's graph, for explanations
@@ -301,19 +304,27 @@ class IncidentTracker:
             old_nodes_of.setdefault(str(nodes[j].incident), []).append(j)
         targets = self._targets(cross, comp_of, incident_of_node, edges.hotness, old_nodes_of, comps)
         member_target = np.full(len(nodes), -1, dtype=np.int64)
+        each = self.member_evidence(new)
         changes: list[IncidentChange] = []
         for k, comp in enumerate(comps):
             fresh = sorted(int(i) for i in comp)
             tg = targets.get(k, [])
-            if not tg and not self._opens([new[i] for i in fresh]):
-                for i in fresh:
-                    self._pending[(new[i].metric, new[i].start)] = self._member(new[i], now)
-                continue
+            opened_on = None
+            if not tg:
+                opened_on = self._opens([new[i] for i in fresh], each[fresh])
+                if opened_on is None:
+                    for i in fresh:
+                        self._pending[(new[i].metric, new[i].start)] = self._member(new[i], now)
+                    continue
             if not tg:
                 first = new[fresh[0]]
                 iid = incident_id(first.metric, first.start)
                 inc = Incident(
-                    id=iid, opened_at=now, updated_at=now, follows=self._follows([new[i].metric for i in fresh])
+                    id=iid,
+                    opened_at=now,
+                    updated_at=now,
+                    follows=self._follows([new[i].metric for i in fresh]),
+                    evidence=round(float(opened_on or 0.0), 4),
                 )
                 self.incidents[iid] = inc
                 kind = "opened"
@@ -359,32 +370,51 @@ class IncidentTracker:
             joined_at=now,
         )
 
-    def samples(self, a: AnomalyLike) -> int:
-        """Samples an anomaly has been seen on so far (a one-point anomaly has start == end)."""
-        return int(np.floor((a.end - a.start) / self.step + 1e-6)) + 1
+    def samples(self, anomalies: Sequence[AnomalyLike]) -> np.ndarray:
+        """Samples each anomaly has been seen on so far (a one-point anomaly has start == end)."""
+        lasted = np.fromiter((a.end - a.start for a in anomalies), np.float64, len(anomalies))
+        return np.floor(lasted / self.step + 1e-6).astype(np.int64) + 1
 
-    def confirmed(self, a: AnomalyLike) -> bool:
-        """Whether an anomaly has been seen on ``confirm_points`` samples."""
-        return self.samples(a) >= self.config.confirm_points
+    def weight(self, metric: str) -> float:
+        """The metric's priority weight (the rules of :class:`PriorityModel`), remembered."""
+        w = self._weights.get(metric)
+        if w is None:
+            w = self._weights[metric] = self.priority.importance(metric, self.props(metric)).weight
+        return w
 
-    def evidence(self, anomalies: Iterable[AnomalyLike]) -> float:
-        """How much a group of anomalies says that something is wrong: over its metrics, the peak
-        score x the metric's priority weight, ``unconfirmed_weight`` of that for an anomaly seen on
-        fewer than ``confirm_points`` samples (a metric counts once, by its strongest anomaly)."""
+    def member_evidence(self, anomalies: Sequence[AnomalyLike]) -> np.ndarray:
+        """Each anomaly's evidence: peak score x its metric's priority weight, ``unconfirmed_weight``
+        of that while it has been seen on fewer than ``confirm_points`` samples."""
+        cfg = self.config
+        n = len(anomalies)
+        peak = np.fromiter((a.peak_score for a in anomalies), np.float64, n)
+        weight = np.fromiter((self.weight(a.metric) for a in anomalies), np.float64, n)
+        confirmed = self.samples(anomalies) >= cfg.confirm_points
+        return peak * weight * np.where(confirmed, 1.0, cfg.unconfirmed_weight)
+
+    def evidence(self, anomalies: Sequence[AnomalyLike], each: np.ndarray | None = None) -> float:
+        """How much a group of anomalies says that something is wrong: the sum over its metrics of
+        :meth:`member_evidence` (a metric counts once, by its strongest anomaly). ``each``: the
+        anomalies' member evidence when already known."""
+        e = self.member_evidence(anomalies) if each is None else each
+        metrics = [a.metric for a in anomalies]
+        if len(set(metrics)) == len(metrics):
+            return float(e.sum())
         best: dict[str, float] = {}
-        for a in anomalies:
-            weight = self.priority.importance(a.metric, self.props(a.metric)).weight
-            e = a.peak_score * weight * (1.0 if self.confirmed(a) else self.config.unconfirmed_weight)
-            if e > best.get(a.metric, -1.0):
-                best[a.metric] = e
+        for m, v in zip(metrics, e.tolist()):
+            best[m] = max(best.get(m, 0.0), v)
         return float(sum(best.values()))
 
-    def _opens(self, anomalies: Sequence[AnomalyLike]) -> bool:
-        """Whether a cluster linked to no open incident is worth an incident (a page) now."""
+    def _opens(self, anomalies: Sequence[AnomalyLike], each: np.ndarray) -> float | None:
+        """The evidence of a cluster linked to no open incident when it is worth an incident (a page)
+        now, else None."""
         cfg = self.config
-        if self.evidence(anomalies) >= cfg.open_min_evidence:
-            return True
-        return cfg.open_after_points > 0 and max(self.samples(a) for a in anomalies) >= cfg.open_after_points
+        ev = self.evidence(anomalies, each)
+        if ev >= cfg.open_min_evidence:
+            return ev
+        if cfg.open_after_points > 0 and int(self.samples(anomalies).max()) >= cfg.open_after_points:
+            return ev
+        return None
 
     def _targets(
         self,
@@ -501,8 +531,7 @@ class IncidentTracker:
         before = inc.priority
         pr = self.priority.score(members, props, inc.last_activity)
         inc.priority, inc.priority_score = pr.level, pr.score
-        # the evidence that opened it (and what it has grown to), beside the priority's parts
-        inc.priority_parts = {**pr.parts, "evidence": round(self.evidence(members), 4)}
+        inc.priority_parts = {**pr.parts, "evidence": inc.evidence}  # what opened it, beside the priority's parts
         inc.root = root_metric(members, lambda m: self.priority.importance(m, props[m]))
         hot = hot_properties(self.index, metrics, self.config) if len(metrics) > 1 else []
         inc.root_entity = root_entity(metrics, props, hot)

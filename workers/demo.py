@@ -57,8 +57,8 @@ def run_demo(
 ) -> DemoResult:
     t0 = time.perf_counter()
     storm = simulate_storm(seed=seed, n_metrics=n_metrics, n_incidents=n_incidents, step=settings.step_s)
-    _, incidents = run_storm(storm, settings, database, progress)
-    figures = evaluate_storm(storm, incidents)
+    pipe, incidents = run_storm(storm, settings, database, progress)
+    figures = evaluate_storm(storm, incidents, anomalies=pipe.anomaly_list())
     figures["seconds"] = round(time.perf_counter() - t0, 2)
     figures["seed"] = seed
     return DemoResult(storm, incidents, figures)

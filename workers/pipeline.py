@@ -240,6 +240,8 @@ class Pipeline:
         # replays (demo, ingest) keep a snapshot of every incident they touched, even after
         # the tracker forgets it; the live service reads incidents from the database instead
         self.archive: dict[str, dict[str, Any]] | None = {} if keep_archive else None
+        # ... and every anomaly they detected, paged or not (metric, start -> end, peak score)
+        self.anomaly_archive: dict[tuple[str, float], dict[str, Any]] | None = {} if keep_archive else None
 
     @property
     def step(self) -> int:
@@ -351,6 +353,14 @@ class Pipeline:
     def _persist(self, anomalies: list[Anomaly], changes: list[IncidentChange]) -> None:
         if not (anomalies or changes) or (self.database is None and self.archive is None):
             return
+        if self.anomaly_archive is not None:
+            for a in anomalies:
+                self.anomaly_archive[a.key] = {
+                    "metric": a.metric,
+                    "start": a.start,
+                    "end": a.end,
+                    "peak_score": a.peak_score,
+                }
         incs = touched_incidents(self.incidents, anomalies, changes)
         if self.archive is not None:
             for inc in incs:
@@ -359,6 +369,11 @@ class Pipeline:
             self.database.save_tick(anomalies, incs, changes)
 
     # -- views ---------------------------------------------------------------------------
+
+    def anomaly_list(self) -> list[dict[str, Any]]:
+        """Every anomaly of this run, paged or not (kept with the archive), by start."""
+        held = self.anomaly_archive.values() if self.anomaly_archive is not None else []
+        return sorted(held, key=lambda d: (d["start"], d["metric"]))
 
     def incident_list(self, include_merged: bool = False) -> list[dict[str, Any]]:
         """Incidents of this run as dicts: the archive when kept, else those held in memory."""

@@ -5,8 +5,10 @@ overlaps the anomaly's (with ``slack_steps`` of slack on both sides); an anomaly
 match is a false positive and gets a truth label of its own, so grouping it with true ones
 costs pairwise precision.
 
-- detection precision: matched anomalies / all anomalies;
-- detection recall: true (incident, metric) members found by at least one anomaly / all members;
+- detection precision: matched anomalies / all anomalies in incidents;
+- detection recall: true (incident, metric) members found by at least one anomaly in an incident
+  / all members (the same two over every detected anomaly, paged or not, are the detector's own:
+  ``detector_precision``, ``detector_recall``);
 - pairwise precision/recall/F1 and ARI of predicted incidents against true incidents, over
   the anomalies (:func:`grouping.evaluation.pairwise_scores`);
 - compression: anomalies per predicted incident;
@@ -26,10 +28,26 @@ from grouping.evaluation import pairwise_scores
 from workers.simulator import Storm
 
 
-def evaluate_storm(storm: Storm, incidents: Iterable[Mapping[str, Any]], slack_steps: int = 10) -> dict[str, Any]:
-    """Figures for predicted ``incidents`` (dicts with ``id`` and ``members`` of metric/start/end)."""
+def evaluate_storm(
+    storm: Storm,
+    incidents: Iterable[Mapping[str, Any]],
+    slack_steps: int = 10,
+    anomalies: Iterable[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Figures for predicted ``incidents`` (dicts with ``id`` and ``members`` of metric/start/end).
+
+    ``anomalies`` (every anomaly the run detected, paged or not) adds the detector's own precision
+    and recall (``detector_precision``, ``detector_recall``): the ``detection_*`` figures count the
+    anomalies in incidents, so an anomaly that never gathered the evidence to page is missing there.
+    """
     slack = slack_steps * storm.step
     by_metric = storm.membership()
+
+    def label_of(m: Mapping[str, Any]) -> int | None:
+        for t in by_metric.get(m["metric"], ()):
+            if m["start"] <= t.end + slack and m["end"] >= t.start - slack:
+                return t.id
+        return None
     predicted, truth = [], []
     found_members: set[tuple[int, str]] = set()
     first_seen: dict[int, float] = {}
@@ -40,11 +58,7 @@ def evaluate_storm(storm: Storm, incidents: Iterable[Mapping[str, Any]], slack_s
             continue
         n_incidents += 1
         for m in members:
-            label = None
-            for t in by_metric.get(m["metric"], ()):
-                if m["start"] <= t.end + slack and m["end"] >= t.start - slack:
-                    label = t.id
-                    break
+            label = label_of(m)
             predicted.append(inc["id"])
             if label is None:
                 truth.append(f"fp:{m['metric']}:{m['start']}")
@@ -57,7 +71,16 @@ def evaluate_storm(storm: Storm, incidents: Iterable[Mapping[str, Any]], slack_s
     pw = pairwise_scores(predicted, truth)
     delays = [max(0.0, first_seen[t.id] - t.start) for t in storm.incidents if t.id in first_seen]
     multi = [t for t in storm.incidents if not t.singleton]
-    return {
+    detector: dict[str, Any] = {}
+    if anomalies is not None:
+        labels = [label_of(a) for a in anomalies]
+        hit = {(lab, a["metric"]) for lab, a in zip(labels, anomalies) if lab is not None}
+        detector = {
+            "detected_anomalies": len(labels),
+            "detector_precision": round(sum(lab is not None for lab in labels) / len(labels), 4) if labels else 0.0,
+            "detector_recall": round(len(hit) / n_true_members, 4) if n_true_members else 0.0,
+        }
+    return detector | {
         "metrics": len(storm.names),
         "true_incidents": len(storm.incidents),
         "true_multi_metric_incidents": len(multi),
