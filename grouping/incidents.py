@@ -309,14 +309,12 @@ class IncidentTracker:
         for k, comp in enumerate(comps):
             fresh = sorted(int(i) for i in comp)
             tg = targets.get(k, [])
-            opened_on = None
             if not tg:
                 opened_on = self._opens([new[i] for i in fresh], each[fresh])
-                if opened_on is None:
+                if opened_on is None:  # too little evidence yet: its anomalies wait
                     for i in fresh:
                         self._pending[(new[i].metric, new[i].start)] = self._member(new[i], now)
                     continue
-            if not tg:
                 first = new[fresh[0]]
                 iid = incident_id(first.metric, first.start)
                 inc = Incident(
@@ -324,7 +322,7 @@ class IncidentTracker:
                     opened_at=now,
                     updated_at=now,
                     follows=self._follows([new[i].metric for i in fresh]),
-                    evidence=round(float(opened_on or 0.0), 4),
+                    evidence=round(opened_on, 4),
                 )
                 self.incidents[iid] = inc
                 kind = "opened"
