@@ -19,7 +19,8 @@ anomalies cost about as much as their candidate pairs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -117,13 +118,16 @@ def correlate_pairs(
     kind: str = "raw",
     smooth: int = 1,
     absolute: bool = False,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best lagged correlation and lag for the pairs ``(left[p], right[p])`` only (``absolute``
     as in :func:`correlate_all`).
 
     The Pearson correlation of every shift is exact on its overlap: the sums and sums of
     squares of each row's overlap come from prefix sums computed once per row, so per pair and
-    lag only the cross products are computed, on the pair's rows gathered once.
+    lag only the cross products are computed, on the pair's rows gathered once. Blocks of pairs
+    run in up to ``threads`` threads (numpy releases the GIL in the gathers and products); the
+    result does not depend on it.
     """
     li = np.asarray(left, dtype=np.int64)
     ri = np.asarray(right, dtype=np.int64)
@@ -149,8 +153,8 @@ def correlate_pairs(
     x32 = x.astype(np.float32)
     best = np.full(len(li), 0.0 if absolute else -np.inf)
     best_lag = np.zeros(len(li), dtype=np.int64)
-    for lo in range(0, len(li), 50_000):  # bound the gathered block's memory
-        pl, pr = li[lo : lo + 50_000], ri[lo : lo + 50_000]
+    def block(lo: int) -> None:
+        pl, pr = li[lo : lo + PAIR_BLOCK], ri[lo : lo + PAIR_BLOCK]
         a, b = x32[pl], x32[pr]
         sab = np.empty((len(pl), len(lags)))
         for j in range(len(lags)):
@@ -168,7 +172,25 @@ def correlate_pairs(
         better = _better(top, seg, absolute)
         seg[better] = top[better]
         best_lag[lo : lo + len(pl)][better] = lags[j[better]]
+
+    in_blocks(block, len(li), PAIR_BLOCK, threads)
     return np.clip(best, -1.0, 1.0), best_lag
+
+
+#: pairs per block: bounds the gathered rows' memory (block x window x 4 bytes, twice)
+PAIR_BLOCK = 25_000
+
+
+def in_blocks(fn: Callable[[int], None], n: int, size: int, threads: int) -> None:
+    """``fn(lo)`` for ``lo`` in ``0, size, 2 size, .. < n``, in up to ``threads`` threads when there
+    is more than one block (each call must write only its own block of the output)."""
+    starts = range(0, n, size)
+    if threads > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+            list(pool.map(fn, starts))
+    else:
+        for lo in starts:
+            fn(lo)
 
 
 def _better(c: np.ndarray, best: np.ndarray, absolute: bool) -> np.ndarray:
@@ -201,8 +223,9 @@ def shape_similarity_pairs(
     kinds: Sequence[str] = ("raw", "envelope"),
     enough: float | None = None,
     absolute: bool = False,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`shape_similarity` for chosen pairs only.
+    """:func:`shape_similarity` for chosen pairs only (``threads`` as in :func:`correlate_pairs`).
 
     With ``enough``, a pair whose correlation (``|r|`` when ``absolute``) in one view already
     reaches it is not looked at in the later views (its value is then a lower bound of the best
@@ -216,7 +239,7 @@ def shape_similarity_pairs(
     for kind in kinds:
         if not len(todo):
             break
-        c, lag = correlate_pairs(windows, left[todo], right[todo], max_lag, kind, absolute=absolute)
+        c, lag = correlate_pairs(windows, left[todo], right[todo], max_lag, kind, absolute=absolute, threads=threads)
         better = _better(c, best[todo], absolute)
         best[todo[better]] = c[better]
         best_lag[todo[better]] = lag[better]

@@ -64,7 +64,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 from threadpoolctl import threadpool_limits
 
-from grouping.correlation import shape_similarity_pairs
+from grouping.correlation import PAIR_BLOCK, in_blocks, shape_similarity_pairs
 from grouping.names import NAME_KEY, NameIndex
 
 
@@ -109,6 +109,9 @@ class GroupingConfig:
     #: a waiting cluster whose longest anomaly has been seen on this many samples opens whatever its
     #: evidence: persistence alone (0: never)
     open_after_points: int = 0
+    #: threads for the per-pair numpy stages (name and shape evidence of thousands of candidate
+    #: pairs); results do not depend on it
+    threads: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -127,6 +130,8 @@ class GroupingConfig:
             raise ValueError(f"grouping max_neighbours must be at least 1, got {self.max_neighbours}")
         if self.merge_min_links < 1:
             raise ValueError(f"grouping merge_min_links must be at least 1, got {self.merge_min_links}")
+        if self.threads < 1:
+            raise ValueError(f"grouping threads must be at least 1, got {self.threads}")
         if self.max_lag_steps < 0:
             raise ValueError(f"grouping max_lag_steps must not be negative, got {self.max_lag_steps}")
 
@@ -324,6 +329,7 @@ def build_edges(
             config.shape_kinds,
             enough=config.min_shape,
             absolute=config.shape_absolute,
+            threads=config.threads,
         )
     else:
         shape, lag = np.ones(len(left)), np.zeros(len(left), dtype=np.int64)
@@ -479,8 +485,9 @@ def _pair_similarity(
     ref = np.log(max(config.scope_ref_lift, 1.0 + 1e-9))
     out = np.zeros(len(rows))
     width = vc.shape[1]
-    for lo in range(0, len(rows), 200_000):
-        r, c = rows[lo : lo + 200_000], cols[lo : lo + 200_000]
+
+    def block(lo: int) -> None:
+        r, c = rows[lo : lo + PAIR_BLOCK], cols[lo : lo + PAIR_BLOCK]
         ca, cb, vb = vc[r], vc[c], vv[c]
         va, ha = vv[r], hv[r]
         cos = np.zeros(len(r))
@@ -493,6 +500,8 @@ def _pair_similarity(
         relative = shared / np.maximum(np.maximum(best_hot[r], best_hot[c]), 1e-12)
         scope = np.minimum(relative, 1.0) * np.minimum(shared / ref, 1.0)
         out[lo : lo + len(r)] = np.maximum(cos, scope)
+
+    in_blocks(block, len(rows), PAIR_BLOCK, config.threads)
     return out
 
 

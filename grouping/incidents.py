@@ -261,7 +261,8 @@ class IncidentTracker:
         waiting: list[AnomalyLike] = list(self._pending.values())
         self._pending = {}
         if new or waiting:
-            self.index.add(sorted({a.metric for a in new if a.metric not in self.index}))
+            # waiting anomalies restored from a saved state may predate the index
+            self.index.add(sorted({a.metric for a in new + waiting if a.metric not in self.index}))
             self._learn_props([a.metric for a in new])
             changes += self._group_new(now, new + waiting, windows, touched)
         for iid in sorted(touched):
@@ -288,7 +289,9 @@ class IncidentTracker:
         old = self._linkable(now)
         nodes = [Node(key=(a.metric, a.start), metric=a.metric, start=a.start) for a in new]
         nodes += [Node(key=m.key, metric=m.metric, start=m.start, incident=self._of[m.key]) for m in old]
-        self.index.add(sorted({nd.metric for nd in nodes if nd.metric not in self.index}))
+        # the new and waiting anomalies' metrics were added by update(); members restored from a
+        # saved state may predate the index
+        self.index.add(sorted({m.metric for m in old if m.metric not in self.index}))
         n_new = len(new)
         edges = build_edges(nodes, np.arange(n_new), self.index, windows, self.config, self.step)
         self.last_edges = edges

@@ -558,7 +558,10 @@ class NameIndex:
             return self._ids[key]
 
     def _rows_of(self, names: Sequence[str]) -> np.ndarray:
-        return np.fromiter((self._id(n) for n in names), dtype=np.int64, count=len(names))
+        try:  # canonical names, the usual case: one dict lookup each
+            return np.fromiter(map(self._ids.__getitem__, names), dtype=np.int64, count=len(names))
+        except (KeyError, TypeError):
+            return np.fromiter((self._id(n) for n in names), dtype=np.int64, count=len(names))
 
     # -- vectors and exact similarity ----------------------------------------------------
 

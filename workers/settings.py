@@ -89,6 +89,9 @@ class Settings(BaseSettings):
         0, ge=0, description="a waiting anomaly seen on this many samples opens an incident whatever its evidence "
         "(0: never)",
     )
+    grouping_threads: int = Field(
+        2, ge=1, description="threads for the evidence of a tick's candidate pairs (results do not depend on it)"
+    )
     priority_rules_file: Path | None = None
     graphite_templates: list[str] = Field(
         default_factory=list,
@@ -174,6 +177,7 @@ class Settings(BaseSettings):
             confirm_points=self.confirm_points,
             unconfirmed_weight=self.unconfirmed_weight,
             open_after_points=self.open_after_points,
+            threads=self.grouping_threads,
         )
 
     @cached_property

@@ -53,3 +53,23 @@ def test_mirrored_metrics_correlate_in_absolute_mode() -> None:
     assert signed[0, 1] < 0.5 and mirrored[0, 1] < -0.99  # the sign is kept as evidence
     c, _ = correlate_pairs(np.vstack([busy, idle]), [0], [1], max_lag=2, absolute=True)
     assert c[0] == pytest.approx(mirrored[0, 1])
+
+
+def test_pairs_in_many_blocks_and_threads_give_the_all_pairs_answer() -> None:
+    from grouping.correlation import PAIR_BLOCK
+
+    rng = np.random.default_rng(7)
+    base = np.cumsum(rng.normal(size=(6, 70)), axis=1)
+    # 240 rows in 6 families (each a noisy, shifted copy of its base), so some pairs correlate
+    x = np.vstack([base[k % 6, s : s + 60] + 0.3 * rng.normal(size=60) for k, s in enumerate(rng.integers(0, 8, 240))])
+    left, right = np.triu_indices(len(x), k=1)
+    reps = -(-(PAIR_BLOCK * 2 + 1) // len(left))  # enough repeats for three blocks or more
+    li, ri = np.tile(left, reps), np.tile(right, reps)
+    one = correlate_pairs(x, li, ri, max_lag=3, absolute=True, threads=1)
+    two = correlate_pairs(x, li, ri, max_lag=3, absolute=True, threads=2)
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])
+    corr, lag = correlate_all(x, max_lag=3, absolute=True)
+    np.testing.assert_allclose(two[0], corr[li, ri], atol=1e-5)
+    np.testing.assert_array_equal(two[1], lag[li, ri])
+    assert (np.abs(corr[li, ri]) > 0.7).any() and (np.abs(corr[li, ri]) < 0.3).any()

@@ -242,6 +242,31 @@ def test_config_is_validated() -> None:
         GroupingConfig(open_min_evidence=-1)
     with pytest.raises(ValueError, match="confirm_points"):
         GroupingConfig(confirm_points=0)
+    with pytest.raises(ValueError, match="threads"):
+        GroupingConfig(threads=0)
+
+
+def test_name_evidence_of_many_blocks_of_pairs_is_the_same_in_threads_and_at_least_the_cosine() -> None:
+    from grouping.correlation import PAIR_BLOCK
+    from grouping.graph import _normalize, _pair_similarity, contrast_weights
+
+    rng = np.random.default_rng(5)
+    names = [
+        f'cpu{{host="h{rng.integers(40)}",service="s{rng.integers(8)}",region="r{rng.integers(3)}"}}'
+        for _ in range(400)
+    ]
+    index = NameIndex()
+    index.add(sorted(set(names)))
+    cfg = GroupingConfig()
+    mat, hot = contrast_weights(index, names, cfg)
+    vec = _normalize(mat)
+    a, b = np.triu_indices(len(names), k=1)
+    assert len(a) > 2 * PAIR_BLOCK
+    one = _pair_similarity(vec, hot, a, b, GroupingConfig(threads=1))
+    two = _pair_similarity(vec, hot, a, b, GroupingConfig(threads=2))
+    np.testing.assert_array_equal(one, two)
+    exact = np.asarray((vec @ vec.T).toarray())[a, b]
+    assert np.all(two >= exact - 1e-9) and (two > 0.5).any() and (two < 0.5).any()
 
 
 def test_a_burst_explained_by_its_own_property_does_not_join_a_hotter_incident_it_half_overlaps() -> None:
@@ -426,4 +451,16 @@ def test_evidence_settings_reach_the_tracker_and_bad_values_say_what_to_fix(monk
     monkeypatch.setenv("STORMEYE_CONFIRM_POINTS", "2")
     monkeypatch.setenv("STORMEYE_UNCONFIRMED_WEIGHT", "1.5")
     with pytest.raises(ValidationError, match="unconfirmed_weight"):
+        Settings(database_url="sqlite://")
+
+
+def test_grouping_threads_setting_reaches_the_config_and_zero_is_refused(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    from workers.settings import Settings
+
+    monkeypatch.setenv("STORMEYE_GROUPING_THREADS", "1")
+    assert Settings(database_url="sqlite://").grouping_config().threads == 1
+    monkeypatch.setenv("STORMEYE_GROUPING_THREADS", "0")
+    with pytest.raises(ValidationError, match="grouping_threads"):
         Settings(database_url="sqlite://")
