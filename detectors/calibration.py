@@ -15,7 +15,12 @@ per-metric state):
   in the window deviated by ``recurrence`` times the newest deviation or more, the tail
   probability is their empirical rate instead. An anomaly that keeps repeating (a cron spike,
   a nightly batch, a flapping check) silences itself after its second repeat; one earlier
-  failure does not make the next one routine.
+  failure does not make the next one routine. Only episodes that lasted at least as long as the
+  newest run (the points in a row, back from the newest, that deviated by ``recurrence`` times
+  the newest deviation) count (``recurrence_by_length``): a cron job's one-point spikes silence
+  the next spike, not its output doubling for ten minutes. Without it, on a cron-spiky series a
+  sustained shift smaller than the spikes scored their rate (~0.2, the watch level) for as long
+  as it lasted: 25 disk_io series doubling for 34 minutes in a demo storm went unseen.
 - ``lag``: the newest residuals are left out of both estimates, so an ongoing anomaly does not
   teach the layer that it is normal.
 - **quantum floor**: the scale is at least ``quantum_floor`` times the metric's *quantum*, the
@@ -58,6 +63,9 @@ class CalibrationConfig:
     evt_share: float | None = 0.1
     #: the scale is at least this many quanta of the metric's values (None: no floor)
     quantum_floor: float | None = 1.0
+    #: recurrences must have lasted as long as the newest run of such deviations: a cron job's
+    #: one-point spikes do not make its output doubling for ten minutes routine
+    recurrence_by_length: bool = True
 
     def __post_init__(self) -> None:
         if self.tail_quantile is not None and not 0.5 < self.tail_quantile < 1.0:
@@ -171,10 +179,32 @@ def calibrated_log_p(
     if cfg.recurrence is not None and older.shape[1]:
         with np.errstate(invalid="ignore"):
             big = np.abs(older) >= cfg.recurrence * np.abs(dev_new)[:, None]
-        episodes = big[:, 0].astype(np.int64) + (big[:, 1:] & ~big[:, :-1]).sum(axis=1)
+        if cfg.recurrence_by_length:
+            episodes = _runs_reaching(big, _newest_run(dev_hist[:, older.shape[1] :], dev_new, cfg.recurrence))
+        else:
+            episodes = big[:, 0].astype(np.int64) + (big[:, 1:] & ~big[:, :-1]).sum(axis=1)
         n_old = np.maximum(np.isfinite(older).sum(axis=1), 1)
         emp = np.where(
             episodes >= cfg.min_recurrences, np.log(np.maximum(episodes, 1) / n_old), -np.inf
         )
         log_p = np.maximum(log_p, emp)
     return log_p, z
+
+
+
+def _newest_run(recent: np.ndarray, dev_new: np.ndarray, share: float) -> np.ndarray:
+    """Per row: how many points in a row, back from the newest and the newest included, deviated
+    by at least ``share`` of the newest deviation (at most the recent points + 1)."""
+    with np.errstate(invalid="ignore"):
+        not_big = ~(np.abs(recent[:, ::-1]) >= share * np.abs(dev_new)[:, None])
+    first = np.where(not_big.any(axis=1), np.argmax(not_big, axis=1), recent.shape[1])
+    return first.astype(np.int64) + 1
+
+
+def _runs_reaching(big: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Per row: the runs of ``big`` at least ``length`` (per row) points long. A run's running
+    length passes each value up to its full length once, so such runs are the points where it
+    equals ``length``."""
+    idx = np.arange(big.shape[1])
+    last_off = np.maximum.accumulate(np.where(big, -1, idx), axis=1)
+    return np.count_nonzero((idx - last_off) == length[:, None], axis=1)

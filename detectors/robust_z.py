@@ -10,7 +10,9 @@ floor of the scale, so quantized or near-constant series do not explode), ``tail
 (None turns the tail stretch off), ``recurrence`` and ``min_recurrences`` (when the older
 history holds at least that many separate episodes that deviated by ``recurrence`` times the
 newest deviation or more, the score is their empirical rate instead: a cron job's hourly spike
-is not news, but one earlier failure does not make the next one routine), ``tail_lag`` (the newest
+is not news, but one earlier failure does not make the next one routine; with
+``recurrence_by_length`` only episodes that lasted as long as the newest run of such deviations
+count, so the cron job's output doubling for ten minutes is news), ``tail_lag`` (the newest
 points left out of the tail estimate, so an ongoing anomaly does not teach the detector that it
 is normal), ``max_stretch`` (heavy tails earn at most this factor: an earlier incident in the
 history would otherwise pass for a heavy tail and hide the next one).
@@ -45,6 +47,7 @@ class RobustZScore(Detector):
         max_stretch: float = 2.0,
         evt_share: float | None = None,
         quantum_floor: float | None = 1.0,
+        recurrence_by_length: bool = True,
     ) -> None:
         self.history = history
         self.min_points = min_points
@@ -56,6 +59,7 @@ class RobustZScore(Detector):
         self.max_stretch = max_stretch
         self.evt_share = evt_share
         self.quantum_floor = quantum_floor
+        self.recurrence_by_length = recurrence_by_length
 
     def _score(self, windows: np.ndarray, status: np.ndarray) -> Scores:
         hist = windows[:, :-1]
@@ -70,6 +74,7 @@ class RobustZScore(Detector):
             min_points=self.min_points,
             evt_share=self.evt_share,
             quantum_floor=self.quantum_floor,
+            recurrence_by_length=self.recurrence_by_length,
         )
         quantum = value_quantum(hist) if self.quantum_floor is not None else None
         log_p, z = calibrated_log_p(hist - med[:, None], newest - med, scale, cfg, quantum)

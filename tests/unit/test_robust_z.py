@@ -24,6 +24,24 @@ def test_cron_spikes_that_recur_are_not_news_but_a_bigger_spike_is() -> None:
     assert s[1530] >= 0.5
 
 
+
+def test_a_cron_series_holding_a_level_its_spikes_only_touch_is_news() -> None:
+    # disk_io of a host whose cron job spikes it hourly to 2.5x; then its level doubles for 30
+    # minutes, below the spikes: the spikes are one point each, the doubling lasts
+    rng = np.random.default_rng(4)
+    x = 10 + rng.normal(0, 0.7, 1500)
+    x[30::60] += 15
+    x[1400:1430] += 10
+    s = RobustZScore().score_series(x)
+    assert s[1403:1430].min() >= 0.5  # seen from its fourth point to its end
+    on_schedule = np.arange(30, 1400, 60)
+    assert s[on_schedule[on_schedule > 600]].max() < 0.5  # the spikes stay routine
+    # counting every earlier spike as a recurrence (the rule before) hides the doubling: only the
+    # spike that lands on top of it (1410) stands out
+    old = RobustZScore(recurrence_by_length=False).score_series(x)
+    assert np.flatnonzero(old[1400:1430] >= 0.5).tolist() == [10]
+
+
 def test_level_shift_is_detected_in_the_right_direction() -> None:
     rng = np.random.default_rng(0)
     x = 20 + rng.normal(0, 1, 600)
@@ -40,3 +58,26 @@ def test_one_earlier_failure_does_not_make_the_next_one_routine() -> None:
     x[480:500] += 24  # and again an hour later
     s = RobustZScore().score_series(x)
     assert s[401] >= 0.5 and s[481] >= 0.5
+
+
+def test_recurrences_are_counted_by_runs_at_least_as_long_as_the_newest() -> None:
+    from detectors.calibration import _newest_run, _runs_reaching
+
+    rng = np.random.default_rng(9)
+    big = rng.random((200, 40)) < 0.4
+    length = rng.integers(1, 6, 200)
+
+    def runs(row: np.ndarray) -> list[int]:
+        out, n = [], 0
+        for b in [*row.tolist(), False]:
+            if b:
+                n += 1
+            elif n:
+                out.append(n)
+                n = 0
+        return out
+
+    expected = [sum(r >= k for r in runs(row)) for row, k in zip(big, length)]
+    assert _runs_reaching(big, length).tolist() == expected
+    recent = np.array([[0.0, 5.0, 6.0, 5.5], [5.0, 5.0, 5.0, 5.0], [5.0, 5.0, 0.0, np.nan]])
+    assert _newest_run(recent, np.array([6.0, -6.0, 6.0]), 0.7).tolist() == [4, 5, 1]
