@@ -234,7 +234,7 @@ def _baseline(
     # spiky periodic cycles: a cron job every 30-120 minutes
     cron = np.flatnonzero(shape == "cron")
     for i in cron:
-        period = int(rng.integers(30, 121)) * 60 // step
+        period = max(1, int(rng.integers(30, 121)) * 60 // int(step))  # steps (a float or a long step too)
         offset = int(rng.integers(period))
         hits = np.arange(offset, T, period)
         values[i, hits] += level[i] * rng.uniform(1.5, 3.0)
@@ -307,6 +307,8 @@ def simulate_storm(
         raise ValueError("n_metrics must be at least 20")
     if storm_steps < 120:
         raise ValueError("storm_steps must be at least 120 (two hours at one-minute steps)")
+    if back_to_back and storm_steps < 180:
+        raise ValueError("storm_steps must be at least 180 for back_to_back problems (or pass back_to_back=0)")
     rng = np.random.default_rng(seed)
     n_bus = round(n_metrics * business_share)
     props = _business_names(rng, n_bus)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from grouping.names import parse
 from workers.simulator import simulate_storm
@@ -75,3 +76,14 @@ def test_members_really_deviate_and_history_is_clean() -> None:
     assert np.isnan(s.values).mean() < 0.01
     names, ts, vals = s.points(0, 5)
     assert len(names) == len(ts) == len(vals) and np.all(np.isfinite(vals)) and np.all(np.diff(ts) >= 0)
+
+
+def test_a_float_step_and_a_long_step_give_a_storm() -> None:
+    a = simulate_storm(seed=3, n_metrics=200, n_incidents=3, step=60.0)  # type: ignore[arg-type]
+    b = simulate_storm(seed=3, n_metrics=200, n_incidents=3, step=60)
+    np.testing.assert_array_equal(a.values, b.values)
+    hourly = simulate_storm(seed=3, n_metrics=200, n_incidents=3, step=3600, history_steps=200, storm_steps=200)
+    assert np.isfinite(hourly.values).any()
+    with pytest.raises(ValueError, match="back_to_back"):
+        simulate_storm(seed=3, n_metrics=200, storm_steps=150)
+    assert simulate_storm(seed=3, n_metrics=200, storm_steps=150, back_to_back=0).incidents
