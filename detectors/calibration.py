@@ -191,7 +191,6 @@ def calibrated_log_p(
     return log_p, z
 
 
-
 def _newest_run(recent: np.ndarray, dev_new: np.ndarray, share: float) -> np.ndarray:
     """Per row: how many points in a row, back from the newest and the newest included, deviated
     by at least ``share`` of the newest deviation (at most the recent points + 1)."""

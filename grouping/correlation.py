@@ -110,6 +110,10 @@ def correlate_all(
     return np.clip(best, -1.0, 1.0), best_lag
 
 
+#: pairs per block: bounds the gathered rows' memory (block x window x 4 bytes, twice)
+PAIR_BLOCK = 25_000
+
+
 def correlate_pairs(
     windows: np.ndarray,
     left: Sequence[int] | np.ndarray,
@@ -153,6 +157,7 @@ def correlate_pairs(
     x32 = x.astype(np.float32)
     best = np.full(len(li), 0.0 if absolute else -np.inf)
     best_lag = np.zeros(len(li), dtype=np.int64)
+
     def block(lo: int) -> None:
         pl, pr = li[lo : lo + PAIR_BLOCK], ri[lo : lo + PAIR_BLOCK]
         a, b = x32[pl], x32[pr]
@@ -175,10 +180,6 @@ def correlate_pairs(
 
     in_blocks(block, len(li), PAIR_BLOCK, threads)
     return np.clip(best, -1.0, 1.0), best_lag
-
-
-#: pairs per block: bounds the gathered rows' memory (block x window x 4 bytes, twice)
-PAIR_BLOCK = 25_000
 
 
 def in_blocks(fn: Callable[[int], None], n: int, size: int, threads: int) -> None:
