@@ -95,6 +95,9 @@ class GroupingConfig:
     merge_min_links: int = 2
     merge_min_shared: float = 0.5
     max_neighbours: int = 24
+    #: a cluster of at least this many new anomalies linked to no open incident joins the active
+    #: incident with the same 80%-scope (0: off; see IncidentTracker._join_by_scope)
+    scope_join_min: int = 8
     #: **evidence to open an incident**: a cluster of anomalies linked to no open incident opens one
     #: (pages) only when its evidence reaches ``open_min_evidence``; until then its anomalies wait,
     #: recorded as anomalies, and are grouped again every tick. A member's evidence is its peak score
@@ -128,6 +131,8 @@ class GroupingConfig:
             raise ValueError(f"grouping shape_points must be at least 8, got {self.shape_points}")
         if self.max_neighbours < 1:
             raise ValueError(f"grouping max_neighbours must be at least 1, got {self.max_neighbours}")
+        if self.scope_join_min < 0:
+            raise ValueError(f"grouping scope_join_min must not be negative, got {self.scope_join_min}")
         if self.merge_min_links < 1:
             raise ValueError(f"grouping merge_min_links must be at least 1, got {self.merge_min_links}")
         if self.threads < 1:

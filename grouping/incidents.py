@@ -457,7 +457,30 @@ class IncidentTracker:
                 and self._shared_explanation(hotness, old_nodes_of.get(best, []), old_nodes_of.get(iid, []))
                 >= self.config.merge_min_shared
             ]
+        if hotness is not None and self.config.scope_join_min > 0:
+            self._join_by_scope(out, hotness, old_nodes_of, comps)
         return out
+
+    def _join_by_scope(
+        self, out: dict[int, list[str]], hotness: Any, old_nodes_of: dict[str, list[int]], comps: list[np.ndarray]
+    ) -> None:
+        """A cluster of at least ``scope_join_min`` new anomalies with no edge to any open incident
+        joins the active incident whose scope (``SCOPE_SHARE``) is the same as its own (the one
+        opened first when several are): the same property explains both at the same time, so
+        they are one problem, though the candidate search proposed no pair across (each new
+        anomaly's best name neighbours were other new ones) or the shapes differ. Measured in
+        docs/grouping.md; a scope that merely contains the incident's joined too much."""
+        scopes = {iid: set(_scope(hotness, nodes).tolist()) for iid, nodes in old_nodes_of.items() if nodes}
+        scopes = {iid: sc for iid, sc in scopes.items() if sc}
+        if not scopes:
+            return
+        for k, comp in enumerate(comps):
+            if k in out or len(comp) < self.config.scope_join_min:
+                continue
+            own = set(_scope(hotness, [int(i) for i in comp]).tolist())
+            fits = [iid for iid, sc in scopes.items() if own and sc == own]
+            if fits:
+                out[k] = [min(fits, key=lambda t: (self.incidents[t].opened_at, t))]
 
     def _explains(self, hotness: Any, a: list[int], b: list[int]) -> bool:
         """Whether one property explains both groups of nodes; groups without any hot property (bare

@@ -464,3 +464,23 @@ def test_grouping_threads_setting_reaches_the_config_and_zero_is_refused(monkeyp
     monkeypatch.setenv("STORMEYE_GROUPING_THREADS", "0")
     with pytest.raises(ValidationError, match="grouping_threads"):
         Settings(database_url="sqlite://")
+
+
+def test_a_cluster_with_no_edge_across_joins_the_concurrent_incident_of_its_own_scope() -> None:
+    def both(country: str, products: tuple[str, ...]) -> list[str]:
+        return [m(what, country, p) for what in ("sales", "revenue") for p in products]
+
+    first = both("England", ("shoes", "books"))
+    later = both("England", ("toys", "shirts", "phones", "garden"))  # 8: a cluster big enough
+    france = both("France", ("toys", "shirts", "phones", "garden"))
+    for join_min, expect in ((8, [sorted(first + later), sorted(france)]), (0, None)):
+        w = World(scope_join_min=join_min)
+        w.tick(0, w.anomalies(first, 0, 55))
+        # a minute later: the same scope with a shape of its own (no shape match, no same-step
+        # onset, so no edge to the open incident), and another country the same way
+        w.tick(60, w.anomalies(later, 60, 10, sign=-1) + w.anomalies(france, 60, 10, sign=-1))
+        groups = sorted(sorted(i.metrics) for i in w.tracker.open_incidents())
+        if expect is None:  # the rule off: England's second cluster opens an incident of its own
+            assert groups == sorted([sorted(first), sorted(later), sorted(france)])
+        else:
+            assert groups == sorted(expect)
