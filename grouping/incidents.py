@@ -5,7 +5,8 @@ incident. New ones are put in a graph (:mod:`grouping.graph`) together with the 
 members of open incidents — members still anomalous or active within ``link_window_s`` — and
 each (guarded) component decides:
 
-- only new anomalies: a new incident opens;
+- only new anomalies: a new incident opens — unless the cluster holds ``scope_join_min`` or more
+  anomalies and has the same scope as an open, active incident, which it then joins;
 - new anomalies and members of one incident: they join it (it grows);
 - members of several incidents: the incidents merge into the one opened first (ties: the
   smaller id); the others end with status ``merged`` and ``merged_into`` pointing at it.
