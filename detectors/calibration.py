@@ -180,9 +180,10 @@ def calibrated_log_p(
         with np.errstate(invalid="ignore"):
             big = np.abs(older) >= cfg.recurrence * np.abs(dev_new)[:, None]
         if cfg.recurrence_by_length:
-            episodes = _runs_reaching(big, _newest_run(dev_hist[:, older.shape[1] :], dev_new, cfg.recurrence))
+            length = _newest_run(dev_hist[:, older.shape[1] :], dev_new, cfg.recurrence)
         else:
-            episodes = big[:, 0].astype(np.int64) + (big[:, 1:] & ~big[:, :-1]).sum(axis=1)
+            length = np.ones(len(dev_new), dtype=np.int64)  # every episode, however short
+        episodes = _runs_reaching(big, length)
         n_old = np.maximum(np.isfinite(older).sum(axis=1), 1)
         emp = np.where(
             episodes >= cfg.min_recurrences, np.log(np.maximum(episodes, 1) / n_old), -np.inf

@@ -479,7 +479,7 @@ class IncidentTracker:
             if k in out or len(comp) < self.config.scope_join_min:
                 continue
             own = set(_scope(hotness, [int(i) for i in comp]).tolist())
-            fits = [iid for iid, sc in scopes.items() if own and sc == own]
+            fits = [iid for iid, sc in scopes.items() if sc == own]  # both non-empty: scopes holds none empty
             if fits:
                 out[k] = [min(fits, key=lambda t: (self.incidents[t].opened_at, t))]
 
