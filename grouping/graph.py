@@ -109,9 +109,13 @@ class GroupingConfig:
     open_min_evidence: float = 2.0
     confirm_points: int = 2
     unconfirmed_weight: float = 0.3
-    #: a waiting cluster whose longest anomaly has been seen on this many samples opens whatever its
-    #: evidence: persistence alone (0: never)
-    open_after_points: int = 0
+    #: a waiting cluster opens whatever its evidence once one of its anomalies on a metric of priority
+    #: weight ``open_after_min_weight`` or more has been seen on this many samples: persistence of
+    #: an important metric alone (0: never)
+    open_after_points: int = 10
+    #: the weight a metric needs for ``open_after_points`` (the default 1.5 is the traffic rule's:
+    #: a lone sustained drop in requests or page views pages, one host's CPU does not; 0: any metric)
+    open_after_min_weight: float = 1.5
     #: threads for the per-pair numpy stages (name and shape evidence of thousands of candidate
     #: pairs); results do not depend on it
     threads: int = 2
@@ -122,7 +126,13 @@ class GroupingConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"grouping {name} must be within [0, 1], got {v}")
-        for name in ("link_window_s", "resolve_after_s", "open_min_evidence", "open_after_points"):
+        for name in (
+            "link_window_s",
+            "resolve_after_s",
+            "open_min_evidence",
+            "open_after_points",
+            "open_after_min_weight",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"grouping {name} must not be negative, got {getattr(self, name)}")
         if self.confirm_points < 1:

@@ -414,8 +414,11 @@ class IncidentTracker:
         ev = self.evidence(anomalies, each)
         if ev >= cfg.open_min_evidence:
             return ev
-        if cfg.open_after_points > 0 and int(self.samples(anomalies).max()) >= cfg.open_after_points:
-            return ev
+        if cfg.open_after_points > 0:
+            weight = np.fromiter((self.weight(a.metric) for a in anomalies), np.float64, len(anomalies))
+            lasting = (self.samples(anomalies) >= cfg.open_after_points) & (weight >= cfg.open_after_min_weight)
+            if lasting.any():
+                return ev
         return None
 
     def _targets(
@@ -433,7 +436,9 @@ class IncidentTracker:
         with it (see :meth:`_shared_explanation`): a few members in the intersection of two scopes
         do not carry a whole cluster into the other problem. It also merges in any other linked
         incident that at least ``merge_min_links`` of its new anomalies link to with comparable
-        weight and that shares an explanation with the chosen one."""
+        weight and that shares an explanation with the chosen one. A cluster that only one incident
+        can explain must hold that incident's whole scope (:meth:`_within`): a wider cluster joins
+        only when it bridges two or more incidents."""
         weight: dict[int, dict[str, float]] = {}
         linkers: dict[tuple[int, str], set[int]] = {}
         for a, b, w in zip(cross.left.tolist(), cross.right.tolist(), cross.weight.tolist()):
@@ -448,6 +453,8 @@ class IncidentTracker:
             joinable = [t for t in ranked if self._explains(hotness, fresh, old_nodes_of.get(t, []))]
             if not joinable:
                 continue
+            if len(joinable) == 1 and not self._within(hotness, fresh, old_nodes_of.get(joinable[0], [])):
+                continue  # a wider cluster that bridges nothing: it would widen the incident's scope
             best = joinable[0]
             out[k] = [best] + [
                 iid
@@ -498,6 +505,16 @@ class IncidentTracker:
         if len(scope_a) and len(scope_b):
             return bool(np.intersect1d(scope_a, scope_b).size)
         return self._shared_explanation(hotness, a, b) >= self.config.merge_min_shared
+
+    def _within(self, hotness: Any, fresh: list[int], old: list[int]) -> bool:
+        """Whether the incident's scope (``old``) is within the cluster's (``fresh``): the cluster is
+        explained by everything that explains the incident. True when either has no scope."""
+        if hotness is None or not fresh or not old or not hotness[fresh].nnz or not hotness[old].nnz:
+            return True
+        inc_scope, own = _scope(hotness, old), _scope(hotness, fresh)
+        if not len(inc_scope) or not len(own):
+            return True
+        return bool(np.isin(inc_scope, own).all())
 
     def _shared_explanation(self, hotness: Any, a: list[int], b: list[int]) -> float:
         """How well one hot property explains both groups, relative to how well each is explained.

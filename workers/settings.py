@@ -86,8 +86,13 @@ class Settings(BaseSettings):
         0.3, ge=0, le=1, description="share of its evidence an anomaly seen on fewer samples counts"
     )
     open_after_points: int = Field(
-        0, ge=0, description="a waiting anomaly seen on this many samples opens an incident whatever its evidence "
-        "(0: never)",
+        10,
+        ge=0,
+        description="a waiting anomaly on a metric of weight open_after_min_weight or more seen on this many "
+        "samples opens an incident whatever its evidence (0: never)",
+    )
+    open_after_min_weight: float = Field(
+        1.5, ge=0, description="priority weight a metric needs for open_after_points (0: any metric)"
     )
     grouping_threads: int = Field(
         2, ge=1, description="threads for the evidence of a tick's candidate pairs (results do not depend on it)"
@@ -177,6 +182,7 @@ class Settings(BaseSettings):
             confirm_points=self.confirm_points,
             unconfirmed_weight=self.unconfirmed_weight,
             open_after_points=self.open_after_points,
+            open_after_min_weight=self.open_after_min_weight,
             threads=self.grouping_threads,
         )
 

@@ -139,6 +139,34 @@ def test_two_halves_of_one_problem_merge_when_bridged() -> None:
     assert len(first.metrics) == 12 and first.root_entity == "service=svc0"
 
 
+def test_a_wider_cluster_linked_to_one_incident_only_does_not_widen_it() -> None:
+    services = [f"svc{i}" for i in range(8)]
+    names = [f'{k}{{host="{s}-{h}",service="{s}"}}' for s in services for h in range(4) for k in ("cpu", "mem", "lat")]
+    index = NameIndex()
+    index.add(names)
+    tracker = IncidentTracker(index, GroupingConfig(open_min_evidence=0.0), step=60.0)
+    shapes: dict[str, np.ndarray] = {}
+
+    def hit(host: str, at: float) -> list[Anomaly]:
+        out = []
+        for k in ("cpu", "mem", "lat"):
+            metric = f'{k}{{host="{host}",service="svc0"}}'
+            shapes[metric] = step_window(50, seed=zlib.crc32(metric.encode()) % 1000)
+            out.append(Anomaly(metric, at, at, 0.8, at, 1))
+        return out
+
+    def windows(ms):  # type: ignore[no-untyped-def]
+        return np.vstack([shapes[x] for x in ms])
+
+    tracker.update(0.0, hit("svc0-0", 0.0), windows)
+    (first,) = tracker.open_incidents()
+    # two other hosts of the service, the same shape: their scope (service=svc0) lacks host=svc0-0
+    tracker.update(60.0, hit("svc0-2", 60.0) + hit("svc0-3", 60.0), windows)
+    incidents = sorted(tracker.open_incidents(), key=lambda i: i.opened_at)
+    assert len(incidents) == 2 and incidents[0].id == first.id and len(first.metrics) == 3
+    assert len(incidents[1].metrics) == 6
+
+
 def test_one_bridging_anomaly_is_not_enough_to_merge() -> None:
     w = World()
     w.tick(0, w.anomalies(ENGLAND, 0, 50))
@@ -370,14 +398,37 @@ def test_one_ordinary_metric_never_pages_alone_but_a_revenue_metric_does() -> No
     sales.open = False
     w.tick(3600 + 901, [sales])  # quiet beyond the link window: it stays an anomaly, never a page
     assert not w.tracker.pending() and len(w.tracker.open_incidents()) == 1
-    # open_after_points: persistence alone opens an incident
-    w2 = World(**GATE, open_after_points=31)
+    # open_after_points for any metric (open_after_min_weight 0): persistence alone opens an incident
+    w2 = World(**GATE, open_after_points=31, open_after_min_weight=0.0)
     long = weak(w2, ENGLAND[0], 0, 55, peak=0.6, end=1200)  # 21 samples
     w2.tick(1200, [long])
     assert not w2.tracker.open_incidents()
     long.end = 1800.0  # 31 samples
     w2.tick(1800, [long])
     assert [i.metrics for i in w2.tracker.open_incidents()] == [[ENGLAND[0]]]
+
+
+def test_a_sustained_anomaly_of_an_important_metric_pages_alone_after_open_after_points() -> None:
+    from grouping.priority import PriorityModel, PriorityRule
+
+    w = World(**GATE)  # the defaults: 10 samples, weight 1.5 or more
+    traffic = PriorityModel([PriorityRule({"__name__": "sales"}, weight=1.5, name="traffic")])
+    w.tracker = IncidentTracker(w.index, w.tracker.config, priority=traffic, step=60.0)
+    drop = weak(w, ENGLAND[0], 0, 55, peak=0.9, end=480)  # 9 samples: evidence 1.5 x 0.9 = 1.35 < 2
+    w.tick(480, [drop])
+    assert not w.tracker.open_incidents() and [p.metric for p in w.tracker.pending()] == [drop.metric]
+    drop.end = 540.0  # the tenth sample
+    w.tick(540, [drop])
+    (inc,) = w.tracker.open_incidents()
+    assert inc.metrics == [drop.metric] and inc.id == incident_id(drop.metric, 0.0)
+    assert not w.tracker.pending() and inc.priority_parts["evidence"] == pytest.approx(1.35)
+    # the same anomaly on an ordinary metric (weight 1) waits however long it lasts
+    plain = World(**GATE)
+    cpu = weak(plain, ENGLAND[0], 0, 55, peak=0.9, end=3600)
+    plain.tick(3600, [cpu])
+    assert not plain.tracker.open_incidents() and len(plain.tracker.pending()) == 1
+    with pytest.raises(ValueError, match="open_after_min_weight"):
+        GroupingConfig(open_after_min_weight=-1)
 
 
 def test_a_one_sample_anomaly_counts_for_less_until_a_second_sample_confirms_it() -> None:
@@ -443,8 +494,10 @@ def test_evidence_settings_reach_the_tracker_and_bad_values_say_what_to_fix(monk
     monkeypatch.setenv("STORMEYE_CONFIRM_POINTS", "3")
     monkeypatch.setenv("STORMEYE_OPEN_MIN_EVIDENCE", "2.5")
     monkeypatch.setenv("STORMEYE_OPEN_AFTER_POINTS", "30")
+    monkeypatch.setenv("STORMEYE_OPEN_AFTER_MIN_WEIGHT", "2")
     cfg = Settings(database_url="sqlite://").grouping_config()
     assert (cfg.confirm_points, cfg.open_min_evidence, cfg.open_after_points) == (3, 2.5, 30)
+    assert cfg.open_after_min_weight == 2.0
     monkeypatch.setenv("STORMEYE_CONFIRM_POINTS", "0")
     with pytest.raises(ValidationError, match="confirm_points"):
         Settings(database_url="sqlite://")
