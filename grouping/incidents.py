@@ -7,15 +7,16 @@ each (guarded) component decides:
 
 - only new anomalies: a new incident opens — unless the cluster holds ``scope_join_min`` or more
   anomalies and has the same scope as an open, active incident, which it then joins;
-- new anomalies and members of one incident: they join it (it grows);
+- new anomalies and members of one incident: they join it (it grows), unless the cluster is
+  wider than the incident's scope and links to no other incident;
 - members of several incidents: the incidents merge into the one opened first (ties: the
   smaller id); the others end with status ``merged`` and ``merged_into`` pointing at it.
 
 A cluster of new anomalies linked to no open incident opens one (pages) only when its evidence
 reaches ``open_min_evidence`` (:meth:`IncidentTracker.evidence`: the sum over its metrics of peak
 score x priority weight, a member seen on fewer than ``confirm_points`` samples counting
-``unconfirmed_weight`` of that), or when one of its anomalies has been seen on
-``open_after_points`` samples (when set). Until then its anomalies wait
+``unconfirmed_weight`` of that), or when one of its anomalies on a metric of priority weight
+``open_after_min_weight`` or more has been seen on ``open_after_points`` samples. Until then its anomalies wait
 (:meth:`IncidentTracker.pending`), page nobody, and are grouped again with every tick's new
 anomalies, so related evidence, strength or persistence arriving later opens the incident. A
 waiting anomaly is let go once quiet for longer than ``link_window_s``. Clusters that join an open
