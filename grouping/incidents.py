@@ -16,11 +16,11 @@ A cluster of new anomalies linked to no open incident opens one (pages) only whe
 reaches ``open_min_evidence`` (:meth:`IncidentTracker.evidence`: the sum over its metrics of peak
 score x priority weight, a member seen on fewer than ``confirm_points`` samples counting
 ``unconfirmed_weight`` of that), or when one of its anomalies on a metric of priority weight
-``open_after_min_weight`` or more has been seen on ``open_after_points`` samples. Until then its anomalies wait
-(:meth:`IncidentTracker.pending`), page nobody, and are grouped again with every tick's new
-anomalies, so related evidence, strength or persistence arriving later opens the incident. A
-waiting anomaly is let go once quiet for longer than ``link_window_s``. Clusters that join an open
-incident need no evidence of their own.
+``open_after_min_weight`` or more has been seen on ``open_after_points`` samples. Until then its
+anomalies wait (:meth:`IncidentTracker.pending`), page nobody, and are grouped again with every
+tick's new anomalies, so related evidence, strength or persistence arriving later opens the
+incident. A waiting anomaly is let go once quiet for longer than ``link_window_s``. Clusters that
+join an open incident need no evidence of their own.
 
 An incident resolves when all its members have closed and ``resolve_after_s`` has passed
 since its last activity. A resolved incident never reopens: a new problem on the same
@@ -510,7 +510,7 @@ class IncidentTracker:
     def _within(self, hotness: Any, fresh: list[int], old: list[int]) -> bool:
         """Whether the incident's scope (``old``) is within the cluster's (``fresh``): the cluster is
         explained by everything that explains the incident. True when either has no scope."""
-        if hotness is None or not fresh or not old or not hotness[fresh].nnz or not hotness[old].nnz:
+        if hotness is None or not fresh or not old:
             return True
         inc_scope, own = _scope(hotness, old), _scope(hotness, fresh)
         if not len(inc_scope) or not len(own):

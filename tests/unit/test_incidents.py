@@ -107,32 +107,42 @@ def test_concurrent_problems_whose_scopes_intersect_do_not_merge() -> None:
     assert len(w.tracker.open_incidents()) == 2
 
 
-def test_two_halves_of_one_problem_merge_when_bridged() -> None:
-    services = [f"svc{i}" for i in range(8)]
-    names = [f'{k}{{host="{s}-{h}",service="{s}"}}' for s in services for h in range(4) for k in ("cpu", "mem", "lat")]
-    index = NameIndex()
-    index.add(names)
-    tracker = IncidentTracker(index, GroupingConfig(open_min_evidence=0.0), step=60.0)  # merging, not paging
-    shapes: dict[str, np.ndarray] = {}
+class ServiceHosts:
+    """Eight services of four hosts with three metrics each; anomalies on the hosts of svc0."""
 
-    def hit(host: str, at: float, looks: tuple[int, ...]) -> list[Anomaly]:
+    def __init__(self) -> None:
+        services = [f"svc{i}" for i in range(8)]
+        kinds = ("cpu", "mem", "lat")
+        names = [f'{k}{{host="{s}-{h}",service="{s}"}}' for s in services for h in range(4) for k in kinds]
+        index = NameIndex()
+        index.add(names)
+        self.tracker = IncidentTracker(index, GroupingConfig(open_min_evidence=0.0), step=60.0)  # merging, not paging
+        self.shapes: dict[str, np.ndarray] = {}
+
+    def hit(self, host: str, at: float, looks: tuple[int, ...] = (1, 1, 1)) -> list[Anomaly]:
         """Anomalies on a host's three metrics; looks: +1 a step up at 50, -1 a step down at 20."""
         out = []
         for k, look in zip(("cpu", "mem", "lat"), looks):
             metric = f'{k}{{host="{host}",service="svc0"}}'
             seed = zlib.crc32(metric.encode()) % 1000
-            shapes[metric] = step_window(50, seed=seed) if look > 0 else -step_window(20, seed=seed)
+            self.shapes[metric] = step_window(50, seed=seed) if look > 0 else -step_window(20, seed=seed)
             out.append(Anomaly(metric, at, at, 0.8, at, 1))
         return out
 
-    def windows(ms):  # type: ignore[no-untyped-def]
-        return np.vstack([shapes[x] for x in ms])
+    def windows(self, ms):  # type: ignore[no-untyped-def]
+        return np.vstack([self.shapes[x] for x in ms])
 
-    tracker.update(0.0, hit("svc0-0", 0.0, (1, 1, 1)), windows)
-    tracker.update(60.0, hit("svc0-1", 60.0, (-1, -1, -1)), windows)  # the same service, another shape: apart
-    first, second = sorted(tracker.open_incidents(), key=lambda i: i.opened_at)
+    def tick(self, at: float, anomalies: list[Anomaly]):  # type: ignore[no-untyped-def]
+        return self.tracker.update(at, anomalies, self.windows)
+
+
+def test_two_halves_of_one_problem_merge_when_bridged() -> None:
+    w = ServiceHosts()
+    w.tick(0.0, w.hit("svc0-0", 0.0, (1, 1, 1)))
+    w.tick(60.0, w.hit("svc0-1", 60.0, (-1, -1, -1)))  # the same service, another shape: apart
+    first, second = sorted(w.tracker.open_incidents(), key=lambda i: i.opened_at)
     # two more hosts show both shapes: they bridge the halves, which share their service
-    ch = tracker.update(120.0, hit("svc0-2", 120.0, (1, 1, -1)) + hit("svc0-3", 120.0, (1, -1, -1)), windows)
+    ch = w.tick(120.0, w.hit("svc0-2", 120.0, (1, 1, -1)) + w.hit("svc0-3", 120.0, (1, -1, -1)))
     kinds = {(c.kind, c.incident) for c in ch}
     assert ("merged", second.id) in kinds and ("absorbed", first.id) in kinds
     assert second.status == "merged" and second.merged_into == first.id and not second.members
@@ -140,29 +150,12 @@ def test_two_halves_of_one_problem_merge_when_bridged() -> None:
 
 
 def test_a_wider_cluster_linked_to_one_incident_only_does_not_widen_it() -> None:
-    services = [f"svc{i}" for i in range(8)]
-    names = [f'{k}{{host="{s}-{h}",service="{s}"}}' for s in services for h in range(4) for k in ("cpu", "mem", "lat")]
-    index = NameIndex()
-    index.add(names)
-    tracker = IncidentTracker(index, GroupingConfig(open_min_evidence=0.0), step=60.0)
-    shapes: dict[str, np.ndarray] = {}
-
-    def hit(host: str, at: float) -> list[Anomaly]:
-        out = []
-        for k in ("cpu", "mem", "lat"):
-            metric = f'{k}{{host="{host}",service="svc0"}}'
-            shapes[metric] = step_window(50, seed=zlib.crc32(metric.encode()) % 1000)
-            out.append(Anomaly(metric, at, at, 0.8, at, 1))
-        return out
-
-    def windows(ms):  # type: ignore[no-untyped-def]
-        return np.vstack([shapes[x] for x in ms])
-
-    tracker.update(0.0, hit("svc0-0", 0.0), windows)
-    (first,) = tracker.open_incidents()
+    w = ServiceHosts()
+    w.tick(0.0, w.hit("svc0-0", 0.0))
+    (first,) = w.tracker.open_incidents()
     # two other hosts of the service, the same shape: their scope (service=svc0) lacks host=svc0-0
-    tracker.update(60.0, hit("svc0-2", 60.0) + hit("svc0-3", 60.0), windows)
-    incidents = sorted(tracker.open_incidents(), key=lambda i: i.opened_at)
+    w.tick(60.0, w.hit("svc0-2", 60.0) + w.hit("svc0-3", 60.0))
+    incidents = sorted(w.tracker.open_incidents(), key=lambda i: i.opened_at)
     assert len(incidents) == 2 and incidents[0].id == first.id and len(first.metrics) == 3
     assert len(incidents[1].metrics) == 6
 
