@@ -116,13 +116,23 @@ class GroupingConfig:
     #: the weight a metric needs for ``open_after_points`` (the default 1.5 is the traffic rule's:
     #: a lone sustained drop in requests or page views pages, one host's CPU does not; 0: any metric)
     open_after_min_weight: float = 1.5
+    #: **cascades**: anomalies of two services adjacent in the service topology (grouping.topology)
+    #: whose onsets are at most ``cascade_window_s`` apart (and at least one step) link with this
+    #: much name evidence, though their names share nothing; they still need the shape (or the
+    #: same-step onset) that any edge needs. 0 turns topology links off.
+    topology_weight: float = 0.75
+    cascade_window_s: float = 300.0
+    #: **a new problem is a new incident**: a cluster that starts this many steps or more after the
+    #: newest onset of every incident it links to, and has the evidence to open one of its own,
+    #: opens its own incident (which ``follows`` the old one) instead of joining (0: always join)
+    new_onset_gap_steps: int = 5
     #: threads for the per-pair numpy stages (name and shape evidence of thousands of candidate
     #: pairs); results do not depend on it
     threads: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("min_name", "min_shape", "cold_weight", "unconfirmed_weight"):
+        for name in ("min_name", "min_shape", "cold_weight", "unconfirmed_weight", "topology_weight"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"grouping {name} must be within [0, 1], got {v}")
@@ -132,6 +142,7 @@ class GroupingConfig:
             "open_min_evidence",
             "open_after_points",
             "open_after_min_weight",
+            "cascade_window_s",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"grouping {name} must not be negative, got {getattr(self, name)}")
@@ -147,6 +158,8 @@ class GroupingConfig:
             raise ValueError(f"grouping merge_min_links must be at least 1, got {self.merge_min_links}")
         if self.threads < 1:
             raise ValueError(f"grouping threads must be at least 1, got {self.threads}")
+        if self.new_onset_gap_steps < 0:
+            raise ValueError(f"grouping new_onset_gap_steps must not be negative, got {self.new_onset_gap_steps}")
         if self.max_lag_steps < 0:
             raise ValueError(f"grouping max_lag_steps must not be negative, got {self.max_lag_steps}")
 
@@ -259,9 +272,15 @@ class Edges:
     step: float = 60.0
     #: per node, its hot pairs (rows = nodes, nonzero = hotness): what explains each anomaly
     hotness: sp.csr_matrix | None = None
+    #: per edge, 1 where the two anomalies' services are adjacent in the service topology (None: no topology)
+    topology: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.left)
+
+    def topo(self) -> np.ndarray:
+        """Per edge, whether the service topology links it (zeros without a topology)."""
+        return self.topology if self.topology is not None else np.zeros(len(self.left))
 
     @classmethod
     def empty(cls, step: float = 60.0) -> Edges:
@@ -280,6 +299,7 @@ class Edges:
             self.onset_gap_s[mask],
             self.step,
             self.hotness,
+            None if self.topology is None else self.topology[mask],
         )
 
     def evidence_many(self, ks: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
@@ -292,16 +312,14 @@ class Edges:
             (self.lag_steps[k] * self.step).astype(np.float64).tolist(),
             self.onset_gap_s[k].astype(np.float64).tolist(),
         )
-        return [{"weight": w, "name": n, "shape": s, "lag_s": lag, "onset_gap_s": g} for w, n, s, lag, g in cols]
+        out = [{"weight": w, "name": n, "shape": s, "lag_s": lag, "onset_gap_s": g} for w, n, s, lag, g in cols]
+        if self.topology is not None:
+            for d, t in zip(out, self.topology[k].tolist()):
+                d["topology"] = float(t)
+        return out
 
     def evidence(self, k: int) -> dict[str, Any]:
-        return {
-            "weight": round(float(self.weight[k]), 4),
-            "name": round(float(self.name[k]), 4),
-            "shape": round(float(self.shape[k]), 4),
-            "lag_s": float(self.lag_steps[k] * self.step),
-            "onset_gap_s": float(self.onset_gap_s[k]),
-        }
+        return self.evidence_many([k])[0]
 
 
 def build_edges(
@@ -311,11 +329,15 @@ def build_edges(
     windows: Callable[[Sequence[str]], np.ndarray],
     config: GroupingConfig,
     step: float,
+    services: np.ndarray | None = None,
+    adjacent: Callable[[int, int], bool] | None = None,
 ) -> Edges:
     """Edges wherever the evidence passes the thresholds, for pairs that involve a ``new`` node.
 
     Existing members were linked (or not) when they arrived. ``windows(metrics)`` returns the
-    recent windows of those metrics (rows in order, last column = now).
+    recent windows of those metrics (rows in order, last column = now). ``services`` (per node, a
+    service number, -1 for none) and ``adjacent(s, t)`` (whether two services are neighbours in
+    the service topology) add the cascade candidates (:func:`topology_pairs`).
     """
     new_idx = np.asarray(new, dtype=np.int64)
     if not len(new_idx) or len(nodes) < 2:
@@ -327,6 +349,11 @@ def build_edges(
         left, right, name_sim = candidate_pairs(mat, hotness, starts, new_idx, config)
     else:
         left, right, name_sim = all_pairs(len(nodes), new_idx)
+    topo: np.ndarray | None = None
+    if services is not None and adjacent is not None and config.topology_weight > 0:
+        window = max(config.cascade_window_s, step)
+        ta, tb = topology_pairs(services, adjacent, starts, new_idx, window, config.max_neighbours)
+        left, right, name_sim, topo = merge_pairs(left, right, name_sim, ta, tb, len(nodes))
     if not len(left):
         out = Edges.empty(step)
         out.hotness = hotness
@@ -349,7 +376,64 @@ def build_edges(
     else:
         shape, lag = np.ones(len(left)), np.zeros(len(left), dtype=np.int64)
     gap = np.abs(starts[left] - starts[right])
-    return passing_edges(left, right, name_sim, shape, lag, gap, config, step, hotness)
+    return passing_edges(left, right, name_sim, shape, lag, gap, config, step, hotness, topo)
+
+
+def topology_pairs(
+    services: np.ndarray,
+    adjacent: Callable[[int, int], bool],
+    starts: np.ndarray,
+    new_idx: np.ndarray,
+    window_s: float,
+    per_node: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(a < b)`` involving a new node whose services are neighbours in the topology and whose
+    onsets are at most ``window_s`` apart; each new node keeps its ``per_node`` closest in time per
+    neighbouring service."""
+    svc = np.asarray(services, dtype=np.int64)
+    present = np.unique(svc[svc >= 0])
+    if len(present) < 2:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z.copy()
+    nodes_of = {int(s): np.flatnonzero(svc == s) for s in present}
+    neigh = {int(s): [int(t) for t in present if t != s and adjacent(int(s), int(t))] for s in present}
+    lefts: list[np.ndarray] = []
+    rights: list[np.ndarray] = []
+    for i in new_idx.tolist():
+        s = int(svc[i])
+        if s < 0:
+            continue
+        for t in neigh[s]:
+            others = nodes_of[t]
+            gap = np.abs(starts[others] - starts[i])
+            close = others[gap <= window_s]
+            if not len(close):
+                continue
+            if len(close) > per_node:
+                close = close[np.argsort(np.abs(starts[close] - starts[i]), kind="stable")[:per_node]]
+            lefts.append(np.minimum(close, i))
+            rights.append(np.maximum(close, i))
+    if not lefts:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z.copy()
+    a, b = np.concatenate(lefts), np.concatenate(rights)
+    keys = sorted_unique(a * len(svc) + b)
+    return keys // len(svc), keys % len(svc)
+
+
+def merge_pairs(
+    left: np.ndarray, right: np.ndarray, name_sim: np.ndarray, ta: np.ndarray, tb: np.ndarray, n_nodes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The name candidates and the topology candidates as one sorted pair list: name evidence (0 where
+    only the topology proposed a pair) and a 0/1 topology flag per pair."""
+    keys = left.astype(np.int64) * n_nodes + right
+    tkeys = ta.astype(np.int64) * n_nodes + tb
+    allk = sorted_unique(np.r_[keys, tkeys])
+    sim = np.zeros(len(allk))
+    sim[np.searchsorted(allk, keys)] = name_sim
+    topo = np.zeros(len(allk))
+    topo[np.searchsorted(allk, tkeys)] = 1.0
+    return allk // n_nodes, allk % n_nodes, sim, topo
 
 
 def all_pairs(n_nodes: int, new_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -371,13 +455,29 @@ def passing_edges(
     config: GroupingConfig,
     step: float,
     hotness: sp.csr_matrix | None,
+    topology: np.ndarray | None = None,
 ) -> Edges:
-    """The candidate pairs whose evidence passes the thresholds, weighted (see the module docstring)."""
+    """The candidate pairs whose evidence passes the thresholds, weighted (see the module docstring).
+
+    ``topology`` (per pair, 1 where the services are neighbours) lends a pair ``topology_weight`` of
+    name evidence, so a cascade's hops link on their shapes though their names differ."""
     strength = np.abs(shape) if config.shape_absolute else shape
     ok = (strength >= config.min_shape) | (gap <= config.co_onset_s)
-    weight = name_sim * (0.5 + 0.5 * np.maximum(strength, 0.0))
+    link = name_sim if topology is None else np.maximum(name_sim, config.topology_weight * topology)
+    if topology is not None:
+        ok &= link >= config.min_name - 1e-12  # a topology-only pair below the name threshold links nothing
+    weight = link * (0.5 + 0.5 * np.maximum(strength, 0.0))
     return Edges(
-        left[ok], right[ok], weight[ok], name_sim[ok], shape[ok], lag[ok].astype(np.int64), gap[ok], step, hotness
+        left[ok],
+        right[ok],
+        weight[ok],
+        name_sim[ok],
+        shape[ok],
+        lag[ok].astype(np.int64),
+        gap[ok],
+        step,
+        hotness,
+        None if topology is None else topology[ok],
     )
 
 
@@ -520,13 +620,19 @@ def _pair_similarity(
     return out
 
 
-def components(n_nodes: int, edges: Edges, config: GroupingConfig) -> list[np.ndarray]:
+def components(
+    n_nodes: int,
+    edges: Edges,
+    config: GroupingConfig,
+    explained: Callable[[np.ndarray], bool] | None = None,
+) -> list[np.ndarray]:
     """Connected components of the graph over ``n_nodes`` nodes, large ones cut where they are
     loosely knit (see the module docstring). Sorted by their smallest node.
 
     When the edges carry the nodes' hotness, a group whose nodes mostly (80%) share one hot
     pair is one problem explained by one property (a service, a country) and is not cut: only
     groups that no single property explains are examined for a low-conductance cut.
+    ``explained(nodes)`` may say so for other reasons (a cascade along the service topology).
     """
     if n_nodes == 0:
         return []
@@ -539,7 +645,7 @@ def components(n_nodes: int, edges: Edges, config: GroupingConfig) -> list[np.nd
     # bench: 1.15 s -> 0.73 s per tick with one thread); the results do not depend on it
     with threadpool_limits(1, user_api="blas"):
         for comp in _split_components(adj, np.arange(n_nodes)):
-            out.extend(_guard(adj, hot, comp, config, depth=0))
+            out.extend(_guard(adj, hot, comp, config, 0, explained))
     return sorted(out, key=lambda c: int(c.min()))
 
 
@@ -559,9 +665,19 @@ def _explained(hot: sp.csr_matrix | None, nodes: np.ndarray, share: float = 0.8)
 
 
 def _guard(
-    adj: sp.csr_matrix, hot: sp.csr_matrix | None, nodes: np.ndarray, config: GroupingConfig, depth: int
+    adj: sp.csr_matrix,
+    hot: sp.csr_matrix | None,
+    nodes: np.ndarray,
+    config: GroupingConfig,
+    depth: int,
+    explained: Callable[[np.ndarray], bool] | None = None,
 ) -> list[np.ndarray]:
-    if len(nodes) < config.guard_min_size or depth >= 12 or _explained(hot, nodes):
+    if (
+        len(nodes) < config.guard_min_size
+        or depth >= 12
+        or _explained(hot, nodes)
+        or (explained is not None and explained(nodes))
+    ):
         return [nodes]
     cut = lowest_conductance_cut(adj[nodes][:, nodes])
     if cut is None or cut[1] >= config.guard_conductance:
@@ -569,7 +685,7 @@ def _guard(
     out: list[np.ndarray] = []
     for part in (nodes[cut[0]], nodes[~cut[0]]):
         for comp in _split_components(adj, part):
-            out.extend(_guard(adj, hot, comp, config, depth + 1))
+            out.extend(_guard(adj, hot, comp, config, depth + 1, explained))
     return out
 
 

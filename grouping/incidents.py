@@ -40,12 +40,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
+import networkx as nx
 import numpy as np
 
 from grouping.graph import Edges, GroupingConfig, Node, build_edges, components, hot_properties, strongest_edges
 from grouping.names import NameIndex, parse
 from grouping.priority import PriorityModel
-from grouping.report import root_entity, root_metric, title
+from grouping.report import ENTITY_KEYS, root_entity, root_metric, title
+from grouping.topology import Topology
 
 Key = tuple[str, float]
 
@@ -171,12 +173,15 @@ class IncidentTracker:
         priority: PriorityModel | None = None,
         step: float = 60.0,
         retain_s: float = 86400.0,
+        topology: Topology | None = None,
     ) -> None:
         self.index = index
         self.config = config or GroupingConfig()
         self.priority = priority or PriorityModel()
         self.step = step
         self.retain_s = retain_s
+        #: the service dependency graph (declared, read from service-graph metrics, learnt from history)
+        self.topology = topology if topology is not None else Topology()
         self.incidents: dict[str, Incident] = {}
         self._of: dict[Key, str] = {}
         self._last_of_metric: dict[str, str] = {}
@@ -223,6 +228,23 @@ class IncidentTracker:
         for k, m in enumerate(todo):
             self._props[m] = dict(kv[c] for c in cols[ptr[k] : ptr[k + 1]])
 
+    def learn_names(self, metrics: Sequence[str]) -> int:
+        """Read service dependencies from service-graph metrics among ``metrics`` (registered names)."""
+        return self.topology.learn_names(self.props(m) for m in metrics if "=" in m or "{" in m)
+
+    def _services(self, metrics: Sequence[str]) -> tuple[np.ndarray, list[str]] | None:
+        """Per metric, the number of its service in the topology (-1: none), and the services by number;
+        None when the topology is empty."""
+        if not len(self.topology):
+            return None
+        names: dict[str, int] = {}
+        ids = np.full(len(metrics), -1, dtype=np.int64)
+        for i, m in enumerate(metrics):
+            svc = self.topology.service_of(self.props(m))
+            if svc is not None:
+                ids[i] = names.setdefault(svc, len(names))
+        return ids, list(names)
+
     # -- the tick ------------------------------------------------------------------------
 
     def update(
@@ -266,6 +288,9 @@ class IncidentTracker:
             # waiting anomalies restored from a saved state may predate the index
             self.index.add(sorted({a.metric for a in new + waiting if a.metric not in self.index}))
             self._learn_props([a.metric for a in new])
+            if new and self.topology.cooccur_min > 0:
+                onsets = [Topology.entity_of(self.props(a.metric)) for a in new]
+                self.topology.observe([s for s in onsets if s])
             changes += self._group_new(now, new + waiting, windows, touched)
         for iid in sorted(touched):
             inc = self.incidents[iid]
@@ -295,13 +320,25 @@ class IncidentTracker:
         # saved state may predate the index
         self.index.add(sorted({m.metric for m in old if m.metric not in self.index}))
         n_new = len(new)
-        edges = build_edges(nodes, np.arange(n_new), self.index, windows, self.config, self.step)
+        svc = self._services([nd.metric for nd in nodes])
+        services, adjacent, explained = None, None, None
+        if svc is not None:
+            services, svc_names = svc
+            topo = self.topology
+
+            def adjacent(a: int, b: int) -> bool:
+                return topo.adjacent(svc_names[a], svc_names[b])
+
+            def explained(part: np.ndarray) -> bool:
+                return self._cascade(services[part], svc_names)
+
+        edges = build_edges(nodes, np.arange(n_new), self.index, windows, self.config, self.step, services, adjacent)
         self.last_edges = edges
         inner = edges.subset(edges.right < n_new)
         cross = edges.subset(edges.right >= n_new)
         incident_of_node = np.array([nd.incident or "" for nd in nodes], dtype=object)
         comp_of = np.empty(n_new, dtype=np.int64)
-        comps = components(n_new, inner, self.config)
+        comps = components(n_new, inner, self.config, explained)
         for k, comp in enumerate(comps):
             comp_of[comp] = k
         old_nodes_of: dict[str, list[int]] = {}
@@ -313,7 +350,11 @@ class IncidentTracker:
         changes: list[IncidentChange] = []
         for k, comp in enumerate(comps):
             fresh = sorted(int(i) for i in comp)
-            tg = targets.get(k, [])
+            tg = self._still_growing(targets.get(k, []), [new[i] for i in fresh], each[fresh])
+            if tg is None:  # a new problem without the evidence of its own yet: it waits for more
+                for i in fresh:
+                    self._pending[(new[i].metric, new[i].start)] = self._member(new[i], now)
+                continue
             if not tg:
                 opened_on = self._opens([new[i] for i in fresh], each[fresh])
                 if opened_on is None:  # too little evidence yet: its anomalies wait
@@ -359,6 +400,53 @@ class IncidentTracker:
             key = (new[i].metric, new[i].start)
             self.incidents[self._of[key]].members[key].evidence = {"to": nodes[peer].metric, **ev}
         return changes
+
+    def _cascade(self, services: np.ndarray, names: list[str]) -> bool:
+        """Whether a group of anomalies is one failure spread along the topology: nearly all (80%) of
+        them are on services of the graph, and those services are connected in it."""
+        on = services[services >= 0]
+        if len(on) < SCOPE_SHARE * len(services):
+            return False
+        involved = {names[int(i)] for i in np.unique(on)}
+        if len(involved) < 2:
+            return False
+        return bool(nx.is_connected(self.topology.graph.subgraph(involved).to_undirected(as_view=True)))
+
+    def _still_growing(
+        self, targets: list[str], anomalies: Sequence[AnomalyLike], each: np.ndarray
+    ) -> list[str] | None:
+        """The incidents a cluster may join. A cluster that starts ``new_onset_gap_steps`` or more after
+        the newest onset of every incident it links to (on the cluster's own hosts or services, when
+        the incident has members there) is a new problem on the same metrics or service, not more of
+        the old one, which may still be open: with the evidence to open an incident of its own it
+        opens one (``[]``), else it waits for more evidence (None) like any cluster linked to no
+        incident. Incidents of both kinds linked: it joins those still growing."""
+        gap = self.config.new_onset_gap_steps
+        if not targets or gap <= 0:
+            return targets
+        onset = min(a.start for a in anomalies)
+        entities = {self._entity(a.metric) for a in anomalies} - {None}
+        growing = [t for t in targets if onset - self._last_onset(self._current(t), entities) < gap * self.step - 1e-6]
+        if growing:
+            return growing
+        return [] if self._opens(anomalies, each) is not None else None
+
+    def _entity(self, metric: str) -> str | None:
+        """The most specific entity (host, pod, service, ...: :data:`ENTITY_KEYS`) a metric is of."""
+        p = self.props(metric)
+        for key in ENTITY_KEYS[:-1]:  # a region is not one entity
+            if key in p:
+                return f"{key}={p[key]}"
+        return None
+
+    def _last_onset(self, iid: str, entities: set[str | None]) -> float:
+        """The newest onset among the incident's members on ``entities`` (a new problem on a host or
+        service of the incident is judged against that host or service), else among all its members."""
+        inc = self.incidents[iid]
+        mine = [m.start for m in inc.members.values() if entities and self._entity(m.metric) in entities]
+        if mine:
+            return max(mine)
+        return max((m.start for m in inc.members.values()), default=inc.opened_at)
 
     @staticmethod
     def _member(a: AnomalyLike, now: float) -> Member:
@@ -442,19 +530,29 @@ class IncidentTracker:
         only when it bridges two or more incidents."""
         weight: dict[int, dict[str, float]] = {}
         linkers: dict[tuple[int, str], set[int]] = {}
-        for a, b, w in zip(cross.left.tolist(), cross.right.tolist(), cross.weight.tolist()):
+        cascade: set[tuple[int, str]] = set()  # (cluster, incident) linked along the service topology
+        for a, b, w, t in zip(cross.left.tolist(), cross.right.tolist(), cross.weight.tolist(), cross.topo().tolist()):
             k, iid = int(comp_of[a]), str(incident_of_node[b])
             per = weight.setdefault(k, {})
             per[iid] = per.get(iid, 0.0) + w
             linkers.setdefault((k, iid), set()).add(a)
+            if t > 0:
+                cascade.add((k, iid))
         out: dict[int, list[str]] = {}
         for k, cand in weight.items():
             fresh = [int(i) for i in comps[k]]
             ranked = sorted(cand, key=lambda t: (-cand[t], t))
-            joinable = [t for t in ranked if self._explains(hotness, fresh, old_nodes_of.get(t, []))]
+            # a failure spreading along a dependency is one problem, whatever the two services' scopes
+            joinable = [
+                t for t in ranked if (k, t) in cascade or self._explains(hotness, fresh, old_nodes_of.get(t, []))
+            ]
             if not joinable:
                 continue
-            if len(joinable) == 1 and not self._within(hotness, fresh, old_nodes_of.get(joinable[0], [])):
+            if (
+                len(joinable) == 1
+                and (k, joinable[0]) not in cascade
+                and not self._within(hotness, fresh, old_nodes_of.get(joinable[0], []))
+            ):
                 continue  # a wider cluster that bridges nothing: it would widen the incident's scope
             best = joinable[0]
             out[k] = [best] + [
@@ -575,9 +673,15 @@ class IncidentTracker:
         pr = self.priority.score(members, props, inc.last_activity)
         inc.priority, inc.priority_score = pr.level, pr.score
         inc.priority_parts = {**pr.parts, "evidence": inc.evidence}  # what opened it, beside the priority's parts
-        inc.root = root_metric(members, lambda m: self.priority.importance(m, props[m]))
+        importance = lambda m: self.priority.importance(m, props[m])  # noqa: E731
+        inc.root = root_metric(members, importance)
         hot = hot_properties(self.index, metrics, self.config) if len(metrics) > 1 else []
         inc.root_entity = root_entity(metrics, props, hot)
+        cascade_root = self._cascade_root(members, props)
+        if cascade_root is not None:
+            key, svc = cascade_root
+            inc.root = root_metric([m for m in members if props[m.metric].get(key) == svc], importance)
+            inc.root_entity = f"{key}={svc}"
         inc.title = title(members, props, inc.root, inc.root_entity)
         inc.version += 1
         for m in metrics:
@@ -585,6 +689,23 @@ class IncidentTracker:
         if inc.version > 1 and pr.level != before:
             return [IncidentChange(inc.id, "priority_changed", now, {"from": before, "to": pr.level})]
         return []
+
+    def _cascade_root(self, members: Sequence[Member], props: dict[str, dict[str, str]]) -> tuple[str, str] | None:
+        """``(label, service)`` where a cascade came from: the failing service that calls no other
+        failing one (:meth:`Topology.root`); None when the members are on fewer than two services
+        of the topology."""
+        if not len(self.topology):
+            return None
+        first: dict[str, float] = {}
+        keys: dict[str, str] = {}
+        for m in members:
+            p = props[m.metric]
+            svc = self.topology.service_of(p)
+            if svc is not None:
+                first[svc] = min(first.get(svc, m.start), m.start)
+                keys.setdefault(svc, self.topology.service_key(p) or "service")
+        root = self.topology.root(first, 0.5 * self.step)  # the callee-most of those failing first
+        return None if root is None else (keys[root], root)
 
     def _resolve(self, now: float) -> list[IncidentChange]:
         out = []
@@ -625,6 +746,7 @@ class IncidentTracker:
             "incidents": [inc.to_dict() for inc in self.incidents.values()],
             "last_of_metric": dict(self._last_of_metric),
             "pending": [asdict(m) for m in self.pending()],
+            "topology": self.topology.to_state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -640,3 +762,5 @@ class IncidentTracker:
         for d in state.get("pending", []):
             mem = Member(**d)
             self._pending[mem.key] = mem
+        if "topology" in state:
+            self.topology.load_state(state["topology"])

@@ -56,7 +56,7 @@ from detectors import AnomalyTracker, Detector, Scores
 from detectors.collective import CollectiveEvidence
 from detectors.rules import CompiledRules
 from grouping.incidents import IncidentTracker
-from grouping.names import MetricNameError, NameIndex, normalize
+from grouping.names import MetricNameError, NameIndex, normalize, parse
 from workers import models as m
 from workers.db import Database
 from workers.pipeline import (
@@ -162,6 +162,7 @@ class Runtime:
         self._detector: Detector | None = None
         self._rules: CompiledRules | None = None
         self.index = NameIndex(graphite=settings.graphite)
+        self.topology = settings.topology()  # declared, plus what service-graph metrics name (see warm)
         # (step they are at, anomaly tracker, incident tracker, collective evidence): kept while this
         # process commits steps
         self._state: tuple[int, AnomalyTracker, IncidentTracker, CollectiveEvidence | None] | None = None
@@ -549,6 +550,8 @@ class Runtime:
             known = len(self.index)
             if known < len(self.registry.names):  # the name index knows every metric, in registration order
                 self.index.add(self.registry.names[known:])
+                # service-graph metrics name dependencies
+                self.topology.learn_names(parse(n) for n in self.registry.names[known:] if "{" in n or "=" in n)
             return len(self.index)
 
     def rules(self) -> CompiledRules | None:
@@ -576,7 +579,9 @@ class Runtime:
         anomalies = AnomalyTracker(
             s.threshold, s.release, s.quiet_steps, detector=getattr(self.detector, "name", type(self.detector).__name__)
         )
-        incidents = IncidentTracker(self.index, s.grouping_config(), s.priority_model, step=s.step_s)
+        incidents = IncidentTracker(
+            self.index, s.grouping_config(), s.priority_model, step=s.step_s, topology=self.topology.copy()
+        )
         collective = make_collective(s)
         raw = self.r.get(self.k("tick", "state"))
         if raw:

@@ -231,7 +231,11 @@ class Pipeline:
             detector=getattr(self.detector, "name", type(self.detector).__name__),
         )
         self.incidents = IncidentTracker(
-            self.index, settings.grouping_config(), settings.priority_model, step=settings.step_s
+            self.index,
+            settings.grouping_config(),
+            settings.priority_model,
+            step=settings.step_s,
+            topology=settings.topology(),
         )
         self.clock = clock
         self.last_scored: int | None = None  # slot number of the newest step scored
@@ -267,6 +271,7 @@ class Pipeline:
         rows, new = self.registry.rows(names)
         if new:
             self.index.add(new)
+            self.incidents.learn_names(new)  # service-graph metrics name dependencies
             if self.database is not None:
                 self.database.ensure_metrics(new)
         return rows

@@ -18,6 +18,7 @@ from detectors.rules import DetectorRuleError, DetectorRules
 from grouping.graph import GroupingConfig
 from grouping.graphite import GraphiteTemplateError, GraphiteTemplates
 from grouping.priority import DEFAULT_RULES, PriorityConfigError, PriorityModel
+from grouping.topology import DependencyError, Topology, parse_dependencies
 
 
 class Settings(BaseSettings):
@@ -98,6 +99,22 @@ class Settings(BaseSettings):
         2, ge=1, description="threads for the evidence of a tick's candidate pairs (results do not depend on it)"
     )
     priority_rules_file: Path | None = None
+    dependencies_file: Path | None = Field(
+        None,
+        description="the service dependency graph: a CSV of 'caller,callee' lines (header, weight column allowed)",
+    )
+    topology_weight: float = Field(
+        0.75, ge=0, le=1, description="name evidence lent to anomalies of services adjacent in the topology (0: off)"
+    )
+    cascade_window_s: float = Field(
+        300.0, ge=0, description="onsets of two adjacent services this close (and at least one step) may link"
+    )
+    cooccur_min: int = Field(
+        4, ge=0, description="onsets together before history links two services (0: do not learn from history)"
+    )
+    new_onset_gap_steps: int = Field(
+        5, ge=0, description="a cluster starting this many steps after its incident's newest onset is a new problem"
+    )
     graphite_templates: list[str] = Field(
         default_factory=list,
         description='templates for dotted Graphite names, as a JSON list: ["servers.* .host.measurement*"]',
@@ -165,6 +182,8 @@ class Settings(BaseSettings):
                 GraphiteTemplates(self.graphite_templates)
             except GraphiteTemplateError as exc:
                 raise ValueError(f"STORMEYE_GRAPHITE_TEMPLATES: {exc}") from None
+        if self.dependencies_file is not None:
+            self.dependencies  # noqa: B018 - a bad line fails at start, with its line number
         if self.shape_points > self.retention_points:
             raise ValueError("STORMEYE_SHAPE_POINTS must not exceed STORMEYE_RETENTION_POINTS")
         return self
@@ -184,7 +203,29 @@ class Settings(BaseSettings):
             open_after_points=self.open_after_points,
             open_after_min_weight=self.open_after_min_weight,
             threads=self.grouping_threads,
+            topology_weight=self.topology_weight,
+            cascade_window_s=self.cascade_window_s,
+            new_onset_gap_steps=self.new_onset_gap_steps,
         )
+
+    def topology(self) -> Topology:
+        """A new service topology holding the declared dependencies (``STORMEYE_DEPENDENCIES_FILE``);
+        the tracker adds what service-graph metrics and history teach."""
+        return Topology(self.dependencies, cooccur_min=self.cooccur_min)
+
+    @cached_property
+    def dependencies(self) -> list[tuple[str, str]]:
+        """``(caller, callee)`` edges of ``STORMEYE_DEPENDENCIES_FILE`` (empty when unset)."""
+        if self.dependencies_file is None:
+            return []
+        path = Path(self.dependencies_file)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise DependencyError(f"STORMEYE_DEPENDENCIES_FILE: {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DependencyError(f"STORMEYE_DEPENDENCIES_FILE: {path} cannot be read ({exc})") from None
+        return parse_dependencies(text, str(path))
 
     @cached_property
     def graphite(self) -> GraphiteTemplates | None:
