@@ -426,10 +426,25 @@ class IncidentTracker:
             return targets
         onset = min(a.start for a in anomalies)
         entities = {self._entity(a.metric) for a in anomalies} - {None}
-        growing = [t for t in targets if onset - self._last_onset(self._current(t), entities) < gap * self.step - 1e-6]
+        growing = [t for t in targets if not self._new_problem(self._current(t), onset, entities, gap)]
         if growing:
             return growing
         return [] if self._opens(anomalies, each) is not None else None
+
+    def _new_problem(self, iid: str, onset: float, entities: set[str | None], gap: int) -> bool:
+        """Whether a cluster starting at ``onset`` on ``entities`` (hosts, services) is a new problem
+        rather than more of incident ``iid``: the incident's members there (all its members when none
+        are there) last started a quiet spell ago that is at least ``gap`` steps and at least half
+        as long as the incident had been going on. A young incident (a fault a few minutes old)
+        is told apart from the next fault by a few quiet minutes; an incident that has been
+        growing in waves for an hour needs a longer silence before a wave is something else."""
+        inc = self.incidents[iid]
+        there = [m for m in inc.members.values() if entities and self._entity(m.metric) in entities]
+        mine = there or list(inc.members.values())
+        if not mine:
+            return False
+        quiet = onset - max(m.start for m in mine)
+        return quiet >= max(gap * self.step, 0.5 * (onset - inc.start)) - 1e-6
 
     def _entity(self, metric: str) -> str | None:
         """The most specific entity (host, pod, service, ...: :data:`ENTITY_KEYS`) a metric is of."""
@@ -438,15 +453,6 @@ class IncidentTracker:
             if key in p:
                 return f"{key}={p[key]}"
         return None
-
-    def _last_onset(self, iid: str, entities: set[str | None]) -> float:
-        """The newest onset among the incident's members on ``entities`` (a new problem on a host or
-        service of the incident is judged against that host or service), else among all its members."""
-        inc = self.incidents[iid]
-        mine = [m.start for m in inc.members.values() if entities and self._entity(m.metric) in entities]
-        if mine:
-            return max(mine)
-        return max((m.start for m in inc.members.values()), default=inc.opened_at)
 
     @staticmethod
     def _member(a: AnomalyLike, now: float) -> Member:
