@@ -215,3 +215,33 @@ def test_the_topology_is_given_two_ways(cascaded: Storm, tmp_path: Path) -> None
     assert {parse(m)[NAME_KEY] for m in members} <= {*ESTATE_METRICS, QUEUE_METRIC} | {
         parse(m)[NAME_KEY] for m in cascaded.names[: cascaded.families.index("cascade")]
     }
+
+
+def test_cascade_figures_score_cascades_alone(cascaded: Storm) -> None:
+    from workers.quality import evaluate_storm
+
+    def member(m: str, inc: object) -> dict[str, object]:
+        return {"metric": m, "start": inc.start, "end": inc.end}  # type: ignore[attr-defined]
+
+    cascades = [i for i in cascaded.incidents if i.family == "cascade"]
+    whole = [
+        {
+            "id": f"c{i.id}",
+            "members": [member(m, i) for m in i.members],
+            "root": next(m for m in i.members if parse(m)["service"] == i.root),
+            "root_entity": None,
+        }
+        for i in cascades
+    ]
+    f = evaluate_storm(cascaded, whole)
+    assert f["cascade_pairwise_f1"] == 1.0 and f["cascade_incidents_true"] == f["cascade_incidents_pred"] == 4
+    assert f["cascade_one_incident"] == f["cascade_root_hit"] == 4 and f["cascade_detection_recall"] == 1.0
+    split = [  # one incident per service, as names alone would give
+        {"id": f"c{i.id}-{m}", "members": [member(m, i)], "root": m, "root_entity": None}
+        for i in cascades
+        for m in i.members
+    ]
+    g = evaluate_storm(cascaded, split)
+    assert g["cascade_pairwise_recall"] == 0.0 and g["cascade_one_incident"] == 0
+    assert g["cascade_incidents_pred"] == sum(len(i.members) for i in cascades)
+    assert evaluate_storm(simulate_storm(seed=4, n_metrics=300, n_incidents=4), [])["cascade_pairwise_f1"] is None
