@@ -61,6 +61,7 @@ def demo(
     seed: int = typer.Option(0, help="seed of the simulated storm"),
     metrics: int = typer.Option(2000, help="number of metrics"),
     incidents: int = typer.Option(10, help="number of multi-metric incidents"),
+    cascades: int = typer.Option(4, help="outages cascading through a microservice estate (0: none)"),
     as_json: bool = typer.Option(False, "--json", help="print the figures as one JSON object"),
     database: str | None = typer.Option(None, help="database URL (default: STORMEYE_DATABASE_URL)"),
 ) -> None:
@@ -79,6 +80,7 @@ def demo(
             n_incidents=incidents,
             database=db,
             progress=lambda k, n: prog.update(task, completed=k, total=n),
+            cascades=cascades,
         )
     f = result.figures
     if as_json:
@@ -112,8 +114,23 @@ def demo(
         ("pairwise F1", f["pairwise_f1"]),
         ("adjusted Rand index", f["ari"]),
         ("median detection delay (s)", f["detection_delay_s_p50"]),
-        ("seconds", f["seconds"]),
     ]
+    if f["cascade_incidents_true"]:
+        rows += [
+            ("pairwise F1 / ARI of everything but the cascades", f"{f['other_pairwise_f1']} / {f['other_ari']}"),
+            (
+                "cascades: true, incidents holding them, found as one, root hit",
+                f"{f['cascade_incidents_true']}, {f['cascade_incidents_pred']}, "
+                f"{f['cascade_one_incident']}, {f['cascade_root_hit']}",
+            ),
+            (
+                "cascades: pairwise P / R / F1, ARI",
+                f"{f['cascade_pairwise_precision']} / {f['cascade_pairwise_recall']} / "
+                f"{f['cascade_pairwise_f1']}, {f['cascade_ari']}",
+            ),
+            ("cascades: detection recall", f["cascade_detection_recall"]),
+        ]
+    rows.append(("seconds", f["seconds"]))
     for k, v in rows:
         q.add_row(k, str(v))
     out.print(q)

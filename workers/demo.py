@@ -54,9 +54,15 @@ def run_demo(
     n_incidents: int = 10,
     database: Database | None = None,
     progress: Callable[[int, int], None] | None = None,
+    cascades: int = 4,
 ) -> DemoResult:
+    """The demo storm: ``n_metrics`` metrics with ``n_incidents`` incidents (and the simulator's
+    other patterns), plus a microservice estate with ``cascades`` cascades (0: the storm as it
+    was before cascades, value for value)."""
     t0 = time.perf_counter()
-    storm = simulate_storm(seed=seed, n_metrics=n_metrics, n_incidents=n_incidents, step=settings.step_s)
+    storm = simulate_storm(
+        seed=seed, n_metrics=n_metrics, n_incidents=n_incidents, step=settings.step_s, cascades=cascades
+    )
     pipe, incidents = run_storm(storm, settings, database, progress)
     figures = evaluate_storm(storm, incidents, anomalies=pipe.anomaly_list())
     figures["seconds"] = round(time.perf_counter() - t0, 2)

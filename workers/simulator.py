@@ -15,12 +15,25 @@ members lag each other by a few steps, and some in-scope metrics are left untouc
 distractors. Unrelated singleton anomalies are added too. The ground truth records for every
 incident its members and time span.
 
+With ``cascades=N`` a third family comes on top, a microservice estate in Prometheus naming
+(:func:`simulate_cascades`): ``http_requests_total``, ``http_errors_total``,
+``http_latency_p99_seconds`` and ``process_cpu_ratio`` per service and region, ``queue_depth``
+per service, and one ``traces_service_graph_request_total{client,region,server}`` series per
+dependency edge and region. Its services call each other along a random tiered dependency
+graph (``Storm.dependencies``, also written as a ``caller,callee`` file by
+:meth:`Storm.write_dependencies`); a cascade starts at one service and spreads to its callers
+hop by hop, 1-3 steps a hop, each service's metrics ramping over about 10 steps. Its members
+share a region at most, so their names cannot link them. The estate has a random stream of its
+own: the other families' values and truth are the same with and without it.
+
 Everything is deterministic for a given seed.
 """
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -111,6 +124,24 @@ class TruthIncident:
     family: str = "business"
     singleton: bool = False
     lags: tuple[int, ...] = ()
+    root: str | None = None  # cascades: the service where the problem started (the upstream-most callee)
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """How one simulated cascade spread: per service its onset step and the callee it caught it from."""
+
+    incident: int  # the TruthIncident id
+    root: str
+    region: str
+    kind: str  # one of CASCADE_KINDS
+    onsets: dict[str, int]  # service -> step (index into Storm.timestamps) where its ramp starts
+    parents: dict[str, str]  # caller -> the callee whose failure reached it (the root has none)
+    end: int  # step where the root recovers (callers recover their lag later)
+
+    @property
+    def services(self) -> list[str]:
+        return sorted(self.onsets, key=lambda s: (self.onsets[s], s))
 
 
 @dataclass
@@ -125,6 +156,12 @@ class Storm:
     history_steps: int  # leading steps that hold no incident: what a running service already has
     incidents: list[TruthIncident]
     seed: int
+    dependencies: list[tuple[str, str]] = field(default_factory=list)  # (caller, callee) of the estate
+    cascades: list[Cascade] = field(default_factory=list)
+
+    def write_dependencies(self, path: str | Path) -> None:
+        """The estate's dependency graph as an operator's file: a ``caller,callee`` header, one edge a line."""
+        write_dependencies(path, self.dependencies)
 
     @property
     def storm_start(self) -> float:
@@ -293,6 +330,8 @@ def simulate_storm(
     concurrent: int = 1,
     weak: int = 1,
     blips: int | None = None,
+    cascades: int = 0,
+    services: int | None = None,
 ) -> Storm:
     """Simulate ``n_metrics`` metrics and a storm of ``n_incidents`` incidents in its last ``storm_steps``.
 
@@ -302,6 +341,11 @@ def simulate_storm(
     (two true incidents), ``concurrent`` pairs of unrelated hosts failing in the same minute,
     ``weak`` incidents whose many members each move only 2-4 sigma, and ``blips`` harmless
     one-point blips that no operator would label (default: one per incident; not in the truth).
+
+    ``cascades`` > 0 adds the microservice estate of :func:`simulate_cascades` (``services``
+    services, default 24-40 at random) with that many cascades, its metrics after the others and
+    its incidents after theirs. It draws from a random stream of its own, so everything else is
+    the same as with ``cascades=0``.
     """
     if n_metrics < 20:
         raise ValueError("n_metrics must be at least 20")
@@ -382,7 +426,7 @@ def simulate_storm(
     for i in rng.choice(free, size=min(harmless, len(free)), replace=False):
         j = int(rng.integers(history_steps + 20, T - 5))
         values[i, j] += (1 if rng.random() < 0.5 else -1) * rng.uniform(3.5, 5.0) * sigma[i]
-    return Storm(
+    storm = Storm(
         names=names,
         families=families,
         timestamps=t,
@@ -392,6 +436,15 @@ def simulate_storm(
         incidents=world.incidents,
         seed=seed,
     )
+    if cascades > 0:
+        estate = simulate_cascades(seed, t, history_steps, cascades, n_services=services, first_id=len(storm.incidents))
+        storm.names = storm.names + estate.names
+        storm.families = storm.families + ["cascade"] * len(estate.names)
+        storm.values = np.vstack([storm.values, estate.values])
+        storm.incidents = storm.incidents + estate.incidents
+        storm.dependencies = estate.dependencies
+        storm.cascades = estate.cascades
+    return storm
 
 
 class _World:
@@ -513,3 +566,335 @@ def _apply(
         ramp = np.linspace(0.0, 1.0, t1 - t0) * mag * 1.5 * s
         row[t0:t1] += direction * ramp
     np.maximum(row[t0:t1], 0.0, out=row[t0:t1], where=np.isfinite(row[t0:t1]))
+
+
+# --- the microservice estate and its cascades (issue 17) -------------------------------------
+
+CASCADE_KINDS = ("errors", "latency", "traffic_drop", "saturation")
+ESTATE_REGIONS = ("us-east", "eu", "ap")
+ESTATE_METRICS = ("http_requests_total", "http_errors_total", "http_latency_p99_seconds", "process_cpu_ratio")
+QUEUE_METRIC = "queue_depth"  # per service, no region: a shared broker queue
+SERVICE_GRAPH_METRIC = "traces_service_graph_request_total"  # {client, region, server}: one series per edge
+FRONTENDS = ["web", "mobile-bff", "partner-api", "admin-portal", "storefront", "graphql-edge"]
+MIDTIER = [
+    "order-svc",
+    "cart-svc",
+    "checkout-svc",
+    "payment-svc",
+    "user-svc",
+    "search-svc",
+    "catalog-svc",
+    "pricing-svc",
+    "promo-svc",
+    "review-svc",
+    "wishlist-svc",
+    "loyalty-svc",
+    "fraud-svc",
+    "tax-svc",
+    "shipping-svc",
+    "quote-svc",
+    "media-svc",
+    "feed-svc",
+    "ads-svc",
+    "recommend-svc",
+    "identity-svc",
+    "invoice-svc",
+    "refund-svc",
+    "stock-svc",
+    "geo-svc",
+    "notify-svc",
+]
+BACKENDS = [
+    "orders-db",
+    "users-db",
+    "catalog-db",
+    "payments-db",
+    "ledger-db",
+    "inventory-db",
+    "session-cache",
+    "product-cache",
+    "search-index",
+    "event-bus",
+    "blob-store",
+    "geo-db",
+    "rate-limiter",
+    "config-store",
+]
+# what a failing service of each kind shows: (metric, probability that it shows it)
+CASCADE_EFFECTS = {
+    "errors": (("http_errors_total", 1.0), ("http_latency_p99_seconds", 0.4)),
+    "latency": (("http_latency_p99_seconds", 1.0), (QUEUE_METRIC, 0.3)),
+    "traffic_drop": (("http_requests_total", 1.0), ("process_cpu_ratio", 0.4)),
+    "saturation": (("process_cpu_ratio", 1.0), (QUEUE_METRIC, 0.6)),
+}
+HOP_LAG_STEPS = (1, 3)  # a caller fails 1-3 steps after its callee
+RAMP_STEPS = (8, 12)  # each hit metric ramps to its full change over about 10 steps
+CASCADE_SIZE = (3, 7)  # services per cascade
+
+
+@dataclass
+class Estate:
+    """The microservice estate of :func:`simulate_cascades`: its metrics and the cascades in them."""
+
+    names: list[str]
+    values: np.ndarray  # (len(names), T)
+    incidents: list[TruthIncident]
+    dependencies: list[tuple[str, str]]  # (caller, callee), sorted
+    cascades: list[Cascade]
+    tiers: list[list[str]]  # frontends, API tier, domain tier, backends
+    regions: list[str]
+
+
+def write_dependencies(path: str | Path, edges: list[tuple[str, str]]) -> None:
+    """Write ``caller,callee`` edges as CSV with a header line (the operator's dependency file)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(["caller", "callee"])
+        out.writerows(edges)
+
+
+def service_graph(rng: np.random.Generator, n_services: int) -> tuple[list[list[str]], list[tuple[str, str]]]:
+    """A random tiered dependency DAG: frontends call API services call domain services call
+    backends (a quarter of the calls skip a tier); every service below the frontends has a caller."""
+    if not 10 <= n_services <= 40:
+        raise ValueError("services must be between 10 and 40")
+    n_front = int(rng.integers(3, 6))
+    n_back = max(3, round(0.3 * n_services))
+    n_mid = n_services - n_front - n_back
+    front = [str(x) for x in rng.choice(FRONTENDS, n_front, replace=False)]
+    mid = [str(x) for x in rng.choice(MIDTIER, n_mid, replace=False)]
+    back = [str(x) for x in rng.choice(BACKENDS, n_back, replace=False)]
+    tiers = [front, mid[: n_mid // 2], mid[n_mid // 2 :], back]
+    edges: set[tuple[str, str]] = set()
+    for k in range(3):
+        for caller in tiers[k]:
+            lo, hi = (2, 5) if k == 0 else (1, 3)
+            for _ in range(int(rng.integers(lo, hi + 1))):
+                tier = k + 1 if k == 2 or rng.random() < 0.75 else int(rng.integers(k + 2, 4))
+                edges.add((caller, tiers[tier][int(rng.integers(len(tiers[tier])))]))
+    for k in range(1, 4):
+        called = {b for _, b in edges}
+        for callee in tiers[k]:
+            if callee not in called:
+                edges.add((tiers[k - 1][int(rng.integers(len(tiers[k - 1])))], callee))
+    return tiers, sorted(edges)
+
+
+def simulate_cascades(
+    seed: int,
+    t: np.ndarray,
+    history_steps: int,
+    n_cascades: int,
+    n_services: int | None = None,
+    regions: tuple[str, ...] = ESTATE_REGIONS,
+    first_id: int = 0,
+) -> Estate:
+    """A microservice estate over timestamps ``t`` with ``n_cascades`` cascades after ``history_steps``.
+
+    Metrics: ``http_requests_total``, ``http_errors_total`` (per-step increments, what ``rate``
+    gives), ``http_latency_p99_seconds`` and ``process_cpu_ratio`` per service and region,
+    ``queue_depth`` per service, and ``traces_service_graph_request_total{client,region,server}``
+    per dependency edge and region: steady request rates, never hit by a cascade and never in the
+    truth (topology a mesh or tracing setup exports, not symptoms).
+
+    A cascade starts at a service with callers (its root, a callee) in one region and spreads to
+    a random non-empty subset of the callers of each failing service, hop by hop, each 1-3 steps
+    later, 3-7 services in all. Its kind (errors up, latency up, traffic drop, saturation: cpu and
+    queue up) says which metrics of each service it hits; each ramps over 8-12 steps, holds, and
+    recovers in 5 steps. Cascades come in pairs that start within 3 steps of each other; cascades
+    overlapping in time have services of their own, and no service of one calls or is called by a
+    service of the other (no path between them inside the cascades); cascades apart in time may
+    hit the same services again. Each
+    cascade is one :class:`TruthIncident` of family ``cascade`` with its ``root`` service.
+
+    Draws from ``np.random.default_rng([seed, 17])`` only.
+    """
+    rng = np.random.default_rng([seed, 17])
+    T = len(t)
+    regions = tuple(regions)
+    tiers, edges = service_graph(rng, int(rng.integers(24, 41)) if n_services is None else n_services)
+    services = [s for tier in tiers for s in tier]
+    tier_of = {s: k for k, tier in enumerate(tiers) for s in tier}
+    callers: dict[str, list[str]] = {s: [] for s in services}
+    neighbours: dict[str, set[str]] = {s: set() for s in services}
+    for a, b in edges:
+        callers[b].append(a)
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+
+    # normal behaviour: traffic with a daily cycle per region, and what follows from it
+    day = 2 * np.pi * (t - t[0]) / 86400.0
+    diurnal = {r: 1.0 + rng.uniform(0.2, 0.4) * np.sin(day + rng.uniform(0, 2 * np.pi)) for r in regions}
+    share = {r: rng.uniform(0.6, 1.4) for r in regions}
+    level = {s: rng.uniform(400.0, 3000.0) * (2.0 if tier_of[s] == 0 else 1.0) for s in services}
+    names: list[str] = []
+    means: list[np.ndarray] = []
+    noise: list[tuple[str, float]] = []  # ("count", 0) | ("lognormal", sigma) | ("ratio", sigma)
+    row: dict[tuple[str, str, str], int] = {}
+
+    def add(props: dict[str, str], mean: np.ndarray, how: tuple[str, float]) -> None:
+        if "service" in props:
+            row[(props[NAME_KEY], props["service"], props.get("region", ""))] = len(names)
+        names.append(canonical(props))
+        means.append(mean)
+        noise.append(how)
+
+    for s in services:
+        err_ratio, latency, cpu = rng.uniform(0.003, 0.02), rng.uniform(0.05, 0.6), rng.uniform(0.15, 0.45)
+        lat_sigma, cpu_cv = rng.uniform(0.06, 0.12), rng.uniform(0.03, 0.06)
+        for r in regions:
+            req = level[s] * share[r] * rng.uniform(0.8, 1.2) * diurnal[r]
+            labels = {"service": s, "region": r}
+            add({NAME_KEY: "http_requests_total", **labels}, req, ("count", 0.0))
+            add({NAME_KEY: "http_errors_total", **labels}, req * err_ratio, ("count", 0.0))
+            add(
+                {NAME_KEY: "http_latency_p99_seconds", **labels},
+                latency * (1.0 + 0.1 * (diurnal[r] - 1.0)),
+                ("lognormal", lat_sigma),
+            )
+            add({NAME_KEY: "process_cpu_ratio", **labels}, cpu * (0.7 + 0.3 * diurnal[r]), ("ratio", cpu * cpu_cv))
+        overall = np.mean([diurnal[r] for r in regions], axis=0)
+        add({NAME_KEY: QUEUE_METRIC, "service": s}, rng.uniform(5.0, 40.0) * overall, ("count", 0.0))
+    for a, b in edges:
+        for r in regions:
+            rate = level[a] * share[r] * rng.uniform(0.2, 1.0) * diurnal[r]
+            add({NAME_KEY: SERVICE_GRAPH_METRIC, "client": a, "region": r, "server": b}, rate, ("count", 0.0))
+    mean = np.vstack(means)
+
+    # the cascades: when, where, how they spread
+    idx = np.arange(T)
+    dur_hi = max(31, min(70, (T - history_steps) // 3))
+    placed: list[tuple[int, int, set[str]]] = []  # (first step, last step, services)
+    incidents: list[TruthIncident] = []
+    cascades: list[Cascade] = []
+    t0 = history_steps + 20
+    region = regions[0]
+    for k in range(n_cascades):
+        dur = int(rng.integers(30, dur_hi + 1))
+        if k % 2 == 1:  # the partner of the previous one: starts within 3 steps, unrelated
+            t0 = min(t0 + int(rng.integers(0, 4)), T - dur - 30)
+            region = region if rng.random() < 0.5 else regions[int(rng.integers(len(regions)))]
+        else:
+            t0 = int(rng.integers(history_steps + 20, max(history_steps + 21, T - dur - 30)))
+            region = regions[int(rng.integers(len(regions)))]
+        grown = _place(rng, services, tier_of, callers, neighbours, placed, t0, dur)
+        for _retry in range(5):  # no room beside the cascades of that time: another time
+            if grown is not None:
+                break
+            t0 = int(rng.integers(history_steps + 20, max(history_steps + 21, T - dur - 30)))
+            grown = _place(rng, services, tier_of, callers, neighbours, placed, t0, dur)
+        if grown is None:
+            continue  # no room left in the estate for another cascade at this time
+        onsets, parents = grown
+        kind = CASCADE_KINDS[int(rng.integers(len(CASCADE_KINDS)))]
+        members: list[str] = []
+        lags: list[int] = []
+        last = t0
+        for s in sorted(onsets, key=lambda x: (onsets[x], x)):
+            o = onsets[s]
+            hop, up = 0, s
+            while up in parents:
+                hop, up = hop + 1, parents[up]
+            fade = max(0.7, 0.9**hop)  # farther callers feel a little less of it
+            end = o + dur
+            ramp = np.clip((idx - o + 1) / int(rng.integers(RAMP_STEPS[0], RAMP_STEPS[1] + 1)), 0.0, 1.0)
+            p = np.minimum(ramp, np.clip(1.0 - (idx - end) / 5.0, 0.0, 1.0))
+            last = max(last, end + 5)
+            drop = rng.uniform(0.5, 0.85) * fade
+            for metric, prob in CASCADE_EFFECTS[kind]:
+                if prob < 1.0 and rng.random() >= prob:
+                    continue
+                j = row[(metric, s, "" if metric == QUEUE_METRIC else region)]
+                req = mean[row[("http_requests_total", s, region)]]
+                if metric == "http_errors_total":
+                    mean[j] += req * rng.uniform(0.08, 0.3) * fade * p
+                elif metric == "http_latency_p99_seconds":
+                    mean[j] *= 1.0 + rng.uniform(2.0, 5.0) * fade * p
+                elif metric == "http_requests_total":
+                    mean[j] *= 1.0 - drop * p
+                elif metric == "process_cpu_ratio" and kind == "traffic_drop":
+                    mean[j] *= 1.0 - 0.8 * drop * p
+                elif metric == "process_cpu_ratio":
+                    mean[j] += (0.97 - mean[j]) * rng.uniform(0.6, 0.95) * fade * p
+                else:  # queue_depth
+                    mean[j] *= 1.0 + rng.uniform(3.0, 10.0) * fade * p
+                members.append(names[j])
+                lags.append(o - t0)
+        placed.append((t0, last, set(onsets)))
+        root = next(s for s in onsets if s not in parents)
+        incidents.append(
+            TruthIncident(
+                id=first_id + len(incidents),
+                members=tuple(members),
+                start=float(t[t0]),
+                end=float(t[min(T - 1, last)]),
+                kind=kind,
+                scope={},  # queue_depth has no region: the members share nothing for sure
+                family="cascade",
+                lags=tuple(lags),
+                root=root,
+            )
+        )
+        cascades.append(Cascade(incidents[-1].id, root, region, kind, onsets, parents, t0 + dur))
+
+    # noise on top of the (now disturbed) means
+    values = np.empty_like(mean)
+    for j, (how, sigma) in enumerate(noise):
+        if how == "count":
+            values[j] = rng.poisson(np.maximum(mean[j], 0.0))
+        elif how == "lognormal":
+            values[j] = mean[j] * np.exp(sigma * rng.standard_normal(T) - sigma**2 / 2)
+        else:
+            values[j] = np.clip(mean[j] + sigma * rng.standard_normal(T), 0.0, 1.0)
+    values[rng.random(values.shape) < 0.003] = np.nan
+    return Estate(names, values, incidents, edges, cascades, tiers, list(regions))
+
+
+def _place(
+    rng: np.random.Generator,
+    services: list[str],
+    tier_of: dict[str, int],
+    callers: dict[str, list[str]],
+    neighbours: dict[str, set[str]],
+    placed: list[tuple[int, int, set[str]]],
+    t0: int,
+    dur: int,
+) -> tuple[dict[str, int], dict[str, str]] | None:
+    """A cascade of at least 3 services starting at step ``t0``, away from the cascades overlapping it."""
+    blocked: set[str] = set()  # the services of cascades overlapping this one in time, and their neighbours
+    for a0, a1, svcs in placed:
+        if a0 <= t0 + dur + 30 and t0 <= a1:
+            blocked |= svcs
+            for s in svcs:
+                blocked |= neighbours[s]
+    roots = [s for s in services if tier_of[s] > 0 and s not in blocked and any(c not in blocked for c in callers[s])]
+    for i in rng.permutation(len(roots)):
+        grown = _spread(rng, roots[int(i)], t0, callers, blocked)
+        if len(grown[0]) >= CASCADE_SIZE[0]:
+            return grown
+    return None
+
+
+def _spread(
+    rng: np.random.Generator, root: str, t0: int, callers: dict[str, list[str]], blocked: set[str]
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Grow a cascade from ``root`` to its callers, hop by hop: (onset step per service, parent per caller)."""
+    target = int(rng.integers(CASCADE_SIZE[0], CASCADE_SIZE[1] + 1))
+    onsets = {root: t0}
+    parents: dict[str, str] = {}
+    frontier = [root]
+    while frontier and len(onsets) < target:
+        nxt = []
+        for s in frontier:
+            cands = [c for c in callers[s] if c not in blocked and c not in onsets]
+            if not cands:
+                continue
+            keep = [c for c in cands if rng.random() < 0.6] or [cands[int(rng.integers(len(cands)))]]
+            for c in keep:
+                if len(onsets) >= target:
+                    break
+                onsets[c] = onsets[s] + int(rng.integers(HOP_LAG_STEPS[0], HOP_LAG_STEPS[1] + 1))
+                parents[c] = s
+                nxt.append(c)
+        frontier = nxt
+    return onsets, parents
