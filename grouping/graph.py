@@ -329,15 +329,18 @@ def build_edges(
     windows: Callable[[Sequence[str]], np.ndarray],
     config: GroupingConfig,
     step: float,
-    services: np.ndarray | None = None,
+    services: tuple[np.ndarray, np.ndarray] | None = None,
     adjacent: Callable[[int, int], bool] | None = None,
 ) -> Edges:
     """Edges wherever the evidence passes the thresholds, for pairs that involve a ``new`` node.
 
     Existing members were linked (or not) when they arrived. ``windows(metrics)`` returns the
-    recent windows of those metrics (rows in order, last column = now). ``services`` (per node, a
-    service number, -1 for none) and ``adjacent(s, t)`` (whether two services are neighbours in
-    the service topology) add the cascade candidates (:func:`topology_pairs`).
+    recent windows of those metrics (rows in order, last column = now). ``services`` — per node a
+    service number (-1 for none), and which numbers are the same service — with ``adjacent(s, t)``
+    (whether two are neighbours in the service topology) add the cascade candidates
+    (:func:`topology_pairs`), and drop name links between two different services the topology
+    knows but does not join: where the dependencies are known, sharing a region is no evidence
+    that two services' problems are one.
     """
     new_idx = np.asarray(new, dtype=np.int64)
     if not len(new_idx) or len(nodes) < 2:
@@ -351,9 +354,14 @@ def build_edges(
         left, right, name_sim = all_pairs(len(nodes), new_idx)
     topo: np.ndarray | None = None
     if services is not None and adjacent is not None and config.topology_weight > 0:
+        svc, same = services
         window = max(config.cascade_window_s, step)
-        ta, tb = topology_pairs(services, adjacent, starts, new_idx, window, config.max_neighbours)
+        ta, tb = topology_pairs(svc, adjacent, starts, new_idx, window, config.max_neighbours)
         left, right, name_sim, topo = merge_pairs(left, right, name_sim, ta, tb, len(nodes))
+        sl, sr = svc[left], svc[right]
+        apart = (sl >= 0) & (sr >= 0) & (topo == 0)
+        apart[apart] = ~same[sl[apart], sr[apart]]
+        left, right, name_sim, topo = left[~apart], right[~apart], name_sim[~apart], topo[~apart]
     if not len(left):
         out = Edges.empty(step)
         out.hotness = hotness

@@ -47,7 +47,7 @@ from grouping.graph import Edges, GroupingConfig, Node, build_edges, components,
 from grouping.names import NameIndex, parse
 from grouping.priority import PriorityModel
 from grouping.report import ENTITY_KEYS, root_entity, root_metric, title
-from grouping.topology import Topology
+from grouping.topology import LOCATION_KEYS, Topology
 
 Key = tuple[str, float]
 
@@ -232,17 +232,20 @@ class IncidentTracker:
         """Read service dependencies from service-graph metrics among ``metrics`` (registered names)."""
         return self.topology.learn_names(self.props(m) for m in metrics if "=" in m or "{" in m)
 
-    def _services(self, metrics: Sequence[str]) -> tuple[np.ndarray, list[str]] | None:
-        """Per metric, the number of its service in the topology (-1: none), and the services by number;
-        None when the topology is empty."""
+    def _services(self, metrics: Sequence[str]) -> tuple[np.ndarray, list[tuple[str, str | None]]] | None:
+        """Per metric, the number of its (service, location) in the topology (-1: none), and those pairs
+        by number; None when the topology is empty. The location is the metric's region, zone or
+        cluster (:data:`LOCATION_KEYS`): a dependency links a service's callers in the same place."""
         if not len(self.topology):
             return None
-        names: dict[str, int] = {}
+        names: dict[tuple[str, str | None], int] = {}
         ids = np.full(len(metrics), -1, dtype=np.int64)
         for i, m in enumerate(metrics):
-            svc = self.topology.service_of(self.props(m))
+            p = self.props(m)
+            svc = self.topology.service_of(p)
             if svc is not None:
-                ids[i] = names.setdefault(svc, len(names))
+                loc = next((p[k] for k in LOCATION_KEYS if k in p), None)
+                ids[i] = names.setdefault((svc, loc), len(names))
         return ids, list(names)
 
     # -- the tick ------------------------------------------------------------------------
@@ -321,16 +324,21 @@ class IncidentTracker:
         self.index.add(sorted({m.metric for m in old if m.metric not in self.index}))
         n_new = len(new)
         svc = self._services([nd.metric for nd in nodes])
-        services, adjacent, explained = None, None, None
+        services: tuple[np.ndarray, np.ndarray] | None = None
+        adjacent, explained = None, None
         if svc is not None:
-            services, svc_names = svc
+            node_services, svc_names = svc
             topo = self.topology
 
             def adjacent(a: int, b: int) -> bool:
-                return topo.adjacent(svc_names[a], svc_names[b])
+                (sa, la), (sb, lb) = svc_names[a], svc_names[b]
+                return (la is None or lb is None or la == lb) and topo.adjacent(sa, sb)
 
             def explained(part: np.ndarray) -> bool:
-                return self._cascade(services[part], svc_names)
+                return self._cascade(node_services[part], [n for n, _ in svc_names])
+
+            same_service = np.array([[a[0] == b[0] for b in svc_names] for a in svc_names], dtype=bool)
+            services = (node_services, same_service)
 
         edges = build_edges(nodes, np.arange(n_new), self.index, windows, self.config, self.step, services, adjacent)
         self.last_edges = edges

@@ -49,6 +49,9 @@ SERVICE_KEYS = (
     "destination_service",
 )
 
+#: labels that say where a service instance runs: a dependency links callers in the same place
+LOCATION_KEYS = ("region", "zone", "availability_zone", "cluster", "datacenter", "dc", "site")
+
 #: label pairs of service-graph metrics: (caller label, callee label)
 EDGE_LABELS = (
     ("source_workload", "destination_workload"),
