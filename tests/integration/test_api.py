@@ -97,7 +97,7 @@ def test_a_point_after_its_tick_is_kept_as_history_and_reported_late(sqlite_url:
     with client(sqlite_url) as c:
         for k in range(40):
             got = c.post("/api/v1/points", json=[{"metric": "cpu", "timestamp": t0 + k * step, "value": 1.0 + k % 3}])
-            assert got.json() == {"accepted": 1, "late": 0, "rejected": 0, "errors": []}
+            assert got.json() == {"accepted": 1, "late": 0, "merged": 0, "rejected": 0, "errors": []}
             c.app.state.service.tick(t0 + k * step)
         # step 20 was scored long ago: the point is stored (later windows see it) and reported late
         got = c.post("/api/v1/points", json=[{"metric": "cpu", "timestamp": t0 + 20 * step, "value": 5.0}]).json()
