@@ -536,8 +536,6 @@ def print_tables(result: dict[str, Any], tables: dict[str, dict[str, dict[str, A
                 style="dim" if ref else None,
             )
         con.print(tab)
-    for key, why in result["skipped"].items():
-        con.print(f"{key}: skipped ({why})")
 
 
 if __name__ == "__main__":
