@@ -35,7 +35,7 @@ from workers.distributed import Runtime, check_redis
 from workers.ingest import PointBatch, PointReader
 from workers.pipeline import Pipeline
 from workers.settings import Settings, get_settings
-from workers.store import WindowStore, last_of_each
+from workers.store import WindowStore
 
 MAX_POINTS_PER_REQUEST = 100_000
 
@@ -142,8 +142,8 @@ class Service:
                 keep.append(k)
         accepted = late = merged = 0
         if keep:  # repeats of a (metric, step) in this request: the last one given wins, the others are counted
-            codes = np.unique([names[k] for k in keep], return_inverse=True)[1]
-            merged = last_of_each(codes, np.floor(ts[keep] / store.step).astype(np.int64))[1]
+            steps = np.floor(ts[keep] / store.step).astype(np.int64).tolist()
+            merged = len(keep) - len(set(zip((names[k] for k in keep), steps, strict=True)))
         if keep and self.runtime is not None:
             accepted = self._accept_distributed(batch, [names[k] for k in keep], ts[keep], vals[keep], keep)
         elif keep:
