@@ -140,7 +140,10 @@ class Service:
                 )
             else:
                 keep.append(k)
-        accepted = late = 0
+        accepted = late = merged = 0
+        if keep:  # repeats of a (metric, step) in this request: the last one given wins, the others are counted
+            steps = np.floor(ts[keep] / store.step).astype(np.int64).tolist()
+            merged = len(keep) - len(set(zip((names[k] for k in keep), steps, strict=True)))
         if keep and self.runtime is not None:
             accepted = self._accept_distributed(batch, [names[k] for k in keep], ts[keep], vals[keep], keep)
         elif keep:
@@ -150,7 +153,7 @@ class Service:
                 late = self.pipeline.late_points - before
         errors = [{"where": e.where, "error": e.message} for e in batch.errors]
         # embedded mode keeps a point that arrived after its step was scored as history only: say so
-        return {"accepted": accepted, "late": late, "rejected": batch.rejected, "errors": errors}
+        return {"accepted": accepted, "late": late, "merged": merged, "rejected": batch.rejected, "errors": errors}
 
     def _redis_down(self, exc: Exception) -> HTTPException:
         return HTTPException(

@@ -171,6 +171,11 @@ def ingest(
     incidents = pipe.incident_list()
     if res.rejected_too_old:
         err.print(f"[yellow]{res.rejected_too_old} points arrived later than the window store keeps[/yellow]")
+    if res.merged or res.reordered:
+        err.print(
+            f"{res.merged} points shared a step with a later one of their metric (merged: the last one given wins); "
+            f"{res.reordered} came out of time order (sorted)"
+        )
     if as_json:
         keys = ("id", "priority", "title", "start", "end", "root", "root_entity", "status")
         print(
@@ -182,6 +187,8 @@ def ingest(
                     ],
                     "points": res.points,
                     "rejected": batch.rejected,
+                    "merged": res.merged,
+                    "reordered": res.reordered,
                     "step": settings.step_s,
                 }
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,6 +36,7 @@ __all__ = [
     "RobustZScore",
     "Scores",
     "SeasonalReference",
+    "SeriesScores",
     "Status",
     "TrackerUpdate",
     "TrendChange",
@@ -43,6 +44,7 @@ __all__ = [
     "default_detector",
     "opt_in",
     "score_series",
+    "score_series_info",
     "seasonal_members_fit",
 ]
 
@@ -112,29 +114,71 @@ def default_detector(
     return Ensemble(members=[RobustZScore()])
 
 
-def _grid(values: np.ndarray, timestamps: Any) -> tuple[np.ndarray, np.ndarray, int]:
-    """Put a timestamped series on its regular step grid: (grid values, index of each point, step)."""
-    ts = np.asarray(timestamps, dtype=np.float64).ravel()
+@dataclass(frozen=True)
+class SeriesScores:
+    """What :func:`score_series_info` returns: one score per input point, and what was merged.
+
+    ``merged``: points that shared a step (a repeated timestamp, or two timestamps within one
+    step) with a point given after them; the last one given stands for the step, and each of
+    them gets the score of its step. ``reordered``: points whose timestamp is earlier than the
+    point given just before them (they were sorted into place). ``step``: the step in seconds.
+    """
+
+    scores: np.ndarray
+    merged: int = 0
+    reordered: int = 0
+    step: int = 60
+
+
+def _as_floats(what: str, raw: object) -> np.ndarray:
+    try:
+        return np.asarray(raw, dtype=np.float64).ravel()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be numbers ({exc})") from None
+
+
+def _grid(values: np.ndarray, timestamps: object) -> tuple[np.ndarray, np.ndarray, int, int, int]:
+    """Put a timestamped series on its regular step grid.
+
+    Returns (grid values, grid index of each input point, step, merged, reordered). Points are
+    sorted by time; points sharing a step are merged, the last one given (in input order) with
+    a value standing for the step (NaN marks a missing point: it replaces nothing).
+    """
+    ts = _as_floats("timestamps", timestamps)
     if ts.shape != values.shape:
         raise ValueError(f"timestamps must match values: got {ts.shape[0]} timestamps for {values.shape[0]} values")
     if not np.all(np.isfinite(ts)):
-        raise ValueError("timestamps must be finite epoch seconds")
-    if len(ts) > 1 and np.any(np.diff(ts) <= 0):
-        raise ValueError("timestamps must be strictly increasing (one value per time, oldest first)")
-    if len(ts) < 2:
-        return values.copy(), np.arange(len(values)), 60
-    step = round(float(np.median(np.diff(ts))))
-    if step <= 0:
-        raise ValueError("timestamps must be at least one second apart")
+        bad = int(np.flatnonzero(~np.isfinite(ts))[0])
+        raise ValueError(f"timestamps must be finite epoch seconds; timestamps[{bad}] is {ts[bad]}")
+    reordered = int(np.sum(np.diff(ts) < 0)) if len(ts) > 1 else 0
+    distinct = np.unique(ts)
+    if len(distinct) < 2:
+        step = 60
+    else:
+        step = round(float(np.median(np.diff(distinct))))
+        if step <= 0:
+            raise ValueError("distinct timestamps must be at least one second apart")
     slot = np.floor(ts / step).astype(np.int64)
-    slot -= slot[0]
-    if np.any(np.diff(slot) <= 0):
-        raise ValueError(f"two timestamps fall in one step of {step} s; resample the series to a regular step first")
-    if slot[-1] > 50 * len(ts) + 10_000:
+    slot -= slot.min() if len(slot) else 0
+    order = np.argsort(slot, kind="stable")  # equal steps keep their input order
+    s_sorted = slot[order]
+    steps = int(np.count_nonzero(np.diff(s_sorted))) + 1 if len(ts) else 0
+    merged = len(ts) - steps
+    if len(ts) and s_sorted[-1] > 50 * steps + 10_000:
         raise ValueError("timestamps are too sparse for their median step; resample the series first")
-    grid = np.full(int(slot[-1]) + 1, np.nan)
-    grid[slot] = values
-    return grid, slot, step
+    grid = np.full(int(s_sorted[-1]) + 1 if len(ts) else 0, np.nan)
+    # the last value given in each step stands for it; NaN (a missing point) replaces nothing
+    v_sorted = values[order]
+    finite = ~np.isnan(v_sorted)
+    last = np.ones(len(ts), dtype=bool)
+    if len(ts) > 1:
+        kept_slots = s_sorted[finite]
+        last_f = np.ones(len(kept_slots), dtype=bool)
+        last_f[:-1] = kept_slots[1:] != kept_slots[:-1]
+        last = np.zeros(len(ts), dtype=bool)
+        last[np.flatnonzero(finite)[last_f]] = True
+    grid[s_sorted[last]] = v_sorted[last]
+    return grid, slot, step, merged, reordered
 
 
 def score_series(
@@ -142,16 +186,26 @@ def score_series(
 ) -> np.ndarray:
     """Per-point scores in [0, 1] of a whole series, strictly causal (streaming semantics).
 
-    ``timestamps`` (epoch seconds, increasing) place the points on their step grid, so gaps are
-    gaps and the seasonal members know where yesterday is; without them the points are taken
-    as consecutive one-minute steps. ``detector``: ``"default"`` (the ensemble for that step),
-    a strategy name of :func:`available`, or a :class:`Detector`.
+    ``timestamps`` (epoch seconds) place the points on their step grid, so gaps are gaps and
+    the seasonal members know where yesterday is; without them the points are taken as
+    consecutive one-minute steps. Points given out of time order are sorted; points sharing a
+    step (a repeated timestamp) are merged, the last one given winning, and each gets the score
+    of its step (:func:`score_series_info` also says how many were merged). ``detector``:
+    ``"default"`` (the ensemble for that step), a strategy name of :func:`available`, or a
+    :class:`Detector`.
     """
-    x = np.asarray(values, dtype=np.float64).ravel()
+    return score_series_info(values, timestamps, detector, season_s).scores
+
+
+def score_series_info(
+    values: object, timestamps: object = None, detector: str | Detector = "default", season_s: int = DAY_S
+) -> SeriesScores:
+    """:func:`score_series`, with how many points were merged and reordered (:class:`SeriesScores`)."""
+    x = _as_floats("values", values)
     if timestamps is None:
-        grid, idx, step = x, np.arange(len(x)), 60
+        grid, idx, step, merged, reordered = x, np.arange(len(x)), 60, 0, 0
     else:
-        grid, idx, step = _grid(x, timestamps)
+        grid, idx, step, merged, reordered = _grid(x, timestamps)
     if isinstance(detector, Detector):
         det = detector
     elif detector == "default":
@@ -163,4 +217,5 @@ def score_series(
         det = default_detector(step, season_s)
     else:
         raise ValueError(f"unknown detector {detector!r}; use 'default', one of {sorted(available())} or a Detector")
-    return det.score_series(grid)[idx]
+    scores = det.score_series(grid)[idx] if len(grid) else np.zeros(0)
+    return SeriesScores(scores=scores, merged=merged, reordered=reordered, step=step)

@@ -295,31 +295,51 @@ class ReplayResult:
     rejected_too_old: int
     first: float | None
     last: float | None
+    merged: int = 0  # points replaced by a later one of the same metric in the same step (last given wins)
+    reordered: int = 0  # points of a metric given before the point preceding them in time (sorted into place)
 
 
 def replay(
     pipeline: Any, batch: PointBatch, progress: Callable[[int, int], None] | None = None, finish: bool = True
 ) -> ReplayResult:
-    """Feed a history through the pipeline in time order, one step at a time, as if live."""
+    """Feed a history through the pipeline in time order, one step at a time, as if live.
+
+    Rows may come in any order: they are sorted by step. Points of one metric that share a
+    step (a repeated timestamp, or two within one step) are merged: the last one given wins,
+    and the others are counted in ``merged``.
+    """
     names, ts, vals = batch.arrays()
     if not len(ts):
         return ReplayResult(0, 0, 0, None, None)
     step = pipeline.step
-    order = np.argsort(ts, kind="stable")
-    ts, vals = ts[order], vals[order]
-    rows = pipeline.register([names[i] for i in order])
     slots = np.floor(ts / step).astype(np.int64)
+    order = np.argsort(slots, kind="stable")  # within a step, the order given (the last one wins)
+    ts, vals, slots = ts[order], vals[order], slots[order]
+    rows = pipeline.register([names[i] for i in order])
+    reordered = _reordered(rows, order)
     bounds = np.flatnonzero(np.diff(slots)) + 1
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(ts)]])
     before = pipeline.rejected_too_old
+    merged = 0
     total = int(slots[-1] - slots[0] + 1)
     for k, (lo, hi) in enumerate(zip(starts, ends)):
         res = pipeline.store.append(rows[lo:hi], ts[lo:hi], vals[lo:hi])
         pipeline.rejected_too_old += res.too_old
+        merged += res.merged
         pipeline.tick(float(slots[lo] * step))
         if progress is not None and (k % 50 == 0 or hi == len(ts)):
             progress(int(slots[lo] - slots[0] + 1), total)
     if finish:
         pipeline.finish(float((slots[-1] + 1) * step))
-    return ReplayResult(len(ts), total, pipeline.rejected_too_old - before, float(ts[0]), float(ts[-1]))
+    return ReplayResult(
+        len(ts), total, pipeline.rejected_too_old - before, float(ts.min()), float(ts.max()), merged, reordered
+    )
+
+
+def _reordered(rows: np.ndarray, order: np.ndarray) -> int:
+    """Points of a metric given before the point preceding them in time (``order``: the sort by step)."""
+    by = np.lexsort((np.arange(len(rows)), rows))  # per metric, in step order
+    g = order[by]  # the position in the input of each
+    same = rows[by][1:] == rows[by][:-1]
+    return int(np.sum(same & (g[1:] < g[:-1])))

@@ -241,6 +241,7 @@ class Pipeline:
         self.last_scored: int | None = None  # slot number of the newest step scored
         self.rejected_too_old = 0
         self.late_points = 0
+        self.merged_points = 0  # replaced by a later point of the same metric and step in the same call
         # replays (demo, ingest) keep a snapshot of every incident they touched, even after
         # the tracker forgets it; the live service reads incidents from the database instead
         self.archive: dict[str, dict[str, Any]] | None = {} if keep_archive else None
@@ -280,6 +281,8 @@ class Pipeline:
         """Store validated points (canonical names, epoch seconds, finite floats); returns how many were kept.
 
         Points older than the store's retention are refused and counted in ``rejected_too_old``.
+        Points of one metric sharing a step (a repeated timestamp) are merged, the last one given
+        winning; the others are counted in ``merged_points``.
         A point for a step already scored (it arrived after its tick) is kept as history for
         later windows, but its own step is not scored again; it is counted in ``late_points`` so
         the caller can tell the sender (distributed mode refuses such points instead, see
@@ -290,6 +293,7 @@ class Pipeline:
         vals = np.asarray(values, dtype=np.float64)
         res = self.store.append(rows, ts, vals)
         self.rejected_too_old += res.too_old
+        self.merged_points += res.merged
         if self.last_scored is not None and len(ts):
             late = np.floor(ts / self.step) <= self.last_scored
             self.late_points += max(0, int(late.sum()) - res.too_old)

@@ -28,7 +28,7 @@ import numpy as np
 import redis
 
 from workers.sharding import shards_of
-from workers.store import AppendResult
+from workers.store import AppendResult, last_of_each
 
 _NAN32 = np.array([np.nan], dtype="<f4").tobytes()
 
@@ -156,6 +156,9 @@ class RedisWindowStore:
         if slots.min() < 0 or slots.max() >= 2**32:
             raise ValueError("timestamps must lie between 1970 and the year 2106 at this step")
         vals = np.asarray(values, dtype=np.float64)
+        # repeats of a (metric, slot) in this batch are counted; the last one given wins, since
+        # the script writes in the order below
+        merged = last_of_each(rows, slots)[1]
         # per metric, in slot order; equal slots keep their arrival order (the later one wins)
         order = np.lexsort((np.arange(len(rows)), slots, rows))
         rows, slots, vals = rows[order], slots[order], vals[order]
@@ -170,7 +173,7 @@ class RedisWindowStore:
             vals.astype("<f4").tobytes(),
         ]
         accepted, old, _ = self._append(keys=keys, args=args)
-        return AppendResult(int(accepted), int(old))
+        return AppendResult(int(accepted), int(old), merged)
 
     def load(self, rows: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> AppendResult:
         """Bulk-load a matrix (rows x len(timestamps)) of history, e.g. to seed a deployment.

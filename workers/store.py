@@ -3,8 +3,9 @@
 One interface, two backends: :class:`MemoryWindowStore` here (embedded mode) and a Redis
 store for distributed mode. Metrics are addressed by their row (a dense integer id given by
 the metric registry). A point lands in the slot ``floor(timestamp / step)``; a later point for
-the same slot replaces the earlier one. Points older than the retention are *rejected* and
-counted (never silently dropped).
+the same slot replaces the earlier one (within one append, the last one given wins, and the
+points so replaced are counted in ``merged``). Points older than the retention are *rejected*
+and counted (never silently dropped).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 class AppendResult:
     accepted: int
     too_old: int  # rejected: older than the retention allows
+    merged: int = 0  # replaced by a later point of the same metric and slot in the same append
 
 
 class WindowStore(Protocol):
@@ -30,6 +32,24 @@ class WindowStore(Protocol):
     def windows(self, rows: np.ndarray, end: float, points: int) -> np.ndarray: ...
 
     def newest(self) -> float | None: ...
+
+
+def last_of_each(rows: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, int]:
+    """Which points stand for their (row, slot): the last one given of each; and how many others there were.
+
+    numpy does not promise which of repeated indices an assignment keeps, so the store writes
+    only these.
+    """
+    n = len(rows)
+    if n < 2:
+        return np.ones(n, dtype=bool), 0
+    order = np.lexsort((np.arange(n), slots, rows))
+    r, s = rows[order], slots[order]
+    end = np.ones(n, dtype=bool)
+    end[:-1] = (r[1:] != r[:-1]) | (s[1:] != s[:-1])
+    last = np.zeros(n, dtype=bool)
+    last[order[end]] = True
+    return last, int(n - end.sum())
 
 
 class MemoryWindowStore:
@@ -85,8 +105,10 @@ class MemoryWindowStore:
             self._advance(top)
         assert self._head is not None
         ok = slots > self._head - self.length
-        self._buf[rows[ok], slots[ok] % self.length] = np.asarray(values, dtype=np.float32)[ok]
-        return AppendResult(int(ok.sum()), int((~ok).sum()))
+        last, merged = last_of_each(rows, slots)
+        w = ok & last
+        self._buf[rows[w], slots[w] % self.length] = np.asarray(values, dtype=np.float32)[w]
+        return AppendResult(int(ok.sum()), int((~ok).sum()), merged)
 
     def load(self, rows: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> AppendResult:
         """Bulk-load a matrix (rows x len(timestamps)) of history, e.g. at start-up or in the demo."""

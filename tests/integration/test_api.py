@@ -97,7 +97,7 @@ def test_a_point_after_its_tick_is_kept_as_history_and_reported_late(sqlite_url:
     with client(sqlite_url) as c:
         for k in range(40):
             got = c.post("/api/v1/points", json=[{"metric": "cpu", "timestamp": t0 + k * step, "value": 1.0 + k % 3}])
-            assert got.json() == {"accepted": 1, "late": 0, "rejected": 0, "errors": []}
+            assert got.json() == {"accepted": 1, "late": 0, "merged": 0, "rejected": 0, "errors": []}
             c.app.state.service.tick(t0 + k * step)
         # step 20 was scored long ago: the point is stored (later windows see it) and reported late
         got = c.post("/api/v1/points", json=[{"metric": "cpu", "timestamp": t0 + 20 * step, "value": 5.0}]).json()
@@ -105,3 +105,20 @@ def test_a_point_after_its_tick_is_kept_as_history_and_reported_late(sqlite_url:
         pipe = c.app.state.service.pipeline
         window = pipe.store.windows(np.array([pipe.registry.row("cpu")]), t0 + 39 * step, 40)
         assert window[0, 20] == 5.0
+
+
+def test_repeated_points_in_one_request_are_merged_last_one_wins(sqlite_url: str) -> None:
+    step = 60
+    t0 = (int(time.time()) // step - 5) * step
+    pts = [
+        {"metric": "cpu", "timestamp": t0, "value": 1.0},
+        {"metric": "mem", "timestamp": t0, "value": 7.0},
+        {"metric": "cpu", "timestamp": t0 + 10, "value": 2.0},  # the same step: replaces the first
+        {"metric": "cpu", "timestamp": t0, "value": 3.0},  # and this one replaces both
+    ]
+    with client(sqlite_url) as c:
+        got = c.post("/api/v1/points", json=pts).json()
+        assert (got["accepted"], got["merged"], got["rejected"]) == (4, 2, 0)
+        pipe = c.app.state.service.pipeline
+        assert pipe.store.windows(np.array([pipe.registry.row("cpu")]), t0, 1)[0, 0] == 3.0
+        assert pipe.merged_points == 2

@@ -44,6 +44,22 @@ def test_ingest_json_keeps_good_rows_reports_bad_ones(tmp_path) -> None:  # type
     assert inc["status"] == "resolved"
 
 
+def test_ingest_takes_repeated_and_reordered_rows(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(1)
+    rows = []
+    for k in range(200):
+        t = 1_767_225_600 + 300 * k
+        rows += [f"qa,{t},{1 + rng.normal():.4f}", f"qb,{t},{1 + rng.normal():.4f}"]
+    rows = [*rows[::-1], "qa,1767225600,7.5", "qa,1767225600,1.0"]  # reversed, then repeats
+    f = tmp_path / "messy.csv"
+    f.write_text("metric,timestamp,value\n" + "\n".join(rows) + "\n")
+    res = run(["ingest", str(f), "--json"], str(tmp_path), STORMEYE_DATABASE_URL=f"sqlite:///{tmp_path}/s.db")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert (out["points"], out["step"], out["rejected"], out["merged"], out["reordered"]) == (402, 300, 0, 2, 398)
+    assert "2 points shared a step" in res.stderr and "398 came out of time order" in res.stderr
+
+
 def test_ingest_of_nothing_usable_fails_clearly(tmp_path) -> None:  # type: ignore[no-untyped-def]
     f = tmp_path / "bad.csv"
     f.write_text("cpu,abc,1\n")

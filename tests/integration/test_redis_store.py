@@ -60,7 +60,7 @@ def test_same_windows_and_rejections_as_the_memory_store(client: redis.Redis, ba
             ts = np.array([now + 10 * p[1] + 3 for p in pts], dtype=np.float64)
             vals = np.array([p[2] for p in pts])
             a, b = mem.append(rows, ts, vals), red.append(rows, ts, vals)
-            assert (a.accepted, a.too_old) == (b.accepted, b.too_old)
+            assert (a.accepted, a.too_old, a.merged) == (b.accepted, b.too_old, b.merged)
             assert mem.newest() == red.newest()
             for end in (now, now - 40, now + 20):
                 np.testing.assert_array_equal(
