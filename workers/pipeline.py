@@ -32,6 +32,7 @@ from detectors.events import Anomaly, TrackerUpdate
 from detectors.rules import CompiledRules
 from grouping.incidents import Incident, IncidentChange, IncidentTracker
 from grouping.names import NAME_KEY, NameIndex, parse
+from workers.alerts import AlertBook
 from workers.db import Database
 from workers.settings import Settings
 from workers.store import MemoryWindowStore, WindowStore
@@ -46,6 +47,9 @@ class MetricRegistry:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._rows
 
     def rows(self, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
         """Rows of ``names``, registering unknown ones; returns (rows, newly registered names)."""
@@ -234,6 +238,8 @@ class Pipeline:
             self.index, settings.grouping_config(), settings.priority_model, step=settings.step_s
         )
         self.clock = clock
+        #: alerts other systems fired (workers/alerts.py): grouped with the detector's anomalies each tick
+        self.alerts = AlertBook(settings.step_s, settings.alert_fingerprint_ignore)
         self.last_scored: int | None = None  # slot number of the newest step scored
         self.rejected_too_old = 0
         self.late_points = 0
@@ -306,8 +312,10 @@ class Pipeline:
 
     def windows_at(self, end: float, points: int) -> Callable[[Sequence[str]], np.ndarray]:
         def read(metrics: Sequence[str]) -> np.ndarray:
-            rows = np.fromiter((self.registry.row(m) for m in metrics), np.int64, len(metrics))
-            return self.store.windows(rows, end, points)
+            if self.alerts.metrics().isdisjoint(metrics):
+                rows = np.fromiter((self.registry.row(m) for m in metrics), np.int64, len(metrics))
+                return self.store.windows(rows, end, points)
+            return self._windows_with_alerts(metrics, end, points)
 
         return read
 
@@ -318,6 +326,7 @@ class Pipeline:
         top = math.floor(until / self.step)
         if self.last_scored is None:
             newest = self.store.newest()
+            newest = self.alerts.newest() if newest is None else newest
             if newest is None:
                 return []
             self.last_scored = min(top, int(newest // self.step)) - 1
@@ -329,12 +338,27 @@ class Pipeline:
 
     def score_step(self, at: float) -> TickResult:
         n = len(self.registry)
+        alerts = self.alerts.changed(at)
         if n == 0:
-            return TickResult(at, 0)
+            return self.group(at, alerts, 0, 0, 0) if alerts else TickResult(at, 0)
         detected = detect(self.detector, self.store, np.arange(n), at)
         membership = self.membership() if self.collective is not None else None
         upd = track(self.anomalies, at, detected, self.registry.names, self.collective, membership, self.rules())
-        return self.group(at, upd.changed, len(upd.opened), len(upd.closed), n)
+        return self.group(at, upd.changed + alerts, len(upd.opened), len(upd.closed), n)
+
+    def _windows_with_alerts(self, metrics: Sequence[str], end: float, points: int) -> np.ndarray:
+        """Windows of metrics some of which are alerts: an alert without a series has its firing indicator."""
+        out = np.full((len(metrics), points), np.nan)
+        known = [i for i, m in enumerate(metrics) if m in self.registry]
+        if known:
+            rows = np.array([self.registry.row(metrics[i]) for i in known], dtype=np.int64)
+            out[known] = self.store.windows(rows, end, points)
+        for i, m in enumerate(metrics):
+            if m not in self.registry:
+                w = self.alerts.window(m, end, points)
+                if w is not None:
+                    out[i] = w
+        return out
 
     def group(self, at: float, changed: list[Anomaly], opened: int, closed: int, scored: int) -> TickResult:
         changes = correlate(self.incidents, at, changed, self.windows_at(at, self.settings.shape_points))
