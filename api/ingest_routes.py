@@ -149,7 +149,7 @@ def _take_alerts(request: Request, alerts: list[Alert], bad: list[tuple[str, str
     meters = getattr(request.app.state, "selfmetrics", None)
     if meters is not None:
         meters.alerts.labels(source).inc(len(keep))
-        meters.repeats.labels(source).inc(got["repeats"])
+        meters.repeats.labels(source).inc(got.get("repeats", 0))
         if bad:
             meters.reject("invalid", len(bad))
     body = {**got, "rejected": len(bad), "errors": [{"where": w, "error": e} for w, e in bad]}
@@ -158,10 +158,11 @@ def _take_alerts(request: Request, alerts: list[Alert], bad: list[tuple[str, str
 
 def svc_receive(svc: Any, alerts: list[Alert]) -> dict[str, int]:
     """Hand alerts to the pipeline (embedded) or to the workers through Redis (distributed)."""
-    if svc.runtime is not None:
+    if svc.runtime is not None:  # the next correlate step counts repeats
         from workers.alerts import receive_distributed
 
-        res = receive_distributed(svc.runtime, alerts)
+        receive_distributed(svc.runtime, alerts)
+        return {"alerts": len(alerts), "queued": len(alerts)}
     else:
         with svc.lock:
             res = svc.pipeline.alerts.receive(alerts)

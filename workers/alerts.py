@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -328,6 +328,57 @@ class AlertBook:
     def metrics(self) -> set[str]:
         return {e.anomaly.metric for e in self._entries.values()}
 
+    def to_state(self) -> dict[str, Any]:
+        """Plain data that :meth:`load_state` restores (distributed mode keeps it in Redis)."""
+        return {
+            fp: {
+                "anomaly": asdict(e.anomaly),
+                "count": e.count,
+                "ends_at": e.ends_at,
+                "resolved": e.resolved,
+                "emitted_closed": e.emitted_closed,
+            }
+            for fp, e in self._entries.items()
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self._entries = {
+            fp: _Entry(Anomaly(**d["anomaly"]), d["count"], d["ends_at"], d["resolved"], False, d["emitted_closed"])
+            for fp, d in state.items()
+        }
+
+
+def windows_with_alerts(
+    metrics: Sequence[str],
+    end: float,
+    points: int,
+    known: Any,
+    series: Any,
+    book: AlertBook,
+) -> np.ndarray:
+    """Windows of metrics some of which are alerts: ``series(names)`` reads the stored ones
+    (``known(name)``: stored?), an alert without a series has its firing indicator."""
+    out = np.full((len(metrics), points), np.nan)
+    have = [i for i, m in enumerate(metrics) if known(m)]
+    if have:
+        out[have] = series([metrics[i] for i in have])
+    for i, m in enumerate(metrics):
+        if not known(m):
+            w = book.window(m, end, points)
+            if w is not None:
+                out[i] = w
+    return out
+
+
+INBOX_BATCH = 10_000
+
+
+def take_inbox(runtime: Any, book: AlertBook) -> int:
+    """Receive the alerts the API queued in Redis into ``book``; returns how many were read (to trim after commit)."""
+    raw = runtime.r.lrange(runtime.k("alerts", "inbox"), 0, INBOX_BATCH - 1)
+    book.receive(Alert(**json.loads(b)) for b in raw)
+    return len(raw)
+
 
 def _summary(al: Alert) -> dict[str, str]:
     for key in ("summary", "description", "message"):
@@ -336,10 +387,7 @@ def _summary(al: Alert) -> dict[str, str]:
     return {}
 
 
-def receive_distributed(runtime: Any, alerts: Sequence[Alert]) -> Received:
-    """Queue alerts in Redis for the next correlate step (distributed mode); counts are the queue's view."""
-    from dataclasses import asdict
-
+def receive_distributed(runtime: Any, alerts: Sequence[Alert]) -> None:
+    """Queue alerts in Redis for the next correlate step (distributed mode), which dedups and counts them."""
     if alerts:
         runtime.r.rpush(runtime.k("alerts", "inbox"), *(json.dumps(asdict(a)) for a in alerts))
-    return Received(new=len(alerts))

@@ -32,7 +32,7 @@ from detectors.events import Anomaly, TrackerUpdate
 from detectors.rules import CompiledRules
 from grouping.incidents import Incident, IncidentChange, IncidentTracker
 from grouping.names import NAME_KEY, NameIndex, parse
-from workers.alerts import AlertBook
+from workers.alerts import AlertBook, windows_with_alerts
 from workers.db import Database
 from workers.settings import Settings
 from workers.store import MemoryWindowStore, WindowStore
@@ -347,18 +347,10 @@ class Pipeline:
         return self.group(at, upd.changed + alerts, len(upd.opened), len(upd.closed), n)
 
     def _windows_with_alerts(self, metrics: Sequence[str], end: float, points: int) -> np.ndarray:
-        """Windows of metrics some of which are alerts: an alert without a series has its firing indicator."""
-        out = np.full((len(metrics), points), np.nan)
-        known = [i for i, m in enumerate(metrics) if m in self.registry]
-        if known:
-            rows = np.array([self.registry.row(metrics[i]) for i in known], dtype=np.int64)
-            out[known] = self.store.windows(rows, end, points)
-        for i, m in enumerate(metrics):
-            if m not in self.registry:
-                w = self.alerts.window(m, end, points)
-                if w is not None:
-                    out[i] = w
-        return out
+        def series(names: Sequence[str]) -> np.ndarray:
+            return self.store.windows(np.array([self.registry.row(m) for m in names], dtype=np.int64), end, points)
+
+        return windows_with_alerts(metrics, end, points, self.registry.__contains__, series, self.alerts)
 
     def group(self, at: float, changed: list[Anomaly], opened: int, closed: int, scored: int) -> TickResult:
         changes = correlate(self.incidents, at, changed, self.windows_at(at, self.settings.shape_points))
