@@ -46,14 +46,15 @@ def _media_type(request: Request) -> str:
 class _SeriesWhere(Sequence[str]):
     """Where each kept sample came from (``timeseries[i]``), built only for the few rejected."""
 
-    def __init__(self, series_of: np.ndarray) -> None:
+    def __init__(self, series_of: np.ndarray, series_index: list[int]) -> None:
         self.series_of = series_of
+        self.series_index = series_index
 
     def __len__(self) -> int:
         return len(self.series_of)
 
     def __getitem__(self, k: Any) -> Any:
-        return f"timeseries[{int(self.series_of[k])}]"
+        return f"timeseries[{self.series_index[int(self.series_of[k])]}]"
 
 
 _WRITE_DOC = {
@@ -105,7 +106,7 @@ async def remote_write(request: Request) -> JSONResponse:
         names=[decoded.names[i] for i in decoded.series_of.tolist()] if len(decoded.names) else [],
         timestamps=decoded.timestamps,  # type: ignore[arg-type]
         values=decoded.values,  # type: ignore[arg-type]
-        sources=_SeriesWhere(decoded.series_of),  # type: ignore[arg-type]
+        sources=_SeriesWhere(decoded.series_of, decoded.series_index),  # type: ignore[arg-type]
     )
     for where, msg in decoded.errors:
         batch.reject(where, msg)
@@ -133,18 +134,20 @@ def _take_alerts(request: Request, alerts: list[Alert], bad: list[tuple[str, str
     now = time.time()
     limit = now + svc.settings.max_future_s
     keep = []
-    for i, a in enumerate(alerts):
+    for a in alerts:
         if a.starts_at > limit:
-            bad.append(
-                (f"alerts[{i}]", f"startsAt is {a.starts_at - now:.0f} s in the future; check the sender's clock")
-            )
+            bad.append((a.where, f"startsAt is {a.starts_at - now:.0f} s in the future; check the sender's clock"))
         else:
             keep.append(a)
-    try:
-        for a in keep:
-            a.metric()  # labels that cannot be a metric name are refused here, not at the tick
-    except AlertError as exc:
-        raise _reject(request, 400, str(exc)) from None
+    named = []
+    for a in keep:  # labels that cannot be a metric name are refused here, not at the tick
+        try:
+            a.metric()
+            named.append(a)
+        except AlertError as exc:
+            bad.append((a.where, str(exc)))
+    keep = named
+    bad.sort(key=lambda wb: int(wb[0].strip("alerts[]") or 0))
     got = svc_receive(svc, keep)
     meters = getattr(request.app.state, "selfmetrics", None)
     if meters is not None:

@@ -103,7 +103,8 @@ class Decoded:
     names: list[str] = field(default_factory=list)
     timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     values: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    series_of: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    series_of: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # each sample's entry in names
+    series_index: list[int] = field(default_factory=list)  # each name's position in the request
     stale: int = 0
     not_finite: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
@@ -154,6 +155,7 @@ class RemoteWriteDecoder:
                     out.errors.append((f"timeseries[{i}]", f"labels: {exc}"))
                 continue
             names.append(name)
+            out.series_index.append(i)
             counts.append(len(samples))
             for s in samples:
                 tss.append(s.timestamp)

@@ -53,6 +53,7 @@ class Alert:
     resolved: bool
     source: str
     annotations: dict[str, str] = field(default_factory=dict)
+    where: str = ""  # its place in the request, for error messages
 
     def metric(self, ignore: Iterable[str] = ()) -> str:
         """The metric name of the alert: ``alertname`` is the name, the other labels (but ``ignore``) its properties."""
@@ -156,6 +157,7 @@ def read_alertmanager(body: Any) -> tuple[list[Alert], list[tuple[str, str]]]:
             starts = parse_time(a.get("startsAt"), "startsAt")
             ends = parse_time(a.get("endsAt"), "endsAt")
             out.append(_alert(labels, starts, ends, a.get("status"), a.get("annotations"), "alertmanager"))
+            out[-1].where = where
         except AlertError as exc:
             bad.append((where, str(exc)))
     return out, bad
@@ -218,6 +220,7 @@ def read_generic(body: Any, mapping: Mapping[str, str], now: float) -> tuple[lis
             elif status is not None:
                 status = "firing"
             out.append(_alert(labels, starts, ends, status, _get(a, m["annotations"]), "generic"))
+            out[-1].where = where
         except AlertError as exc:
             bad.append((where, str(exc)))
     return out, bad
