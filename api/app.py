@@ -122,8 +122,7 @@ class Service:
 
     def accept(self, records: list[Any], now: float, source: str = "json") -> dict[str, Any]:
         batch = PointBatch()
-        for i, rec in enumerate(records):
-            self.reader.add_record(batch, f"points[{i}]", rec)
+        self.reader.add_records(batch, records, "points")
         return self.accept_batch(batch, now, source)
 
     def accept_batch(self, batch: PointBatch, now: float, source: str) -> dict[str, Any]:
