@@ -252,6 +252,7 @@ class AlertBook:
         self.ignore = tuple(ignore)
         self.keep_s = keep_s
         self._entries: dict[str, _Entry] = {}
+        self._spans: dict[str, list[tuple[float, float | None]]] | None = None  # by metric; None: to rebuild
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -259,6 +260,7 @@ class AlertBook:
     def receive(self, alerts: Iterable[Alert]) -> Received:
         """Take alerts in: new ones open an anomaly, repeats are counted, resolved ones end it."""
         got = Received()
+        self._spans = None
         for al in alerts:
             fp = al.fingerprint(self.ignore)
             start = math.floor(al.starts_at / self.step) * self.step
@@ -303,6 +305,7 @@ class AlertBook:
                 if e.emitted_closed:
                     if at - (e.ends_at or a.end) > self.keep_s:
                         del self._entries[fp]  # long over: forget it (a repeat now opens a new one)
+                        self._spans = None
                     continue
                 end = min(max(a.start, e.ends_at or a.start), at)
                 a.end, a.open = end, False
@@ -319,7 +322,7 @@ class AlertBook:
 
     def window(self, metric: str, end: float, points: int) -> np.ndarray | None:
         """The firing indicator of an alert metric over ``points`` steps ending at ``end`` (None: not an alert)."""
-        spans = [(e.anomaly.start, e.ends_at) for e in self._entries.values() if e.anomaly.metric == metric]
+        spans = self._by_metric().get(metric)
         if not spans:
             return None
         t = (math.floor(end / self.step) - np.arange(points - 1, -1, -1)) * self.step
@@ -329,7 +332,15 @@ class AlertBook:
         return out
 
     def metrics(self) -> set[str]:
-        return {e.anomaly.metric for e in self._entries.values()}
+        return set(self._by_metric())
+
+    def _by_metric(self) -> dict[str, list[tuple[float, float | None]]]:
+        if self._spans is None:
+            spans: dict[str, list[tuple[float, float | None]]] = {}
+            for e in self._entries.values():
+                spans.setdefault(e.anomaly.metric, []).append((e.anomaly.start, e.ends_at))
+            self._spans = spans
+        return self._spans
 
     def to_state(self) -> dict[str, Any]:
         """Plain data that :meth:`load_state` restores (distributed mode keeps it in Redis)."""
@@ -345,6 +356,7 @@ class AlertBook:
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
+        self._spans = None
         self._entries = {
             fp: _Entry(Anomaly(**d["anomaly"]), d["count"], d["ends_at"], d["resolved"], False, d["emitted_closed"])
             for fp, d in state.items()

@@ -312,7 +312,7 @@ class Pipeline:
 
     def windows_at(self, end: float, points: int) -> Callable[[Sequence[str]], np.ndarray]:
         def read(metrics: Sequence[str]) -> np.ndarray:
-            if self.alerts.metrics().isdisjoint(metrics):
+            if not len(self.alerts) or self.alerts.metrics().isdisjoint(metrics):
                 rows = np.fromiter((self.registry.row(m) for m in metrics), np.int64, len(metrics))
                 return self.store.windows(rows, end, points)
             return self._windows_with_alerts(metrics, end, points)
