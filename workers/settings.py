@@ -161,6 +161,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"STORMEYE_REDIS_URL={v!r} names no host: use redis://host:6379/0")
         return v
 
+    @field_validator("alert_mapping")
+    @classmethod
+    def _alert_mapping(cls, v: dict[str, str]) -> dict[str, str]:
+        known = ("alerts", "name", "labels", "starts_at", "ends_at", "status", "annotations")
+        unknown = sorted(set(v) - set(known))
+        if unknown:
+            raise ValueError(f"STORMEYE_ALERT_MAPPING: unknown field(s) {unknown}; map any of {list(known)}")
+        if not all(isinstance(p, str) and p for p in v.values()):
+            raise ValueError(
+                "STORMEYE_ALERT_MAPPING: each field maps to a non-empty path such as 'tags' or 'data.since'"
+            )
+        return v
+
     @field_validator("redis_prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:

@@ -172,6 +172,8 @@ def test_generic_alerts_with_a_mapping(sqlite_url: str) -> None:
         assert r.status_code == 200 and got["new"] == 2 and got["resolved"] == 1 and got["rejected"] == 1, got
         assert "check" in got["errors"][0]["error"]
         assert c.post("/api/v1/alerts", json={"items": "x"}).status_code == 400
+    with pytest.raises(ValueError, match="unknown field"):
+        Settings(alert_mapping={"nmae": "check"})
 
 
 def test_points_body_forms_and_size_limit(client: TestClient) -> None:
