@@ -29,6 +29,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from redis import RedisError
 
+from api import auth, ingest_routes, selfmetrics
 from grouping.report import incident_report, summary
 from workers.db import Database
 from workers.distributed import Runtime, check_redis
@@ -60,6 +61,9 @@ class Service:
         self._thread: threading.Thread | None = None
         self.last_tick: float | None = None
         self.reader = PointReader(settings.graphite)
+        #: called after every intake as ``hook(source, accepted, {reason: rejected})`` (api/selfmetrics.py)
+        self.intake_hooks: list[Any] = []
+        self.last_tick_s: float | None = None  # how long the newest tick took
 
     @property
     def pipeline(self) -> Pipeline:
@@ -87,9 +91,11 @@ class Service:
             self.tick()
 
     def tick(self, until: float | None = None) -> int:
+        began = time.perf_counter()
         with self.lock:
             results = self.pipeline.tick(until)
         self.last_tick = time.time()
+        self.last_tick_s = time.perf_counter() - began
         return len(results)
 
     def member_windows(self, incident: dict[str, Any], before: int) -> dict[str, dict[str, Any]]:
@@ -114,44 +120,52 @@ class Service:
             for i, m in enumerate(metrics)
         }
 
-    def accept(self, records: list[Any], now: float) -> dict[str, Any]:
+    def accept(self, records: list[Any], now: float, source: str = "json") -> dict[str, Any]:
         batch = PointBatch()
-        for i, rec in enumerate(records):
-            self.reader.add_record(batch, f"points[{i}]", rec)
+        self.reader.add_records(batch, records, "points")
+        return self.accept_batch(batch, now, source)
+
+    def accept_batch(self, batch: PointBatch, now: float, source: str) -> dict[str, Any]:
+        """Store a validated batch (points too far ahead or too old are rejected with the reason)."""
+        invalid = batch.rejected
         names, ts, vals = batch.arrays()
-        keep = []
         store = self.store
         try:
             newest = store.newest()
         except RedisError as exc:
             raise self._redis_down(exc) from None
         oldest_ok = None if newest is None else newest - (store.length - 1) * store.step
-        for k, t in enumerate(ts):
-            if t > now + self.settings.max_future_s:
+        future = ts > now + self.settings.max_future_s
+        old = ts < oldest_ok if oldest_ok is not None else np.zeros(len(ts), dtype=bool)
+        for k in np.flatnonzero(future | old).tolist():
+            t = float(ts[k])
+            if future[k]:
                 batch.reject(
                     batch.sources[k],
                     f"timestamp {t:.0f} is {t - now:.0f} s in the future; check the sender's clock (UTC epoch seconds)",
                 )
-            elif oldest_ok is not None and t < oldest_ok:
+            else:
                 batch.reject(
                     batch.sources[k],
                     f"timestamp {t:.0f} is older than the window store keeps "
                     f"({store.length} steps); it cannot be scored",
                 )
-            else:
-                keep.append(k)
+        keep = np.flatnonzero(~(future | old))
+        kept_names = names if len(keep) == len(names) else [names[k] for k in keep.tolist()]
         accepted = late = merged = 0
-        if keep:  # repeats of a (metric, step) in this request: the last one given wins, the others are counted
+        if len(keep):  # repeats of a (metric, step) in this request: the last one given wins, the others are counted
             steps = np.floor(ts[keep] / store.step).astype(np.int64).tolist()
-            merged = len(keep) - len(set(zip((names[k] for k in keep), steps, strict=True)))
-        if keep and self.runtime is not None:
-            accepted = self._accept_distributed(batch, [names[k] for k in keep], ts[keep], vals[keep], keep)
-        elif keep:
+            merged = len(keep) - len(set(zip(kept_names, steps, strict=True)))
+        if len(keep) and self.runtime is not None:
+            accepted = self._accept_distributed(batch, kept_names, ts[keep], vals[keep], keep.tolist())
+        elif len(keep):
             with self.lock:
                 before = self.pipeline.late_points
-                accepted = self.pipeline.ingest([names[k] for k in keep], ts[keep], vals[keep])
+                accepted = self.pipeline.ingest(kept_names, ts[keep], vals[keep])
                 late = self.pipeline.late_points - before
         errors = [{"where": e.where, "error": e.message} for e in batch.errors]
+        for hook in self.intake_hooks:
+            hook(source, accepted, {"invalid": invalid, "refused": batch.rejected - invalid})
         # embedded mode keeps a point that arrived after its step was scored as history only: say so
         return {"accepted": accepted, "late": late, "merged": merged, "rejected": batch.rejected, "errors": errors}
 
@@ -189,7 +203,10 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if start_ticker:
             service.start()
+        graphite = ingest_routes.start_graphite(service)
         yield
+        if graphite is not None:
+            graphite.stop()
         service.stop()
 
     app = FastAPI(
@@ -199,6 +216,10 @@ def create_app(
         description="Alert correlation and grouping: an alert storm in, a few incidents out.",
     )
     app.state.service = service
+    app.state.selfmetrics = selfmetrics.SelfMetrics(service)
+    auth.install(app, settings, on_reject=app.state.selfmetrics.reject)  # tokens, request.state.actor, size limit
+    ingest_routes.install(app)  # remote write, Alertmanager and generic alerts
+    app.include_router(selfmetrics.router)  # /metrics, /readyz
 
     @app.post("/api/v1/points", status_code=202)
     async def post_points(request: Request) -> JSONResponse:

@@ -206,14 +206,28 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8000, help="port to listen on"),
     database: str | None = typer.Option(None, help="database URL (default: STORMEYE_DATABASE_URL)"),
+    insecure: bool = typer.Option(False, "--insecure", help="listen beyond this machine without a token"),
 ) -> None:
     """Run the HTTP API: with the embedded pipeline and its tick, or in front of distributed workers."""
     import uvicorn
 
     from api.app import create_app
+    from api.auth import AuthConfigError, is_loopback, parse_tokens
     from workers.distributed import RedisUnavailable
 
     settings = _settings(database_url=database)
+    try:
+        tokens = parse_tokens(settings)
+    except AuthConfigError as exc:
+        err.print(f"[red]bad setting:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if not tokens and not is_loopback(host) and not insecure:
+        err.print(
+            f"[red]refusing to listen on {host} without a token:[/red] anyone who reaches it could write points "
+            "and read incidents. Set STORMEYE_API_TOKEN (or STORMEYE_API_TOKENS=name=token,...), or pass "
+            "--insecure if something in front of stormeye already checks who calls."
+        )
+        raise typer.Exit(2)
     try:
         application = create_app(settings)
     except RedisUnavailable as exc:

@@ -58,6 +58,7 @@ from detectors.rules import CompiledRules
 from grouping.incidents import IncidentTracker
 from grouping.names import MetricNameError, NameIndex, normalize, parse
 from workers import models as m
+from workers.alerts import AlertBook, take_inbox, windows_with_alerts
 from workers.db import Database
 from workers.pipeline import (
     Detected,
@@ -594,12 +595,22 @@ class Runtime:
                 collective.load_state(state["collective"])
         return anomalies, incidents, collective
 
-    def windows_at(self, at: float, points: int) -> Any:
+    def windows_at(self, at: float, points: int, alerts: AlertBook | None = None) -> Any:
         def read(metrics: Sequence[str]) -> np.ndarray:
             rows = np.fromiter((self.registry.row(mt) for mt in metrics), np.int64, len(metrics))
             return self.store.windows(rows, at, points)
 
-        return read
+        if alerts is None or not len(alerts):
+            return read
+        return lambda metrics: windows_with_alerts(metrics, at, points, self.registry.known, read, alerts)
+
+    def _alert_book(self) -> tuple[AlertBook, int]:
+        """The alerts held between steps, with those the API queued since (and how many to trim once committed)."""
+        book = AlertBook(self.settings.step_s, self.settings.alert_fingerprint_ignore)
+        raw = self.r.get(self.k("alerts", "book"))
+        if raw:
+            book.load_state(json.loads(zlib.decompress(raw)))
+        return book, take_inbox(self, book)
 
     def correlate(self, slot: int, dispatcher: Dispatcher) -> dict[str, Any]:
         """Every shard's scores of one step → anomalies → incidents; store them; queue what follows.
@@ -624,8 +635,9 @@ class Runtime:
         anomalies, incidents, collective = self._trackers(scored)
         membership = self.membership() if collective is not None else None
         upd = track(anomalies, at, det, self.registry.names, collective, membership, self.rules())
-        changed = upd.changed
-        changes = correlate(incidents, at, changed, self.windows_at(at, self.settings.shape_points))
+        book, inbox = self._alert_book()  # alerts others fired (workers/alerts.py)
+        changed = upd.changed + book.changed(at)
+        changes = correlate(incidents, at, changed, self.windows_at(at, self.settings.shape_points, book))
         self.database.save_tick(changed, touched_incidents(incidents, changed, changes), changes)  # upserts
         state = {"slot": slot, "anomalies": anomalies.to_state(), "incidents": incidents.to_state()}
         if collective is not None:
@@ -638,6 +650,9 @@ class Runtime:
                 pipe.multi()
                 pipe.set(self.k("tick", "state"), zlib.compress(json.dumps(state).encode()))
                 pipe.set(self.k("tick", "scored"), slot)
+                pipe.set(self.k("alerts", "book"), zlib.compress(json.dumps(book.to_state()).encode()))
+                if inbox:
+                    pipe.ltrim(self.k("alerts", "inbox"), inbox, -1)
                 for c in changes:
                     pipe.xadd(self.k("notify", "outbox"), _change_fields(c), maxlen=1_000_000, approximate=True)
                 pipe.hset(self.k("tick", "done"), slot, time.time())

@@ -108,6 +108,37 @@ class PointReader:
         batch.values.append(val)
         batch.sources.append(where)
 
+    def add_records(self, batch: PointBatch, records: list[Any], prefix: str = "points") -> None:
+        """Add a list of records (``{prefix}[i]`` in messages): the same result as :meth:`add_record` on
+        each, with the common shape — every record exactly ``{"metric": text, "timestamp": number,
+        "value": number}`` and every one good — checked and converted for the whole list at once."""
+        fast = _fast_columns(records)
+        if fast is not None:
+            ts, vals = fast
+            names: list[str] = []
+            get = self._names.get
+            try:
+                for rec in records:
+                    raw = rec["metric"]
+                    names.append(get(raw) or self.metric(raw))
+            except PointError:
+                fast = None
+        if fast is None:
+            for i, rec in enumerate(records):
+                self.add_record(batch, f"{prefix}[{i}]", rec)
+            return
+        big = ts > 1e11
+        if big.any():
+            ts = np.where(big, ts / 1000.0, ts)
+        batch.names.extend(names)
+        if not batch.timestamps:  # the whole batch: keep the arrays (arrays() takes them as they are)
+            batch.timestamps, batch.values = ts, vals  # type: ignore[assignment]
+            batch.sources = _Where(prefix, len(records))  # type: ignore[assignment]
+        else:
+            batch.timestamps.extend(ts.tolist())
+            batch.values.extend(vals.tolist())
+            batch.sources.extend(f"{prefix}[{i}]" for i in range(len(records)))
+
     def add_record(self, batch: PointBatch, where: str, rec: Any) -> None:
         if not isinstance(rec, Mapping):
             batch.reject(
@@ -131,6 +162,45 @@ class PointReader:
 
 
 _MISSING = object()
+_NUMBER = {int, float}
+
+
+class _Where:
+    """``prefix[i]`` for every index, made only when asked (for the few points rejected later)."""
+
+    def __init__(self, prefix: str, n: int) -> None:
+        self.prefix, self.n = prefix, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: int) -> str:
+        return f"{self.prefix}[{int(k)}]"
+
+
+def _fast_columns(records: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Timestamps and values when every record is ``{"metric": text, "timestamp": number, "value": number}``
+    with finite numbers and plausible times; None sends the list through the per-record path."""
+    if not records or set(map(type, records)) != {dict} or set(map(len, records)) != {3}:
+        return None
+    try:
+        metrics = [r["metric"] for r in records]
+        raw_ts = [r["timestamp"] for r in records]
+        raw_vals = [r["value"] for r in records]
+    except KeyError:
+        return None
+    if set(map(type, metrics)) != {str} or not set(map(type, raw_ts)) <= _NUMBER:
+        return None
+    if not set(map(type, raw_vals)) <= _NUMBER:
+        return None
+    try:
+        ts = np.array(raw_ts, dtype=np.float64)
+        vals = np.array(raw_vals, dtype=np.float64)
+    except OverflowError:
+        return None
+    if not (np.isfinite(vals).all() and np.isfinite(ts).all() and (ts >= 0).all() and (ts <= 1e14).all()):
+        return None
+    return ts, vals
 
 
 def _first(rec: Mapping[str, Any], keys: tuple[str, ...], missing: Any = None) -> Any:

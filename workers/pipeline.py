@@ -32,6 +32,7 @@ from detectors.events import Anomaly, TrackerUpdate
 from detectors.rules import CompiledRules
 from grouping.incidents import Incident, IncidentChange, IncidentTracker
 from grouping.names import NAME_KEY, NameIndex, parse
+from workers.alerts import AlertBook, windows_with_alerts
 from workers.db import Database
 from workers.settings import Settings
 from workers.store import MemoryWindowStore, WindowStore
@@ -46,6 +47,9 @@ class MetricRegistry:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._rows
 
     def rows(self, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
         """Rows of ``names``, registering unknown ones; returns (rows, newly registered names)."""
@@ -238,6 +242,8 @@ class Pipeline:
             topology=settings.topology(),
         )
         self.clock = clock
+        #: alerts other systems fired (workers/alerts.py): grouped with the detector's anomalies each tick
+        self.alerts = AlertBook(settings.step_s, settings.alert_fingerprint_ignore)
         self.last_scored: int | None = None  # slot number of the newest step scored
         self.rejected_too_old = 0
         self.late_points = 0
@@ -315,8 +321,10 @@ class Pipeline:
 
     def windows_at(self, end: float, points: int) -> Callable[[Sequence[str]], np.ndarray]:
         def read(metrics: Sequence[str]) -> np.ndarray:
-            rows = np.fromiter((self.registry.row(m) for m in metrics), np.int64, len(metrics))
-            return self.store.windows(rows, end, points)
+            if not len(self.alerts) or self.alerts.metrics().isdisjoint(metrics):
+                rows = np.fromiter((self.registry.row(m) for m in metrics), np.int64, len(metrics))
+                return self.store.windows(rows, end, points)
+            return self._windows_with_alerts(metrics, end, points)
 
         return read
 
@@ -327,6 +335,7 @@ class Pipeline:
         top = math.floor(until / self.step)
         if self.last_scored is None:
             newest = self.store.newest()
+            newest = self.alerts.newest() if newest is None else newest
             if newest is None:
                 return []
             self.last_scored = min(top, int(newest // self.step)) - 1
@@ -338,12 +347,19 @@ class Pipeline:
 
     def score_step(self, at: float) -> TickResult:
         n = len(self.registry)
+        alerts = self.alerts.changed(at)
         if n == 0:
-            return TickResult(at, 0)
+            return self.group(at, alerts, 0, 0, 0) if alerts else TickResult(at, 0)
         detected = detect(self.detector, self.store, np.arange(n), at)
         membership = self.membership() if self.collective is not None else None
         upd = track(self.anomalies, at, detected, self.registry.names, self.collective, membership, self.rules())
-        return self.group(at, upd.changed, len(upd.opened), len(upd.closed), n)
+        return self.group(at, upd.changed + alerts, len(upd.opened), len(upd.closed), n)
+
+    def _windows_with_alerts(self, metrics: Sequence[str], end: float, points: int) -> np.ndarray:
+        def series(names: Sequence[str]) -> np.ndarray:
+            return self.store.windows(np.array([self.registry.row(m) for m in names], dtype=np.int64), end, points)
+
+        return windows_with_alerts(metrics, end, points, self.registry.__contains__, series, self.alerts)
 
     def group(self, at: float, changed: list[Anomaly], opened: int, closed: int, scored: int) -> TickResult:
         changes = correlate(self.incidents, at, changed, self.windows_at(at, self.settings.shape_points))

@@ -133,6 +133,31 @@ class Settings(BaseSettings):
     resend_after_s: float = Field(120.0, gt=0, description="a step still unfinished this long is handed out again")
     task_retries: int = Field(8, ge=0, description="retries (with backoff) of a task on Redis or database errors")
 
+    # the edges: auth, limits, inputs from Prometheus, Alertmanager and Graphite (docs/ingest.md)
+    api_token: str | None = Field(
+        None, description="bearer token every endpoint but /healthz, /readyz and /metrics requires (its name: api)"
+    )
+    api_tokens: str | None = Field(
+        None, description='named bearer tokens, "alice=tok1,bob=tok2": the name is who acted (request.state.actor)'
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="largest request body accepted (after snappy decompression too)"
+    )
+    graphite_port: int | None = Field(
+        None, ge=0, le=65535, description="TCP port of the Graphite plaintext listener (off when unset; 0: any free)"
+    )
+    graphite_host: str = Field("127.0.0.1", description="address the Graphite listener binds")
+    alert_fingerprint_ignore: list[str] = Field(
+        default_factory=lambda: ["severity", "prometheus", "replica", "alertstate"],
+        description="labels left out of an alert's fingerprint and metric name, as a JSON list: they say how "
+        "loud or from which replica, not what is wrong (kept in the anomaly's evidence)",
+    )
+    alert_mapping: dict[str, str] = Field(
+        default_factory=dict,
+        description="where the generic alert endpoint finds each field, as JSON: "
+        '{"name": "check", "labels": "tags", "starts_at": "since", "ends_at": "until", "status": "state"}',
+    )
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, v: str) -> str:
@@ -151,6 +176,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"STORMEYE_REDIS_URL={v!r}: the port must be a number such as 6379") from None
             if not urlsplit(v).hostname:
                 raise ValueError(f"STORMEYE_REDIS_URL={v!r} names no host: use redis://host:6379/0")
+        return v
+
+    @field_validator("alert_mapping")
+    @classmethod
+    def _alert_mapping(cls, v: dict[str, str]) -> dict[str, str]:
+        known = ("alerts", "name", "labels", "starts_at", "ends_at", "status", "annotations")
+        unknown = sorted(set(v) - set(known))
+        if unknown:
+            raise ValueError(f"STORMEYE_ALERT_MAPPING: unknown field(s) {unknown}; map any of {list(known)}")
+        if not all(isinstance(p, str) and p for p in v.values()):
+            raise ValueError(
+                "STORMEYE_ALERT_MAPPING: each field maps to a non-empty path such as 'tags' or 'data.since'"
+            )
         return v
 
     @field_validator("redis_prefix")

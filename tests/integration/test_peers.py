@@ -1,0 +1,215 @@
+"""The real programs people already run, aimed at a running ``stormeye serve``.
+
+- Prometheus scrapes itself and remote-writes to stormeye: its series arrive under their names,
+  and ``promtool check metrics`` passes on stormeye's own ``/metrics``;
+- Alertmanager receives alerts of two outages on its API, groups them by alertname (so each
+  webhook body mixes the outages) and posts them to stormeye: two incidents, one per outage;
+- collectd's ``write_graphite`` sends to the Graphite listener: its values arrive under the
+  names the template gives them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from peers import Proc, Stormeye, free_port, need, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def procs() -> Iterator[list]:
+    """Everything started by a test, stopped at teardown whatever happens (last started, first stopped)."""
+    started: list = []
+    yield started
+    for p in reversed(started):
+        p.stop()
+
+
+def test_prometheus_remote_write_and_promtool(tmp_path: Path, procs: list) -> None:
+    prometheus = need("prometheus", "prometheus")
+    promtool = need("promtool", "prometheus")
+    se = Stormeye(tmp_path, {"STORMEYE_TICK_S": "1", "STORMEYE_STEP_S": "15"})
+    procs.append(se)
+    port = free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        f"""
+global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+scrape_configs:
+  - job_name: self
+    static_configs: [{{targets: ["127.0.0.1:{port}"]}}]
+  - job_name: stormeye
+    authorization: {{credentials: {se.token}}}
+    static_configs: [{{targets: ["127.0.0.1:{se.port}"]}}]
+remote_write:
+  - url: {se.url}/api/v1/write
+    authorization: {{credentials: {se.token}}}
+    queue_config: {{batch_send_deadline: 1s, max_samples_per_send: 500}}
+"""
+    )
+    argv = [
+        prometheus,
+        f"--config.file={tmp_path / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    prom = Proc("prometheus", argv, tmp_path)
+    procs.append(prom)
+    want = f'up{{instance="127.0.0.1:{port}",job="self"}}'
+
+    def arrived() -> list[str] | None:
+        assert prom.alive(), prom.output()
+        names = se.metric_names()
+        return names if want in names and any(n.startswith("stormeye_points_received_total{") for n in names) else None
+
+    names = wait_for(f"{want} to arrive through remote write", arrived, timeout=60)
+    assert len(names) > 100  # Prometheus' own series, all under their label names
+    assert any(n.startswith("prometheus_build_info{") and 'job="self"' in n for n in names)
+    # stormeye's /metrics was scraped by a real Prometheus (the stormeye job is up) and passes promtool
+    assert f'up{{instance="127.0.0.1:{se.port}",job="stormeye"}}' in names
+    text = httpx.get(f"{se.url}/metrics", timeout=10).text
+    got = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert 'stormeye_points_received_total{source="remote_write"}' in text
+    samples = float(text.split('stormeye_points_received_total{source="remote_write"} ')[1].split()[0])
+    assert samples > 100
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def test_alertmanager_webhook_two_outages_two_incidents(tmp_path: Path, procs: list) -> None:
+    alertmanager = need("prometheus-alertmanager", "prometheus-alertmanager")
+    se = Stormeye(tmp_path, {"STORMEYE_TICK_S": "1", "STORMEYE_STEP_S": "60"})
+    procs.append(se)
+    port = free_port()
+    (tmp_path / "alertmanager.yml").write_text(
+        f"""
+route:
+  receiver: stormeye
+  group_by: [alertname]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: stormeye
+    webhook_configs:
+      - url: {se.url}/api/v1/alerts/alertmanager
+        send_resolved: true
+        http_config: {{authorization: {{credentials: {se.token}}}}}
+"""
+    )
+    argv = [
+        alertmanager,
+        f"--config.file={tmp_path / 'alertmanager.yml'}",
+        f"--storage.path={tmp_path / 'am'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
+    am = Proc("alertmanager", argv, tmp_path)
+    procs.append(am)
+    # the services' healthy series: what the alerts' labels are measured against (as remote write gives)
+    rng = np.random.default_rng(0)
+    now = time.time()
+    t0 = (int(now) // 60 - 8) * 60
+    services = ["checkout", "search", "auth", "cart", "billing"]
+    points = [
+        {"metric": f'http_requests{{service="{s}",instance="{s}-{i}"}}', "timestamp": t0 - 600 + k * 60, "value": v}
+        for k in range(10)
+        for s in services
+        for i in range(3)
+        for v in [10 + rng.normal()]
+    ]
+    assert se.http.post("/api/v1/points", json=points).json()["accepted"] == len(points)
+    # two outages a minute apart; inside each, alerts start a few steps apart
+    alerts = []
+    for service, start in (("checkout", t0 + 7), ("search", t0 + 67)):
+        for name, inst in (("HighErrorRate", 0), ("HighErrorRate", 1), ("HighLatency", 2)):
+            alerts.append(
+                {
+                    "labels": {
+                        "alertname": name,
+                        "service": service,
+                        "instance": f"{service}-{inst}",
+                        "severity": "page",
+                    },
+                    "annotations": {"summary": f"{name} on {service}-{inst}"},
+                    "startsAt": _iso(start + 60 * inst),
+                }
+            )
+    am_http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    wait_for("alertmanager to be ready", lambda: am_http.get("/-/ready").status_code == 200)
+    assert am_http.post("/api/v2/alerts", json=alerts).status_code == 200
+    wait_for("Alertmanager's groups", lambda: len(am_http.get("/api/v2/alerts/groups").json()) == 2)
+
+    def incidents() -> list[dict] | None:
+        assert am.alive(), am.output()
+        listed = se.http.get("/api/v1/incidents").json()["incidents"]
+        full = [se.http.get(f"/api/v1/incidents/{i['id']}").json() for i in listed]
+        return full if sum(len(i["members"]) for i in full) >= 6 else None
+
+    got = wait_for("the alerts to become incidents", incidents, timeout=60)
+    am_http.close()
+    by_service = sorted(sorted({m["metric"].split('service="')[1].split('"')[0] for m in i["members"]}) for i in got)
+    assert by_service == [["checkout"], ["search"]], got
+    assert all(len(i["members"]) == 3 for i in got)
+    member = got[0]["members"][0]
+    assert "severity" not in member["metric"]  # left out of the name (STORMEYE_ALERT_FINGERPRINT_IGNORE)
+    text = se.http.get("/metrics").text
+    assert 'stormeye_alerts_received_total{source="alertmanager"} 6.0' in text
+
+
+def test_collectd_write_graphite(tmp_path: Path, procs: list) -> None:
+    collectd = need("collectd", "collectd-core")
+    gport = free_port()
+    env = {
+        "STORMEYE_GRAPHITE_PORT": str(gport),
+        "STORMEYE_GRAPHITE_TEMPLATES": '["collectd.* .host.measurement*"]',
+        "STORMEYE_STEP_S": "10",
+    }
+    se = Stormeye(tmp_path, env, token="graphite-test")
+    procs.append(se)
+    conf = tmp_path / "collectd.conf"
+    conf.write_text(
+        f"""
+Hostname "web-1"
+FQDNLookup false
+Interval 1
+BaseDir "{tmp_path}"
+PIDFile "{tmp_path / "collectd.pid"}"
+TypesDB "/usr/share/collectd/types.db"
+LoadPlugin load
+LoadPlugin memory
+LoadPlugin write_graphite
+<Plugin write_graphite>
+  <Node "stormeye">
+    Host "127.0.0.1"
+    Port "{gport}"
+    Protocol "tcp"
+    Prefix "collectd."
+    StoreRates true
+    AlwaysAppendDS false
+    EscapeCharacter "_"
+  </Node>
+</Plugin>
+"""
+    )
+    cd = Proc("collectd", [collectd, "-f", "-C", str(conf)], tmp_path)
+    procs.append(cd)
+
+    def arrived() -> list[str] | None:
+        assert cd.alive(), cd.output()
+        names = se.metric_names()
+        return names if any(n.startswith("load.load.shortterm{") for n in names) else None
+
+    names = wait_for("collectd's load to arrive over Graphite plaintext", arrived, timeout=60)
+    assert 'load.load.shortterm{host="web-1"}' in names
+    assert any(n.startswith("memory.memory.used{") or n.startswith("memory.memory-used{") for n in names), names

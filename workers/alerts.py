@@ -1,0 +1,408 @@
+"""Alerts that other systems fired, as anomalies the tick groups with the metric anomalies.
+
+An alert (from Alertmanager's webhook, payload version 4, or any JSON through a field
+mapping) is a labelled span: its labels become the properties of a metric name (``alertname``
+is the name, the other labels its properties), ``startsAt`` its start, ``endsAt`` its end —
+Alertmanager sends ``0001-01-01T00:00:00Z`` while an alert still fires — and ``status:
+resolved`` ends it. Its score is 1: the sender's rule already decided it is anomalous.
+
+Repeats of one alert (Alertmanager resends every ``repeat_interval``, and one outage arrives
+in many of its groups) are one anomaly: alerts are identified by a fingerprint of their labels
+(``STORMEYE_ALERT_FINGERPRINT_IGNORE`` leaves labels such as ``replica`` out) and counted.
+A fingerprint whose alert resolved and fires again with a later start is a new anomaly.
+
+:class:`AlertBook` holds them between ticks; each tick takes :meth:`AlertBook.changed` — the
+alerts that arrived, still fire (their end moves to the tick) or resolved since the last tick —
+and the pipeline groups them with the detector's anomalies. Without a window of its own an
+alert's shape is its firing indicator (0 before its start, 1 while it fires), so alerts of one
+outage that start a few steps apart still correlate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from detectors.events import Anomaly
+from grouping.names import NAME_KEY, MetricNameError, canonical, parse
+
+#: the zero time Go (and so Alertmanager) writes for "no end yet"
+_GO_ZERO_YEAR = 1
+ALERT_SCORE = 1.0
+MAX_ALERTS_PER_REQUEST = 10_000
+
+
+class AlertError(ValueError):
+    """One alert is unusable; the message says what to send instead."""
+
+
+@dataclass
+class Alert:
+    """One alert as a sender described it (times in UTC epoch seconds; ``ends_at`` None: still firing)."""
+
+    labels: dict[str, str]
+    starts_at: float
+    ends_at: float | None
+    resolved: bool
+    source: str
+    annotations: dict[str, str] = field(default_factory=dict)
+    where: str = ""  # its place in the request, for error messages
+
+    def metric(self, ignore: Iterable[str] = ()) -> str:
+        """The metric name of the alert: ``alertname`` is the name, the other labels (but ``ignore``) its properties."""
+        skip = {"alertname", *ignore}
+        props = {k: v for k, v in self.labels.items() if k not in skip}
+        name = self.labels.get("alertname") or self.labels.get(NAME_KEY) or "alert"
+        props[NAME_KEY] = name
+        try:
+            return canonical(parse(props))
+        except MetricNameError as exc:
+            raise AlertError(f"labels: {exc}") from None
+
+    def fingerprint(self, ignore: Iterable[str] = ()) -> str:
+        skip = set(ignore)
+        text = "\x00".join(f"{k}\x01{v}" for k, v in sorted(self.labels.items()) if k not in skip)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def parse_time(raw: Any, what: str) -> float | None:
+    """RFC 3339 / ISO 8601 text or epoch seconds; Go's zero time (year 1) and empty mean "none"."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool):
+        raise AlertError(f"{what} must be RFC 3339 time text or epoch seconds, got {raw!r}")
+    if isinstance(raw, (int, float)):
+        t = float(raw)
+        if not math.isfinite(t) or t < 0:
+            raise AlertError(f"{what} {raw!r} is not a time")
+        return t / 1000.0 if t > 1e11 else t
+    if not isinstance(raw, str):
+        raise AlertError(f"{what} must be RFC 3339 time text, got {type(raw).__name__}")
+    text = raw.strip()
+    if text.startswith("0001-01-01"):
+        return None
+    # Go writes up to nanoseconds; Python reads microseconds
+    head, dot, frac = text.partition(".")
+    if dot:
+        digits = len(frac) - len(frac.lstrip("0123456789"))
+        frac = frac[: min(digits, 6)] + frac[digits:]
+        text = f"{head}.{frac}"
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise AlertError(f"{what} {raw!r} is not RFC 3339 time (e.g. 2026-01-05T10:00:00Z)") from None
+    if dt.year <= _GO_ZERO_YEAR:
+        return None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
+def _labels(raw: Any, what: str) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise AlertError(f"{what} must be an object of label names to values, got {type(raw).__name__}")
+    out = {}
+    for k, v in raw.items():
+        if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            raise AlertError(f"{what}.{k} must be text, got {type(v).__name__}")
+        out[str(k)] = str(v)
+    return out
+
+
+def _alert(
+    labels: dict[str, str], starts: float | None, ends: float | None, status: Any, annotations: Any, source: str
+) -> Alert:
+    if not labels:
+        raise AlertError("an alert needs labels (alertname and what it is about)")
+    if starts is None:
+        raise AlertError("startsAt is missing: give the time the alert started (RFC 3339)")
+    if status not in (None, "firing", "resolved"):
+        raise AlertError(f"status must be 'firing' or 'resolved', got {status!r}")
+    resolved = status == "resolved"
+    if ends is not None and ends < starts:
+        raise AlertError("endsAt is before startsAt")
+    return Alert(labels, starts, ends, resolved, source, _labels(annotations, "annotations"))
+
+
+def read_alertmanager(body: Any) -> tuple[list[Alert], list[tuple[str, str]]]:
+    """Alerts of an Alertmanager webhook body (version 4); bad alerts as (where, what to fix)."""
+    if not isinstance(body, Mapping):
+        raise AlertError("the body must be Alertmanager's webhook JSON object (version 4)")
+    version = body.get("version")
+    if version != "4":
+        raise AlertError(
+            f'webhook payload version {version!r} is not supported: stormeye reads Alertmanager\'s version "4"'
+        )
+    alerts = body.get("alerts")
+    if not isinstance(alerts, list):
+        raise AlertError("the webhook body has no 'alerts' list")
+    if len(alerts) > MAX_ALERTS_PER_REQUEST:
+        raise AlertError(f"{len(alerts)} alerts in one request; send at most {MAX_ALERTS_PER_REQUEST}")
+    common = _labels(body.get("commonLabels"), "commonLabels")
+    out: list[Alert] = []
+    bad: list[tuple[str, str]] = []
+    for i, a in enumerate(alerts):
+        where = f"alerts[{i}]"
+        try:
+            if not isinstance(a, Mapping):
+                raise AlertError(f"an alert must be an object, got {type(a).__name__}")
+            labels = {**common, **_labels(a.get("labels"), "labels")}
+            starts = parse_time(a.get("startsAt"), "startsAt")
+            ends = parse_time(a.get("endsAt"), "endsAt")
+            out.append(_alert(labels, starts, ends, a.get("status"), a.get("annotations"), "alertmanager"))
+            out[-1].where = where
+        except AlertError as exc:
+            bad.append((where, str(exc)))
+    return out, bad
+
+
+DEFAULT_MAPPING = {
+    "alerts": "alerts",
+    "name": "name",
+    "labels": "labels",
+    "starts_at": "starts_at",
+    "ends_at": "ends_at",
+    "status": "status",
+    "annotations": "annotations",
+}
+
+
+def _get(obj: Mapping[str, Any], path: str) -> Any:
+    cur: Any = obj
+    for part in path.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def read_generic(body: Any, mapping: Mapping[str, str], now: float) -> tuple[list[Alert], list[tuple[str, str]]]:
+    """Alerts of any JSON sender: a list of objects (or ``{"alerts": [...]}``, or one object).
+
+    ``mapping`` names, for each field, where it is in an alert (dotted paths reach into nested
+    objects): ``name``, ``labels``, ``starts_at`` (default: now), ``ends_at``, ``status``
+    (``firing``/``resolved``; ``ok``/``closed``/``false`` mean resolved too), ``annotations``.
+    """
+    m = {**DEFAULT_MAPPING, **mapping}
+    items = _get(body, m["alerts"]) if isinstance(body, Mapping) else body
+    if isinstance(body, Mapping) and items is None:
+        items = [body]
+    if not isinstance(items, list):
+        raise AlertError(f"send a JSON list of alerts or an object whose {m['alerts']!r} is that list")
+    if len(items) > MAX_ALERTS_PER_REQUEST:
+        raise AlertError(f"{len(items)} alerts in one request; send at most {MAX_ALERTS_PER_REQUEST}")
+    out: list[Alert] = []
+    bad: list[tuple[str, str]] = []
+    for i, a in enumerate(items):
+        where = f"alerts[{i}]"
+        try:
+            if not isinstance(a, Mapping):
+                raise AlertError(f"an alert must be an object, got {type(a).__name__}")
+            labels = _labels(_get(a, m["labels"]), m["labels"])
+            name = _get(a, m["name"])
+            if name is not None:
+                labels["alertname"] = str(name)
+            if "alertname" not in labels:
+                raise AlertError(f"no alert name: set {m['name']!r} (or the 'alertname' label)")
+            raw_start = _get(a, m["starts_at"])
+            starts = now if raw_start is None else parse_time(raw_start, m["starts_at"])
+            ends = parse_time(_get(a, m["ends_at"]), m["ends_at"])
+            status = _get(a, m["status"])
+            if isinstance(status, str) and status.lower() in ("ok", "closed", "resolved", "false", "recovered"):
+                status = "resolved"
+            elif status is not None:
+                status = "firing"
+            out.append(_alert(labels, starts, ends, status, _get(a, m["annotations"]), "generic"))
+            out[-1].where = where
+        except AlertError as exc:
+            bad.append((where, str(exc)))
+    return out, bad
+
+
+@dataclass
+class _Entry:
+    anomaly: Anomaly
+    count: int
+    ends_at: float | None
+    resolved: bool
+    dirty: bool = True
+    emitted_closed: bool = False
+
+
+@dataclass
+class Received:
+    new: int = 0
+    repeats: int = 0
+    resolved: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+class AlertBook:
+    """The alerts seen, one entry per fingerprint and episode, until the tick has taken their end."""
+
+    def __init__(self, step: float, ignore: Sequence[str] = (), keep_s: float = 86_400.0) -> None:
+        self.step = float(step)
+        self.ignore = tuple(ignore)
+        self.keep_s = keep_s
+        self._entries: dict[str, _Entry] = {}
+        self._spans: dict[str, list[tuple[float, float | None]]] | None = None  # by metric; None: to rebuild
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def receive(self, alerts: Iterable[Alert]) -> Received:
+        """Take alerts in: new ones open an anomaly, repeats are counted, resolved ones end it."""
+        got = Received()
+        self._spans = None
+        for al in alerts:
+            fp = al.fingerprint(self.ignore)
+            start = math.floor(al.starts_at / self.step) * self.step
+            end = al.ends_at if al.resolved and al.ends_at is not None else None
+            if al.resolved and end is None:
+                end = start
+            e = self._entries.get(fp)
+            if e is not None and e.resolved and start > (e.ends_at or e.anomaly.end):
+                e = None  # the alert fired again after it resolved: a new episode
+            if e is None:
+                a = Anomaly(
+                    metric=al.metric(self.ignore),
+                    start=start,
+                    end=start if end is None else max(start, end),
+                    peak_score=ALERT_SCORE,
+                    peak_at=start,
+                    direction=1,
+                    detector=al.source,
+                    evidence={"alert": al.labels, "fingerprint": fp, "count": 1, **_summary(al)},
+                )
+                self._entries[fp] = _Entry(a, 1, end, al.resolved)
+                got.new += 1
+            else:
+                e.count += 1
+                e.anomaly.evidence["count"] = e.count
+                got.repeats += 1
+                if al.resolved and not e.resolved:
+                    e.resolved, e.ends_at = True, end
+                    e.dirty = True
+            if al.resolved:
+                got.resolved += 1
+        return got
+
+    def changed(self, at: float) -> list[Anomaly]:
+        """The alert anomalies to hand to the tick at ``at``: new, still firing, or just resolved."""
+        out: list[Anomaly] = []
+        for fp, e in list(self._entries.items()):
+            a = e.anomaly
+            if a.start > at:
+                continue  # not yet: its step comes later
+            if e.resolved:
+                if e.emitted_closed:
+                    if at - (e.ends_at or a.end) > self.keep_s:
+                        del self._entries[fp]  # long over: forget it (a repeat now opens a new one)
+                        self._spans = None
+                    continue
+                end = min(max(a.start, e.ends_at or a.start), at)
+                a.end, a.open = end, False
+                e.emitted_closed = True
+            else:
+                a.end, a.open = max(a.end, math.floor(at / self.step) * self.step), True
+            e.dirty = False
+            out.append(a)
+        return out
+
+    def newest(self) -> float | None:
+        """The latest start among the alerts held (lets a pipeline with no points yet start ticking)."""
+        return max((e.anomaly.start for e in self._entries.values()), default=None)
+
+    def window(self, metric: str, end: float, points: int) -> np.ndarray | None:
+        """The firing indicator of an alert metric over ``points`` steps ending at ``end`` (None: not an alert)."""
+        spans = self._by_metric().get(metric)
+        if not spans:
+            return None
+        t = (math.floor(end / self.step) - np.arange(points - 1, -1, -1)) * self.step
+        out = np.zeros(points)
+        for s, f in spans:
+            out[(t >= s) & (t <= (f if f is not None else np.inf))] = 1.0
+        return out
+
+    def metrics(self) -> set[str]:
+        return set(self._by_metric())
+
+    def _by_metric(self) -> dict[str, list[tuple[float, float | None]]]:
+        if self._spans is None:
+            spans: dict[str, list[tuple[float, float | None]]] = {}
+            for e in self._entries.values():
+                spans.setdefault(e.anomaly.metric, []).append((e.anomaly.start, e.ends_at))
+            self._spans = spans
+        return self._spans
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain data that :meth:`load_state` restores (distributed mode keeps it in Redis)."""
+        return {
+            fp: {
+                "anomaly": asdict(e.anomaly),
+                "count": e.count,
+                "ends_at": e.ends_at,
+                "resolved": e.resolved,
+                "emitted_closed": e.emitted_closed,
+            }
+            for fp, e in self._entries.items()
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self._spans = None
+        self._entries = {
+            fp: _Entry(Anomaly(**d["anomaly"]), d["count"], d["ends_at"], d["resolved"], False, d["emitted_closed"])
+            for fp, d in state.items()
+        }
+
+
+def windows_with_alerts(
+    metrics: Sequence[str],
+    end: float,
+    points: int,
+    known: Any,
+    series: Any,
+    book: AlertBook,
+) -> np.ndarray:
+    """Windows of metrics some of which are alerts: ``series(names)`` reads the stored ones
+    (``known(name)``: stored?), an alert without a series has its firing indicator."""
+    out = np.full((len(metrics), points), np.nan)
+    have = [i for i, m in enumerate(metrics) if known(m)]
+    if have:
+        out[have] = series([metrics[i] for i in have])
+    for i, m in enumerate(metrics):
+        if not known(m):
+            w = book.window(m, end, points)
+            if w is not None:
+                out[i] = w
+    return out
+
+
+INBOX_BATCH = 10_000
+
+
+def take_inbox(runtime: Any, book: AlertBook) -> int:
+    """Receive the alerts the API queued in Redis into ``book``; returns how many were read (to trim after commit)."""
+    raw = runtime.r.lrange(runtime.k("alerts", "inbox"), 0, INBOX_BATCH - 1)
+    book.receive(Alert(**json.loads(b)) for b in raw)
+    return len(raw)
+
+
+def _summary(al: Alert) -> dict[str, str]:
+    for key in ("summary", "description", "message"):
+        if al.annotations.get(key):
+            return {"summary": al.annotations[key][:500]}
+    return {}
+
+
+def receive_distributed(runtime: Any, alerts: Sequence[Alert]) -> None:
+    """Queue alerts in Redis for the next correlate step (distributed mode), which dedups and counts them."""
+    if alerts:
+        runtime.r.rpush(runtime.k("alerts", "inbox"), *(json.dumps(asdict(a)) for a in alerts))
