@@ -337,7 +337,8 @@ class IncidentTracker:
             def explained(part: np.ndarray) -> bool:
                 return self._cascade(node_services[part], [n for n, _ in svc_names])
 
-            same_service = np.array([[a[0] == b[0] for b in svc_names] for a in svc_names], dtype=bool)
+            svc_of = np.array([n for n, _ in svc_names] + [""], dtype=object)[:-1]
+            same_service = (svc_of[:, None] == svc_of[None, :]).reshape(len(svc_names), len(svc_names)).astype(bool)
             services = (node_services, same_service)
 
         edges = build_edges(nodes, np.arange(n_new), self.index, windows, self.config, self.step, services, adjacent)
