@@ -29,6 +29,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from redis import RedisError
 
+from api.actions import router as actions_router
 from grouping.report import incident_report, summary
 from workers.db import Database
 from workers.distributed import Runtime, check_redis
@@ -196,6 +197,7 @@ def create_app(
         description="Alert correlation and grouping: an alert storm in, a few incidents out.",
     )
     app.state.service = service
+    app.include_router(actions_router)
 
     @app.post("/api/v1/points", status_code=202)
     async def post_points(request: Request) -> JSONResponse:

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from grouping.feedback import Pair, allowed_targets, drop_apart
 from grouping.graph import Edges, GroupingConfig, Node, build_edges, components, hot_properties, strongest_edges
 from grouping.names import NameIndex, parse
 from grouping.priority import PriorityModel
@@ -186,6 +187,8 @@ class IncidentTracker:
         #: anomalies whose cluster has too little evidence to open an incident yet (see ``update``)
         self._pending: dict[Key, Member] = {}
         self.last_edges: Edges | None = None  # the newest tick's graph, for explanations
+        #: metric pairs a person split apart: never linked or put in one incident again (grouping.feedback)
+        self.apart: set[Pair] = set()
 
     # -- queries -------------------------------------------------------------------------
 
@@ -296,6 +299,8 @@ class IncidentTracker:
         self.index.add(sorted({m.metric for m in old if m.metric not in self.index}))
         n_new = len(new)
         edges = build_edges(nodes, np.arange(n_new), self.index, windows, self.config, self.step)
+        if self.apart:
+            edges = drop_apart(edges, [nd.metric for nd in nodes], self.apart)
         self.last_edges = edges
         inner = edges.subset(edges.right < n_new)
         cross = edges.subset(edges.right >= n_new)
@@ -308,6 +313,11 @@ class IncidentTracker:
         for j in range(n_new, len(nodes)):
             old_nodes_of.setdefault(str(nodes[j].incident), []).append(j)
         targets = self._targets(cross, comp_of, incident_of_node, edges.hotness, old_nodes_of, comps)
+        if self.apart:
+            incs = self.incidents
+            targets = allowed_targets(
+                targets, lambda k: [new[int(i)].metric for i in comps[k]], lambda t: incs[t].metrics, self.apart
+            )
         member_target = np.full(len(nodes), -1, dtype=np.int64)
         each = self.member_evidence(new)
         changes: list[IncidentChange] = []

@@ -32,6 +32,7 @@ from detectors.events import Anomaly, TrackerUpdate
 from detectors.rules import CompiledRules
 from grouping.incidents import Incident, IncidentChange, IncidentTracker
 from grouping.names import NAME_KEY, NameIndex, parse
+from workers.actions import PeopleSync
 from workers.db import Database
 from workers.settings import Settings
 from workers.store import MemoryWindowStore, WindowStore
@@ -233,6 +234,8 @@ class Pipeline:
         self.incidents = IncidentTracker(
             self.index, settings.grouping_config(), settings.priority_model, step=settings.step_s
         )
+        # people's actions and feedback (workers.actions): replayed on the tracker every tick
+        self.people = PeopleSync(database, settings.priority_model) if database is not None else None
         self.clock = clock
         self.last_scored: int | None = None  # slot number of the newest step scored
         self.rejected_too_old = 0
@@ -337,6 +340,8 @@ class Pipeline:
         return self.group(at, upd.changed, len(upd.opened), len(upd.closed), n)
 
     def group(self, at: float, changed: list[Anomaly], opened: int, closed: int, scored: int) -> TickResult:
+        if self.people is not None:
+            self.people.sync(self.incidents, at)
         changes = correlate(self.incidents, at, changed, self.windows_at(at, self.settings.shape_points))
         self._persist(changed, changes)
         return TickResult(at, scored, opened, closed, changes)
