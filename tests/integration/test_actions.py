@@ -3,34 +3,18 @@ every action done well, and every way to get one wrong."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+import storm_helpers
 from fastapi.testclient import TestClient
-from storm_helpers import run_part, small_storm
 
 from api.app import create_app
+from workers.actions import Actions
 from workers.db import Database
 from workers.settings import Settings
 
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SQLite file with the storm ticked 180 steps in: open incidents with several members."""
-    path = tmp_path_factory.mktemp("storm") / "template.db"
-    storm = small_storm()
-    pipe = run_part(storm, f"sqlite:///{path}", until=storm.history_steps + 180)
-    assert pipe.database is not None
-    pipe.database.dispose()
-    return path
-
-
-@pytest.fixture()
-def db_url(template: Path, tmp_path: Path) -> str:
-    shutil.copy(template, tmp_path / "stormeye.db")
-    return f"sqlite:///{tmp_path / 'stormeye.db'}"
+storm_template, db_url = storm_helpers.storm_template, storm_helpers.db_url  # the fixtures
 
 
 @pytest.fixture()
@@ -162,3 +146,21 @@ def test_the_actor_is_the_requests(db_url: str) -> None:
         inc = open_incidents(c)[0]
         assert c.post(f"/api/v1/incidents/{inc['id']}/acknowledge").json()["action"]["actor"] == "alice"
         assert ("acknowledge", "alice") in kinds(c, inc["id"])
+
+
+@pytest.mark.postgres
+def test_actions_on_postgresql(postgres_url: str) -> None:
+    storm = storm_helpers.small_storm()
+    storm_helpers.run_part(storm, postgres_url, until=storm.history_steps + 150).database.dispose()  # type: ignore[union-attr]
+    with TestClient(create_app(Settings(database_url=postgres_url, step_s=60), start_ticker=False)) as c:
+        a, b = open_incidents(c)[:2]
+        assert c.post(f"/api/v1/incidents/{a['id']}/acknowledge").status_code == 200
+        assert c.post(f"/api/v1/incidents/{a['id']}/acknowledge").status_code == 409
+        assert c.post(f"/api/v1/incidents/{a['id']}/merge", json={"from": b["id"]}).status_code == 200
+        every = sorted({m["metric"] for m in c.get(f"/api/v1/incidents/{a['id']}").json()["members"]})
+        r = c.post(f"/api/v1/incidents/{a['id']}/split", json={"metrics": every[:1]})
+        assert r.status_code == 201, r.text
+        assert c.post(f"/api/v1/incidents/{a['id']}/split", json={"metrics": every[1:]}).status_code == 422
+        assert c.post(f"/api/v1/incidents/{r.json()['incident']}/resolve").status_code == 200
+        assert ("split", "local") in kinds(c, a["id"])
+    assert len(Actions(Database(postgres_url)).apart_pairs()) == len(every) - 1
