@@ -27,9 +27,12 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from redis import RedisError
 
 from api.actions import router as actions_router
+from api.page import STATIC
+from api.page import router as page_router
 from grouping.report import incident_report, summary
 from workers.db import Database
 from workers.distributed import Runtime, check_redis
@@ -198,6 +201,8 @@ def create_app(
     )
     app.state.service = service
     app.include_router(actions_router)
+    app.include_router(page_router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.post("/api/v1/points", status_code=202)
     async def post_points(request: Request) -> JSONResponse:
