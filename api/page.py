@@ -185,7 +185,7 @@ def page_incident(incident_id: str, request: Request) -> dict[str, Any]:
     inc["common"] = [{"pair": p, "members": c} for p, c in counts.most_common(8) if c > 1]
     inc["acknowledged"] = actions.acknowledged([incident_id]).get(incident_id)
     inc["timeline"] = actions.history(incident_id)
-    inc["members"] = sorted(inc["members"], key=lambda x: (x["start"], -x["peak_score"], x["metric"]))
+    inc["members"] = sorted(inc["members"], key=_onset)
     return inc
 
 
@@ -198,6 +198,11 @@ def incident_series(incident_id: str, request: Request, before: int = Query(30, 
         raise HTTPException(404, f"no incident {incident_id!r}")
     _pipeline(request)
     return {"step": service.settings.step_s, "series": service.member_windows(inc, before)}
+
+
+def _onset(member: dict[str, Any]) -> tuple[float, float, str]:
+    """Members by onset (ties: the stronger first, then by name)."""
+    return (member["start"], -member["peak_score"], member["metric"])
 
 
 def _kinds(ev: dict[str, Any], a: dict[str, str], b: dict[str, str], cfg: Any, step: float) -> list[str]:
@@ -222,7 +227,7 @@ def incident_graph(incident_id: str, request: Request) -> dict[str, Any]:
     if inc is None:
         raise HTTPException(404, f"no incident {incident_id!r}")
     cfg, step = service.settings.grouping_config(), service.settings.step_s
-    members = sorted(inc["members"], key=lambda x: (x["start"], x["metric"]))
+    members = sorted(inc["members"], key=_onset)  # the page's order: node k is member #k+1
     first: dict[str, int] = {}
     nodes = []
     for x in members:
