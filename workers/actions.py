@@ -372,32 +372,42 @@ class OverriddenPriority(PriorityModel):
 
 
 class PeopleSync:
-    """Brings people's actions and feedback from the database into a running tracker."""
+    """Brings people's actions and feedback from the database into a tracker.
 
-    def __init__(self, database: Database, base: PriorityModel) -> None:
+    ``cursor``: the newest action already on the tracker (default: the newest in the database, as a
+    tracker that starts now has nothing older to replay). The distributed mode keeps it beside the
+    tracker's state; replaying an action twice changes nothing (the second finds it done).
+    """
+
+    def __init__(self, database: Database, base: PriorityModel, cursor: int | None = None) -> None:
         self.actions = Actions(database, base)
         self.database = database
         self.base = base
-        self.cursor = self.actions.last_action_id()  # older actions are in the database already
+        self.cursor = self.actions.last_action_id() if cursor is None else cursor
         self._version: tuple[int, float, int, float] | None = None
+        self._apart: set[Pair] = set()
+        self._priority: OverriddenPriority | None = None
+        self._changed: set[str] = set()
 
     def feedback(self, tracker: IncidentTracker) -> None:
-        """Apart pairs and priority overrides, read again only when they changed."""
+        """Apart pairs and priority overrides on the tracker (read again only when they changed)."""
         version = self.actions.feedback_version()
-        if version == self._version:
-            return
-        self._version = version
-        tracker.apart = self.actions.apart_pairs()
-        overrides = self.actions.priority_overrides()
-        old = tracker.priority.overrides if isinstance(tracker.priority, OverriddenPriority) else {}
-        if not overrides and not old:
-            return
-        tracker.priority = OverriddenPriority(self.base, overrides)
-        for metric in set(old) | set(overrides):
-            tracker._weights.pop(metric, None)  # the tracker remembers weights: forget the changed ones
+        if version != self._version:
+            self._version = version
+            self._apart = self.actions.apart_pairs()
+            overrides = self.actions.priority_overrides()
+            old = self._priority.overrides if self._priority is not None else {}
+            self._changed = {k for k in set(old) | set(overrides) if old.get(k) != overrides.get(k)}
+            self._priority = OverriddenPriority(self.base, overrides) if overrides or old else None
+        tracker.apart = self._apart
+        if self._priority is not None and tracker.priority is not self._priority:
+            tracker.priority = self._priority
+            for metric in self._changed:
+                tracker._weights.pop(metric, None)  # the tracker remembers weights: forget the changed ones
 
-    def sync(self, tracker: IncidentTracker, now: float) -> list[IncidentChange]:
-        """Replay actions newer than the cursor on the tracker and store the incidents they touched."""
+    def sync(self, tracker: IncidentTracker, now: float, save: bool = True) -> list[IncidentChange]:
+        """Replay actions newer than the cursor on the tracker; store the incidents they touched
+        (``save``; else the caller stores them with its own writes)."""
         self.feedback(tracker)
         todo = self.actions.actions_since(self.cursor)
         if not todo:
@@ -409,10 +419,15 @@ class PeopleSync:
             got = replay(tracker, act, now)
             changes += got
             touched.update(dict.fromkeys(c.incident for c in got))
-        incidents = [tracker.incidents[i] for i in touched if i in tracker.incidents]
-        # the people's side of these changes is in incident_action already: store only the tracker's own
-        self.database.save_tick([], incidents, [c for c in changes if "by" not in c.details])
+        if save:
+            incidents = [tracker.incidents[i] for i in touched if i in tracker.incidents]
+            self.database.save_tick([], incidents, own_changes(changes))
         return changes
+
+
+def own_changes(changes: list[IncidentChange]) -> list[IncidentChange]:
+    """The tracker's own changes among a replay's (people's side is in incident_action already)."""
+    return [c for c in changes if "by" not in c.details]
 
 
 def replay(tracker: IncidentTracker, action: Mapping[str, Any], now: float) -> list[IncidentChange]:
