@@ -74,3 +74,48 @@ def allowed_targets(
         if kept:
             out[k] = kept
     return out
+
+
+def separate_apart(comps: list[np.ndarray], edges: Edges, names: Sequence[str], apart: set[Pair]) -> list[np.ndarray]:
+    """Clusters of new anomalies (``comps``, linked by ``edges``) cut so that none holds an apart pair.
+
+    A cluster that would hold one is rebuilt from its own edges, strongest first (single linkage
+    with cannot-link pairs): two groups join unless that would put an apart pair together. So a
+    third metric related to both sides of a split does not bring them back into one incident.
+    """
+    if not apart:
+        return comps
+    involved = {m for p in apart for m in p}
+    out: list[np.ndarray] = []
+    for comp in comps:
+        held = sorted({names[int(i)] for i in comp} & involved)
+        if any(pair(a, b) in apart for k, a in enumerate(held) for b in held[k + 1 :]):
+            out.extend(_cut(comp, edges, names, involved, apart))
+        else:
+            out.append(comp)
+    return out
+
+
+def _cut(
+    comp: np.ndarray, edges: Edges, names: Sequence[str], involved: set[str], apart: set[Pair]
+) -> list[np.ndarray]:
+    parent = {int(i): int(i) for i in comp}
+    flagged = {int(i): {names[int(i)]} & involved for i in comp}
+    inside = np.flatnonzero(np.isin(edges.left, comp) & np.isin(edges.right, comp))
+    for k in inside[np.argsort(-edges.weight[inside], kind="stable")].tolist():
+        a, b = _find(parent, int(edges.left[k])), _find(parent, int(edges.right[k]))
+        if a == b or any(pair(x, y) in apart for x in flagged[a] for y in flagged[b] if x != y):
+            continue
+        parent[b] = a
+        flagged[a] |= flagged[b]
+    groups: dict[int, list[int]] = {}
+    for i in sorted(parent):
+        groups.setdefault(_find(parent, i), []).append(i)
+    return [np.array(g, dtype=np.int64) for g in groups.values()]
+
+
+def _find(parent: dict[int, int], i: int) -> int:
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from grouping.feedback import Pair, allowed_targets, drop_apart
+from grouping.feedback import Pair, allowed_targets, drop_apart, separate_apart
 from grouping.graph import Edges, GroupingConfig, Node, build_edges, components, hot_properties, strongest_edges
 from grouping.names import NameIndex, parse
 from grouping.priority import PriorityModel
@@ -307,6 +307,8 @@ class IncidentTracker:
         incident_of_node = np.array([nd.incident or "" for nd in nodes], dtype=object)
         comp_of = np.empty(n_new, dtype=np.int64)
         comps = components(n_new, inner, self.config)
+        if self.apart:
+            comps = separate_apart(comps, inner, [a.metric for a in new], self.apart)
         for k, comp in enumerate(comps):
             comp_of[comp] = k
         old_nodes_of: dict[str, list[int]] = {}

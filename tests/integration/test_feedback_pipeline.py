@@ -22,6 +22,14 @@ def test_a_split_pair_stays_apart_on_the_next_ticks_and_a_resolve_stays_resolved
     assert db is not None
     big, other = sorted(pipe.incidents.open_incidents(), key=lambda i: -len(i.metrics))[:2]
     off, stay = big.metrics[: len(big.metrics) // 2], big.metrics[len(big.metrics) // 2 :]
+
+    def holding_a_split_pair() -> dict[str, list[str]]:
+        return {i: ms for i, ms in db.incident_members().items() if set(ms) & set(off) and set(ms) & set(stay)}
+
+    # another incident may have held both sides already (other anomalies of the same metrics): it may
+    # keep them, but gain none
+    before = holding_a_split_pair()
+    before.pop(big.id)
     # the page's way in: the API of the embedded service over this very pipeline
     with TestClient(create_app(Settings(database_url=url, step_s=60), pipeline=pipe, start_ticker=False)) as c:
         r = c.post(f"/api/v1/incidents/{big.id}/split", json={"metrics": off})
@@ -33,8 +41,7 @@ def test_a_split_pair_stays_apart_on_the_next_ticks_and_a_resolve_stays_resolved
     assert pipe.incidents.incidents[other.id].status == "resolved"
     assert len(pipe.incidents.apart) == len(off) * len(stay)
     pipe = run_part(storm, url, until=h + 330, pipe=pipe)  # the storm goes on: the same evidence again
-    for iid, metrics in db.incident_members().items():
-        assert not (set(metrics) & set(off) and set(metrics) & set(stay)), f"{iid} holds a split pair again"
+    assert holding_a_split_pair() == before, "a split pair was grouped again"
     assert db.get_incident(other.id)["status"] == "resolved"  # type: ignore[index]
     timeline = Actions(db).history(big.id)
     assert [e["kind"] for e in timeline if e["actor"]] == ["split"]

@@ -9,7 +9,7 @@ import pytest
 
 from detectors.events import Anomaly
 from grouping import manual
-from grouping.feedback import allowed_targets, cross_pairs, drop_apart, pair
+from grouping.feedback import allowed_targets, cross_pairs, drop_apart, pair, separate_apart
 from grouping.graph import Edges, GroupingConfig
 from grouping.incidents import IncidentTracker
 from grouping.names import NameIndex
@@ -103,3 +103,30 @@ def test_drop_apart_and_allowed_targets_are_exact() -> None:
         {0: ["i1", "i2", "i3"], 1: ["i2"]}, lambda k: [["b"], ["a"]][k], members.__getitem__, {pair("a", "c")}
     )
     assert got == {0: ["i1", "i3"]}
+
+
+def test_a_third_metric_related_to_both_sides_does_not_bring_a_split_pair_back_together() -> None:
+    w = Shop()
+    w.tick(0.0, w.hit(ENGLAND[:4], 0.0, 55))
+    (inc,) = w.tracker.open_incidents()
+    off, stay = ENGLAND[2:4], ENGLAND[:2]
+    manual.split(w.tracker, inc.id, off, "inc-split", 60.0)
+    w.tracker.apart |= cross_pairs(off, stay)
+    # both sides fire again in one tick, with a third England metric shaped like both: one cluster
+    # by its edges, but it would hold a split pair
+    w.tick(120.0, w.hit([stay[0], off[0], ENGLAND[4]], 120.0, 53))
+    for i in w.tracker.incidents.values():
+        assert not (set(i.metrics) & set(off) and set(i.metrics) & set(stay)), i.metrics
+    assert w.incident_of(off[0], 120.0) == "inc-split" and w.incident_of(stay[0], 120.0) == inc.id
+
+
+def test_separate_apart_cuts_only_clusters_holding_an_apart_pair() -> None:
+    names = ["a", "x", "b", "c"]
+    left, right = np.array([0, 1, 0, 3]), np.array([1, 2, 2, 3 - 1])
+    w = np.array([0.9, 0.5, 0.8, 0.7])
+    z = np.zeros(4)
+    edges = Edges(left, right, w, z, z, np.zeros(4, int), z)
+    comps = [np.array([0, 1, 2, 3])]
+    got = separate_apart(comps, edges, names, {pair("a", "b")})
+    assert sorted(sorted(g.tolist()) for g in got) == [[0, 1], [2, 3]]
+    assert [g.tolist() for g in separate_apart(comps, edges, names, {pair("y", "z")})] == [[0, 1, 2, 3]]
