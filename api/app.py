@@ -27,9 +27,13 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from redis import RedisError
 
 from api import auth, ingest_routes, selfmetrics
+from api.actions import router as actions_router
+from api.page import STATIC
+from api.page import router as page_router
 from grouping.report import incident_report, summary
 from workers.db import Database
 from workers.distributed import Runtime, check_redis
@@ -220,6 +224,9 @@ def create_app(
     auth.install(app, settings, on_reject=app.state.selfmetrics.reject)  # tokens, request.state.actor, size limit
     ingest_routes.install(app)  # remote write, Alertmanager and generic alerts
     app.include_router(selfmetrics.router)  # /metrics, /readyz
+    app.include_router(actions_router)
+    app.include_router(page_router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.post("/api/v1/points", status_code=202)
     async def post_points(request: Request) -> JSONResponse:

@@ -2,7 +2,8 @@
 
 - Tokens: ``STORMEYE_API_TOKEN`` (one bearer token, named ``api``) and/or
   ``STORMEYE_API_TOKENS="alice=tok1,bob=tok2"`` (named ones). When any is set, every request
-  but ``/healthz``, ``/readyz`` and ``/metrics`` needs ``Authorization: Bearer <token>``;
+  but ``/healthz``, ``/readyz``, ``/metrics`` and the page's shell (``GET /``, ``/static/*``: no data
+  in them) needs ``Authorization: Bearer <token>``;
   without one the answer is 401 saying so. With no token configured everyone is ``local``.
 - ``request.state.actor`` is the name of the token that authenticated the request (``api``,
   ``alice``, …; ``local`` without auth; ``anonymous`` on the open paths): whoever records an
@@ -23,6 +24,9 @@ from typing import Any
 from workers.settings import Settings
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: the on-call page's shell and static files carry no data (its API calls need the token), so a
+#: browser can load it and be asked for the token
+PAGE_PATHS = frozenset({"/", "/index.html"})
 LOCAL_ACTOR = "local"
 SINGLE_TOKEN_NAME = "api"
 
@@ -75,7 +79,9 @@ class AuthMiddleware:
             return
         state = scope.setdefault("state", {})
         path = scope.get("path", "")
-        if path in OPEN_PATHS:
+        if path in OPEN_PATHS or (
+            scope.get("method") in ("GET", "HEAD") and (path in PAGE_PATHS or path.startswith("/static/"))
+        ):
             state["actor"] = "anonymous"
         elif not self.tokens:
             state["actor"] = LOCAL_ACTOR

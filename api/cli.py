@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from api.cli_incidents import app as incidents_app
 from workers.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -359,6 +360,9 @@ def deadletter(
     for d in records:
         t.add_row(d["id"], d.get("kind", ""), d.get("ref", ""), str(d.get("points", ""))[:200], d.get("reason", ""))
     out.print(t)
+
+
+app.add_typer(incidents_app, name="incidents")
 
 
 def main() -> None:

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 import networkx as nx
 import numpy as np
 
+from grouping.feedback import Pair, allowed_targets, drop_apart, separate_apart
 from grouping.graph import Edges, GroupingConfig, Node, build_edges, components, hot_properties, strongest_edges
 from grouping.names import NameIndex, parse
 from grouping.priority import PriorityModel
@@ -191,6 +192,8 @@ class IncidentTracker:
         #: anomalies whose cluster has too little evidence to open an incident yet (see ``update``)
         self._pending: dict[Key, Member] = {}
         self.last_edges: Edges | None = None  # the newest tick's graph, for explanations
+        #: metric pairs a person split apart: never linked or put in one incident again (grouping.feedback)
+        self.apart: set[Pair] = set()
 
     # -- queries -------------------------------------------------------------------------
 
@@ -342,18 +345,27 @@ class IncidentTracker:
             services = (node_services, same_service)
 
         edges = build_edges(nodes, np.arange(n_new), self.index, windows, self.config, self.step, services, adjacent)
+        if self.apart:
+            edges = drop_apart(edges, [nd.metric for nd in nodes], self.apart)
         self.last_edges = edges
         inner = edges.subset(edges.right < n_new)
         cross = edges.subset(edges.right >= n_new)
         incident_of_node = np.array([nd.incident or "" for nd in nodes], dtype=object)
         comp_of = np.empty(n_new, dtype=np.int64)
         comps = components(n_new, inner, self.config, explained)
+        if self.apart:
+            comps = separate_apart(comps, inner, [a.metric for a in new], self.apart)
         for k, comp in enumerate(comps):
             comp_of[comp] = k
         old_nodes_of: dict[str, list[int]] = {}
         for j in range(n_new, len(nodes)):
             old_nodes_of.setdefault(str(nodes[j].incident), []).append(j)
         targets = self._targets(cross, comp_of, incident_of_node, edges.hotness, old_nodes_of, comps)
+        if self.apart:
+            incs = self.incidents
+            targets = allowed_targets(
+                targets, lambda k: [new[int(i)].metric for i in comps[k]], lambda t: incs[t].metrics, self.apart
+            )
         member_target = np.full(len(nodes), -1, dtype=np.int64)
         each = self.member_evidence(new)
         changes: list[IncidentChange] = []

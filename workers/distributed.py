@@ -58,6 +58,7 @@ from detectors.rules import CompiledRules
 from grouping.incidents import IncidentTracker
 from grouping.names import MetricNameError, NameIndex, normalize, parse
 from workers import models as m
+from workers.actions import PeopleSync, own_changes
 from workers.alerts import AlertBook, take_inbox, windows_with_alerts
 from workers.db import Database
 from workers.pipeline import (
@@ -167,6 +168,7 @@ class Runtime:
         # (step they are at, anomaly tracker, incident tracker, collective evidence): kept while this
         # process commits steps
         self._state: tuple[int, AnomalyTracker, IncidentTracker, CollectiveEvidence | None] | None = None
+        self._people: PeopleSync | None = None
         self._membership: sp.csr_matrix | None = None
         self._accept = self.r.register_script(_ACCEPT)
         self._notify_once = self.r.register_script(_NOTIFY_ONCE)
@@ -595,6 +597,15 @@ class Runtime:
                 collective.load_state(state["collective"])
         return anomalies, incidents, collective
 
+    def _people_sync(self) -> PeopleSync:
+        """This process's reader of people's actions, at the cursor committed with the tracker's state."""
+        if self._people is None:
+            self._people = PeopleSync(self.database, self.settings.priority_model)
+        raw = self.r.get(self.k("tick", "people"))
+        if raw is not None:
+            self._people.cursor = int(raw)
+        return self._people
+
     def windows_at(self, at: float, points: int, alerts: AlertBook | None = None) -> Any:
         def read(metrics: Sequence[str]) -> np.ndarray:
             rows = np.fromiter((self.registry.row(mt) for mt in metrics), np.int64, len(metrics))
@@ -633,12 +644,15 @@ class Runtime:
         det = merge_detected([unpack_detected(b) for b in blobs if b is not None])
         at = float(slot * self.step)
         anomalies, incidents, collective = self._trackers(scored)
+        people = self._people_sync()  # people's actions and feedback (workers.actions) onto the tracker
+        manual = people.sync(incidents, at, save=False)
         membership = self.membership() if collective is not None else None
         upd = track(anomalies, at, det, self.registry.names, collective, membership, self.rules())
         book, inbox = self._alert_book()  # alerts others fired (workers/alerts.py)
         changed = upd.changed + book.changed(at)
         changes = correlate(incidents, at, changed, self.windows_at(at, self.settings.shape_points, book))
-        self.database.save_tick(changed, touched_incidents(incidents, changed, changes), changes)  # upserts
+        touched = touched_incidents(incidents, changed, changes + manual)
+        self.database.save_tick(changed, touched, own_changes(manual) + changes)  # upserts
         state = {"slot": slot, "anomalies": anomalies.to_state(), "incidents": incidents.to_state()}
         if collective is not None:
             state["collective"] = collective.to_state()
@@ -649,6 +663,7 @@ class Runtime:
             if now_scored is None or int(now_scored) < slot:
                 pipe.multi()
                 pipe.set(self.k("tick", "state"), zlib.compress(json.dumps(state).encode()))
+                pipe.set(self.k("tick", "people"), people.cursor)
                 pipe.set(self.k("tick", "scored"), slot)
                 pipe.set(self.k("alerts", "book"), zlib.compress(json.dumps(book.to_state()).encode()))
                 if inbox:

@@ -88,3 +88,44 @@ class IncidentEvent(Base):
     at: Mapped[float] = mapped_column(Float)
     digest: Mapped[str] = mapped_column(String(16))
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class IncidentAction(Base):
+    """What a person did to an incident (acknowledge, resolve, merge, split) or a metric (set its priority),
+    with who and when: the audit trail the page's timeline shows."""
+
+    __tablename__ = "incident_action"
+    __table_args__ = (Index("ix_incident_action_incident", "incident_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[float] = mapped_column(Float)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class FeedbackPair(Base):
+    """A person's verdict on two metrics: ``together`` (merged by hand) or ``apart`` (split by hand).
+    The newest verdict on a pair wins; grouping does not link an ``apart`` pair again."""
+
+    __tablename__ = "feedback_pair"
+
+    metric_a: Mapped[str] = mapped_column(Text, primary_key=True)  # metric_a < metric_b
+    metric_b: Mapped[str] = mapped_column(Text, primary_key=True)
+    verdict: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[float] = mapped_column(Float)
+    action_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class MetricPriority(Base):
+    """A person's override of a metric's priority weight and KPI flag (None: the rules decide)."""
+
+    __tablename__ = "metric_priority"
+
+    metric: Mapped[str] = mapped_column(Text, primary_key=True)
+    weight: Mapped[float | None] = mapped_column(Float, nullable=True)
+    kpi: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[float] = mapped_column(Float)

@@ -32,6 +32,7 @@ from detectors.events import Anomaly, TrackerUpdate
 from detectors.rules import CompiledRules
 from grouping.incidents import Incident, IncidentChange, IncidentTracker
 from grouping.names import NAME_KEY, NameIndex, parse
+from workers.actions import PeopleSync
 from workers.alerts import AlertBook, windows_with_alerts
 from workers.db import Database
 from workers.settings import Settings
@@ -241,6 +242,8 @@ class Pipeline:
             step=settings.step_s,
             topology=settings.topology(),
         )
+        # people's actions and feedback (workers.actions): replayed on the tracker every tick
+        self.people = PeopleSync(database, settings.priority_model) if database is not None else None
         self.clock = clock
         #: alerts other systems fired (workers/alerts.py): grouped with the detector's anomalies each tick
         self.alerts = AlertBook(settings.step_s, settings.alert_fingerprint_ignore)
@@ -362,6 +365,8 @@ class Pipeline:
         return windows_with_alerts(metrics, end, points, self.registry.__contains__, series, self.alerts)
 
     def group(self, at: float, changed: list[Anomaly], opened: int, closed: int, scored: int) -> TickResult:
+        if self.people is not None:
+            self.people.sync(self.incidents, at)
         changes = correlate(self.incidents, at, changed, self.windows_at(at, self.settings.shape_points))
         self._persist(changed, changes)
         return TickResult(at, scored, opened, closed, changes)

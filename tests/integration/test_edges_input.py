@@ -63,6 +63,10 @@ def test_tokens_and_actor(sqlite_url: str) -> None:
         for open_path in ("/healthz", "/readyz", "/metrics"):
             assert c.get(open_path).status_code == 200
         assert c.post("/api/v1/write", content=b"x", headers=PB).status_code == 401
+        # the page's shell loads without a token (it holds no data); what it reads needs one
+        assert c.get("/").status_code == 200 and c.get("/static/app.js").status_code == 200
+        assert c.post("/").status_code == 401
+        assert c.get("/api/v1/page/incidents").status_code == 401
     app = create_app(Settings(database_url=sqlite_url), start_ticker=False)
     app.get("/actor")(actor)
     with TestClient(app) as c:

@@ -1,0 +1,106 @@
+"""People's actions over HTTP: acknowledge, resolve, merge, split, a metric's priority; the timeline.
+
+- ``POST /api/v1/incidents/{id}/acknowledge`` ``{"note": ...}`` (body optional);
+- ``POST /api/v1/incidents/{id}/resolve`` ``{"note": ...}`` (body optional);
+- ``POST /api/v1/incidents/{id}/merge`` ``{"from": "inc-..."}``: that incident's members move into ``{id}``;
+- ``POST /api/v1/incidents/{id}/split`` ``{"metrics": [...]}``: those members move into a new incident (201);
+- ``PUT /api/v1/metrics/priority`` ``{"metric": ..., "weight": 5, "kpi": true}`` (null: back to the rules);
+- ``GET /api/v1/incidents/{id}/timeline``: what the pipeline and people did to the incident, by time.
+
+Who did it is the request's actor (``request.state.actor``, set by the API's token auth; ``local``
+without one). 404 for an unknown incident or metric, 409 when its state forbids the action
+(resolved, merged, acknowledged already), 422 when the request makes no sense (merging an
+incident with itself, splitting off every member). In the embedded service the action is
+replayed on the running tracker at once (under the tick's lock), so the next tick builds on it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from workers.actions import ActionError, Actions
+
+router = APIRouter()
+
+
+class Note(BaseModel):
+    note: str = Field("", max_length=2000)
+
+
+class MergeBody(BaseModel):
+    from_: str = Field(..., alias="from", description="the incident whose members move in")
+
+
+class SplitBody(BaseModel):
+    metrics: list[str] = Field(..., min_length=1, description="member metrics to move into a new incident")
+
+
+class MetricPriorityBody(BaseModel):
+    metric: str
+    weight: float | None = Field(None, description="priority weight (1 ordinary, 10 revenue); null: the rules'")
+    kpi: bool | None = Field(None, description="a KPI flag; null: the rules'")
+
+
+def actor_of(request: Request) -> str:
+    return str(getattr(request.state, "actor", "local"))
+
+
+def _run(request: Request, do: Callable[[Actions], dict[str, Any]]) -> dict[str, Any]:
+    """Do an action on the database and, in the embedded service, on the running tracker."""
+    service = request.app.state.service
+    actions = Actions(service.database, service.settings.priority_model)
+    try:
+        if service.runtime is not None:  # distributed: the correlating worker reads the feedback
+            return do(actions)
+        with service.lock:
+            act = do(actions)
+            pipe = service.pipeline
+            if pipe.people is not None:
+                last = pipe.last_scored
+                pipe.people.sync(pipe.incidents, last * pipe.step if last is not None else time.time())
+            return act
+    except ActionError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+
+
+@router.post("/api/v1/incidents/{incident_id}/acknowledge")
+def acknowledge(incident_id: str, request: Request, body: Note | None = None) -> dict[str, Any]:
+    note = body.note if body else ""
+    return {"action": _run(request, lambda a: a.acknowledge(incident_id, actor_of(request), note))}
+
+
+@router.post("/api/v1/incidents/{incident_id}/resolve")
+def resolve(incident_id: str, request: Request, body: Note | None = None) -> dict[str, Any]:
+    note = body.note if body else ""
+    return {"action": _run(request, lambda a: a.resolve(incident_id, actor_of(request), note))}
+
+
+@router.post("/api/v1/incidents/{incident_id}/merge")
+def merge(incident_id: str, body: MergeBody, request: Request) -> dict[str, Any]:
+    act = _run(request, lambda a: a.merge(incident_id, body.from_, actor_of(request)))
+    return {"action": act, "incident": incident_id}
+
+
+@router.post("/api/v1/incidents/{incident_id}/split", status_code=201)
+def split(incident_id: str, body: SplitBody, request: Request) -> dict[str, Any]:
+    act = _run(request, lambda a: a.split(incident_id, body.metrics, actor_of(request)))
+    return {"action": act, "incident": act["details"]["into"]}
+
+
+@router.put("/api/v1/metrics/priority")
+def metric_priority(body: MetricPriorityBody, request: Request) -> dict[str, Any]:
+    act = _run(request, lambda a: a.set_metric_priority(body.metric, actor_of(request), body.weight, body.kpi))
+    return {"action": act}
+
+
+@router.get("/api/v1/incidents/{incident_id}/timeline")
+def timeline(incident_id: str, request: Request) -> dict[str, Any]:
+    service = request.app.state.service
+    if service.database.get_incident(incident_id) is None:
+        raise HTTPException(404, f"no incident {incident_id!r}")
+    return {"timeline": Actions(service.database).history(incident_id)}

@@ -1,0 +1,311 @@
+"""``stormeye incidents``: list, show and act on incidents from a terminal.
+
+With ``--url`` (or ``STORMEYE_URL``) the commands talk to a running server, with the bearer token
+in ``STORMEYE_API_TOKEN`` when it asks for one (the server then knows who acts). Without, they
+read and change the local database (``--database`` or ``STORMEYE_DATABASE_URL``) directly and
+record the OS user as the actor (or ``--actor``). Exit status: 0 done, 1 refused (unknown id,
+a state that forbids it, a request that makes no sense: the message says which), 2 the server or
+database could not be reached.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(no_args_is_help=True, help="List, show and act on incidents (a server with --url, or the database).")
+out = Console()
+err = Console(stderr=True)
+
+URL = typer.Option(None, "--url", envvar="STORMEYE_URL", help="a running server, e.g. http://127.0.0.1:8000")
+DATABASE = typer.Option(None, "--database", help="database URL (default: STORMEYE_DATABASE_URL)")
+ACTOR = typer.Option(None, "--actor", help="who acts, on the local database (default: the OS user)")
+JSON = typer.Option(False, "--json", help="print JSON")
+
+
+class Refused(Exception):
+    """The server or the database refused the request (the message says why)."""
+
+
+class Unreachable(Exception):
+    pass
+
+
+class Remote:
+    """The HTTP API of a running server."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.token = os.environ.get("STORMEYE_API_TOKEN")
+
+    def call(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+        q = "?" + urllib.parse.urlencode({k: v for k, v in (query or {}).items() if v is not None}) if query else ""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path + q, data=data, method=method)
+        req.add_header("accept", "application/json")
+        if data is not None:
+            req.add_header("content-type", "application/json")
+        if self.token:
+            req.add_header("authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = json.loads(exc.read()).get("detail", exc.reason)
+            except (ValueError, AttributeError):
+                detail = exc.reason
+            if exc.code in (401, 403):
+                detail = f"{detail} (set STORMEYE_API_TOKEN to a token the server knows)"
+            raise Refused(f"{exc.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise Unreachable(f"cannot reach {self.url}: {getattr(exc, 'reason', exc)}") from None
+
+    def list(self, status: str | None, limit: int) -> list[dict[str, Any]]:
+        return list(self.call("GET", "/api/v1/incidents", query={"status": status, "limit": limit})["incidents"])
+
+    def show(self, iid: str) -> dict[str, Any]:
+        inc = self.call("GET", f"/api/v1/incidents/{urllib.parse.quote(iid)}")
+        inc["timeline"] = self.call("GET", f"/api/v1/incidents/{urllib.parse.quote(iid)}/timeline")["timeline"]
+        return dict(inc)
+
+    def act(self, iid: str, action: str, body: Any = None) -> dict[str, Any]:
+        return dict(self.call("POST", f"/api/v1/incidents/{urllib.parse.quote(iid)}/{action}", body or {}))
+
+    def priority(self, metric: str, weight: float | None, kpi: bool | None) -> dict[str, Any]:
+        return dict(self.call("PUT", "/api/v1/metrics/priority", {"metric": metric, "weight": weight, "kpi": kpi}))
+
+
+class Local:
+    """The database, changed directly (no server needed)."""
+
+    def __init__(self, database: str | None, actor: str | None) -> None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from workers.actions import Actions
+        from workers.db import Database
+        from workers.settings import get_settings
+
+        settings = get_settings(database_url=database)
+        try:
+            self.db = Database(settings.database_url)
+        except (SQLAlchemyError, OSError) as exc:
+            raise Unreachable(
+                f"cannot use the database at {settings.database_url}: {str(exc).splitlines()[0]}"
+            ) from None
+        self.actions = Actions(self.db, settings.priority_model)
+        self.actor = actor or _os_user()
+
+    def list(self, status: str | None, limit: int) -> list[dict[str, Any]]:
+        return self.db.list_incidents(status, limit)
+
+    def show(self, iid: str) -> dict[str, Any]:
+        inc = self.db.get_incident(iid)
+        if inc is None:
+            raise Refused(f"404: no incident {iid!r}")
+        inc["timeline"] = self.actions.history(iid)
+        return inc
+
+    def act(self, iid: str, action: str, body: Any = None) -> dict[str, Any]:
+        from workers.actions import ActionError
+
+        body = body or {}
+        a = self.actions
+        try:
+            if action == "acknowledge":
+                return {"action": a.acknowledge(iid, self.actor, body.get("note", ""))}
+            if action == "resolve":
+                return {"action": a.resolve(iid, self.actor, body.get("note", ""))}
+            if action == "merge":
+                return {"action": a.merge(iid, body["from"], self.actor), "incident": iid}
+            if action == "split":
+                act = a.split(iid, body["metrics"], self.actor)
+                return {"action": act, "incident": act["details"]["into"]}
+        except ActionError as exc:
+            raise Refused(f"{exc.status}: {exc}") from None
+        raise ValueError(action)
+
+    def priority(self, metric: str, weight: float | None, kpi: bool | None) -> dict[str, Any]:
+        from workers.actions import ActionError
+
+        try:
+            return {"action": self.actions.set_metric_priority(metric, self.actor, weight, kpi)}
+        except ActionError as exc:
+            raise Refused(f"{exc.status}: {exc}") from None
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "local"
+
+
+def _backend(url: str | None, database: str | None, actor: str | None) -> Remote | Local:
+    if url and database:
+        err.print("[red]give either --url (a server) or --database (the database directly), not both[/red]")
+        raise typer.Exit(2)
+    if url and actor:
+        err.print("[red]--actor is for the local database; a server names the actor from its token[/red]")
+        raise typer.Exit(2)
+    try:
+        return Remote(url) if url else Local(database, actor)
+    except Unreachable as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _do(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Refused as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except Unreachable as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _when(t: float | None) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S") if t else ""
+
+
+@app.command("list")
+def list_(
+    status: str | None = typer.Option(None, help="open, resolved or merged (default: all but merged)"),
+    limit: int = typer.Option(50, help="at most this many, most urgent first"),
+    url: str | None = URL,
+    database: str | None = DATABASE,
+    as_json: bool = JSON,
+) -> None:
+    """Incidents, most urgent first."""
+    if status not in (None, "open", "resolved", "merged"):
+        err.print(f"[red]--status {status!r}: use open, resolved or merged[/red]")
+        raise typer.Exit(2)
+    rows = _do(_backend(url, database, None).list, status, limit)
+    rows.sort(key=lambda i: i["status"] != "open")  # open first, each part most urgent first
+    if as_json:
+        print(json.dumps({"incidents": rows}))
+        return
+    t = Table(title=f"incidents ({len(rows)} shown)")
+    t.add_column("id", no_wrap=True)
+    for col in ("prio", "status", "size", "start (UTC)", "title", "root"):
+        t.add_column(col, overflow="fold")
+    for i in rows:
+        t.add_row(
+            i["id"], f"P{i['priority']}", i["status"], str(i["member_count"]), _when(i["start"]), i["title"], i["root"]
+        )
+    out.print(t)
+
+
+@app.command()
+def show(incident: str, url: str | None = URL, database: str | None = DATABASE, as_json: bool = JSON) -> None:
+    """One incident: members and timeline (what the pipeline and people did)."""
+    inc = _do(_backend(url, database, None).show, incident)
+    if as_json:
+        print(json.dumps(inc))
+        return
+    out.print(f"[bold][P{inc['priority']}] {inc['title']}[/bold]")
+    out.print(f"{inc['id']} · {inc['status']} · {len(inc['members'])} anomalies · root {inc.get('root')}")
+    t = Table(title="members, by onset")
+    for col in ("onset (UTC)", "metric", "peak", "dir"):
+        t.add_column(col, overflow="fold")
+    for mem in inc["members"]:
+        t.add_row(
+            _when(mem["start"]), mem["metric"], f"{mem['peak_score']:.2f}", {1: "↑", -1: "↓"}.get(mem["direction"], "·")
+        )
+    out.print(t)
+    tl = Table(title="timeline")
+    for col in ("at (UTC)", "what", "who", "details"):
+        tl.add_column(col, overflow="fold")
+    for e in inc["timeline"]:
+        tl.add_row(_when(e["at"]), e["kind"], e.get("actor") or "stormeye", json.dumps(e["details"])[:200])
+    out.print(tl)
+
+
+def _report(res: dict[str, Any], as_json: bool, text: str) -> None:
+    if as_json:
+        print(json.dumps(res))
+    else:
+        out.print(text)
+
+
+@app.command()
+def ack(
+    incident: str,
+    note: str = typer.Option("", help="a note for the timeline"),
+    url: str | None = URL,
+    database: str | None = DATABASE,
+    actor: str | None = ACTOR,
+    as_json: bool = JSON,
+) -> None:
+    """Acknowledge an open incident: someone is on it."""
+    res = _do(_backend(url, database, actor).act, incident, "acknowledge", {"note": note})
+    _report(res, as_json, f"{incident} acknowledged by {res['action']['actor']}")
+
+
+@app.command()
+def resolve(
+    incident: str,
+    note: str = typer.Option("", help="a note for the timeline"),
+    url: str | None = URL,
+    database: str | None = DATABASE,
+    actor: str | None = ACTOR,
+    as_json: bool = JSON,
+) -> None:
+    """Resolve an open incident now."""
+    res = _do(_backend(url, database, actor).act, incident, "resolve", {"note": note})
+    _report(res, as_json, f"{incident} resolved by {res['action']['actor']}")
+
+
+@app.command()
+def merge(
+    target: str = typer.Argument(..., help="the incident that stays"),
+    source: str = typer.Argument(..., help="the incident whose members move into TARGET"),
+    url: str | None = URL,
+    database: str | None = DATABASE,
+    actor: str | None = ACTOR,
+    as_json: bool = JSON,
+) -> None:
+    """Merge SOURCE into TARGET (grouping remembers the pairs as together)."""
+    res = _do(_backend(url, database, actor).act, target, "merge", {"from": source})
+    _report(res, as_json, f"{source} merged into {target} by {res['action']['actor']}")
+
+
+@app.command()
+def split(
+    incident: str,
+    metrics: list[str] = typer.Argument(..., help="member metrics to move into a new incident"),
+    url: str | None = URL,
+    database: str | None = DATABASE,
+    actor: str | None = ACTOR,
+    as_json: bool = JSON,
+) -> None:
+    """Split members off into a new incident (grouping keeps the pairs apart from then on)."""
+    res = _do(_backend(url, database, actor).act, incident, "split", {"metrics": metrics})
+    _report(res, as_json, f"{len(metrics)} metric(s) of {incident} split off into {res['incident']}")
+
+
+@app.command()
+def priority(
+    metric: str,
+    weight: float | None = typer.Option(None, help="priority weight (1 ordinary, 10 revenue)"),
+    kpi: bool | None = typer.Option(None, "--kpi/--no-kpi", help="flag the metric as a KPI or not"),
+    url: str | None = URL,
+    database: str | None = DATABASE,
+    actor: str | None = ACTOR,
+    as_json: bool = JSON,
+) -> None:
+    """Set a metric's priority weight and/or KPI flag (what is not given goes back to the rules)."""
+    res = _do(_backend(url, database, actor).priority, metric, weight, kpi)
+    _report(res, as_json, f"{metric}: weight {weight}, kpi {kpi} (set by {res['action']['actor']})")

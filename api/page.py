@@ -1,0 +1,341 @@
+"""The on-call page (``GET /``, static files under ``/static``) and the JSON it reads.
+
+- ``GET /api/v1/page/incidents``: the list as the page shows it — open first, then by priority —
+  with filters: ``status`` (open, acknowledged, resolved, merged, all), ``priority`` (e.g. ``1,2``),
+  ``match`` (label matchers such as ``service="checkout",region=~"eu.*"``: some member must
+  match them all), ``since``/``until`` (epoch seconds: the incident's span overlaps them);
+- ``GET /api/v1/page/incidents/{id}``: one incident with its members (by onset), who acknowledged
+  it, its shared properties and its timeline (what the pipeline and people did);
+- ``GET /api/v1/incidents/{id}/series``: the members' series on one time axis (from the window store);
+- ``GET /api/v1/incidents/{id}/graph``: "why grouped" — each member's recorded evidence (the edge
+  that brought it in) as a graph, with what linked it: names, shape, time, topology;
+- ``GET /api/v1/metrics/search?q=``: metrics whose name holds ``q``;
+- ``GET /api/v1/metrics/series?metric=``: one metric's recent series;
+- ``GET /api/v1/metrics/similar?metric=``: the metrics most like it by name (IDF-weighted cosine of
+  the name index) and by shape (lagged correlation of the windows), ranked, with the similarity.
+
+The series and the shape search read the embedded pipeline's window store; in distributed mode
+they answer 501 (the list, the incident, the graph and the name search work in both).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from grouping.correlation import shape_similarity_pairs
+from grouping.names import NAME_KEY, parse
+from grouping.report import ENTITY_KEYS, shared_scope
+from workers import models as m
+from workers.actions import Actions
+
+STATIC = Path(__file__).with_name("static")
+router = APIRouter()
+
+_MATCHER = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|([^,]*))\s*(?:,|$)')
+
+
+def parse_matchers(text: str) -> list[tuple[str, str, str]]:
+    """``service="checkout",region=~"eu.*"`` → [(key, op, value), ...]; a clear 422 when it is not that."""
+    out: list[tuple[str, str, str]] = []
+    pos, text = 0, text.strip()
+    while pos < len(text):
+        mt = _MATCHER.match(text, pos)
+        if mt is None or mt.end() == pos:
+            raise HTTPException(
+                422,
+                f'cannot read the label matchers at {text[pos:]!r}: write them as key="value", key!="value", '
+                'key=~"regex" or key!~"regex", separated by commas',
+            )
+        key, op, quoted, bare = mt.groups()
+        value = quoted if quoted is not None else (bare or "").strip()
+        if op in ("=~", "!~"):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise HTTPException(422, f"matcher {key}{op}{value!r}: not a regular expression ({exc})") from None
+        out.append((key, op, value))
+        pos = mt.end()
+    return out
+
+
+def matches(labels: dict[str, str], matchers: list[tuple[str, str, str]]) -> bool:
+    for key, op, value in matchers:
+        got = labels.get(key, "")
+        if op == "=" and got != value:
+            return False
+        if op == "!=" and got == value:
+            return False
+        if op == "=~" and not re.fullmatch(value, got):
+            return False
+        if op == "!~" and re.fullmatch(value, got):
+            return False
+    return True
+
+
+def _service(request: Request) -> Any:
+    return request.app.state.service
+
+
+def _pipeline(request: Request) -> Any:
+    service = _service(request)
+    if service.runtime is not None:
+        raise HTTPException(501, "series and shape search read the embedded window store; not in distributed mode")
+    return service.pipeline
+
+
+@router.get("/", include_in_schema=False)
+def index() -> FileResponse:
+    return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+
+
+@router.get("/api/v1/page/incidents")
+def page_incidents(
+    request: Request,
+    status: str = Query("all", pattern="^(open|acknowledged|resolved|merged|all)$"),
+    priority: str | None = Query(None, pattern=r"^[1-5](,[1-5])*$", description="e.g. 1,2"),
+    match: str | None = Query(None, description='label matchers: service="checkout",region=~"eu.*"'),
+    since: float | None = Query(None, description="epoch seconds"),
+    until: float | None = Query(None, description="epoch seconds"),
+    limit: int = Query(1000, ge=1, le=5000),
+) -> dict[str, Any]:
+    """The incident list: open first, then most urgent first."""
+    service = _service(request)
+    matchers = parse_matchers(match) if match else []
+    with service.database.sessions() as s:
+        q = select(m.Incident)
+        if status in ("open", "acknowledged"):
+            q = q.where(m.Incident.status == "open")
+        elif status != "all":
+            q = q.where(m.Incident.status == status)
+        else:
+            q = q.where(m.Incident.status != "merged")
+        if priority:
+            q = q.where(m.Incident.priority.in_([int(p) for p in priority.split(",")]))
+        if since is not None:
+            q = q.where(m.Incident.end >= since)
+        if until is not None:
+            q = q.where(m.Incident.start <= until)
+        q = q.order_by(
+            (m.Incident.status != "open"), m.Incident.priority, m.Incident.priority_score.desc(), m.Incident.start
+        )
+        rows = list(s.scalars(q.limit(limit if not matchers and status != "acknowledged" else 50_000)))
+        if matchers and rows:
+            keep = _matching(s, [r.id for r in rows], matchers)
+            rows = [r for r in rows if r.id in keep]
+    acks = Actions(service.database).acknowledged([r.id for r in rows])
+    if status == "acknowledged":
+        rows = [r for r in rows if r.id in acks]
+    rows = rows[:limit]
+    return {
+        "incidents": [
+            {
+                "id": r.id,
+                "status": r.status,
+                "acknowledged": acks.get(r.id),
+                "priority": r.priority,
+                "priority_score": r.priority_score,
+                "title": r.title,
+                "size": r.member_count,
+                "start": r.start,
+                "end": r.end,
+                "root": r.root,
+                "root_entity": r.root_entity,
+            }
+            for r in rows
+        ]
+    }
+
+
+def _matching(s: Any, ids: list[str], matchers: list[tuple[str, str, str]]) -> set[str]:
+    """Incidents (of ``ids``) with a member whose labels match every matcher."""
+    keep: set[str] = set()
+    for lo in range(0, len(ids), 900):
+        q = (
+            select(m.IncidentMember.incident_id, m.Metric.labels)
+            .join(m.Anomaly, m.Anomaly.id == m.IncidentMember.anomaly_id)
+            .join(m.Metric, m.Metric.id == m.Anomaly.metric_id)
+            .where(m.IncidentMember.incident_id.in_(ids[lo : lo + 900]))
+        )
+        for iid, labels in s.execute(q):
+            if iid not in keep and matches(labels, matchers):
+                keep.add(iid)
+    return keep
+
+
+@router.get("/api/v1/page/incidents/{incident_id}")
+def page_incident(incident_id: str, request: Request) -> dict[str, Any]:
+    """One incident for the page: members by onset, acknowledgement, shared properties, timeline."""
+    service = _service(request)
+    inc = service.database.get_incident(incident_id)
+    if inc is None:
+        raise HTTPException(404, f"no incident {incident_id!r}")
+    actions = Actions(service.database)
+    metrics = sorted({x["metric"] for x in inc["members"]})
+    props = {x: parse(x) for x in metrics}
+    counts = Counter(f"{k}={v}" for x in metrics for k, v in props[x].items() if k != NAME_KEY)
+    inc["shared"] = shared_scope(metrics, props)
+    inc["common"] = [{"pair": p, "members": c} for p, c in counts.most_common(8) if c > 1]
+    inc["acknowledged"] = actions.acknowledged([incident_id]).get(incident_id)
+    inc["timeline"] = actions.history(incident_id)
+    inc["members"] = sorted(inc["members"], key=_onset)
+    return inc
+
+
+@router.get("/api/v1/incidents/{incident_id}/series")
+def incident_series(incident_id: str, request: Request, before: int = Query(30, ge=0, le=10_000)) -> dict[str, Any]:
+    """The members' series from ``before`` steps ahead of the incident's start to its end."""
+    service = _service(request)
+    inc = service.database.get_incident(incident_id)
+    if inc is None:
+        raise HTTPException(404, f"no incident {incident_id!r}")
+    _pipeline(request)
+    return {"step": service.settings.step_s, "series": service.member_windows(inc, before)}
+
+
+def _onset(member: dict[str, Any]) -> tuple[float, float, str]:
+    """Members by onset (ties: the stronger first, then by name)."""
+    return (member["start"], -member["peak_score"], member["metric"])
+
+
+def _kinds(ev: dict[str, Any], a: dict[str, str], b: dict[str, str], cfg: Any, step: float) -> list[str]:
+    """What linked two members: names, shape, time (onsets within the lag tolerance), topology."""
+    out = []
+    if ev.get("name", 0.0) >= cfg.min_name:
+        out.append("names")
+    if abs(ev.get("shape", 0.0)) >= cfg.min_shape:
+        out.append("shape")
+    if ev.get("onset_gap_s", 1e18) <= max(cfg.max_lag_steps * step, cfg.co_onset_s):
+        out.append("time")
+    if any(k in a and a.get(k) == b.get(k) for k in ENTITY_KEYS):
+        out.append("topology")
+    return out
+
+
+@router.get("/api/v1/incidents/{incident_id}/graph")
+def incident_graph(incident_id: str, request: Request) -> dict[str, Any]:
+    """Why grouped: members as nodes (by onset), each one's recorded evidence as an edge."""
+    service = _service(request)
+    inc = service.database.get_incident(incident_id)
+    if inc is None:
+        raise HTTPException(404, f"no incident {incident_id!r}")
+    cfg, step = service.settings.grouping_config(), service.settings.step_s
+    members = sorted(inc["members"], key=_onset)  # the page's order: node k is member #k+1
+    first: dict[str, int] = {}
+    nodes = []
+    for x in members:
+        if x["metric"] in first:
+            continue
+        first[x["metric"]] = len(nodes)
+        nodes.append(
+            {
+                "metric": x["metric"],
+                "start": x["start"],
+                "peak_score": x["peak_score"],
+                "direction": x["direction"],
+                "root": x["metric"] == inc.get("root"),
+            }
+        )
+    edges = []
+    for x in members:
+        ev = x.get("evidence") or {}
+        to = ev.get("to")
+        if not to or to not in first or to == x["metric"]:
+            continue
+        edges.append(
+            {
+                "source": first[x["metric"]],
+                "target": first[to],
+                "kinds": _kinds(ev, parse(x["metric"]), parse(to), cfg, step),
+                **{k: ev.get(k) for k in ("weight", "name", "shape", "lag_s", "onset_gap_s")},
+            }
+        )
+    return {"nodes": nodes, "edges": edges, "root": inc.get("root"), "root_entity": inc.get("root_entity")}
+
+
+@router.get("/api/v1/metrics/search")
+def metric_search(request: Request, q: str = Query(..., min_length=1), limit: int = Query(20, ge=1, le=200)) -> dict:
+    """Metrics whose canonical name holds ``q`` (case-insensitive), shortest names first."""
+    service = _service(request)
+    with service.database.sessions() as s:
+        stmt = select(m.Metric.name).where(m.Metric.name.ilike(f"%{_like(q)}%", escape="\\"))
+        names = [r[0] for r in s.execute(stmt.order_by(m.Metric.name).limit(2000))]
+    names.sort(key=lambda n: (len(n), n))
+    return {"metrics": names[:limit], "more": len(names) > limit}
+
+
+def _like(q: str) -> str:
+    return q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _rows(pipe: Any, metric: str) -> int:
+    try:
+        return int(pipe.registry.row(metric))
+    except KeyError:
+        raise HTTPException(404, f"no series for {metric!r} in the window store (is it the canonical name?)") from None
+
+
+@router.get("/api/v1/metrics/series")
+def metric_series(request: Request, metric: str, points: int = Query(240, ge=8, le=10_000)) -> dict[str, Any]:
+    """One metric's newest ``points`` points from the window store (null where missing)."""
+    pipe = _pipeline(request)
+    service = _service(request)
+    row = _rows(pipe, metric)
+    newest = pipe.store.newest()
+    if newest is None:
+        raise HTTPException(404, "the window store holds no points yet")
+    points = min(points, pipe.store.length)
+    with service.lock:
+        values = pipe.store.windows(np.array([row]), newest, points)[0]
+    first = (np.floor(newest / pipe.step) - points + 1) * pipe.step
+    return {
+        "metric": metric,
+        "start": float(first),
+        "step": pipe.step,
+        "values": [None if not np.isfinite(v) else round(float(v), 6) for v in values],
+    }
+
+
+@router.get("/api/v1/metrics/similar")
+def metric_similar(
+    request: Request,
+    metric: str,
+    limit: int = Query(10, ge=1, le=100),
+    points: int = Query(120, ge=16, le=2000, description="how much recent history the shapes compare"),
+) -> dict[str, Any]:
+    """What else looks like this: the most similar metrics by name and by shape, ranked."""
+    pipe = _pipeline(request)
+    service = _service(request)
+    row = _rows(pipe, metric)
+    cfg = service.settings.grouping_config()
+    with service.lock:
+        by_name = [{"metric": n, "similarity": round(s, 4)} for n, s in pipe.index.neighbours(metric, 0.05)[:limit]]
+        newest = pipe.store.newest()
+        n = len(pipe.registry)
+        by_shape: list[dict[str, Any]] = []
+        if newest is not None and n > 1:
+            width = min(points, pipe.store.length)
+            windows = pipe.store.windows(np.arange(n), newest, width)
+            others = np.array([i for i in range(n) if i != row], dtype=np.int64)
+            corr, lag = shape_similarity_pairs(
+                windows, np.full(len(others), row), others, cfg.max_lag_steps, cfg.shape_kinds, absolute=True
+            )
+            order = np.argsort(-np.abs(corr), kind="stable")[:limit]
+            names = pipe.registry.names
+            by_shape = [
+                {
+                    "metric": names[int(others[k])],
+                    "similarity": round(float(corr[k]), 4),
+                    "lag_s": int(lag[k]) * pipe.step,
+                }
+                for k in order
+                if abs(corr[k]) > 0
+            ]
+    return {"metric": metric, "by_name": by_name, "by_shape": by_shape}

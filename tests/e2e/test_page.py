@@ -1,0 +1,218 @@
+"""The on-call page in Debian's Chromium (headless, driven by playwright): the service fed a
+simulated storm; the list in priority order; an incident with a chart per member and the
+evidence graph; acknowledging it; the metric search; and how fast the page draws 1,000 incidents
+and a 200-member incident (measured and printed, never asserted).
+
+Screenshots of each view are kept in ``tests/artifacts/`` (ignored by git). In CI (``CI`` set) a
+missing browser fails the run; elsewhere the tests are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
+import storm_helpers
+
+from api.app import create_app
+from grouping.incidents import Incident, Member
+from workers.db import Database
+from workers.pipeline import Pipeline
+from workers.settings import Settings
+
+CHROMIUM = os.environ.get("STORMEYE_TEST_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = 20_000  # every wait is bounded
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        msg = f"no Chromium at {CHROMIUM}: apt-get install -y chromium chromium-driver"
+        if os.environ.get("CI"):
+            pytest.fail(msg + " (CI must provide it)")
+        pytest.skip(msg)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: pip install -e '.[test]'")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS, timeout=60_000)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture()
+def page(browser: Any) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})  # a fresh profile per test
+    pg = ctx.new_page()
+    pg.set_default_timeout(WAIT_MS)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        yield pg
+    finally:
+        ctx.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def shot(page: Any, name: str, full: bool = True) -> Path:
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full)
+    print(f"screenshot: {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def storm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pipeline]]:
+    """The embedded service over a pipeline that has run the first three hours of a simulated storm."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('page') / 'stormeye.db'}"
+    storm = storm_helpers.small_storm()
+    pipe = storm_helpers.run_part(storm, url, until=storm.history_steps + 180)
+    app = create_app(Settings(database_url=url, step_s=60), pipeline=pipe, start_ticker=False)
+    with storm_helpers.serving(app) as base:
+        yield base, pipe
+
+
+def test_list_incident_acknowledge_and_search(page: Any, storm_server: tuple[str, Pipeline]) -> None:
+    base, pipe = storm_server
+    page.goto(base + "/")
+    page.wait_for_selector("#incidents tr.row")
+    rows = page.eval_on_selector_all(
+        "#incidents tr.row", "rs => rs.map(r => [r.dataset.id, r.querySelector('.prio').textContent])"
+    )
+    priorities = [int(p[1:]) for _, p in rows]
+    assert priorities == sorted(priorities), "the list is not in priority order"
+    held = sorted(pipe.incidents.open_incidents(), key=lambda i: (i.priority, -i.priority_score, i.start))
+    assert [r[0] for r in rows] == [i.id for i in held]
+    shot(page, "1-incident-list")
+
+    first_id = rows[0][0]
+    page.click(f"#incidents tr.row[data-id='{first_id}']")
+    page.wait_for_selector(f"body[data-incident='{first_id}']")
+    inc = pipe.incidents.incidents[first_id]
+    n = len(inc.metrics)
+    page.wait_for_function(f"document.querySelectorAll('#members .member[data-metric] canvas').length >= {n}")
+    assert page.locator("#members .member[data-metric]").count() == n
+    assert page.locator("#members .member[data-metric] .chart canvas").count() == n  # a chart per member
+    assert page.locator("svg.graph circle").count() == n  # the evidence graph: one node per member metric
+    assert page.locator("svg.graph line").count() >= 1
+    assert "opened" in page.inner_text("#timeline")
+    shot(page, "2-incident")
+
+    page.click("#ack")
+    page.wait_for_selector(".head .status.acknowledged")
+    assert "acknowledge" in page.inner_text("#timeline") and "local" in page.inner_text("#timeline")
+    page.goto(base + "/#/")
+    page.wait_for_selector(f"#incidents tr.row[data-id='{first_id}'] .status.acknowledged")
+    others = page.locator("#incidents tr.row .status.open").count()
+    assert others == len(rows) - 1
+    shot(page, "3-list-after-acknowledge")
+
+    # filters: status acknowledged shows just that one; a label matcher narrows the list
+    page.select_option("select[name=status]", "acknowledged")
+    page.wait_for_function("document.body.dataset.listRows === '1'")
+    page.select_option("select[name=status]", "open")
+    page.fill("input[name=match]", 'service="search"')
+    page.click("#filters button[type=submit]")
+    page.wait_for_function(f"Number(document.body.dataset.listRows) < {len(rows)}")
+    shown = page.eval_on_selector_all("#incidents tr.row", "rs => rs.map(r => r.dataset.id)")
+    want = [i.id for i in held if any('service="search"' in m for m in i.metrics)]
+    assert shown == want
+
+    root = str(inc.root)
+    page.goto(base + "/#/search")
+    page.fill("#q", root.split("{")[0])
+    page.wait_for_selector("#results a")
+    page.goto(base + f"/#/search?metric={root}")
+    page.wait_for_selector("#by-shape .sim")
+    page.wait_for_selector("#metric-chart canvas")
+    assert page.locator("#by-name .sim").count() >= 1
+    shot(page, "4-metric-search")
+
+
+def many_incidents(url: str, n_list: int = 1000, n_members: int = 200) -> tuple[Pipeline, str]:
+    """A database of ``n_list`` small incidents and one of ``n_members`` members, each member's series in
+    the store and each with its evidence: the page's worst case, without running a storm that big."""
+    settings = Settings(database_url=url, step_s=60)
+    pipe = Pipeline(settings, database=Database(url))
+    rng = np.random.default_rng(0)
+    t0 = 1_767_225_600.0
+    steps = np.arange(240) * 60.0 + t0
+    big = [f'latency_p99{{host="web-{k:03d}",region="eu",service="web"}}' for k in range(n_members)]
+    values = rng.normal(100, 5, (n_members, len(steps)))
+    onset = 200 + rng.integers(0, 20, n_members)
+    for k in range(n_members):
+        values[k, onset[k] :] += 60
+    pipe.load_history(big, steps, values)
+    incidents = []
+    for i in range(n_list):
+        inc = Incident(id=f"inc-{i:012d}", opened_at=t0, updated_at=t0, priority=1 + i % 5, title=f"synthetic {i}")
+        for j in range(1 + i % 3):
+            metric = f'errors{{service="svc{i}",host="h{j}"}}'
+            mem = Member(metric, t0 + 60 * j, t0 + 600, 0.8, t0, 1, True, t0)
+            inc.members[mem.key] = mem
+        inc.root = next(iter(inc.members))[0]
+        incidents.append(inc)
+    wide = Incident(id="inc-wide", opened_at=t0, updated_at=t0, priority=1, title="latency_p99 rose for service=web")
+    for k, metric in enumerate(big):
+        start = float(steps[onset[k]])
+        ev = {"to": big[k - 1], "weight": 0.8, "name": 0.9, "shape": 0.85, "lag_s": 60.0, "onset_gap_s": 60.0}
+        mem = Member(metric, start, float(steps[-1]), 0.9, start, 1, True, t0, ev if k else {})
+        wide.members[mem.key] = mem
+    wide.root = big[0]
+    incidents.append(wide)
+    assert pipe.database is not None
+    pipe.database.save_tick([], incidents, [])
+    return pipe, wide.id
+
+
+def test_page_speed_with_1000_incidents_and_a_200_member_incident(page: Any, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'big.db'}"
+    pipe, wide = many_incidents(url)
+    app = create_app(Settings(database_url=url, step_s=60), pipeline=pipe, start_ticker=False)
+    with storm_helpers.serving(app) as base:
+        t = time.perf_counter()
+        page.goto(base + "/")
+        page.wait_for_function("document.body.dataset.listRows === '1000'", timeout=WAIT_MS)
+        list_s = time.perf_counter() - t
+        list_ms = page.evaluate("window.stormeyeTimings.listRenderMs")
+        shot(page, "5-list-1000", full=False)
+        t = time.perf_counter()
+        page.goto(base + f"/#/incident/{wide}")
+        page.wait_for_function(
+            "document.querySelectorAll('#members .member[data-metric] canvas').length >= 200 && "
+            "document.querySelectorAll('svg.graph circle').length >= 200",
+            timeout=WAIT_MS,
+        )
+        inc_s = time.perf_counter() - t
+        inc_ms = page.evaluate("window.stormeyeTimings.incidentRenderMs")
+        shot(page, "6-incident-200-members", full=False)
+    print(
+        f"\npage speed: list of 1000 incidents {list_ms:.0f} ms to render ({list_s * 1000:.0f} ms from navigation, "
+        f"with the request); incident of 200 members {inc_ms:.0f} ms to render ({inc_s * 1000:.0f} ms with its "
+        "three requests)"
+    )

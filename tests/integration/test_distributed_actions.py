@@ -1,0 +1,57 @@
+"""People's actions reach the distributed mode's tracker: a manual resolve is not reopened by the
+next steps' anomalies, and a split pair stays apart. No worker runs: the test runs the task bodies
+itself, as ``test_distributed_idempotency`` does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workers.actions import Actions
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+
+
+def test_a_resolve_and_a_split_hold_on_the_next_steps(deployment) -> None:  # type: ignore[no-untyped-def]
+    rt, disp = deployment.runtime, deployment.dispatcher
+    step = rt.step
+    rng = np.random.default_rng(1)
+    names = [f'latency{{host="h{i}",service="{"api" if i < 8 else "db"}"}}' for i in range(24)]
+    t0 = 600_000 * step
+    rt.load_history(names, t0 - step * np.arange(240, 0, -1), 100 + rng.normal(size=(24, 240)))
+
+    def run(k: int) -> None:  # one step: the api hosts jump from step 1 on, the db hosts from step 4 on
+        t = t0 + k * step
+        jump = np.where(np.arange(24) < 8, 60.0 * (k >= 1), 60.0 * (k >= 4))
+        res = rt.accept(names, np.full(24, t), 100 + rng.normal(size=24) + jump, disp)
+        rt.ingest(res.batch_id)
+        rt.advance(disp, until=t)
+        slot = int(t // step)
+        for shard in range(rt.settings.shards):
+            rt.score_shard(shard, slot, disp)
+        assert rt.correlate(slot, disp).get("committed")
+
+    for k in range(4):
+        run(k)
+    opened = rt.database.list_incidents("open")
+    assert opened, "the api hosts' jump opened no incident"
+    inc = rt.database.get_incident(opened[0]["id"])
+    metrics = sorted({m["metric"] for m in inc["members"]})
+    actions = Actions(rt.database)
+
+    def holding_a_split_pair() -> set[str]:
+        held = rt.database.incident_members().items()
+        return {i for i, ms in held if metrics[0] in ms and set(ms) & set(metrics[1:])}
+
+    before = holding_a_split_pair() - {inc["id"]}  # other anomalies of these metrics may be together already
+    if len(metrics) > 1:
+        actions.split(inc["id"], metrics[:1], "dana")
+    actions.resolve(inc["id"], "dana")
+    for k in range(4, 7):  # the anomalies go on: the tracker touches the incident again
+        run(k)
+    assert rt.database.get_incident(inc["id"])["status"] == "resolved"
+    timeline = [(e["kind"], e["actor"]) for e in actions.history(inc["id"])]
+    assert ("resolve", "dana") in timeline
+    assert int(rt.r.get(rt.k("tick", "people"))) == actions.last_action_id()
+    if len(metrics) > 1:
+        assert holding_a_split_pair() <= before, "a split pair was grouped again"

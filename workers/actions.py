@@ -1,0 +1,445 @@
+"""What people do to incidents — acknowledge, resolve, merge, split — and to metrics (priority
+weight, KPI flag): checked, applied to the database, kept with who and when.
+
+The database is where people's actions land first (the API, the page and the CLI on a local
+database all go through :class:`Actions`), so the list shows them at once in every mode. The
+running pipeline then replays them on its tracker (:class:`PeopleSync`, once per tick and right
+after an action in the embedded service) so its next ticks build on them, and reads the
+feedback: metric pairs split *apart* (never linked again by grouping) and priority overrides.
+
+Every action is a row of ``incident_action``; merges and splits also record their metric pairs
+in ``feedback_pair`` (``together`` / ``apart``, the newest verdict wins).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from grouping import manual
+from grouping.feedback import Pair, cross_pairs
+from grouping.incidents import IncidentChange, IncidentTracker
+from grouping.names import parse
+from grouping.priority import MetricImportance, PriorityModel
+from grouping.report import root_entity, root_metric, title
+from workers import models as m
+from workers.db import Database
+
+#: how many metric pairs one merge or split records at most (200 x 200 members: 40,000)
+MAX_FEEDBACK_PAIRS = 50_000
+
+
+class ActionError(Exception):
+    """An action that cannot be done; ``status`` is the HTTP status that says why."""
+
+    status = 400
+
+
+class NotFound(ActionError):
+    status = 404
+
+
+class Conflict(ActionError):
+    """The incident's state does not allow it (resolved, merged, acknowledged already)."""
+
+    status = 409
+
+
+class Invalid(ActionError):
+    """The request itself makes no sense (merge with itself, split off every member)."""
+
+    status = 422
+
+
+@dataclass
+class _MemberRow:
+    metric: str
+    start: float
+    end: float
+    peak_score: float
+    direction: int
+
+
+def split_id(source: str, metrics: Sequence[str], at: float) -> str:
+    """The id of the incident a split creates (derived, so a replayed action names the same one)."""
+    digest = hashlib.sha1(f"split|{source}|{at:.3f}|{'|'.join(sorted(metrics))}".encode()).hexdigest()[:12]
+    return f"inc-{digest}"
+
+
+class Actions:
+    """People's actions on one database."""
+
+    def __init__(self, database: Database, priority: PriorityModel | None = None) -> None:
+        self.db = database
+        self.priority = priority or PriorityModel()
+
+    # -- incidents -----------------------------------------------------------------------
+
+    def _incident(self, s: Session, iid: str) -> m.Incident:
+        inc = s.get(m.Incident, iid)
+        if inc is None:
+            raise NotFound(f"no incident {iid!r}")
+        return inc
+
+    def _must_be_open(self, inc: m.Incident, doing: str) -> None:
+        if inc.status == "merged":
+            raise Conflict(f"incident {inc.id} was merged into {inc.merged_into}; {doing} that one instead")
+        if inc.status != "open":
+            raise Conflict(f"incident {inc.id} is {inc.status}; only an open incident can be {doing}")
+
+    def _record(
+        self, s: Session, kind: str, actor: str, at: float, incident: str | None, **details: Any
+    ) -> dict[str, Any]:
+        row = m.IncidentAction(incident_id=incident, kind=kind, actor=actor, at=at, details=details)
+        s.add(row)
+        s.flush()
+        return _action_dict(row)
+
+    def acknowledge(self, iid: str, actor: str, note: str = "", at: float | None = None) -> dict[str, Any]:
+        """Someone is on it: the incident stays open, marked acknowledged by ``actor``."""
+        now = time.time() if at is None else at
+        with self.db.sessions.begin() as s:
+            inc = self._incident(s, iid)
+            self._must_be_open(inc, "acknowledged")
+            acked = _acks(s, [iid]).get(iid)
+            if acked:
+                raise Conflict(f"incident {iid} was acknowledged already by {acked['by']}")
+            return self._record(s, "acknowledge", actor, now, iid, note=note)
+
+    def resolve(self, iid: str, actor: str, note: str = "", at: float | None = None) -> dict[str, Any]:
+        """Resolve an open incident now (its members stop linking new anomalies)."""
+        now = time.time() if at is None else at
+        with self.db.sessions.begin() as s:
+            inc = self._incident(s, iid)
+            self._must_be_open(inc, "resolved")
+            inc.status, inc.resolved_at, inc.updated_at, inc.version = "resolved", now, now, inc.version + 1
+            return self._record(s, "resolve", actor, now, iid, note=note)
+
+    def merge(self, target: str, source: str, actor: str, at: float | None = None) -> dict[str, Any]:
+        """Move every member of ``source`` into ``target``; ``source`` ends as merged into it."""
+        now = time.time() if at is None else at
+        if target == source:
+            raise Invalid(f"incident {target} cannot be merged with itself; name two different incidents")
+        with self.db.sessions.begin() as s:
+            dst, src = self._incident(s, target), self._incident(s, source)
+            self._must_be_open(dst, "merged")
+            self._must_be_open(src, "merged")
+            src_metrics, dst_metrics = _member_metrics(s, source), _member_metrics(s, target)
+            moved = _move_members(s, source, target, None)
+            src.status, src.merged_into, src.updated_at, src.member_count = "merged", target, now, 0
+            src.version += 1
+            self._recompute(s, dst, now)
+            act = self._record(s, "merge", actor, now, target, source=source, members=moved)
+            self._record(s, "merged", actor, now, source, into=target, members=moved)
+            self._feedback(s, cross_pairs(src_metrics, dst_metrics), "together", actor, now, act["id"])
+            return act
+
+    def split(self, iid: str, metrics: Iterable[str], actor: str, at: float | None = None) -> dict[str, Any]:
+        """Move the members on ``metrics`` into a new open incident; the pairs split are kept apart."""
+        now = time.time() if at is None else at
+        wanted = sorted(set(metrics))
+        if not wanted:
+            raise Invalid("name the member metrics to split off")
+        with self.db.sessions.begin() as s:
+            src = self._incident(s, iid)
+            self._must_be_open(src, "split")
+            members = _member_metrics(s, iid)
+            unknown = [x for x in wanted if x not in members]
+            if unknown:
+                raise Invalid(f"not members of {iid}: {', '.join(unknown[:5])}" + (" …" if len(unknown) > 5 else ""))
+            if set(wanted) >= members:
+                raise Invalid(
+                    f"splitting off every member of {iid} leaves nothing behind; resolve it or leave some members"
+                )
+            new_id = split_id(iid, wanted, now)
+            new = m.Incident(
+                id=new_id,
+                status="open",
+                opened_at=now,
+                updated_at=now,
+                resolved_at=None,
+                start=src.start,
+                end=src.end,
+                priority=src.priority,
+                priority_score=src.priority_score,
+                priority_parts=dict(src.priority_parts),
+                title="",
+                root=None,
+                root_entity=None,
+                merged_into=None,
+                follows=None,
+                member_count=0,
+                version=0,
+            )
+            s.add(new)
+            s.flush()
+            _move_members(s, iid, new_id, wanted)
+            src.updated_at = now
+            self._recompute(s, src, now)
+            self._recompute(s, new, now)
+            act = self._record(s, "split", actor, now, iid, into=new_id, metrics=wanted)
+            self._record(s, "split_from", actor, now, new_id, source=iid, metrics=wanted)
+            self._feedback(s, cross_pairs(wanted, members - set(wanted)), "apart", actor, now, act["id"])
+            return act
+
+    def _recompute(self, s: Session, inc: m.Incident, now: float) -> None:
+        """Members, span, root, title and priority of an incident from its member rows (as a tick would)."""
+        rows = s.execute(
+            select(m.Metric.name, m.Anomaly.start, m.Anomaly.end, m.Anomaly.peak_score, m.Anomaly.direction)
+            .join(m.Anomaly, m.Anomaly.metric_id == m.Metric.id)
+            .join(m.IncidentMember, m.IncidentMember.anomaly_id == m.Anomaly.id)
+            .where(m.IncidentMember.incident_id == inc.id)
+        ).all()
+        members = [_MemberRow(*r) for r in rows]
+        inc.member_count = len(members)
+        if not members:
+            return
+        props = {x.metric: parse(x.metric) for x in members}
+
+        def importance(metric: str) -> MetricImportance:
+            return self.priority.importance(metric, props[metric])
+
+        inc.start, inc.end = min(x.start for x in members), max(x.end for x in members)
+        inc.root = root_metric(members, importance)
+        inc.root_entity = root_entity(sorted(props), props)
+        inc.title = title(members, props, inc.root, inc.root_entity)
+        pr = self.priority.score(members, props, inc.end)
+        inc.priority, inc.priority_score = pr.level, pr.score
+        inc.priority_parts = {**pr.parts, "evidence": (inc.priority_parts or {}).get("evidence", 0.0)}
+        inc.version += 1
+
+    def _feedback(self, s: Session, pairs: set[Pair], verdict: str, actor: str, at: float, action: int) -> None:
+        rows = [
+            {"metric_a": a, "metric_b": b, "verdict": verdict, "actor": actor, "at": at, "action_id": action}
+            for a, b in (sorted(p) for p in sorted(pairs, key=sorted)[:MAX_FEEDBACK_PAIRS])
+        ]
+        if not rows:
+            return
+        stmt = self.db._insert(s, m.FeedbackPair)
+        for lo in range(0, len(rows), 500):
+            ins = stmt.values(rows[lo : lo + 500])
+            s.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["metric_a", "metric_b"],
+                    set_={c: getattr(ins.excluded, c) for c in ("verdict", "actor", "at", "action_id")},
+                )
+            )
+
+    # -- metrics -------------------------------------------------------------------------
+
+    def set_metric_priority(
+        self, metric: str, actor: str, weight: float | None = None, kpi: bool | None = None, at: float | None = None
+    ) -> dict[str, Any]:
+        """Override a metric's priority weight and/or KPI flag (None leaves that one to the rules)."""
+        now = time.time() if at is None else at
+        if weight is not None and not (math.isfinite(weight) and weight > 0):
+            raise Invalid(f"weight {weight} must be a positive number (1 is an ordinary metric, 10 revenue)")
+        with self.db.sessions.begin() as s:
+            if s.scalar(select(m.Metric.id).where(m.Metric.name == metric)) is None:
+                raise NotFound(f"no metric {metric!r}; use its canonical name, as the search shows it")
+            row = s.get(m.MetricPriority, metric)
+            if row is None:
+                s.add(m.MetricPriority(metric=metric, weight=weight, kpi=kpi, actor=actor, at=now))
+            else:
+                row.weight, row.kpi, row.actor, row.at = weight, kpi, actor, now
+            return self._record(s, "set_priority", actor, now, None, metric=metric, weight=weight, kpi=kpi)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def acknowledged(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        with self.db.sessions() as s:
+            return _acks(s, ids)
+
+    def history(self, iid: str) -> list[dict[str, Any]]:
+        """The incident's timeline: what the pipeline did (events) and what people did (actions), by time."""
+        with self.db.sessions() as s:
+            events = [
+                {"kind": e.kind, "at": e.at, "actor": None, "details": e.details}
+                for e in s.scalars(select(m.IncidentEvent).where(m.IncidentEvent.incident_id == iid))
+            ]
+            acts = [
+                _action_dict(a) for a in s.scalars(select(m.IncidentAction).where(m.IncidentAction.incident_id == iid))
+            ]
+        return sorted(events + acts, key=lambda e: (e["at"], e.get("id") or 0))
+
+    def actions_since(self, after: int) -> list[dict[str, Any]]:
+        with self.db.sessions() as s:
+            q = select(m.IncidentAction).where(m.IncidentAction.id > after).order_by(m.IncidentAction.id)
+            return [_action_dict(a) for a in s.scalars(q)]
+
+    def last_action_id(self) -> int:
+        with self.db.sessions() as s:
+            return int(s.scalar(select(func.max(m.IncidentAction.id))) or 0)
+
+    def apart_pairs(self) -> set[Pair]:
+        with self.db.sessions() as s:
+            rows = s.execute(
+                select(m.FeedbackPair.metric_a, m.FeedbackPair.metric_b).where(m.FeedbackPair.verdict == "apart")
+            ).all()
+        return {frozenset((a, b)) for a, b in rows}
+
+    def feedback_version(self) -> tuple[int, float, int, float]:
+        """Changes whenever feedback pairs or priority overrides change (cheap to ask every tick)."""
+        with self.db.sessions() as s:
+            fp = s.execute(select(func.count(), func.max(m.FeedbackPair.at))).one()
+            mp = s.execute(select(func.count(), func.max(m.MetricPriority.at))).one()
+        return int(fp[0]), float(fp[1] or 0), int(mp[0]), float(mp[1] or 0)
+
+    def priority_overrides(self) -> dict[str, tuple[float | None, bool | None]]:
+        with self.db.sessions() as s:
+            return {r.metric: (r.weight, r.kpi) for r in s.scalars(select(m.MetricPriority))}
+
+
+def _action_dict(a: m.IncidentAction) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "incident": a.incident_id,
+        "kind": a.kind,
+        "actor": a.actor,
+        "at": a.at,
+        "details": a.details,
+    }
+
+
+def _acks(s: Session, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for lo in range(0, len(ids), 900):
+        q = (
+            select(m.IncidentAction)
+            .where(m.IncidentAction.kind == "acknowledge", m.IncidentAction.incident_id.in_(ids[lo : lo + 900]))
+            .order_by(m.IncidentAction.id)
+        )
+        for a in s.scalars(q):
+            out.setdefault(str(a.incident_id), {"by": a.actor, "at": a.at, "note": a.details.get("note", "")})
+    return out
+
+
+def _member_metrics(s: Session, iid: str) -> set[str]:
+    rows = s.execute(
+        select(m.Metric.name)
+        .join(m.Anomaly, m.Anomaly.metric_id == m.Metric.id)
+        .join(m.IncidentMember, m.IncidentMember.anomaly_id == m.Anomaly.id)
+        .where(m.IncidentMember.incident_id == iid)
+    ).all()
+    return {r[0] for r in rows}
+
+
+def _move_members(s: Session, source: str, target: str, metrics: Sequence[str] | None) -> int:
+    """Move member rows (all, or those on ``metrics``) from one incident to another; returns how many."""
+    q = select(m.IncidentMember.anomaly_id).where(m.IncidentMember.incident_id == source)
+    if metrics is not None:
+        q = (
+            q.join(m.Anomaly, m.Anomaly.id == m.IncidentMember.anomaly_id)
+            .join(m.Metric, m.Metric.id == m.Anomaly.metric_id)
+            .where(m.Metric.name.in_(list(metrics)))
+        )
+    aids = [r[0] for r in s.execute(q).all()]
+    for lo in range(0, len(aids), 900):
+        chunk = aids[lo : lo + 900]
+        s.execute(
+            update(m.IncidentMember)
+            .where(m.IncidentMember.incident_id == source, m.IncidentMember.anomaly_id.in_(chunk))
+            .values(incident_id=target)
+        )
+        s.execute(update(m.Anomaly).where(m.Anomaly.id.in_(chunk)).values(incident_id=target))
+    return len(aids)
+
+
+class OverriddenPriority(PriorityModel):
+    """The rules' priority model with people's per-metric overrides of weight and KPI flag on top."""
+
+    def __init__(self, base: PriorityModel, overrides: Mapping[str, tuple[float | None, bool | None]]) -> None:
+        super().__init__(base.rules, base.default_weight)
+        self.base = base
+        self.overrides = dict(overrides)
+
+    def importance(self, metric: str, props: Mapping[str, str]) -> MetricImportance:
+        got = self.base.importance(metric, props)
+        o = self.overrides.get(metric)
+        if o is None:
+            return got
+        weight, kpi = o
+        return MetricImportance(
+            got.weight if weight is None else float(weight), got.kpi if kpi is None else bool(kpi), got.bad, "manual"
+        )
+
+
+class PeopleSync:
+    """Brings people's actions and feedback from the database into a tracker.
+
+    ``cursor``: the newest action already on the tracker (default: the newest in the database, as a
+    tracker that starts now has nothing older to replay). The distributed mode keeps it beside the
+    tracker's state; replaying an action twice changes nothing (the second finds it done).
+    """
+
+    def __init__(self, database: Database, base: PriorityModel, cursor: int | None = None) -> None:
+        self.actions = Actions(database, base)
+        self.database = database
+        self.base = base
+        self.cursor = self.actions.last_action_id() if cursor is None else cursor
+        self._version: tuple[int, float, int, float] | None = None
+        self._apart: set[Pair] = set()
+        self._priority: OverriddenPriority | None = None
+        self._changed: set[str] = set()
+
+    def feedback(self, tracker: IncidentTracker) -> None:
+        """Apart pairs and priority overrides on the tracker (read again only when they changed)."""
+        version = self.actions.feedback_version()
+        if version != self._version:
+            self._version = version
+            self._apart = self.actions.apart_pairs()
+            overrides = self.actions.priority_overrides()
+            old = self._priority.overrides if self._priority is not None else {}
+            self._changed = {k for k in set(old) | set(overrides) if old.get(k) != overrides.get(k)}
+            self._priority = OverriddenPriority(self.base, overrides) if overrides or old else None
+        tracker.apart = self._apart
+        if self._priority is not None and tracker.priority is not self._priority:
+            tracker.priority = self._priority
+            for metric in self._changed:
+                tracker._weights.pop(metric, None)  # the tracker remembers weights: forget the changed ones
+
+    def sync(self, tracker: IncidentTracker, now: float, save: bool = True) -> list[IncidentChange]:
+        """Replay actions newer than the cursor on the tracker; store the incidents they touched
+        (``save``; else the caller stores them with its own writes)."""
+        self.feedback(tracker)
+        todo = self.actions.actions_since(self.cursor)
+        if not todo:
+            return []
+        changes: list[IncidentChange] = []
+        touched: dict[str, None] = {}
+        for act in todo:
+            self.cursor = max(self.cursor, act["id"])
+            got = replay(tracker, act, now)
+            changes += got
+            touched.update(dict.fromkeys(c.incident for c in got))
+        if save:
+            incidents = [tracker.incidents[i] for i in touched if i in tracker.incidents]
+            self.database.save_tick([], incidents, own_changes(changes))
+        return changes
+
+
+def own_changes(changes: list[IncidentChange]) -> list[IncidentChange]:
+    """The tracker's own changes among a replay's (people's side is in incident_action already)."""
+    return [c for c in changes if "by" not in c.details]
+
+
+def replay(tracker: IncidentTracker, action: Mapping[str, Any], now: float) -> list[IncidentChange]:
+    """One recorded action on the tracker's incidents (nothing when it does not hold them)."""
+    kind, iid, d, who = action["kind"], action["incident"], action["details"], action["actor"]
+    try:
+        if kind == "resolve":
+            return manual.resolve(tracker, iid, now, who)
+        if kind == "merge":
+            return manual.merge(tracker, d["source"], iid, now, who)
+        if kind == "split":
+            return manual.split(tracker, iid, d["metrics"], d["into"], now, who)
+    except manual.ManualActionError:
+        return []  # an incident the tracker no longer holds: the database has the action already
+    return []
