@@ -29,6 +29,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from redis import RedisError
 
+from api.notify_routes import notify_loop, notify_router
 from grouping.report import incident_report, summary
 from workers.db import Database
 from workers.distributed import Runtime, check_redis
@@ -181,13 +182,18 @@ def create_app(
 ) -> FastAPI:
     settings = settings or get_settings()
     service = Service(settings, pipeline)
+    notifier = notify_loop(service)  # notifications in embedded mode (STORMEYE_NOTIFY_CONFIG)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if start_ticker:
             service.start()
+            if notifier is not None:
+                notifier.start()
         yield
         service.stop()
+        if notifier is not None:
+            notifier.stop()
 
     app = FastAPI(
         title="stormeye",
@@ -196,6 +202,7 @@ def create_app(
         description="Alert correlation and grouping: an alert storm in, a few incidents out.",
     )
     app.state.service = service
+    app.include_router(notify_router(service))
 
     @app.post("/api/v1/points", status_code=202)
     async def post_points(request: Request) -> JSONResponse:

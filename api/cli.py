@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from api.cli_notify import notifications, silences
 from workers.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -188,11 +189,12 @@ def serve(
 
     from api.app import create_app
     from workers.distributed import RedisUnavailable
+    from workers.notify.config import NotifyConfigError
 
     settings = _settings(database_url=database)
     try:
         application = create_app(settings)
-    except RedisUnavailable as exc:
+    except (RedisUnavailable, NotifyConfigError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     uvicorn.run(application, host=host, port=port, log_level="info")
@@ -321,6 +323,10 @@ def deadletter(
     for d in records:
         t.add_row(d["id"], d.get("kind", ""), d.get("ref", ""), str(d.get("points", ""))[:200], d.get("reason", ""))
     out.print(t)
+
+
+app.add_typer(silences, name="silences")  # api/cli_notify.py
+app.command()(notifications)
 
 
 def main() -> None:

@@ -1,0 +1,36 @@
+"""Alertmanager itself: the incident as one alert posted to its ``/api/v2/alerts``.
+
+A team keeps its Alertmanager routing and receivers. While firing, the alert's ``endsAt`` is
+``ttl`` (default 24 h) ahead: Alertmanager resolves it by itself if stormeye stops refreshing
+it (repeats refresh it); the resolve posts ``endsAt`` = the incident's end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from workers.notify.config import parse_duration
+from workers.notify.message import iso
+from workers.notify.receivers.base import SendContext, post_json, timeout_of
+from workers.notify.receivers.webhook import alert
+
+
+def alerts(options: Mapping[str, Any], message: dict[str, Any]) -> list[dict[str, Any]]:
+    a = alert(message)
+    ttl = parse_duration(options.get("ttl", "24h"))
+    ends = message["resolved_at"] if message["status"] == "resolved" else float(message["at"]) + ttl
+    return [
+        {
+            "labels": a["labels"],
+            "annotations": a["annotations"],
+            "startsAt": a["startsAt"],
+            "endsAt": iso(ends),
+            "generatorURL": a["generatorURL"] or None,
+        }
+    ]
+
+
+def send(options: Mapping[str, Any], message: dict[str, Any], ctx: SendContext) -> None:
+    url = str(options["url"]).rstrip("/") + "/api/v2/alerts"
+    post_json(url, alerts(options, message), timeout_of(options, ctx))
