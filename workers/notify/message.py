@@ -64,6 +64,20 @@ def iso(t: float | None) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def severity(priority: int) -> str:
+    return {1: "critical", 2: "error", 3: "warning"}.get(priority, "info")
+
+
+def alert_labels(inc: IncidentView, thread: str) -> dict[str, str]:
+    """The incident as one Alertmanager alert's labels: names Alertmanager accepts, no empty values, and
+    nothing that changes while the incident lives (status, title) — labels are an alert's identity."""
+    skip = {"status", "title", "incident"}
+    labels = {k: v for k, v in inc.props.items() if not k.startswith("__") and k not in skip and v != ""}
+    labels.update(alertname="StormeyeIncident", incident=thread, priority=f"P{inc.priority}")
+    labels["severity"] = severity(inc.priority)
+    return labels
+
+
 def build(
     inc: IncidentView,
     kind: str,
@@ -98,6 +112,7 @@ def build(
         "link": link,
         "external_url": base,
         "labels": dict(inc.props),
+        "alert_labels": alert_labels(inc, thread),  # the episode's first ones are kept (see Notifier)
         "opened_at": inc.opened_at,
         "resolved_at": inc.resolved_at if kind == "resolved" else None,
         "merged_into": inc.merged_into or "",

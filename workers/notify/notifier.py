@@ -289,6 +289,15 @@ class Notifier:
                     now,
                 )
                 msg["flapping"] = flapping(opens_in_window, flap)
+                if st.firing:  # an alert's labels are its identity: keep the episode's first ones
+                    first = s.scalar(
+                        select(m.Notification.message)
+                        .where(m.Notification.thread_id == thread, m.Notification.receiver == receiver.name)
+                        .order_by(m.Notification.seq.desc())
+                        .limit(1)
+                    )
+                    if first and "alert_labels" in first:
+                        msg["alert_labels"] = first["alert_labels"]
                 for integ in receiver.integrations:
                     if d.kind == "resolved" and not integ.send_resolved:
                         continue

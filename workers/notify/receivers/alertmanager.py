@@ -2,11 +2,12 @@
 
 A team keeps its Alertmanager routing and receivers. While firing, the alert's ``endsAt`` is
 ``ttl`` (default 24 h) ahead: Alertmanager resolves it by itself if stormeye stops refreshing
-it (repeats refresh it); the resolve posts ``endsAt`` = the incident's end.
+it (repeats refresh it); the resolve posts ``endsAt`` = the incident's end (never later than now).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +20,11 @@ from workers.notify.receivers.webhook import alert
 def alerts(options: Mapping[str, Any], message: dict[str, Any]) -> list[dict[str, Any]]:
     a = alert(message)
     ttl = parse_duration(options.get("ttl", "24h"))
-    ends = message["resolved_at"] if message["status"] == "resolved" else float(message["at"]) + ttl
+    if message["status"] == "resolved":
+        # a resolve must end in the past, or Alertmanager keeps the later end it already had
+        ends = min(float(message["resolved_at"] or time.time()), time.time())
+    else:
+        ends = float(message["at"]) + ttl
     return [
         {
             "labels": a["labels"],

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from workers.notify.message import TITLE, render
+from workers.notify.message import TITLE, render, severity
 from workers.notify.receivers.base import SendContext, post_json, timeout_of
-from workers.notify.receivers.webhook import severity
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from workers.notify.message import TEXT, TITLE, iso, render
+from workers.notify.message import TEXT, TITLE, iso, render, severity
 from workers.notify.receivers.base import SendContext, post_json, timeout_of
+
+__all__ = ["body", "send", "severity"]
 
 STORMEYE_FIELDS = (
     "kind", "incident", "thread", "seq", "priority", "title", "members", "top_members", "root", "root_entity",
@@ -21,22 +23,10 @@ STORMEYE_FIELDS = (
 )  # fmt: skip
 
 
-def alert_labels(message: Mapping[str, Any]) -> dict[str, str]:
-    """Labels of the incident as one Alertmanager alert (label names Alertmanager accepts, no empty values)."""
-    labels = {k: v for k, v in message["labels"].items() if not k.startswith("__") and k != "title" and v != ""}
-    labels.update(alertname="StormeyeIncident", incident=message["incident"], priority=f"P{message['priority']}")
-    labels["severity"] = severity(int(message["priority"]))
-    return {k: str(v) for k, v in labels.items()}
-
-
-def severity(priority: int) -> str:
-    return {1: "critical", 2: "error", 3: "warning"}.get(priority, "info")
-
-
 def alert(message: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "status": message["status"],
-        "labels": alert_labels(message),
+        "labels": dict(message["alert_labels"]),
         "annotations": {
             "summary": render(TITLE, dict(message)),
             "description": render(TEXT, dict(message)),
