@@ -7,9 +7,9 @@ import pytest
 from notify_helpers import HttpReceiver, incident, save, set_status
 
 from workers.db import Database
-from workers.notify import Notifier, notifications, parse_config
 from workers.notify import silences as sil
-from workers.notify.notifier import DeliverySettings
+from workers.notify.config import parse_config
+from workers.notify.notifier import DeliverySettings, Notifier, notifications
 
 T0 = 1_800_000_000.0
 

@@ -16,8 +16,8 @@ import pytest
 from notify_helpers import HttpReceiver, free_port, incident, save
 
 from workers.db import Database
-from workers.notify import Notifier, notifications, parse_config
-from workers.notify.notifier import DeliverySettings
+from workers.notify.config import parse_config
+from workers.notify.notifier import DeliverySettings, Notifier, notifications
 
 IN_CI = bool(os.environ.get("CI"))
 

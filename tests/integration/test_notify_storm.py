@@ -9,7 +9,8 @@ import numpy as np
 from notify_helpers import HttpReceiver
 
 from workers.db import Database
-from workers.notify import Notifier, parse_config
+from workers.notify.config import parse_config
+from workers.notify.notifier import Notifier
 from workers.pipeline import Pipeline
 from workers.settings import Settings
 

@@ -4,9 +4,6 @@
 change, flapping), ``message`` (templates), ``receivers`` (one module per way of sending),
 ``silences``, ``notifier`` (the stages and the notification log), ``runner`` (embedded mode's
 thread) and ``tasks`` (distributed mode's Celery task). See docs/notify.md.
+
+Nothing is imported here, so the command line starts fast: import the modules themselves.
 """
-
-from workers.notify.config import NotifyConfig, NotifyConfigError, load_config, parse_config
-from workers.notify.notifier import Notifier, notifications
-
-__all__ = ["Notifier", "NotifyConfig", "NotifyConfigError", "load_config", "notifications", "parse_config"]

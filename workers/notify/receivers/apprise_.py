@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import apprise
-
 from workers.notify.message import TEXT, TITLE, render
 from workers.notify.receivers.base import ReceiverError, SendContext
 
 
 def send(options: Mapping[str, Any], message: dict[str, Any], ctx: SendContext) -> None:
+    import apprise  # imported when used: it loads a plugin per service
+
     urls = options["urls"]
     urls = [urls] if isinstance(urls, str) else list(urls)
     app = apprise.Apprise()
