@@ -102,6 +102,7 @@ class NotifyIncident(Base):
     incident_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     thread_id: Mapped[str] = mapped_column(String(40))
     opened_at: Mapped[float] = mapped_column(Float)
+    seen_at: Mapped[float] = mapped_column(Float)  # when the notifier first saw it: group_wait starts here
     done: Mapped[bool] = mapped_column(Boolean, default=False)
 
 

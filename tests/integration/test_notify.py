@@ -3,6 +3,8 @@ silences, inhibition, retries, the log. The clock is the test's: ``Notifier.run(
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from notify_helpers import HttpReceiver, incident, save, set_status
 
@@ -60,9 +62,10 @@ def test_group_wait_change_repeat_ack_resolve(db, receiver) -> None:  # type: ig
     n = notifier(db, config(receiver.url))
     metrics = [f'errors{{service="pay",host="h{i}"}}' for i in range(4)]
     save(db, incident("inc-a", T0, metrics))
-    n.run(T0 + 10)
+    n.run(T0 + 10)  # the notifier sees it now: group_wait starts
+    n.run(T0 + 39)
     assert kinds(receiver) == [], "the first notification waits group_wait"
-    n.run(T0 + 31)
+    n.run(T0 + 41)
     assert kinds(receiver) == [("inc-a", "firing")]
     body = receiver.bodies("/hook")[0]
     assert body["version"] == "4" and body["status"] == "firing"
@@ -158,6 +161,7 @@ def test_routing_silence_and_inhibition(db, receiver) -> None:  # type: ignore[n
         incident("inc-low", T0, ['cpu{region="eu",service="checkout"}', 'mem{region="eu",service="checkout"}']),
         incident("inc-us", T0, ['cpu{region="us",service="checkout"}', 'mem{region="us",service="checkout"}']),
     )
+    n.run(T0 + 1)
     n.run(T0 + 31)
     assert sorted(kinds(receiver, "/hook")) == [("inc-kpi", "firing")]
     assert kinds(receiver, "/other") == [("inc-us", "firing")], "inc-low is inhibited by the P1 KPI incident"
@@ -181,22 +185,31 @@ def test_routing_silence_and_inhibition(db, receiver) -> None:  # type: ignore[n
 
 
 def test_receiver_fails_then_recovers_and_never_delays_others(db, receiver) -> None:  # type: ignore[no-untyped-def]
-    down = HttpReceiver()
+    down, fast = HttpReceiver(), HttpReceiver()
     down.delay_s = 3.0  # answers after the 2 s timeout: a receiver that hangs
     try:
         text = config(receiver.url).replace(
-            "      - url: " + receiver.url + "/other", "      - url: " + down.url + "/slow"
+            "      - url: " + receiver.url + "/other",
+            "      - url: " + down.url + "/slow\n      - url: " + fast.url + "/fast",
         )
         routes = "receiver: hook\n  routes:\n    - receiver: other\n      continue: true\n    - receiver: hook"
         text = text.replace("receiver: hook", routes, 1)
         n = notifier(db, text)
         save(db, incident("inc-r", T0, ['a{x="1"}', 'b{x="1"}']))
         receiver.fail(2, 503)
-        n.run(T0 + 31)  # hook: 503; other: timeout
+        n.run(T0 + 1)
+        started = time.monotonic()
+        n.run(T0 + 31)  # hook: 503; other: one integration hangs past the timeout, the other works
+        assert time.monotonic() - started < 3.5, "receivers are sent to in parallel"
+        assert [b["stormeye"]["incident"] for b in fast.bodies("/fast")] == ["inc-r"], "not delayed by the hang"
         log = notifications(db, "inc-r")["notifications"]
-        assert {x["receiver"]: x["status"] for x in log} == {"hook": "pending", "other": "pending"}
+        assert {(x["receiver"], x["integration"]): x["status"] for x in log} == {
+            ("hook", "webhook[0]"): "pending",
+            ("other", "webhook[0]"): "pending",
+            ("other", "webhook[1]"): "sent",
+        }
         n.run(T0 + 35)  # not due yet (backoff 10 s): nothing sent
-        assert receiver.bodies() == []
+        assert receiver.bodies("/hook") == []
         n.run(T0 + 41)  # second try: 503 again
         n.run(T0 + 61)  # third try (backoff 20 s): it recovered
         assert kinds(receiver) == [("inc-r", "firing")]
@@ -206,3 +219,4 @@ def test_receiver_fails_then_recovers_and_never_delays_others(db, receiver) -> N
         assert "503" in (hook["attempts"][0]["error"] or "")
     finally:
         down.stop()
+        fast.stop()

@@ -108,3 +108,8 @@ def test_other_mistakes_name_their_line() -> None:
     assert _error(GOOD.replace("group_wait: 30s", "group_whait: 30s")).startswith("notify.yml:3:")
     assert "needs routing_key" in _error(GOOD.replace("routing_key: abc", "severity: error"))
     assert _error("route: [\n").startswith("notify.yml:2:")
+
+
+def test_bad_template_names_its_line() -> None:
+    msg = _error(GOOD.replace('api_url: "http://127.0.0.1:1/s"', 'api_url: "http://x", title: "{{ title"'))
+    assert msg.startswith("notify.yml:20:") and "not a valid template" in msg, msg

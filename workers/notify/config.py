@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from workers.notify.message import TemplateProblem, check_template
+
 LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _MATCHER_RE = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
 _DURATION_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
@@ -414,6 +416,14 @@ def _receivers(ctx: _Ctx, raw: Any, line: int) -> dict[str, Receiver]:
                     to = c["to"]
                     if not isinstance(to, str) or "@" not in to:
                         raise ctx.fail(_line(c, "to"), f"{cw}.to must be an email address (several: comma-separated)")
+                for key_ in ("title", "text", "subject", "body", "description"):
+                    if key_ in c:
+                        try:
+                            check_template(str(c[key_]))
+                        except TemplateProblem as exc:
+                            raise ctx.fail(_line(c, key_), f"{cw}.{key_} is not a valid template: {exc}") from None
+                if "ttl" in c:
+                    ctx.duration(c, "ttl", 0.0)
                 opts = {k: v for k, v in c.items() if k != "send_resolved"}
                 if "timeout" in c:
                     opts["timeout"] = ctx.duration(c, "timeout", 10.0)

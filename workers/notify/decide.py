@@ -4,8 +4,8 @@ A *thread* is an incident and the incidents that reopen it (each names the one b
 ``follows``, within the flapping window): a receiver hears of a thread as one problem, with one
 stable key (PagerDuty's ``dedup_key``). Per thread and receiver:
 
-- **firing**: the first notification, once the incident has been open ``group_wait`` (the storm
-  settles; a flapping thread's reopening waits the flapping ``hold`` as well);
+- **firing**: the first notification, ``group_wait`` after the notifier first saw the incident
+  (the storm settles; a flapping thread's reopening waits the flapping ``hold`` as well);
 - **update**: only on a real change since the last notification — priority raised, members grown
   by ``update_growth``, root metric changed — and at most every ``group_interval``; none while
   flapping (held down);
@@ -74,7 +74,7 @@ def decide(
             return Decision(None, "muted")
         if not state.firing:
             wait = max(opts.group_wait, flap.hold) if held else opts.group_wait
-            if now >= inc.opened_at + wait:
+            if now >= inc.since + wait:
                 return Decision("firing", f"open for {wait:g} s (group_wait)" if not held else "flapping, held")
             return Decision(None, "waiting for group_wait")
         since = now - (state.last_at if state.last_at is not None else now)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from workers.notify.view import IncidentView
+if TYPE_CHECKING:
+    from workers.notify.view import IncidentView
 
 TITLE = (
     "{% if status == 'resolved' %}[RESOLVED]{% elif kind == 'firing' %}[FIRING]{% else %}[{{ kind | upper }}]"

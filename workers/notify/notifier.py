@@ -98,11 +98,14 @@ class Notifier:
     # -- 1-5: threads, mute, route, decide, claim ------------------------------------------------
 
     def evaluate(self, now: float) -> dict[str, int]:
-        threads = self._threads()
+        threads = self._threads(now)
         if not threads:
             return {"threads": 0, "claimed": 0}
         with self.db.sessions() as s:
             views = load_views(s, [incs[-1][0] for incs in threads.values()], self.config.teams)
+            for incs in threads.values():
+                if incs[-1][0] in views:
+                    views[incs[-1][0]].seen_at = incs[-1][2]
             opens: dict[str, list[float]] = defaultdict(list)
             for tid, opened in s.execute(
                 select(m.NotifyIncident.thread_id, m.NotifyIncident.opened_at).where(
@@ -132,17 +135,26 @@ class Notifier:
                 receiver = self.config.receivers.get(recv)
                 if receiver is None:
                     continue
-                kind, still_firing = self._decide_one(
-                    tid, receiver, opts, view, len(window), opens[tid], muted.get(view.id, {}), now
-                )
+                mute = muted.get(view.id, {})
+                known = states.get((tid, recv))
+                if known is not None and (known.muted_by or {}) == mute and known.incident_id == view.id:
+                    # nothing due by the state read above: no transaction (another worker may have moved
+                    # it on since; the next pass sees that)
+                    sv = StateView(
+                        known.firing, known.seq, known.last_at, known.last_priority, known.last_members, known.last_root
+                    )
+                    if decide(view, sv, opts, flap, len(window), bool(mute), now).kind is None:
+                        any_firing |= known.firing
+                        continue
+                kind, still_firing = self._decide_one(tid, receiver, opts, view, len(window), opens[tid], mute, now)
                 claimed += kind is not None
                 any_firing |= still_firing
             firing_after[tid] = any_firing
         self._finish(threads, views, firing_after)
         return {"threads": len(threads), "claimed": claimed}
 
-    def _threads(self) -> dict[str, list[tuple[str, float]]]:
-        """Threads with an incident not finished with: thread id → [(incident id, opened_at)], oldest first."""
+    def _threads(self, now: float) -> dict[str, list[tuple[str, float, float]]]:
+        """Threads with an incident not finished with: thread id → [(incident id, opened_at, seen_at)], oldest first."""
         flap_window = self.config.flapping.window
         with self.db.sessions() as s:
             rows = s.execute(
@@ -153,6 +165,7 @@ class Notifier:
                     m.Incident.resolved_at,
                     m.Incident.updated_at,
                     m.NotifyIncident.thread_id,
+                    m.NotifyIncident.seen_at,
                 )
                 .outerjoin(m.NotifyIncident, m.NotifyIncident.incident_id == m.Incident.id)
                 .where(or_(m.NotifyIncident.incident_id.is_(None), m.NotifyIncident.done.is_(False)))
@@ -189,25 +202,26 @@ class Notifier:
                     stmt = self.db._insert(w, m.NotifyIncident)
                     values = [
                         {"incident_id": r.id, "thread_id": assigned[r.id], "opened_at": float(r.opened_at)}
-                        | {"done": False}
+                        | {"seen_at": now, "done": False}
                         for r in new
                     ]
                     for lo in range(0, len(values), 500):
                         w.execute(stmt.values(values[lo : lo + 500]).on_conflict_do_nothing())
-                got = dict(
-                    s.execute(
-                        select(m.NotifyIncident.incident_id, m.NotifyIncident.thread_id).where(
-                            m.NotifyIncident.incident_id.in_([r.id for r in new])
-                        )
+                got: dict[str, tuple[str | None, float]] = {
+                    iid: (tid, seen)
+                    for iid, tid, seen in s.execute(
+                        select(
+                            m.NotifyIncident.incident_id, m.NotifyIncident.thread_id, m.NotifyIncident.seen_at
+                        ).where(m.NotifyIncident.incident_id.in_([r.id for r in new]))
                     ).all()
-                )
+                }
             else:
                 got = {}
-        threads: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        threads: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
         for r in rows:
-            tid = r.thread_id or got.get(r.id)
+            tid, seen = (r.thread_id, r.seen_at) if r.thread_id else got.get(r.id, (None, now))
             if tid is not None:
-                threads[tid].append((r.id, float(r.opened_at)))
+                threads[tid].append((r.id, float(r.opened_at), float(seen)))
         for incs in threads.values():
             incs.sort(key=lambda x: (x[1], x[0]))
         return dict(threads)
@@ -328,12 +342,15 @@ class Notifier:
             return None, True
 
     def _finish(
-        self, threads: dict[str, list[tuple[str, float]]], views: dict[str, IncidentView], firing: dict[str, bool]
+        self,
+        threads: dict[str, list[tuple[str, float, float]]],
+        views: dict[str, IncidentView],
+        firing: dict[str, bool],
     ) -> None:
         """Incidents nothing more is owed for leave the working set (older ones of a thread at once)."""
         done: list[str] = []
         for tid, incs in threads.items():
-            done += [iid for iid, _ in incs[:-1]]
+            done += [iid for iid, _, _ in incs[:-1]]
             v = views.get(incs[-1][0])
             if v is not None and v.status in TERMINAL and not firing.get(tid, False):
                 done.append(v.id)

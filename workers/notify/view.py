@@ -38,6 +38,7 @@ class IncidentView:
     follows: str | None
     merged_into: str | None
     member_count: int
+    seen_at: float | None = None  # when the notifier first saw it (after the tick committed it)
     props: dict[str, str] = field(default_factory=dict)
     top_members: list[dict[str, Any]] = field(default_factory=list)
     why: str = ""
@@ -45,6 +46,11 @@ class IncidentView:
     @property
     def active(self) -> bool:
         return self.status in ACTIVE
+
+    @property
+    def since(self) -> float:
+        """Where ``group_wait`` starts: the incident reached the notifier (its opening step is older)."""
+        return max(self.opened_at, self.seen_at if self.seen_at is not None else self.opened_at)
 
     @property
     def ended_at(self) -> float:

@@ -19,6 +19,7 @@ def upgrade() -> None:
         sa.Column("incident_id", sa.String(40), primary_key=True),
         sa.Column("thread_id", sa.String(40), nullable=False),
         sa.Column("opened_at", sa.Float(), nullable=False),
+        sa.Column("seen_at", sa.Float(), nullable=False),
         sa.Column("done", sa.Boolean(), nullable=False),
     )
     op.create_index("ix_notify_incident_thread", "notify_incident", ["thread_id"])

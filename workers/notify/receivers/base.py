@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +27,23 @@ class SendContext:
     timeout_s: float = DEFAULT_TIMEOUT_S
 
 
+_client: httpx.Client | None = None
+_client_lock = threading.Lock()
+
+
+def client() -> httpx.Client:
+    """One HTTP client for every receiver (connections are kept alive; it is thread-safe)."""
+    global _client
+    with _client_lock:
+        if _client is None:
+            _client = httpx.Client(follow_redirects=False)
+        return _client
+
+
 def post_json(url: str, body: Any, timeout_s: float, headers: Mapping[str, str] | None = None) -> httpx.Response:
     """POST ``body`` as JSON; :class:`ReceiverError` unless the answer is 2xx (4xx other than 408/429: permanent)."""
     try:
-        resp = httpx.post(url, json=body, timeout=timeout_s, headers=dict(headers or {}))
+        resp = client().post(url, json=body, timeout=timeout_s, headers=dict(headers or {}))
     except httpx.HTTPError as exc:
         raise ReceiverError(f"POST {url} failed: {type(exc).__name__}: {exc}") from None
     if resp.status_code >= 300:
