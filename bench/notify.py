@@ -70,7 +70,7 @@ def throughput(n: int, url: str | None) -> dict[str, Any]:
         ]
         for lo in range(0, n, 500):
             save(db, *incs[lo : lo + 500])
-        notifier = Notifier(parse_config(CONFIG.format(group_wait="30s", url=receiver.url)), db)
+        notifier = Notifier(parse_config(CONFIG.format(group_wait="0s", url=receiver.url)), db)
         started = time.perf_counter()
         passes = 0
         while len(receiver.bodies()) < n and passes < 50:

@@ -8,11 +8,12 @@ apprise) with templates over the same fields.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 if TYPE_CHECKING:
@@ -43,9 +44,14 @@ class TemplateProblem(ValueError):
     """A message template does not render; the message says which and why."""
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(template: str) -> Template:
+    return _env.from_string(template)
+
+
 def render(template: str, message: dict[str, Any]) -> str:
     try:
-        return _env.from_string(template).render(**message).strip()
+        return _compiled(template).render(**message).strip()
     except TemplateError as exc:
         raise TemplateProblem(f"template {template[:60]!r} does not render: {exc}") from None
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from workers import models as m
@@ -398,39 +399,63 @@ class Notifier:
         return {"sent": sum(r[0] for r in results), "failed": sum(r[1] for r in results)}
 
     def _deliver_group(self, target: tuple[str, str], ids: list[int], now: float) -> tuple[int, int]:
-        sent = failed = 0
-        for nid in ids:
-            ok = self._deliver_one(nid, now)
-            if ok is None:
-                continue
-            if ok:
-                sent += 1
-            else:
-                failed += 1
-                break  # this receiver is failing: the others of the group wait for its retry
-        return sent, failed
-
-    def _deliver_one(self, nid: int, now: float) -> bool | None:
-        """Lease, send and record one notification; None when another worker holds it."""
+        """Lease a receiver integration's due notifications at once (a compare-and-set per row: another
+        worker's lease is left alone), send them in order, record each outcome as it happens."""
+        token = uuid.uuid4().hex
+        leased = and_(m.Notification.id.in_(ids), m.Notification.lease_owner == token)
         with self.db.sessions.begin() as s:
-            res = s.execute(
+            s.execute(
                 update(m.Notification)
                 .where(
-                    m.Notification.id == nid,
+                    m.Notification.id.in_(ids),
                     m.Notification.status == "pending",
                     m.Notification.next_attempt_at <= now,
                     or_(m.Notification.lease_until.is_(None), m.Notification.lease_until <= now),
                 )
-                .values(lease_until=now + self.delivery.lease_s)
+                .values(lease_until=now + self.delivery.lease_s, lease_owner=token)
             )
-            if res.rowcount != 1:  # type: ignore[attr-defined]
-                return None
         with self.db.sessions() as s:
-            n = s.get(m.Notification, nid)
-            assert n is not None
-            receiver, integration, message, attempts, incident = (
-                n.receiver, n.integration, dict(n.message), n.attempts, n.incident_id,
-            )  # fmt: skip
+            rows = s.execute(
+                select(
+                    m.Notification.id,
+                    m.Notification.receiver,
+                    m.Notification.integration,
+                    m.Notification.message,
+                    m.Notification.attempts,
+                    m.Notification.incident_id,
+                )
+                .where(leased)
+                .order_by(m.Notification.id)
+            ).all()
+        sent = failed = 0
+        for k, r in enumerate(rows):
+            if self._deliver_one(r.id, r.receiver, r.integration, dict(r.message), r.attempts, r.incident_id, now):
+                sent += 1
+                continue
+            failed += 1
+            # this receiver is failing: the rest of its notifications wait for the next pass
+            rest = [x.id for x in rows[k + 1 :]]
+            if rest:
+                with self.db.sessions.begin() as s:
+                    s.execute(
+                        update(m.Notification)
+                        .where(m.Notification.id.in_(rest), m.Notification.lease_owner == token)
+                        .values(lease_until=None, lease_owner=None)
+                    )
+            break
+        return sent, failed
+
+    def _deliver_one(
+        self,
+        nid: int,
+        receiver: str,
+        integration: str,
+        message: dict[str, Any],
+        attempts: int,
+        incident: str,
+        now: float,
+    ) -> bool:
+        """Send one leased notification and record the attempt; True when the receiver took it."""
         started = time.monotonic()
         error: str | None = None
         permanent = False
@@ -443,7 +468,7 @@ class Notifier:
             error, permanent = f"{type(exc).__name__}: {exc}", False
         took = time.monotonic() - started
         attempts += 1
-        values: dict[str, Any] = {"attempts": attempts, "lease_until": None, "last_error": error}
+        values: dict[str, Any] = {"attempts": attempts, "lease_until": None, "lease_owner": None, "last_error": error}
         if error is None:
             values.update(status="sent", sent_at=now)
         elif permanent or attempts >= self.delivery.max_attempts:

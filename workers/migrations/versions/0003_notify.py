@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.Float(), nullable=False),
         sa.Column("lease_until", sa.Float(), nullable=True),
+        sa.Column("lease_owner", sa.String(32), nullable=True),
         sa.Column("sent_at", sa.Float(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("message", sa.JSON(), nullable=False),
