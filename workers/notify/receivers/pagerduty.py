@@ -16,33 +16,35 @@ def event(options: Mapping[str, Any], message: dict[str, Any]) -> dict[str, Any]
     if message["status"] == "resolved":
         return {"routing_key": key, "event_action": "resolve", "dedup_key": message["dedup_key"]}
     summary = render(str(options.get("description", TITLE)), message)[:1024]
-    return {
+    payload: dict[str, Any] = {
+        "summary": summary,
+        "source": message["root_entity"] or message["root"] or "stormeye",
+        "severity": str(options.get("severity", severity(int(message["priority"])))),
+        "class": "incident",
+        "custom_details": {
+            "incident": message["incident"],
+            "priority": f"P{message['priority']}",
+            "members": message["members"],
+            "why grouped": message["why"],
+            "flaps": message["flaps"],
+            "kind": message["kind"],
+        },
+    }
+    if message["root"]:
+        payload["component"] = message["root"]
+    if message["labels"].get("team"):
+        payload["group"] = message["labels"]["team"]
+    out: dict[str, Any] = {
         "routing_key": key,
         "event_action": "trigger",
         "dedup_key": message["dedup_key"],
-        "payload": {
-            "summary": summary,
-            "source": message["root_entity"] or message["root"] or "stormeye",
-            "severity": str(options.get("severity", severity(int(message["priority"])))),
-            "component": message["root"] or None,
-            "group": message["labels"].get("team") or None,
-            "class": "incident",
-            "custom_details": {
-                "incident": message["incident"],
-                "priority": f"P{message['priority']}",
-                "members": message["members"],
-                "why grouped": message["why"],
-                "flaps": message["flaps"],
-                "kind": message["kind"],
-            },
-        },
+        "payload": payload,
         "client": str(options.get("client", "stormeye")),
-        **(
-            {"client_url": message["link"], "links": [{"href": message["link"], "text": "incident"}]}
-            if message["link"]
-            else {}
-        ),
     }
+    if message["link"]:
+        out["client_url"] = message["link"]
+        out["links"] = [{"href": message["link"], "text": "incident"}]
+    return out
 
 
 def send(options: Mapping[str, Any], message: dict[str, Any], ctx: SendContext) -> None:

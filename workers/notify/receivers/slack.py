@@ -20,12 +20,13 @@ def payload(options: Mapping[str, Any], message: dict[str, Any]) -> dict[str, An
             {
                 "color": colour,
                 "title": title,
-                "title_link": message["link"] or None,
                 "text": render(str(options.get("text", TEXT)), message),
                 "fallback": title,
             }
         ],
     }
+    if message["link"]:
+        out["attachments"][0]["title_link"] = message["link"]
     for k in ("channel", "username", "icon_emoji"):
         if k in options:
             out[k] = options[k]
