@@ -32,6 +32,7 @@ from redis import RedisError
 
 from api import auth, ingest_routes, selfmetrics
 from api.actions import router as actions_router
+from api.notify_routes import notify_loop, notify_router
 from api.page import STATIC
 from api.page import router as page_router
 from grouping.report import incident_report, summary
@@ -202,16 +203,21 @@ def create_app(
 ) -> FastAPI:
     settings = settings or get_settings()
     service = Service(settings, pipeline)
+    notifier = notify_loop(service)  # notifications in embedded mode (STORMEYE_NOTIFY_CONFIG)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if start_ticker:
             service.start()
+            if notifier is not None:
+                notifier.start()
         graphite = ingest_routes.start_graphite(service)
         yield
         if graphite is not None:
             graphite.stop()
         service.stop()
+        if notifier is not None:
+            notifier.stop()
 
     app = FastAPI(
         title="stormeye",
@@ -227,6 +233,7 @@ def create_app(
     app.include_router(actions_router)
     app.include_router(page_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(notify_router(service))
 
     @app.post("/api/v1/points", status_code=202)
     async def post_points(request: Request) -> JSONResponse:

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from api.cli_incidents import app as incidents_app
+from api.cli_notify import notifications, silences
 from workers.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -215,6 +216,7 @@ def serve(
     from api.app import create_app
     from api.auth import AuthConfigError, is_loopback, parse_tokens
     from workers.distributed import RedisUnavailable
+    from workers.notify.config import NotifyConfigError
 
     settings = _settings(database_url=database)
     try:
@@ -231,7 +233,7 @@ def serve(
         raise typer.Exit(2)
     try:
         application = create_app(settings)
-    except RedisUnavailable as exc:
+    except (RedisUnavailable, NotifyConfigError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     uvicorn.run(application, host=host, port=port, log_level="info")
@@ -363,6 +365,8 @@ def deadletter(
 
 
 app.add_typer(incidents_app, name="incidents")
+app.add_typer(silences, name="silences")  # api/cli_notify.py
+app.command()(notifications)
 
 
 def main() -> None:

@@ -101,8 +101,11 @@ def configure(app: Celery, settings: Settings) -> None:
 
 
 def make_app(settings: Settings | None = None) -> Celery:
-    app = Celery("stormeye", include=["workers.tasks"])
-    configure(app, settings or get_settings())
+    settings = settings or get_settings()
+    app = Celery("stormeye", include=["workers.tasks", "workers.notify.tasks"])
+    configure(app, settings)
+    if settings.notify_config:  # notifications (workers/notify/tasks.py): decided and sent on beat
+        app.conf.beat_schedule["notify"] = {"task": "stormeye.notify_send", "schedule": settings.notify_interval_s}
     return app
 
 

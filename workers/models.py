@@ -129,3 +129,94 @@ class MetricPriority(Base):
     kpi: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     actor: Mapped[str] = mapped_column(String(200))
     at: Mapped[float] = mapped_column(Float)
+# -- notifications (workers/notify): threads, per-receiver state, the notification log, silences ----------
+
+
+class NotifyIncident(Base):
+    """Which notification thread an incident belongs to (a reopening joins its predecessor's thread)."""
+
+    __tablename__ = "notify_incident"
+    __table_args__ = (Index("ix_notify_incident_thread", "thread_id"), Index("ix_notify_incident_done", "done"))
+
+    incident_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    thread_id: Mapped[str] = mapped_column(String(40))
+    opened_at: Mapped[float] = mapped_column(Float)
+    seen_at: Mapped[float] = mapped_column(Float)  # when the notifier first saw it: group_wait starts here
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class NotifyState(Base):
+    """What a receiver was last told about a thread: the timers and the change test read it."""
+
+    __tablename__ = "notify_state"
+
+    thread_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    receiver: Mapped[str] = mapped_column(String(128), primary_key=True)
+    incident_id: Mapped[str] = mapped_column(String(40))
+    firing: Mapped[bool] = mapped_column(Boolean, default=False)
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    episode_opened_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    last_priority: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
+    last_members: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_root: Mapped[str | None] = mapped_column(Text, nullable=True)
+    muted_by: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Notification(Base):
+    """One notification to one integration of a receiver; claimed (inserted) before it is sent, once."""
+
+    __tablename__ = "notification"
+    __table_args__ = (
+        UniqueConstraint("thread_id", "receiver", "seq", "integration", name="uq_notification"),
+        Index("ix_notification_incident", "incident_id"),
+        Index("ix_notification_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    thread_id: Mapped[str] = mapped_column(String(40))
+    receiver: Mapped[str] = mapped_column(String(128))
+    seq: Mapped[int] = mapped_column(Integer)
+    integration: Mapped[str] = mapped_column(String(64))
+    incident_id: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    message: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class NotificationAttempt(Base):
+    """Every try of a notification, its outcome and how long it took."""
+
+    __tablename__ = "notification_attempt"
+    __table_args__ = (Index("ix_notification_attempt_incident", "incident_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    notification_id: Mapped[int] = mapped_column(Integer, index=True)
+    incident_id: Mapped[str] = mapped_column(String(40))
+    at: Mapped[float] = mapped_column(Float)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_s: Mapped[float] = mapped_column(Float)
+
+
+class Silence(Base):
+    """Mute incidents matching ``matchers`` (strings, as in the config) from ``starts_at`` to ``ends_at``."""
+
+    __tablename__ = "silence"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    matchers: Mapped[list[Any]] = mapped_column(JSON)
+    starts_at: Mapped[float] = mapped_column(Float)
+    ends_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(128))
+    comment: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)

@@ -256,6 +256,8 @@ class Pipeline:
         self.archive: dict[str, dict[str, Any]] | None = {} if keep_archive else None
         # ... and every anomaly they detected, paged or not (metric, start -> end, peak score)
         self.anomaly_archive: dict[tuple[str, float], dict[str, Any]] | None = {} if keep_archive else None
+        # called after each write of a tick's results (embedded notifications wake up; must return at once)
+        self.after_persist: list[Callable[[], None]] = []
 
     @property
     def step(self) -> int:
@@ -397,6 +399,8 @@ class Pipeline:
                 self.archive[inc.id] = inc.to_dict()
         if self.database is not None:
             self.database.save_tick(anomalies, incs, changes)
+            for hook in self.after_persist:
+                hook()
 
     # -- views ---------------------------------------------------------------------------
 

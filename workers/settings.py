@@ -157,6 +157,17 @@ class Settings(BaseSettings):
         description="where the generic alert endpoint finds each field, as JSON: "
         '{"name": "check", "labels": "tags", "starts_at": "since", "ends_at": "until", "status": "state"}',
     )
+    # notifications (docs/notify.md)
+    notify_config: Path | None = Field(
+        None,
+        description="the routing tree, receivers and inhibit rules (YAML, Alertmanager's shape); unset: none sent",
+    )
+    public_url: str = Field("", description="where people open the web page; links in notifications point there")
+    notify_interval_s: float = Field(5.0, gt=0, description="seconds between two passes of the notifier")
+    notify_timeout_s: float = Field(10.0, gt=0, description="how long one send to a receiver may take")
+    notify_max_attempts: int = Field(12, ge=1, description="tries of one notification before it is given up")
+    notify_backoff_s: float = Field(1.0, gt=0, description="first retry delay after a receiver error (then doubled)")
+    notify_backoff_max_s: float = Field(300.0, gt=0, description="longest delay between two tries")
 
     @field_validator("redis_url")
     @classmethod

@@ -1,0 +1,78 @@
+"""HTTP endpoints of notifications: silences, and every notification of an incident with its attempts.
+
+- ``GET /api/v1/incidents/{id}/notifications``: what each receiver was told about the incident's
+  thread, every attempt, and what suppresses it now (``suppressed_by``: silences, inhibiting incidents).
+- ``GET /api/v1/silences`` (``?all=true`` with expired ones), ``POST /api/v1/silences``
+  (``{"matchers": ["service=\\"checkout\\""], "ends_at": ..., or "duration_s": ..., "comment", "created_by"}``),
+  ``DELETE /api/v1/silences/{id}`` (expires it now).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field
+
+from workers.notify import silences
+from workers.notify.notifier import Notifier, notifications
+from workers.notify.runner import NotifyLoop
+
+
+class SilenceIn(BaseModel):
+    matchers: list[str] = Field(..., min_length=1, description='label matchers, like service="checkout"')
+    starts_at: float | None = Field(None, description="UTC epoch seconds (default: now)")
+    ends_at: float | None = Field(None, description="UTC epoch seconds; or give duration_s")
+    duration_s: float | None = Field(None, gt=0)
+    created_by: str = ""
+    comment: str = ""
+
+
+def notify_router(service: Any) -> APIRouter:
+    """The routes over ``service.database`` (the app's :class:`api.app.Service`)."""
+    router = APIRouter(tags=["notifications"])
+
+    @router.get("/api/v1/incidents/{incident_id}/notifications")
+    def incident_notifications(incident_id: str) -> dict[str, Any]:
+        if service.database.get_incident(incident_id) is None:
+            raise HTTPException(404, f"no incident {incident_id!r}")
+        return notifications(service.database, incident_id)
+
+    @router.get("/api/v1/silences")
+    def list_silences(all: bool = Query(False, description="include expired silences")) -> dict[str, Any]:
+        return {"silences": silences.list_silences(service.database, time.time(), include_expired=all)}
+
+    @router.post("/api/v1/silences", status_code=201)
+    def add_silence(body: SilenceIn) -> dict[str, Any]:
+        now = time.time()
+        start = body.starts_at if body.starts_at is not None else now
+        if body.ends_at is None and body.duration_s is None:
+            raise HTTPException(422, "give ends_at (UTC epoch seconds) or duration_s")
+        end = body.ends_at if body.ends_at is not None else start + float(body.duration_s or 0)
+        try:
+            return silences.add(service.database, body.matchers, start, end, body.created_by, body.comment, now)
+        except silences.SilenceError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    @router.delete("/api/v1/silences/{silence_id}")
+    def expire_silence(silence_id: str) -> dict[str, Any]:
+        try:
+            return silences.expire(service.database, silence_id, time.time())
+        except silences.SilenceError as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    return router
+
+
+def notify_loop(service: Any) -> NotifyLoop | None:
+    """Embedded mode with ``STORMEYE_NOTIFY_CONFIG``: the notifier's thread, woken after each tick
+    (None otherwise: distributed mode runs it on Celery beat). A bad config fails here, at start."""
+    if service.runtime is not None:
+        return None
+    notifier = Notifier.from_settings(service.settings, service.database)
+    if notifier is None:
+        return None
+    loop = NotifyLoop(notifier, service.settings.notify_interval_s)
+    service.pipeline.after_persist.append(loop.wake)
+    return loop

@@ -1,0 +1,143 @@
+"""An incident as routing sees it: the properties matchers test, and what a message says.
+
+Properties (all strings, as Alertmanager labels): every label all members share (``service``,
+``region``, ...), ``priority`` (``1`` is the most urgent), ``kpi`` (``true`` when a KPI member
+moved its bad way), ``root`` (root metric), ``root_entity``, ``root_service``, ``team`` (a shared
+``team`` label, else the root metric's, else the config's ``teams`` map by root service),
+``status``, ``incident`` and ``title``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from grouping.names import NAME_KEY, parse
+from workers import models as m
+
+ACTIVE = ("open", "acknowledged")
+TOP_MEMBERS = 10
+
+
+@dataclass
+class IncidentView:
+    id: str
+    status: str
+    priority: int
+    title: str
+    root: str | None
+    root_entity: str | None
+    opened_at: float
+    resolved_at: float | None
+    updated_at: float
+    follows: str | None
+    merged_into: str | None
+    member_count: int
+    seen_at: float | None = None  # when the notifier first saw it (after the tick committed it)
+    props: dict[str, str] = field(default_factory=dict)
+    top_members: list[dict[str, Any]] = field(default_factory=list)
+    why: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    @property
+    def since(self) -> float:
+        """Where ``group_wait`` starts: the incident reached the notifier (its opening step is older)."""
+        return max(self.opened_at, self.seen_at if self.seen_at is not None else self.opened_at)
+
+    @property
+    def ended_at(self) -> float:
+        return self.resolved_at if self.resolved_at is not None else self.updated_at
+
+
+def _why(evidence: list[dict[str, Any]], shared: Mapping[str, str], n: int) -> str:
+    by_name = [float(e["name"]) for e in evidence if e and float(e.get("name", 0)) >= float(e.get("shape", 0))]
+    by_shape = [float(e["shape"]) for e in evidence if e and float(e.get("shape", 0)) > float(e.get("name", 0))]
+    parts = []
+    if by_name:
+        parts.append(f"{len(by_name)} joined by name similarity (median {statistics.median(by_name):.2f})")
+    if by_shape:
+        parts.append(f"{len(by_shape)} by shape correlation (median {statistics.median(by_shape):.2f})")
+    opened = n - len(by_name) - len(by_shape)
+    text = f"{opened} anomalies opened it" + ("; " + ", ".join(parts) if parts else "")
+    scope = {k: v for k, v in shared.items() if k != NAME_KEY}
+    if scope:
+        text += "; all share " + ", ".join(f"{k}={v}" for k, v in sorted(scope.items()))
+    return text
+
+
+def load_views(session: Session, ids: Iterable[str], teams: Mapping[str, str]) -> dict[str, IncidentView]:
+    """Views of the incidents ``ids`` with their properties and top members (one query each)."""
+    ids = sorted(set(ids))
+    if not ids:
+        return {}
+    views: dict[str, IncidentView] = {}
+    kpi: dict[str, str] = {}
+    for inc in session.scalars(select(m.Incident).where(m.Incident.id.in_(ids))):
+        views[inc.id] = IncidentView(
+            id=inc.id,
+            status=inc.status,
+            priority=int(inc.priority),
+            title=inc.title,
+            root=inc.root,
+            root_entity=inc.root_entity,
+            opened_at=float(inc.opened_at),
+            resolved_at=inc.resolved_at,
+            updated_at=float(inc.updated_at),
+            follows=inc.follows,
+            merged_into=inc.merged_into,
+            member_count=int(inc.member_count),
+        )
+        kpi[inc.id] = "true" if float((inc.priority_parts or {}).get("kpi", 0) or 0) > 0 else "false"
+    labels: dict[str, list[dict[str, str]]] = {i: [] for i in views}
+    members: dict[str, list[dict[str, Any]]] = {i: [] for i in views}
+    evidence: dict[str, list[dict[str, Any]]] = {i: [] for i in views}
+    rows = session.execute(
+        select(
+            m.IncidentMember.incident_id,
+            m.Metric.name,
+            m.Metric.labels,
+            m.Anomaly.peak_score,
+            m.Anomaly.direction,
+            m.IncidentMember.evidence,
+        )
+        .join(m.Anomaly, m.Anomaly.id == m.IncidentMember.anomaly_id)
+        .join(m.Metric, m.Metric.id == m.Anomaly.metric_id)
+        .where(m.IncidentMember.incident_id.in_(list(views)))
+    ).all()
+    for iid, name, lab, peak, direction, ev in rows:
+        labels[iid].append({str(k): str(v) for k, v in (lab or {}).items()})
+        members[iid].append({"metric": name, "peak_score": round(float(peak), 3), "direction": int(direction)})
+        evidence[iid].append(ev or {})
+    for iid, v in views.items():
+        labs = labels[iid]
+        shared: dict[str, str] = dict(labs[0]) if labs else {}
+        for lab in labs[1:]:
+            shared = {k: val for k, val in shared.items() if lab.get(k) == val}
+        root_labels = {str(k): str(val) for k, val in parse(v.root).items()} if v.root else {}
+        root_service = root_labels.get("service") or shared.get("service") or ""
+        if not root_service and v.root_entity and v.root_entity.split("=", 1)[0] in ("service", "job", "app"):
+            root_service = v.root_entity.split("=", 1)[1]
+        team = shared.get("team") or root_labels.get("team") or teams.get(root_service, "")
+        v.props = {k: val for k, val in shared.items()}
+        v.props.update(
+            priority=str(v.priority),
+            kpi=kpi[iid],
+            root=v.root or "",
+            root_entity=v.root_entity or "",
+            root_service=root_service,
+            team=team,
+            status=v.status,
+            incident=v.id,
+            title=v.title,
+        )
+        v.top_members = sorted(members[iid], key=lambda x: (-x["peak_score"], x["metric"]))[:TOP_MEMBERS]
+        v.why = _why(evidence[iid], shared, len(labs))
+    return views
