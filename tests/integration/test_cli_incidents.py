@@ -30,37 +30,29 @@ def reading(where: list[str]) -> list[str]:
     return [w for k, w in enumerate(where) if w != "--actor" and (k == 0 or where[k - 1] != "--actor")]
 
 
-def open_ids(where: list[str]) -> list[str]:
-    code, out, _ = run("list", "--status", "open", "--json", *reading(where))
+def open_ids(where: list[str], env: dict[str, str] | None = None) -> list[str]:
+    code, out, _ = run("list", "--status", "open", "--json", *reading(where), **(env or {}))
     assert code == 0
     return [i["id"] for i in json.loads(out)["incidents"] if i["member_count"] >= 2]
 
 
-def members(where: list[str], iid: str) -> list[str]:
-    code, out, _ = run("show", iid, "--json", *reading(where))
+def members(where: list[str], iid: str, env: dict[str, str] | None = None) -> list[str]:
+    code, out, _ = run("show", iid, "--json", *reading(where), **(env or {}))
     assert code == 0, out
     return sorted({m["metric"] for m in json.loads(out)["members"]})
 
 
 @pytest.fixture()
 def server(db_url: str) -> Iterator[str]:
-    """The API in a thread, with a stand-in for issue 18's token auth: the bearer token names the actor."""
-    app = create_app(Settings(database_url=db_url, step_s=60), start_ticker=False)
-
-    @app.middleware("http")
-    async def token(request, call_next):  # type: ignore[no-untyped-def]
-        auth = request.headers.get("authorization", "")
-        if auth.startswith("Bearer "):
-            request.state.actor = auth.removeprefix("Bearer ")
-        return await call_next(request)
-
+    """The API in a thread with bearer tokens (api/auth.py): the token's name is the actor."""
+    app = create_app(Settings(database_url=db_url, step_s=60, api_tokens="alice=alice"), start_ticker=False)
     with storm_helpers.serving(app) as url:
         yield url
 
 
 def check_every_action(where: list[str], actor: str, env: dict[str, str] | None = None) -> None:
     env = env or {}
-    a, b, c = open_ids(where)[:3]
+    a, b, c = open_ids(where, env)[:3]
     code, out, err = run("ack", a, "--note", "on it", "--json", *where, **env)
     assert code == 0, err
     assert json.loads(out)["action"]["actor"] == actor
@@ -72,13 +64,13 @@ def check_every_action(where: list[str], actor: str, env: dict[str, str] | None 
     assert code == 0, err
     code, _, err = run("ack", b, *where, **env)
     assert code == 1 and "merged into" in err
-    every = members(where, c)
+    every = members(where, c, env)
     code, _, err = run("split", c, *every, *where, **env)
     assert code == 1 and "every member" in err
     code, out, err = run("split", c, every[0], "--json", *where, **env)
     assert code == 0, err
     new = json.loads(out)["incident"]
-    assert members(where, new) == every[:1]
+    assert members(where, new, env) == every[:1]
     code, _, err = run("resolve", c, *where, **env)
     assert code == 0, err
     code, _, err = run("ack", c, *where, **env)
@@ -90,10 +82,10 @@ def check_every_action(where: list[str], actor: str, env: dict[str, str] | None 
     assert code == 0, err
     code, _, err = run("priority", "nope", "--weight", "4", *where, **env)
     assert code == 1 and "no metric" in err
-    code, out, _ = run("show", a, "--json", *reading(where))
+    code, out, _ = run("show", a, "--json", *reading(where), **env)
     timeline = [(e["kind"], e["actor"]) for e in json.loads(out)["timeline"] if e["actor"]]
     assert timeline == [("acknowledge", actor), ("merge", actor)]
-    code, out, _ = run("show", a, *reading(where))
+    code, out, _ = run("show", a, *reading(where), **env)
     assert code == 0 and "acknowledge" in out and actor in out
 
 
