@@ -29,6 +29,14 @@ again ten minutes later is a new page, linked to its history). Because only rece
 members are linkable, an incident cannot absorb members forever: a quiet gap longer than
 ``link_window_s`` separates two problems.
 
+Two rules look beyond names (docs/topology.md). **Cascades**: anomalies of services adjacent in
+the service topology (:mod:`grouping.topology`) link on their shapes though their names differ; a
+cluster linked to an incident that way may join it whatever the scopes, and the root of such an
+incident is the callee-most of the services failing first. **A new problem is a new incident**:
+a cluster on a host or service of an open incident, after a quiet spell there of
+``new_onset_gap_steps`` steps and half the incident's age, opens its own incident (or waits for
+the evidence to) instead of joining.
+
 Incident ids are derived from the first anomaly (metric and start), so the same input gives
 the same ids in every mode. Every change is returned as an :class:`IncidentChange`.
 """
@@ -233,7 +241,7 @@ class IncidentTracker:
 
     def learn_names(self, metrics: Sequence[str]) -> int:
         """Read service dependencies from service-graph metrics among ``metrics`` (registered names)."""
-        return self.topology.learn_names(self.props(m) for m in metrics if "=" in m or "{" in m)
+        return self.topology.learn_names(self.props(m) for m in metrics if Topology.may_name_edge(m))
 
     def _services(self, metrics: Sequence[str]) -> tuple[np.ndarray, list[tuple[str, str | None]]] | None:
         """Per metric, the number of its (service, location) in the topology (-1: none), and those pairs
@@ -436,12 +444,11 @@ class IncidentTracker:
     def _still_growing(
         self, targets: list[str], anomalies: Sequence[AnomalyLike], each: np.ndarray
     ) -> list[str] | None:
-        """The incidents a cluster may join. A cluster that starts ``new_onset_gap_steps`` or more after
-        the newest onset of every incident it links to (on the cluster's own hosts or services, when
-        the incident has members there) is a new problem on the same metrics or service, not more of
-        the old one, which may still be open: with the evidence to open an incident of its own it
-        opens one (``[]``), else it waits for more evidence (None) like any cluster linked to no
-        incident. Incidents of both kinds linked: it joins those still growing."""
+        """The incidents a cluster may join. A cluster that is a new problem for every incident it links
+        to (:meth:`_new_problem`: a quiet spell on its hosts or services first) is not more of the old
+        one, which may still be open: with the evidence to open an incident of its own it opens one
+        (``[]``), else it waits for more evidence (None) like any cluster linked to no incident.
+        Incidents of both kinds linked: it joins those still growing."""
         gap = self.config.new_onset_gap_steps
         if not targets or gap <= 0:
             return targets
@@ -707,7 +714,7 @@ class IncidentTracker:
         cascade_root = self._cascade_root(members, props)
         if cascade_root is not None:
             key, svc = cascade_root
-            inc.root = root_metric([m for m in members if props[m.metric].get(key) == svc], importance)
+            inc.root = root_metric([m for m in members if props[m.metric].get(key) == svc] or members, importance)
             inc.root_entity = f"{key}={svc}"
         inc.title = title(members, props, inc.root, inc.root_entity)
         inc.version += 1

@@ -57,6 +57,7 @@ from detectors.collective import CollectiveEvidence
 from detectors.rules import CompiledRules
 from grouping.incidents import IncidentTracker
 from grouping.names import MetricNameError, NameIndex, normalize, parse
+from grouping.topology import Topology
 from workers import models as m
 from workers.actions import PeopleSync, own_changes
 from workers.alerts import AlertBook, take_inbox, windows_with_alerts
@@ -554,7 +555,7 @@ class Runtime:
             if known < len(self.registry.names):  # the name index knows every metric, in registration order
                 self.index.add(self.registry.names[known:])
                 # service-graph metrics name dependencies
-                self.topology.learn_names(parse(n) for n in self.registry.names[known:] if "{" in n or "=" in n)
+                self.topology.learn_names(parse(n) for n in self.registry.names[known:] if Topology.may_name_edge(n))
             return len(self.index)
 
     def rules(self) -> CompiledRules | None:
