@@ -447,8 +447,9 @@ class IncidentTracker:
         """The incidents a cluster may join. A cluster that is a new problem for every incident it links
         to (:meth:`_new_problem`: a quiet spell on its hosts or services first) is not more of the old
         one, which may still be open: with the evidence to open an incident of its own it opens one
-        (``[]``), else it waits for more evidence (None) like any cluster linked to no incident.
-        Incidents of both kinds linked: it joins those still growing."""
+        (``[]``); while its anomalies are too young for their evidence to count fully it waits (None);
+        confirmed and still too weak to page on its own, it is a late symptom of the old problem and
+        joins it. Incidents of both kinds linked: it joins those still growing."""
         gap = self.config.new_onset_gap_steps
         if not targets or gap <= 0:
             return targets
@@ -457,7 +458,11 @@ class IncidentTracker:
         growing = [t for t in targets if not self._new_problem(self._current(t), onset, entities, gap)]
         if growing:
             return growing
-        return [] if self._opens(anomalies, each) is not None else None
+        if self._opens(anomalies, each) is not None:
+            return []
+        if (self.samples(anomalies) < self.config.confirm_points).any():
+            return None  # too young to tell: it waits a tick for its evidence to be confirmed
+        return targets  # confirmed and too weak to be a problem of its own: a late symptom of the old one
 
     def _new_problem(self, iid: str, onset: float, entities: set[str | None], gap: int) -> bool:
         """Whether a cluster starting at ``onset`` on ``entities`` (hosts, services) is a new problem

@@ -100,7 +100,11 @@ def test_input_that_cannot_be_stored_is_dead_lettered_and_can_be_requeued(deploy
     wait_for("the batch to be handled", lambda: rt.pending() == 0, timeout=30)
     assert rt.stats()["points_stored"] == 1 and rt.stats()["points_dead"] == 1
     # a batch whose ingest task keeps dying (poison): parked after a few attempts, not retried forever
-    res = rt.accept(['cpu{host="c"}'], np.array([t0]), np.array([3.0]), deployment.dispatcher)
+    class Held:  # queue the batch only once it is marked poison: a fast worker would store it first
+        def ingest(self, batch_id: str) -> None:
+            pass
+
+    res = rt.accept(['cpu{host="c"}'], np.array([t0]), np.array([3.0]), Held())  # type: ignore[arg-type]
     rt.r.hset(rt.k("ingest", "batch", res.batch_id), "attempts", 99)
     deployment.dispatcher.ingest(res.batch_id)
     wait_for("the poison batch to be parked", lambda: rt.pending() == 0, timeout=30)
