@@ -13,6 +13,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
+
 from grouping.incidents import Incident, Member
 from workers.db import Database
 
@@ -129,3 +131,17 @@ def set_status(db: Database, iid: str, status: str) -> None:
 
     with db.sessions.begin() as s:
         s.execute(update(m.Incident).where(m.Incident.id == iid).values(status=status))
+
+
+@pytest.fixture()
+def receiver():  # type: ignore[no-untyped-def]
+    r = HttpReceiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture()
+def db(sqlite_url):  # type: ignore[no-untyped-def]
+    d = Database(sqlite_url)
+    yield d
+    d.dispose()

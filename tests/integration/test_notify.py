@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-import pytest
+import notify_helpers
 from notify_helpers import HttpReceiver, incident, save, set_status
 
 from workers.db import Database
@@ -14,6 +14,8 @@ from workers.notify.config import parse_config
 from workers.notify.notifier import DeliverySettings, Notifier, notifications
 
 T0 = 1_800_000_000.0
+
+db, receiver = notify_helpers.db, notify_helpers.receiver  # the fixtures
 
 
 def config(url: str, extra: str = "", route: str = "") -> str:
@@ -33,20 +35,6 @@ receivers:
       - url: {url}/other
 {extra}
 """
-
-
-@pytest.fixture()
-def receiver():  # type: ignore[no-untyped-def]
-    r = HttpReceiver()
-    yield r
-    r.stop()
-
-
-@pytest.fixture()
-def db(sqlite_url):  # type: ignore[no-untyped-def]
-    d = Database(sqlite_url)
-    yield d
-    d.dispose()
 
 
 def notifier(db: Database, text: str, **kw) -> Notifier:  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ from email import message_from_bytes
 from pathlib import Path
 
 import httpx
+import notify_helpers
 import pytest
 from notify_helpers import HttpReceiver, free_port, incident, save
 
@@ -20,6 +21,8 @@ from workers.notify.config import parse_config
 from workers.notify.notifier import DeliverySettings, Notifier, notifications
 
 IN_CI = bool(os.environ.get("CI"))
+
+db, receiver = notify_helpers.db, notify_helpers.receiver  # the fixtures
 
 
 def wait_for(what: str, cond, timeout: float = 30.0):  # type: ignore[no-untyped-def]
@@ -31,20 +34,6 @@ def wait_for(what: str, cond, timeout: float = 30.0):  # type: ignore[no-untyped
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.1)
-
-
-@pytest.fixture()
-def receiver():  # type: ignore[no-untyped-def]
-    r = HttpReceiver()
-    yield r
-    r.stop()
-
-
-@pytest.fixture()
-def db(sqlite_url):  # type: ignore[no-untyped-def]
-    d = Database(sqlite_url)
-    yield d
-    d.dispose()
 
 
 def run_incident(db: Database, text: str, iid: str = "inc-peer") -> tuple[Notifier, float]:
