@@ -81,6 +81,7 @@ log = logging.getLogger("stormeye.distributed")
 
 RESULT_TTL_S = 86400  # per-step shard results and markers: kept a day for inspection
 NOTIFY_LOG_TTL_S = 7 * 86400
+NOTIFY_QUEUE_MAX = 100_000  # entries kept in the notification queue stream (approximately)
 MAX_INGEST_ATTEMPTS = 5  # a batch whose task died this often (its worker with it) is poison: dead-lettered
 
 
@@ -133,10 +134,13 @@ redis.call('HINCRBY', KEYS[5], 'points_accepted', ARGV[7])
 return -2
 """
 
-# KEYS: notification log key, notification queue. ARGV: field/value pairs of the entry.
+# KEYS: notification log key, notification queue. ARGV: the queue's cap, then the field/value pairs
+# of the entry. The queue is capped (approximately: XADD MAXLEN ~ trims whole nodes): the
+# notifications themselves are sent from the database log (workers/notify), so this stream is a
+# recent history for inspection, and it must not grow for as long as the service runs.
 _NOTIFY_ONCE = f"""
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', {NOTIFY_LOG_TTL_S}) then
-  redis.call('XADD', KEYS[2], '*', unpack(ARGV))
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 2))
   return 1
 end
 return 0
@@ -173,6 +177,7 @@ class Runtime:
         self._membership: sp.csr_matrix | None = None
         self._accept = self.r.register_script(_ACCEPT)
         self._notify_once = self.r.register_script(_NOTIFY_ONCE)
+        self.notify_queue_max = NOTIFY_QUEUE_MAX  # entries the notification queue stream keeps (about)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self._index_lock = threading.Lock()
 
@@ -729,7 +734,7 @@ class Runtime:
         n = 0
         for _, f in parsed:
             entry = {**f, **heads.get(f["incident"], {})}
-            args: list[Any] = []
+            args: list[Any] = [self.notify_queue_max]
             for k, v in entry.items():
                 args += [k, v]
             n += int(self._notify_once(keys=[self.k("notify", "log", f["key"]), self.k("notify", "queue")], args=args))

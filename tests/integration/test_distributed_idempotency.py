@@ -75,3 +75,13 @@ def test_each_stage_twice_or_concurrently_gives_one_result(deployment) -> None: 
     time.sleep(0.01)
     assert rt.notify() == 1 and rt.notify() == 0
     assert len(rt.notifications()) == len(events) + 1
+    # the queue is a capped history: it does not grow for as long as the service runs
+    rt.notify_queue_max = 10
+    for k in range(400):
+        rt.r.xadd(
+            rt.k("notify", "outbox"),
+            {"incident": inc["id"], "kind": "grew", "at": str(k), "details": "{}", "key": f"cap-{k}"},
+        )
+    assert rt.notify() == 400
+    assert rt.r.xlen(rt.k("notify", "queue")) <= 200  # MAXLEN ~ trims whole stream nodes (100 entries)
+    assert rt.notifications()[-1]["key"] == "cap-399"  # the newest are kept
