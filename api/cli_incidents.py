@@ -23,6 +23,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from workers.db import LIST_STATUSES
+
 app = typer.Typer(no_args_is_help=True, help="List, show and act on incidents (a server with --url, or the database).")
 out = Console()
 err = Console(stderr=True)
@@ -182,15 +184,17 @@ def _when(t: float | None) -> str:
 
 @app.command("list")
 def list_(
-    status: str | None = typer.Option(None, help="open, resolved or merged (default: all but merged)"),
+    status: str | None = typer.Option(
+        None, help="open, acknowledged, unacknowledged, resolved or merged (default: all but merged)"
+    ),
     limit: int = typer.Option(50, help="at most this many, most urgent first"),
     url: str | None = URL,
     database: str | None = DATABASE,
     as_json: bool = JSON,
 ) -> None:
     """Incidents, most urgent first."""
-    if status not in (None, "open", "resolved", "merged"):
-        err.print(f"[red]--status {status!r}: use open, resolved or merged[/red]")
+    if status is not None and status not in LIST_STATUSES:
+        err.print(f"[red]--status {status!r}: use one of {', '.join(LIST_STATUSES)}[/red]")
         raise typer.Exit(2)
     rows = _do(_backend(url, database, None).list, status, limit)
     rows.sort(key=lambda i: i["status"] != "open")  # open first, each part most urgent first

@@ -197,21 +197,23 @@ class Database:
     def list_incidents(
         self, status: str | None = None, limit: int = 100, offset: int = 0, include_merged: bool = False
     ) -> list[dict[str, Any]]:
+        """Incidents with ``status`` (:data:`LIST_STATUSES`; None: all but merged ones unless
+        ``include_merged``): open ones first, then by priority, priority score and start."""
         with self.sessions() as s:
-            q = select(m.Incident)
-            if status:
-                q = q.where(m.Incident.status == status)
-            elif not include_merged:
-                q = q.where(m.Incident.status != "merged")
-            q = q.order_by(m.Incident.priority, m.Incident.priority_score.desc(), m.Incident.start, m.Incident.id)
+            q = _with_status(select(m.Incident), status, include_merged)
+            q = q.order_by(
+                m.Incident.status != "open",
+                m.Incident.priority,
+                m.Incident.priority_score.desc(),
+                m.Incident.start,
+                m.Incident.id,
+            )
             q = q.limit(limit).offset(offset)
             return [_incident_dict(i) for i in s.scalars(q)]
 
     def count_incidents(self, status: str | None = None) -> int:
         with self.sessions() as s:
-            q = select(func.count()).select_from(m.Incident)
-            q = q.where(m.Incident.status == status) if status else q.where(m.Incident.status != "merged")
-            return int(s.scalar(q) or 0)
+            return int(s.scalar(_with_status(select(func.count()).select_from(m.Incident), status)) or 0)
 
     def get_incident(self, incident_id: str) -> dict[str, Any] | None:
         with self.sessions() as s:
@@ -328,3 +330,20 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+#: what ``status`` may ask of :meth:`Database.list_incidents`: a stored status, or an open incident
+#: someone has (``acknowledged``) or nobody has yet (``unacknowledged``) acknowledged
+LIST_STATUSES = ("open", "acknowledged", "unacknowledged", "resolved", "merged")
+
+
+def _with_status(q: Any, status: str | None, include_merged: bool = False) -> Any:
+    if status is None:
+        return q if include_merged else q.where(m.Incident.status != "merged")
+    if status not in LIST_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(LIST_STATUSES)}, got {status!r}")
+    if status in ("acknowledged", "unacknowledged"):
+        acked = select(m.IncidentAction.incident_id).where(m.IncidentAction.kind == "acknowledge")
+        on = m.Incident.id.in_(acked)
+        return q.where(m.Incident.status == "open", on if status == "acknowledged" else ~on)
+    return q.where(m.Incident.status == status)

@@ -43,6 +43,17 @@ def test_acknowledge_keeps_it_open_records_who_and_refuses_twice(api: TestClient
     assert ("opened", None) in kinds(api, inc["id"])  # the pipeline's own events are in the timeline too
     again = api.post(f"/api/v1/incidents/{inc['id']}/acknowledge")
     assert again.status_code == 409 and "acknowledged already by local" in again.json()["detail"]
+    # the list tells who still needs someone: acknowledged and unacknowledged open incidents
+    acked = api.get("/api/v1/incidents", params={"status": "acknowledged"}).json()
+    assert [i["id"] for i in acked["incidents"]] == [inc["id"]] and acked["total"] == 1
+    waiting = api.get("/api/v1/incidents", params={"status": "unacknowledged", "limit": 1000}).json()
+    n_open = api.get("/api/v1/incidents", params={"status": "open"}).json()["total"]
+    assert inc["id"] not in {i["id"] for i in waiting["incidents"]} and waiting["total"] == n_open - 1
+    assert all(i["status"] == "open" for i in waiting["incidents"])
+    everything = api.get("/api/v1/incidents", params={"limit": 1000}).json()["incidents"]
+    statuses = [i["status"] for i in everything]
+    assert statuses == sorted(statuses, key=lambda st: st != "open")  # open ones first
+    assert api.get("/api/v1/incidents", params={"status": "acked"}).status_code == 422
 
 
 def test_resolve_then_acknowledge_or_resolve_again_is_a_conflict(api: TestClient) -> None:
