@@ -95,6 +95,7 @@ def default_detector(
     max_points: int | None = None,
     seasonal_rule: str = "lead",
     seasonal_split: float | None = 4.0,
+    memory: int | None = None,
 ) -> Detector:
     """The detector the pipeline uses unless configured otherwise: the :class:`Ensemble`.
 
@@ -103,15 +104,17 @@ def default_detector(
     otherwise the decider has the robust z-score alone for every metric. ``seasonal_rule``:
     ``lead`` (default), ``cauchy`` or ``consensus`` for seasonal metrics (see :mod:`detectors.ensemble`).
     ``seasonal_split``: the seasonal reference's ``split`` (None: always the mean of the earlier days).
+    ``memory``: points the robust z-score's recurrence rule looks back over (None: its own history;
+    ``STORMEYE_RECURRENCE_MEMORY_S`` in the service).
     """
     if step <= 0 or season_s <= 0:
         raise ValueError(f"step and season_s must be positive seconds, got step={step}, season_s={season_s}")
     if seasonal_members_fit(step, season_s, max_points):
         rules = {**DeciderConfig().rules, "seasonal": seasonal_rule}
         period = season_s // step
-        members = default_members(period, seasonal_split)
+        members = default_members(period, seasonal_split, memory)
         return Ensemble(period=period, members=members, decider=DeciderConfig(rules=rules))
-    return Ensemble(members=[RobustZScore()])
+    return Ensemble(members=[RobustZScore(memory=memory)])
 
 
 @dataclass(frozen=True)

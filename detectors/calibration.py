@@ -156,12 +156,16 @@ def calibrated_log_p(
     scale: np.ndarray,
     cfg: CalibrationConfig,
     quantum: np.ndarray | None = None,
+    memory: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Natural-log two-sided tail probability of ``dev_new`` and its calibrated z, per row.
 
     ``dev_hist`` (rows x points, NaN allowed) are the history's deviations from the strategy's
     expectation, ``dev_new`` the newest point's, ``scale`` the robust scale of normal deviations,
     ``quantum`` the resolution of the metric's values (:func:`value_quantum`; None: no floor).
+    ``memory``: deviations over a longer look-back (rows x more points, ending where ``dev_hist``
+    ends) for the recurrence rule only: episodes are counted over it, while the scale and its
+    tail stay those of ``dev_hist`` (None: the recurrence looks over ``dev_hist``).
     """
     n = dev_hist.shape[1]
     older = dev_hist[:, : max(min(cfg.min_points, n), n - cfg.lag)]
@@ -176,11 +180,14 @@ def calibrated_log_p(
     log_p = np.log(2.0) + log_ndtr(-np.abs(z))
     if cfg.evt_share is not None and older.shape[1]:
         log_p = np.maximum(log_p, exponential_tail_log_p(older, dev_new, base_scale, cfg.evt_share))
+    recent = dev_hist[:, older.shape[1] :]  # the lag: left out of every estimate
+    if memory is not None and memory.shape[1] > dev_hist.shape[1]:
+        older = memory[:, : memory.shape[1] - recent.shape[1]]
     if cfg.recurrence is not None and older.shape[1]:
         with np.errstate(invalid="ignore"):
             big = np.abs(older) >= cfg.recurrence * np.abs(dev_new)[:, None]
         if cfg.recurrence_by_length:
-            length = _newest_run(dev_hist[:, older.shape[1] :], dev_new, cfg.recurrence)
+            length = _newest_run(recent, dev_new, cfg.recurrence)
         else:
             length = np.ones(len(dev_new), dtype=np.int64)  # every episode, however short
         episodes = _runs_reaching(big, length)

@@ -243,6 +243,7 @@ class Ensemble(Detector):
         return Scores(score=score, direction=direction, status=base.status, raw=raw)
 
 
-def default_members(period: int, split: float | None = 4.0) -> list[Detector]:
-    """Robust z-score, seasonal reference (``split``: see :class:`SeasonalReference`) and Holt-Winters at ``period``."""
-    return [RobustZScore(), SeasonalReference(period=period, split=split), HoltWinters(period=period)]
+def default_members(period: int, split: float | None = 4.0, memory: int | None = None) -> list[Detector]:
+    """Robust z-score (``memory``: its recurrence look-back, see :class:`RobustZScore`), seasonal
+    reference (``split``: see :class:`SeasonalReference`) and Holt-Winters at ``period``."""
+    return [RobustZScore(memory=memory), SeasonalReference(period=period, split=split), HoltWinters(period=period)]

@@ -12,7 +12,10 @@ history holds at least that many separate episodes that deviated by ``recurrence
 newest deviation or more, the score is their empirical rate instead: a cron job's hourly spike
 is not news, but one earlier failure does not make the next one routine; with
 ``recurrence_by_length`` only episodes that lasted as long as the newest run of such deviations
-count, so the cron job's output doubling for ten minutes is news), ``tail_lag`` (the newest
+count, so the cron job's output doubling for ten minutes is news; ``memory``, when longer
+than ``history``, is how many points back the recurrence rule looks while the median, scale
+and tail stay those of the newest ``history`` points: a burst that recurs every few hours is
+routine when a day is remembered), ``tail_lag`` (the newest
 points left out of the tail estimate, so an ongoing anomaly does not teach the detector that it
 is normal), ``max_stretch`` (heavy tails earn at most this factor: an earlier incident in the
 history would otherwise pass for a heavy tail and hide the next one).
@@ -48,8 +51,13 @@ class RobustZScore(Detector):
         evt_share: float | None = None,
         quantum_floor: float | None = 1.0,
         recurrence_by_length: bool = True,
+        memory: int | None = None,
     ) -> None:
-        self.history = history
+        if memory is not None and memory < 1:
+            raise ValueError(f"memory must be a positive number of points or None, got {memory}")
+        self.recent = history
+        self.memory = memory
+        self.history = max(history, memory or 0)
         self.min_points = min_points
         self.min_scale = min_scale
         self.tail_quantile = tail_quantile
@@ -61,8 +69,13 @@ class RobustZScore(Detector):
         self.quantum_floor = quantum_floor
         self.recurrence_by_length = recurrence_by_length
 
+    def get_params(self) -> dict[str, object]:
+        params = {k: v for k, v in vars(self).items() if k not in ("recent", "history")}
+        return {"history": self.recent, **params}
+
     def _score(self, windows: np.ndarray, status: np.ndarray) -> Scores:
-        hist = windows[:, :-1]
+        full = windows[:, :-1]
+        hist = full[:, -self.recent :]
         newest = windows[:, -1]
         med, scale = robust_location_scale(hist, self.min_scale)
         cfg = CalibrationConfig(
@@ -77,7 +90,8 @@ class RobustZScore(Detector):
             recurrence_by_length=self.recurrence_by_length,
         )
         quantum = value_quantum(hist) if self.quantum_floor is not None else None
-        log_p, z = calibrated_log_p(hist - med[:, None], newest - med, scale, cfg, quantum)
+        memory = full - med[:, None] if full.shape[1] > hist.shape[1] else None
+        log_p, z = calibrated_log_p(hist - med[:, None], newest - med, scale, cfg, quantum, memory)
         score = pvalue_to_score(log_p)
         direction = np.sign(z).astype(np.int8)
         return Scores(score=score, direction=direction, status=status, raw={"z": z, "median": med, "scale": scale})

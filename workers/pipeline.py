@@ -184,7 +184,8 @@ def make_detector(settings: Settings) -> Detector:
     step, season = settings.step_s, settings.season_s
     if settings.detector in ("default", "ensemble"):
         split = settings.seasonal_split or None
-        return default_detector(step, season, settings.retention_points, settings.seasonal_rule, split)
+        memory = settings.recurrence_memory_points or None
+        return default_detector(step, season, settings.retention_points, settings.seasonal_rule, split, memory)
     strategies = detectors.available()
     cls = strategies.get(settings.detector)
     if cls is None:

@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     detector_rules_file: Path | None = Field(
         None, description="per-metric detection settings by label matchers, JSON (docs/detectors.md)"
     )
+    recurrence_memory_s: int = Field(
+        0,
+        ge=0,
+        description="how far back the robust z-score looks for earlier episodes of a deviation (a burst seen "
+        "twice in that time is routine, not news); 0: its own history (240 points: 4 h at 60 s). 86400 silences "
+        "bursts that recur within a day; retention grows to hold it (docs/detectors.md)",
+    )
     threshold: float = Field(0.5, gt=0, le=1, description="score at which an anomaly opens")
     release: float = Field(0.3, gt=0, le=1, description="score below which an anomaly starts to close")
     quiet_steps: int = Field(5, ge=1, description="steps below release before an anomaly closes")
@@ -224,6 +231,13 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if "retention_points" not in self.model_fields_set:
             self.retention_points = auto_retention(self.step_s, self.season_s, self.retention_points)
+            self.retention_points = max(self.retention_points, self.recurrence_memory_points + 1)
+        elif self.recurrence_memory_points + 1 > self.retention_points:
+            raise ValueError(
+                f"STORMEYE_RECURRENCE_MEMORY_S={self.recurrence_memory_s} is {self.recurrence_memory_points} points "
+                f"at a {self.step_s} s step; STORMEYE_RETENTION_POINTS={self.retention_points} keeps fewer: raise it "
+                f"to at least {self.recurrence_memory_points + 1}, or lower the memory"
+            )
         if self.release > self.threshold:
             raise ValueError(f"STORMEYE_RELEASE ({self.release}) must not exceed STORMEYE_THRESHOLD ({self.threshold})")
         if self.graphite_templates:
@@ -236,6 +250,11 @@ class Settings(BaseSettings):
         if self.shape_points > self.retention_points:
             raise ValueError("STORMEYE_SHAPE_POINTS must not exceed STORMEYE_RETENTION_POINTS")
         return self
+
+    @property
+    def recurrence_memory_points(self) -> int:
+        """``recurrence_memory_s`` in points of the step (0: the detector's own history)."""
+        return self.recurrence_memory_s // self.step_s
 
     def grouping_config(self) -> GroupingConfig:
         return GroupingConfig(

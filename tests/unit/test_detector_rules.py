@@ -90,6 +90,23 @@ def test_retention_grows_for_seasons_at_coarse_steps_only() -> None:
     assert Settings(step_s=300, retention_points=500).retention_points == 500  # an explicit value wins
 
 
+def test_recurrence_memory_reaches_the_robust_z_score_and_its_retention() -> None:
+    def memory_of(settings: Settings) -> object:
+        det = make_detector(settings)
+        (rz,) = [m for m in det.members if m.name == "robust_z"]  # type: ignore[attr-defined]
+        return rz.memory
+
+    assert memory_of(Settings()) is None
+    day = Settings(step_s=60, recurrence_memory_s=86_400)
+    assert memory_of(day) == 1440 and day.retention_points == 1441 and make_detector(day).history == 1440
+    coarse = Settings(step_s=300, recurrence_memory_s=86_400)  # 288 points: the seasonal retention holds them
+    assert memory_of(coarse) == 288 and coarse.retention_points == 723
+    with pytest.raises(ValueError, match="STORMEYE_RETENTION_POINTS=500 keeps fewer: raise it to at least 1441"):
+        Settings(step_s=60, recurrence_memory_s=86_400, retention_points=500)
+    with pytest.raises(ValueError, match="recurrence_memory_s"):
+        Settings(recurrence_memory_s=-60)
+
+
 def test_detector_setting_selects_one_strategy_or_says_why_not() -> None:
     assert make_detector(Settings(step_s=300, detector="seasonal")).name == "seasonal"
     assert make_detector(Settings(detector="robust_z")).name == "robust_z"

@@ -81,3 +81,34 @@ def test_recurrences_are_counted_by_runs_at_least_as_long_as_the_newest() -> Non
     assert _runs_reaching(big, length).tolist() == expected
     recent = np.array([[0.0, 5.0, 6.0, 5.5], [5.0, 5.0, 5.0, 5.0], [5.0, 5.0, 0.0, np.nan]])
     assert _newest_run(recent, np.array([6.0, -6.0, 6.0]), 0.7).tolist() == [4, 5, 1]
+
+
+def test_a_day_of_memory_makes_a_burst_that_recurs_every_few_hours_routine() -> None:
+    # a counter that bursts for 5 minutes every 5 hours, at a 1-minute step: within the default
+    # 240-point history at most one earlier burst is in view, so each one is news; remembering a
+    # day (1,440 points) for the recurrence rule, the bursts after the second are routine, while
+    # the median and scale (and so a burst twice the usual size) are judged as before
+    rng = np.random.default_rng(11)
+    x = 10 + rng.normal(0, 0.5, 4000)
+    bursts = np.arange(200, 3800, 300)
+    for b in bursts:
+        x[b : b + 5] += 8
+    x[3900:3905] += 16
+    plain = RobustZScore().score_series(x)
+    day = RobustZScore(memory=1440).score_series(x)
+    late = bursts[bursts > 1600]
+    assert min(plain[b] for b in late) >= 0.5  # 240 points see one earlier burst: news every time
+    assert max(day[b : b + 5].max() for b in late) < 0.5  # a day holds several: routine
+    assert day[3900] >= 0.5  # a bigger one is still news
+    # the memory changes the recurrence rule only: between the bursts it raises nothing new
+    between = np.setdiff1d(np.arange(1500, 3900), np.concatenate([np.arange(b, b + 40) for b in bursts]))
+    assert not (day[between] >= 0.5).any() and not (plain[between] >= 0.5).any()
+
+
+def test_memory_is_a_positive_number_of_points() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="memory"):
+        RobustZScore(memory=0)
+    det = RobustZScore(memory=1440)
+    assert det.history == 1440 and det.get_params()["history"] == 240 and det.get_params()["memory"] == 1440
