@@ -241,6 +241,8 @@ def incident_graph(incident_id: str, request: Request) -> dict[str, Any]:
                 "peak_score": x["peak_score"],
                 "direction": x["direction"],
                 "root": x["metric"] == inc.get("root"),
+                # joined as a symptom of the open incident on its machine (no edge: docs/grouping.md)
+                "symptom": bool((x.get("evidence") or {}).get("symptom")),
             }
         )
     edges = []

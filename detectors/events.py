@@ -5,6 +5,14 @@ is at least ``release`` (hysteresis, so a score hovering around the threshold do
 It closes after ``quiet_steps`` consecutive steps below ``release``; its end is the last step
 at or above ``release``. The peak score, the time of the peak and the direction at the peak
 are kept as evidence.
+
+**Symptoms**: rows the caller names (``symptom_rows``: metrics of a machine that has an
+open incident, not yet in one) open at ``release`` instead of ``threshold``. Such an anomaly is a
+*symptom* (``symptom=True``) while its score stays below ``threshold``: evidence that belongs to
+an incident already open, never one on its own (grouping attaches it, see
+:mod:`grouping.incidents`). When a symptom's score reaches ``threshold`` it closes there and a
+new anomaly of its own opens at that step, so a real failure starting on a metric that was a
+symptom is dated from its own onset.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ class Anomaly:
     detector: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
     open: bool = True
+    #: opened below the threshold on a metric of an entity with an open incident (see the module doc)
+    symptom: bool = False
 
     @property
     def key(self) -> tuple[str, float]:
@@ -65,12 +75,14 @@ class AnomalyTracker:
         self._open: dict[int, Anomaly] = {}
         self._quiet = np.zeros(0, dtype=np.int32)
         self._is_open = np.zeros(0, dtype=bool)
+        self._is_symptom = np.zeros(0, dtype=bool)
 
     def _grow(self, n: int) -> None:
         if n > len(self._quiet):
             extra = n - len(self._quiet)
             self._quiet = np.concatenate([self._quiet, np.zeros(extra, dtype=np.int32)])
             self._is_open = np.concatenate([self._is_open, np.zeros(extra, dtype=bool)])
+            self._is_symptom = np.concatenate([self._is_symptom, np.zeros(extra, dtype=bool)])
 
     @property
     def open_anomalies(self) -> dict[int, Anomaly]:
@@ -78,9 +90,16 @@ class AnomalyTracker:
         return self._open
 
     def update(
-        self, t: float, rows: np.ndarray, scores: Scores, names: Any, evidence_keys: tuple[str, ...] = ()
+        self,
+        t: float,
+        rows: np.ndarray,
+        scores: Scores,
+        names: Any,
+        evidence_keys: tuple[str, ...] = (),
+        symptom_rows: np.ndarray | None = None,
     ) -> TrackerUpdate:
-        """Apply the scores of step ``t`` for metric ``rows``; ``names[row]`` gives a row's metric."""
+        """Apply the scores of step ``t`` for metric ``rows``; ``names[row]`` gives a row's metric.
+        ``symptom_rows`` (bool per entry of ``rows``): those that may open a symptom at ``release``."""
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows):
             self._grow(int(rows.max()) + 1)
@@ -89,9 +108,19 @@ class AnomalyTracker:
         warm = s >= self.release
         is_open = self._is_open[rows]
         out = TrackerUpdate()
-        # rows that need Python attention: opening, open ones above release (peak/end), closing
-        for i in np.flatnonzero(hot & ~is_open):
+        # a symptom whose score reaches the threshold ends; an anomaly of its own opens below
+        for i in np.flatnonzero(hot & is_open & self._is_symptom[rows]):
             row = int(rows[i])
+            a = self._open.pop(row)
+            self._is_open[row] = self._is_symptom[row] = False
+            a.open = False
+            out.closed.append(a)
+            is_open[i] = False
+        opening = hot if symptom_rows is None else hot | (np.asarray(symptom_rows, dtype=bool) & warm)
+        # rows that need Python attention: opening, open ones above release (peak/end), closing
+        for i in np.flatnonzero(opening & ~is_open):
+            row = int(rows[i])
+            symptom = not bool(hot[i])
             a = Anomaly(
                 metric=names[row],
                 start=t,
@@ -101,12 +130,14 @@ class AnomalyTracker:
                 direction=int(scores.direction[i]),
                 detector=self.detector,
                 evidence=self._evidence(scores, int(i), evidence_keys),
+                symptom=symptom,
             )
             self._open[row] = a
             self._quiet[row] = 0
             self._is_open[row] = True
+            self._is_symptom[row] = symptom
             out.opened.append(a)
-        for i in np.flatnonzero(is_open & warm):
+        for i in np.flatnonzero(is_open & warm):  # (symptoms stay below the threshold here)
             row = int(rows[i])
             a = self._open[row]
             self._quiet[row] = 0
@@ -121,7 +152,7 @@ class AnomalyTracker:
             self._quiet[quiet_rows] += 1
             for row in quiet_rows[self._quiet[quiet_rows] >= self.quiet_steps]:
                 a = self._open.pop(int(row))
-                self._is_open[row] = False
+                self._is_open[row] = self._is_symptom[row] = False
                 a.open = False
                 out.closed.append(a)
         return out
@@ -133,6 +164,7 @@ class AnomalyTracker:
             a.open = False
         self._open.clear()
         self._is_open[:] = False
+        self._is_symptom[:] = False
         return closed
 
     def to_state(self) -> dict[str, Any]:
@@ -149,6 +181,7 @@ class AnomalyTracker:
         self._open = {}
         self._quiet = np.zeros(0, dtype=np.int32)
         self._is_open = np.zeros(0, dtype=bool)
+        self._is_symptom = np.zeros(0, dtype=bool)
         items = state.get("open", [])
         if items:
             self._grow(max(int(it["row"]) for it in items) + 1)
@@ -157,6 +190,7 @@ class AnomalyTracker:
             self._open[row] = Anomaly(**it["anomaly"])
             self._quiet[row] = int(it["quiet"])
             self._is_open[row] = True
+            self._is_symptom[row] = self._open[row].symptom
 
     @staticmethod
     def _evidence(scores: Scores, i: int, keys: tuple[str, ...]) -> dict[str, Any]:

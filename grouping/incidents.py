@@ -37,6 +37,14 @@ a cluster on a host or service of an open incident, after a quiet spell there of
 ``new_onset_gap_steps`` steps and half the incident's age, opens its own incident (or waits for
 the evidence to) instead of joining.
 
+**Symptoms**: an anomaly the anomaly tracker opened below its threshold because its machine
+(:data:`MACHINE_KEYS`: host, instance, node, pod, container) has an open incident
+(:mod:`detectors.events`; ``symptom=True``) is not grouped in the graph: once seen on
+``confirm_points`` samples it joins the open incident with the newest activity on that machine
+as a member marked ``symptom``, or is let go when none is open there any more. Symptoms never open, link, bridge or
+date an incident: the incident's start, its root and title, the new-problem rule's quiet spell and
+the members others link to, its end and when it resolves are those of its other members.
+
 Incident ids are derived from the first anomaly (metric and start), so the same input gives
 the same ids in every mode. Every change is returned as an :class:`IncidentChange`.
 """
@@ -59,6 +67,11 @@ from grouping.report import ENTITY_KEYS, root_entity, root_metric, title
 from grouping.topology import LOCATION_KEYS, Topology
 
 Key = tuple[str, float]
+
+#: labels naming a machine or a container: its metrics share one set of resources, so while it has
+#: an open incident its other metrics' moderate moves are symptoms of it (a service's request rates
+#: and latencies are driven by its callers and callees instead: the topology links those)
+MACHINE_KEYS = ("host", "instance", "node", "pod", "container")
 
 
 class AnomalyLike(Protocol):
@@ -84,6 +97,8 @@ class Member:
     open: bool
     joined_at: float
     evidence: dict[str, Any] = field(default_factory=dict)
+    #: joined as a symptom of the incident (see the module doc)
+    symptom: bool = False
 
     @property
     def key(self) -> Key:
@@ -115,11 +130,19 @@ class Incident:
 
     @property
     def start(self) -> float:
+        own = [m.start for m in self.members.values() if not m.symptom]
+        if own:
+            return min(own)
         return min(m.start for m in self.members.values()) if self.members else self.opened_at
+
+    def own_members(self) -> list[Member]:
+        """Members that are not symptoms (all of them when every one is)."""
+        own = [m for m in self.members.values() if not m.symptom]
+        return own or list(self.members.values())
 
     @property
     def end(self) -> float:
-        return max(m.end for m in self.members.values()) if self.members else self.updated_at
+        return max(m.end for m in self.own_members()) if self.members else self.updated_at
 
     @property
     def last_activity(self) -> float:
@@ -197,6 +220,8 @@ class IncidentTracker:
         self._props: dict[str, dict[str, str]] = {}
         self._pair_of_column: dict[int, tuple[str, str]] = {}
         self._weights: dict[str, float] = {}
+        #: the incident each metric last joined as a symptom (see :meth:`_symptom_grown`)
+        self._symptoms_of: dict[str, str] = {}
         #: anomalies whose cluster has too little evidence to open an incident yet (see ``update``)
         self._pending: dict[Key, Member] = {}
         self.last_edges: Edges | None = None  # the newest tick's graph, for explanations
@@ -211,6 +236,29 @@ class IncidentTracker:
     def pending(self) -> list[Member]:
         """Anomalies waiting for enough evidence to open an incident, oldest first."""
         return sorted(self._pending.values(), key=lambda m: (m.start, m.metric))
+
+    def symptom_candidates(self, metrics: Sequence[str]) -> np.ndarray:
+        """Which of ``metrics`` may open a symptom: their machine (:meth:`_machine`) has an open
+        incident, and they are not already anomalous members of one."""
+        out = np.zeros(len(metrics), dtype=bool)
+        open_incs = self.open_incidents()
+        if not open_incs or not len(metrics):
+            return out
+        entities: set[str] = set()
+        inside: set[str] = set()
+        for inc in open_incs:
+            for m in inc.members.values():
+                inside.add(m.metric)
+                if not m.symptom:
+                    e = self._machine(m.metric)
+                    if e is not None:
+                        entities.add(e)
+        if not entities:
+            return out
+        self._learn_props([name for name in metrics if name not in inside])
+        for i, name in enumerate(metrics):
+            out[i] = name not in inside and self._machine(name) in entities
+        return out
 
     def incident_of(self, metric: str, start: float) -> Incident | None:
         iid = self._of.get((metric, start))
@@ -275,6 +323,17 @@ class IncidentTracker:
                 continue
             seen.add(key)
             iid = self._of.get(key)
+            if iid is None and getattr(a, "symptom", False):
+                if self.samples([a])[0] >= self.config.confirm_points:  # a one-sample blip is noise
+                    changes += self._attach_symptom(now, a, touched)
+                else:
+                    seen.discard(key)  # not placed yet: its next sample is looked at again
+                continue
+            if iid is None and key not in self._pending:
+                grown = self._symptom_grown(now, a, touched)
+                if grown is not None:
+                    changes += grown
+                    continue
             if iid is None:
                 held = self._pending.get(key)
                 if held is not None:
@@ -314,13 +373,64 @@ class IncidentTracker:
         self._prune(now)
         return changes
 
+    def _attach_symptom(self, now: float, a: AnomalyLike, touched: set[str]) -> list[IncidentChange]:
+        """A symptom joins the open incident with the newest activity on its machine (nothing
+        when none is open there any more: it is let go)."""
+        self._learn_props([a.metric])
+        entity = self._machine(a.metric)
+        if entity is None:
+            return []
+        there = [
+            inc
+            for inc in self.open_incidents()
+            if any(not m.symptom and self._machine(m.metric) == entity for m in inc.members.values())
+        ]
+        if not there:
+            return []
+        inc = max(there, key=lambda i: (i.last_activity, i.opened_at, i.id))
+        mem = self._member(a, now)
+        mem.symptom = True
+        mem.evidence = {"symptom": True, "entity": entity}
+        inc.members[mem.key] = mem
+        self._of[mem.key] = inc.id
+        self._symptoms_of[a.metric] = inc.id
+        inc.updated_at = now
+        touched.add(inc.id)
+        return [IncidentChange(inc.id, "grew", now, {"added": [a.metric], "symptom": True})]
+
+    def _symptom_grown(self, now: float, a: AnomalyLike, touched: set[str]) -> list[IncidentChange] | None:
+        """A new anomaly on a metric whose symptom just ended by reaching the threshold (the anomaly
+        tracker ends a symptom there and opens this one): it stays in the symptom's incident as one of
+        its own members, unless it is a new problem there (:meth:`_new_problem`); None: not such an
+        anomaly, it is grouped like any other."""
+        if not self._symptoms_of:
+            return None
+        iid = self._symptoms_of.get(a.metric)
+        inc = self.incidents.get(iid) if iid is not None else None
+        if inc is None or inc.status != "open":
+            return None
+        was = [m for m in inc.members.values() if m.symptom and m.metric == a.metric]
+        if not was or max(m.end for m in was) < a.start - self.step - 1e-6:
+            return None
+        entity = self._entity(a.metric)
+        gap = self.config.new_onset_gap_steps
+        if gap > 0 and self._new_problem(inc.id, a.start, {entity}, gap):
+            return None
+        mem = self._member(a, now)
+        mem.evidence = {"grew_from_symptom": True, "entity": entity}
+        inc.members[mem.key] = mem
+        self._of[mem.key] = inc.id
+        inc.updated_at = now
+        touched.add(inc.id)
+        return [IncidentChange(inc.id, "grew", now, {"added": [a.metric]})]
+
     def _linkable(self, now: float) -> list[Member]:
         horizon = self.config.link_window_s
         out: list[Member] = []
         for inc in self.incidents.values():
             if inc.status != "open":
                 continue
-            out.extend(m for m in inc.members.values() if m.open or now - m.end <= horizon)
+            out.extend(m for m in inc.members.values() if not m.symptom and (m.open or now - m.end <= horizon))
         return out
 
     def _group_new(
@@ -472,12 +582,21 @@ class IncidentTracker:
         is told apart from the next fault by a few quiet minutes; an incident that has been
         growing in waves for an hour needs a longer silence before a wave is something else."""
         inc = self.incidents[iid]
-        there = [m for m in inc.members.values() if entities and self._entity(m.metric) in entities]
-        mine = there or list(inc.members.values())
+        own = inc.own_members()
+        there = [m for m in own if entities and self._entity(m.metric) in entities]
+        mine = there or own
         if not mine:
             return False
         quiet = onset - max(m.start for m in mine)
         return quiet >= max(gap * self.step, 0.5 * (onset - inc.start)) - 1e-6
+
+    def _machine(self, metric: str) -> str | None:
+        """The machine a metric is of (:data:`MACHINE_KEYS`: host, instance, node, pod, container), if any."""
+        p = self.props(metric)
+        for key in MACHINE_KEYS:
+            if key in p:
+                return f"{key}={p[key]}"
+        return None
 
     def _entity(self, metric: str) -> str | None:
         """The most specific entity (host, pod, service, ...: :data:`ENTITY_KEYS`) a metric is of."""
@@ -490,6 +609,7 @@ class IncidentTracker:
     @staticmethod
     def _member(a: AnomalyLike, now: float) -> Member:
         return Member(
+            symptom=bool(getattr(a, "symptom", False)),
             metric=a.metric,
             start=a.start,
             end=a.end,
@@ -705,7 +825,8 @@ class IncidentTracker:
         ]
 
     def _refresh(self, now: float, inc: Incident) -> list[IncidentChange]:
-        members = list(inc.members.values())
+        members = list(inc.members.values())  # the priority counts symptoms too (a KPI among them matters)
+        own = inc.own_members()  # the root and the title come from the incident's own anomalies
         metrics = inc.metrics
         props = {m: self.props(m) for m in metrics}
         before = inc.priority
@@ -713,15 +834,16 @@ class IncidentTracker:
         inc.priority, inc.priority_score = pr.level, pr.score
         inc.priority_parts = {**pr.parts, "evidence": inc.evidence}  # what opened it, beside the priority's parts
         importance = lambda m: self.priority.importance(m, props[m])  # noqa: E731
-        inc.root = root_metric(members, importance)
-        hot = hot_properties(self.index, metrics, self.config) if len(metrics) > 1 else []
-        inc.root_entity = root_entity(metrics, props, hot)
-        cascade_root = self._cascade_root(members, props)
+        inc.root = root_metric(own, importance)
+        own_metrics = sorted({m.metric for m in own})
+        hot = hot_properties(self.index, own_metrics, self.config) if len(own_metrics) > 1 else []
+        inc.root_entity = root_entity(own_metrics, props, hot)
+        cascade_root = self._cascade_root(own, props)
         if cascade_root is not None:
             key, svc = cascade_root
-            inc.root = root_metric([m for m in members if props[m.metric].get(key) == svc] or members, importance)
+            inc.root = root_metric([m for m in own if props[m.metric].get(key) == svc] or own, importance)
             inc.root_entity = f"{key}={svc}"
-        inc.title = title(members, props, inc.root, inc.root_entity)
+        inc.title = title(own, props, inc.root, inc.root_entity)
         inc.version += 1
         for m in metrics:
             self._last_of_metric[m] = inc.id
@@ -749,7 +871,7 @@ class IncidentTracker:
     def _resolve(self, now: float) -> list[IncidentChange]:
         out = []
         for inc in self.open_incidents():
-            if any(m.open for m in inc.members.values()):
+            if any(m.open for m in inc.own_members()):  # a lingering symptom does not keep it open
                 continue
             if now - inc.last_activity >= self.config.resolve_after_s:
                 inc.status, inc.resolved_at, inc.updated_at = "resolved", now, now
@@ -777,6 +899,8 @@ class IncidentTracker:
             for key in inc.members:
                 if self._of.get(key) == iid:
                     del self._of[key]
+                if self._symptoms_of.get(key[0]) == iid:
+                    del self._symptoms_of[key[0]]
 
     # -- state ---------------------------------------------------------------------------
 
@@ -797,6 +921,15 @@ class IncidentTracker:
             for key in inc.members:
                 self._of[key] = inc.id
         self._last_of_metric = dict(state.get("last_of_metric", {}))
+        self._symptoms_of = {}
+        symptoms = [
+            (m.joined_at, inc.id, m.metric)
+            for inc in self.incidents.values()
+            for m in inc.members.values()
+            if m.symptom
+        ]
+        for _, iid, metric in sorted(symptoms):
+            self._symptoms_of[metric] = iid
         self._pending = {}
         for d in state.get("pending", []):
             mem = Member(**d)

@@ -653,7 +653,8 @@ class Runtime:
         people = self._people_sync()  # people's actions and feedback (workers.actions) onto the tracker
         manual = people.sync(incidents, at, save=False)
         membership = self.membership() if collective is not None else None
-        upd = track(anomalies, at, det, self.registry.names, collective, membership, self.rules())
+        symptoms = incidents.symptom_candidates if self.settings.symptoms else None
+        upd = track(anomalies, at, det, self.registry.names, collective, membership, self.rules(), symptoms)
         book, inbox = self._alert_book()  # alerts others fired (workers/alerts.py)
         changed = upd.changed + book.changed(at)
         changes = correlate(incidents, at, changed, self.windows_at(at, self.settings.shape_points, book))

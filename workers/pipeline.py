@@ -109,6 +109,7 @@ def track(
     collective: CollectiveEvidence | None = None,
     membership: sp.csr_matrix | None = None,
     rules: CompiledRules | None = None,
+    symptoms: Callable[[list[str]], np.ndarray] | None = None,
 ) -> TrackerUpdate:
     """The step's scores of every metric → anomaly events (``names[row]``: a row's metric).
 
@@ -116,6 +117,9 @@ def track(
     once per step over all shards' scores, in row order. ``collective`` raises metrics that move
     with a surprising crowd of their group (``membership``: rows x groups, see
     :func:`group_membership`). ``rules`` (per-metric settings, :func:`compile_rules`) come first.
+    ``symptoms`` (the incident tracker's :meth:`~grouping.incidents.IncidentTracker.symptom_candidates`)
+    says which metrics scoring between the release level and the threshold may open a symptom of
+    an open incident on their machine (:mod:`detectors.events`).
     """
     scores = detected.scores
     if rules is not None and len(detected.rows):
@@ -126,7 +130,13 @@ def track(
             scores, _ = collective.update(scores, membership)
         else:
             scores, _ = collective.update(scores, membership[rows])
-    return tracker.update(at, detected.rows, scores, names)
+    symptom_rows = None
+    if symptoms is not None and len(detected.rows):
+        warm = np.flatnonzero((scores.score >= tracker.release) & (scores.score < tracker.threshold))
+        if len(warm):
+            symptom_rows = np.zeros(len(detected.rows), dtype=bool)
+            symptom_rows[warm] = symptoms([names[int(detected.rows[i])] for i in warm])
+    return tracker.update(at, detected.rows, scores, names, symptom_rows=symptom_rows)
 
 
 def group_membership(index: NameIndex, names: Sequence[str]) -> sp.csr_matrix:
@@ -358,7 +368,10 @@ class Pipeline:
             return self.group(at, alerts, 0, 0, 0) if alerts else TickResult(at, 0)
         detected = detect(self.detector, self.store, np.arange(n), at)
         membership = self.membership() if self.collective is not None else None
-        upd = track(self.anomalies, at, detected, self.registry.names, self.collective, membership, self.rules())
+        symptoms = self.incidents.symptom_candidates if self.settings.symptoms else None
+        upd = track(
+            self.anomalies, at, detected, self.registry.names, self.collective, membership, self.rules(), symptoms
+        )
         return self.group(at, upd.changed + alerts, len(upd.opened), len(upd.closed), n)
 
     def _windows_with_alerts(self, metrics: Sequence[str], end: float, points: int) -> np.ndarray:

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     threshold: float = Field(0.5, gt=0, le=1, description="score at which an anomaly opens")
     release: float = Field(0.3, gt=0, le=1, description="score below which an anomaly starts to close")
     quiet_steps: int = Field(5, ge=1, description="steps below release before an anomaly closes")
+    symptoms: bool = Field(
+        True,
+        description="while a machine (host, instance, node, pod, container) has an open incident, its other "
+        "metrics join it from the release level as symptoms (they never open, link or date an incident; "
+        "docs/grouping.md)",
+    )
     collective: bool = Field(True, description="raise metrics that move with a surprising crowd of their group")
     collective_halflife_steps: float = Field(1440.0, gt=0, description="memory of each group's usual crowd")
 

@@ -219,7 +219,7 @@ function drawMembers(inc, metrics, byMetric, first, series) {
     const arrow = a.direction > 0 ? "↑" : a.direction < 0 ? "↓" : "·";
     return `<div class="member${m === inc.root ? " root" : ""}" data-metric="${esc(m)}">
       <input type="checkbox" class="pick" value="${esc(m)}" title="tick to split off">
-      <div class="who"><span class="rank">#${k + 1}</span> +${ago(a.start - first)} ${arrow} peak ${a.peak_score.toFixed(2)}${m === inc.root ? ' · <b>root</b>' : ""}
+      <div class="who"><span class="rank">#${k + 1}</span> +${ago(a.start - first)} ${arrow} peak ${a.peak_score.toFixed(2)}${m === inc.root ? ' · <b>root</b>' : ""}${(a.evidence || {}).symptom ? ' · <span class="meta" title="joined at the release level while its machine had this incident open">symptom</span>' : ""}
         <span class="mono" title="${esc(m)}"><a href="#/search?metric=${encodeURIComponent(m)}">${esc(m)}</a></span></div>
       <div class="chart">${s[m] ? "" : '<span class="meta">no series in the window store</span>'}</div></div>`;
   }).join("");
