@@ -38,7 +38,7 @@ class Anomaly:
     detector: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
     open: bool = True
-    #: opened below the threshold on a metric of an entity with an open incident (see the module doc)
+    #: opened below the threshold on a metric of a machine with an open incident (see the module doc)
     symptom: bool = False
 
     @property

@@ -41,9 +41,10 @@ the evidence to) instead of joining.
 (:data:`MACHINE_KEYS`: host, instance, node, pod, container) has an open incident
 (:mod:`detectors.events`; ``symptom=True``) is not grouped in the graph: once seen on
 ``confirm_points`` samples it joins the open incident with the newest activity on that machine
-as a member marked ``symptom``, or is let go when none is open there any more. Symptoms never open, link, bridge or
-date an incident: the incident's start, its root and title, the new-problem rule's quiet spell and
-the members others link to, its end and when it resolves are those of its other members.
+as a member marked ``symptom``, or is let go when none is open there any more. Symptoms never
+open, link, bridge or date an incident. The incident's start and end, when it resolves, its root
+and title, the new-problem rule's quiet spell and the members others link to all come from its
+other members.
 
 Incident ids are derived from the first anomaly (metric and start), so the same input gives
 the same ids in every mode. Every change is returned as an :class:`IncidentChange`.
@@ -324,10 +325,10 @@ class IncidentTracker:
             seen.add(key)
             iid = self._of.get(key)
             if iid is None and getattr(a, "symptom", False):
-                if self.samples([a])[0] >= self.config.confirm_points:  # a one-sample blip is noise
+                # a one-sample blip is noise: a symptom joins once seen on confirm_points samples
+                # (the anomaly tracker hands it over again at each step it stays above release)
+                if self.samples([a])[0] >= self.config.confirm_points:
                     changes += self._attach_symptom(now, a, touched)
-                else:
-                    seen.discard(key)  # not placed yet: its next sample is looked at again
                 continue
             if iid is None and key not in self._pending:
                 grown = self._symptom_grown(now, a, touched)
