@@ -223,6 +223,8 @@ class IncidentTracker:
         self._weights: dict[str, float] = {}
         #: the incident each metric last joined as a symptom (see :meth:`_symptom_grown`)
         self._symptoms_of: dict[str, str] = {}
+        #: within one update: each machine's open incident for symptoms (see :meth:`_attach_symptom`)
+        self._machine_incident: dict[str, Incident] | None = None
         #: anomalies whose cluster has too little evidence to open an incident yet (see ``update``)
         self._pending: dict[Key, Member] = {}
         self.last_edges: Edges | None = None  # the newest tick's graph, for explanations
@@ -318,6 +320,7 @@ class IncidentTracker:
         touched: set[str] = set()
         new: list[AnomalyLike] = []
         seen: set[Key] = set()
+        self._machine_incident = None
         for a in anomalies:
             key = (a.metric, a.start)
             if key in seen:
@@ -381,14 +384,18 @@ class IncidentTracker:
         entity = self._machine(a.metric)
         if entity is None:
             return []
-        there = [
-            inc
-            for inc in self.open_incidents()
-            if any(not m.symptom and self._machine(m.metric) == entity for m in inc.members.values())
-        ]
-        if not there:
+        if self._machine_incident is None:  # once per tick: each machine's open incident, newest activity first
+            best: dict[str, Incident] = {}
+            ranked = sorted(self.open_incidents(), key=lambda i: (i.last_activity, i.opened_at, i.id))
+            for open_inc in ranked:  # a later (newer) incident overwrites an older one
+                for m in open_inc.members.values():
+                    e = None if m.symptom else self._machine(m.metric)
+                    if e is not None:
+                        best[e] = open_inc
+            self._machine_incident = best
+        inc = self._machine_incident.get(entity)
+        if inc is None:
             return []
-        inc = max(there, key=lambda i: (i.last_activity, i.opened_at, i.id))
         mem = self._member(a, now)
         mem.symptom = True
         mem.evidence = {"symptom": True, "entity": entity}
