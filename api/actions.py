@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from api.lookup import incident_or_404
 from workers.actions import ActionError, Actions
 
 router = APIRouter()
@@ -101,6 +102,5 @@ def metric_priority(body: MetricPriorityBody, request: Request) -> dict[str, Any
 @router.get("/api/v1/incidents/{incident_id}/timeline")
 def timeline(incident_id: str, request: Request) -> dict[str, Any]:
     service = request.app.state.service
-    if service.database.get_incident(incident_id) is None:
-        raise HTTPException(404, f"no incident {incident_id!r}")
+    incident_or_404(service.database, incident_id)
     return {"timeline": Actions(service.database).history(incident_id)}

@@ -33,6 +33,7 @@ from redis import RedisError
 
 from api import auth, ingest_routes, selfmetrics
 from api.actions import router as actions_router
+from api.lookup import incident_or_404
 from api.notify_routes import notify_loop, notify_router
 from api.page import STATIC
 from api.page import router as page_router
@@ -276,18 +277,14 @@ def create_app(
 
     @app.get("/api/v1/incidents/{incident_id}")
     def get_incident(incident_id: str) -> dict[str, Any]:
-        inc = service.database.get_incident(incident_id)
-        if inc is None:
-            raise HTTPException(404, f"no incident {incident_id!r}")
+        inc = incident_or_404(service.database, incident_id)
         inc["summary"] = summary(inc)
         return inc
 
     @app.get("/api/v1/incidents/{incident_id}/report")
     def get_report(incident_id: str, before: int = Query(30, ge=0, le=10_000)) -> dict[str, Any]:
         """Summary, members with evidence, and each member's recent series (while the store holds it)."""
-        inc = service.database.get_incident(incident_id)
-        if inc is None:
-            raise HTTPException(404, f"no incident {incident_id!r}")
+        inc = incident_or_404(service.database, incident_id)
         return incident_report(inc, service.member_windows(inc, before))
 
     @app.get("/healthz")

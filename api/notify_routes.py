@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from api.lookup import incident_or_404
 from workers.notify import silences
 from workers.notify.notifier import Notifier, notifications
 from workers.notify.runner import NotifyLoop
@@ -35,8 +36,7 @@ def notify_router(service: Any) -> APIRouter:
 
     @router.get("/api/v1/incidents/{incident_id}/notifications")
     def incident_notifications(incident_id: str) -> dict[str, Any]:
-        if service.database.get_incident(incident_id) is None:
-            raise HTTPException(404, f"no incident {incident_id!r}")
+        incident_or_404(service.database, incident_id)
         return notifications(service.database, incident_id)
 
     @router.get("/api/v1/silences")

@@ -30,6 +30,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
+from api.lookup import incident_or_404
 from grouping.correlation import shape_similarity_pairs
 from grouping.names import NAME_KEY, parse
 from grouping.report import ENTITY_KEYS, shared_scope
@@ -174,9 +175,7 @@ def _matching(s: Any, ids: list[str], matchers: list[tuple[str, str, str]]) -> s
 def page_incident(incident_id: str, request: Request) -> dict[str, Any]:
     """One incident for the page: members by onset, acknowledgement, shared properties, timeline."""
     service = _service(request)
-    inc = service.database.get_incident(incident_id)
-    if inc is None:
-        raise HTTPException(404, f"no incident {incident_id!r}")
+    inc = incident_or_404(service.database, incident_id)
     actions = Actions(service.database)
     metrics = sorted({x["metric"] for x in inc["members"]})
     props = {x: parse(x) for x in metrics}
@@ -193,9 +192,7 @@ def page_incident(incident_id: str, request: Request) -> dict[str, Any]:
 def incident_series(incident_id: str, request: Request, before: int = Query(30, ge=0, le=10_000)) -> dict[str, Any]:
     """The members' series from ``before`` steps ahead of the incident's start to its end."""
     service = _service(request)
-    inc = service.database.get_incident(incident_id)
-    if inc is None:
-        raise HTTPException(404, f"no incident {incident_id!r}")
+    inc = incident_or_404(service.database, incident_id)
     _pipeline(request)
     return {"step": service.settings.step_s, "series": service.member_windows(inc, before)}
 
@@ -223,9 +220,7 @@ def _kinds(ev: dict[str, Any], a: dict[str, str], b: dict[str, str], cfg: Any, s
 def incident_graph(incident_id: str, request: Request) -> dict[str, Any]:
     """Why grouped: members as nodes (by onset), each one's recorded evidence as an edge."""
     service = _service(request)
-    inc = service.database.get_incident(incident_id)
-    if inc is None:
-        raise HTTPException(404, f"no incident {incident_id!r}")
+    inc = incident_or_404(service.database, incident_id)
     cfg, step = service.settings.grouping_config(), service.settings.step_s
     members = sorted(inc["members"], key=_onset)  # the page's order: node k is member #k+1
     first: dict[str, int] = {}
