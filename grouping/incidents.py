@@ -131,10 +131,7 @@ class Incident:
 
     @property
     def start(self) -> float:
-        own = [m.start for m in self.members.values() if not m.symptom]
-        if own:
-            return min(own)
-        return min(m.start for m in self.members.values()) if self.members else self.opened_at
+        return min(m.start for m in self.own_members()) if self.members else self.opened_at
 
     def own_members(self) -> list[Member]:
         """Members that are not symptoms (all of them when every one is)."""
@@ -221,8 +218,6 @@ class IncidentTracker:
         self._props: dict[str, dict[str, str]] = {}
         self._pair_of_column: dict[int, tuple[str, str]] = {}
         self._weights: dict[str, float] = {}
-        #: the incident each metric last joined as a symptom (see :meth:`_symptom_grown`)
-        self._symptoms_of: dict[str, str] = {}
         #: within one update: each machine's open incident for symptoms (see :meth:`_attach_symptom`)
         self._machine_incident: dict[str, Incident] | None = None
         #: anomalies whose cluster has too little evidence to open an incident yet (see ``update``)
@@ -401,7 +396,6 @@ class IncidentTracker:
         mem.evidence = {"symptom": True, "entity": entity}
         inc.members[mem.key] = mem
         self._of[mem.key] = inc.id
-        self._symptoms_of[a.metric] = inc.id
         inc.updated_at = now
         touched.add(inc.id)
         return [IncidentChange(inc.id, "grew", now, {"added": [a.metric], "symptom": True})]
@@ -411,9 +405,7 @@ class IncidentTracker:
         tracker ends a symptom there and opens this one): it stays in the symptom's incident as one of
         its own members, unless it is a new problem there (:meth:`_new_problem`); None: not such an
         anomaly, it is grouped like any other."""
-        if not self._symptoms_of:
-            return None
-        iid = self._symptoms_of.get(a.metric)
+        iid = self._last_of_metric.get(a.metric)  # the incident its symptom was in, if it was one
         inc = self.incidents.get(iid) if iid is not None else None
         if inc is None or inc.status != "open":
             return None
@@ -907,8 +899,6 @@ class IncidentTracker:
             for key in inc.members:
                 if self._of.get(key) == iid:
                     del self._of[key]
-                if self._symptoms_of.get(key[0]) == iid:
-                    del self._symptoms_of[key[0]]
 
     # -- state ---------------------------------------------------------------------------
 
@@ -929,15 +919,6 @@ class IncidentTracker:
             for key in inc.members:
                 self._of[key] = inc.id
         self._last_of_metric = dict(state.get("last_of_metric", {}))
-        self._symptoms_of = {}
-        symptoms = [
-            (m.joined_at, inc.id, m.metric)
-            for inc in self.incidents.values()
-            for m in inc.members.values()
-            if m.symptom
-        ]
-        for _, iid, metric in sorted(symptoms):
-            self._symptoms_of[metric] = iid
         self._pending = {}
         for d in state.get("pending", []):
             mem = Member(**d)
