@@ -2,6 +2,7 @@
 
     python bench/realdata.py [--quick] [--json] [--only asd,smd,nezha] [--no-ablation] [--no-topology]
                              [--asd DIR] [--smd DIR] [--nezha DIR] [--hosts omi-1,omi-5] [--smd-hosts machine-1-2]
+                             [--save-predictions DIR]
 
 Each data set is built with its shipped tool (``../shared/tools/{asd,smd,nezha}.py build``, cached
 under ``bench/out/``), replayed through the same path as ``stormeye ingest`` at default settings
@@ -262,6 +263,15 @@ def as_prediction(incidents: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def keep(args: argparse.Namespace, key: str, prediction: dict[str, Any]) -> dict[str, Any]:
+    """With ``--save-predictions DIR``, write the default run's prediction to ``DIR/KEY.json`` (the
+    file the data set's scorer reads, for looking into what was missed or spurious)."""
+    if args.save_predictions is not None:
+        args.save_predictions.mkdir(parents=True, exist_ok=True)
+        (args.save_predictions / f"{key}.json").write_text(json.dumps(prediction))
+    return prediction
+
+
 def score_with(tool: Any, truth_path: Path, prediction: dict[str, Any]) -> dict[str, Any]:
     """What the shipped scorer prints for this prediction."""
     # a file of its own per call: two runs sharing the cache must not score each other's prediction
@@ -347,7 +357,7 @@ def run_asd(args: argparse.Namespace, result: dict[str, Any]) -> Any:
         out, batch = only_hosts(out, batch, [h.strip() for h in args.hosts.split(",") if h.strip()])
     settings = ingest_settings(batch)
     pipe, res, took = run(batch, settings, record=True)
-    default = score(tool, out / "truth.json", as_prediction(pipe.incident_list()))
+    default = score(tool, out / "truth.json", keep(args, "asd", as_prediction(pipe.incident_list())))
     figures = {
         "asd_days": days,
         **({"asd_hosts": args.hosts} if args.hosts else {}),
@@ -394,7 +404,7 @@ def run_smd(args: argparse.Namespace, result: dict[str, Any]) -> None:
     batch = read_points(out / "smd.csv")
     settings = ingest_settings(batch)
     pipe, res, took = run(batch, settings, record=False)
-    figures = score_with(tool, out / "truth.json", as_prediction(pipe.incident_list()))
+    figures = score_with(tool, out / "truth.json", keep(args, "smd", as_prediction(pipe.incident_list())))
     got = {
         "smd_hosts": hosts or "all",
         "smd_days": json.loads((out / "truth.json").read_text())["days"],
@@ -427,7 +437,7 @@ def run_nezha(args: argparse.Namespace, result: dict[str, Any]) -> None:
     else:
         say(args, "nezha: no service graph (" + ("--no-topology" if args.no_topology else f"{deps} absent") + ")")
     pipe, res, took = run(batch, settings, record=False)
-    figures = score_with(tool, out / "ob.truth.json", as_prediction(pipe.incident_list()))
+    figures = score_with(tool, out / "ob.truth.json", keep(args, "nezha", as_prediction(pipe.incident_list())))
     got = {
         "nezha_dependencies_file": env.get("STORMEYE_DEPENDENCIES_FILE"),
         "nezha_dependencies_read": bool(env) and read,
@@ -448,6 +458,9 @@ def main() -> None:
     ap.add_argument("--no-topology", action="store_true", help="Nezha: leave the service graph out")
     ap.add_argument("--hosts", default="", help="ASD: comma-separated servers (omi-1 ... omi-12) to replay alone")
     ap.add_argument("--smd-hosts", default="", help="SMD: comma-separated servers (machine-1-2 ...) to replay alone")
+    ap.add_argument(
+        "--save-predictions", type=Path, default=None, help="write each default prediction to DIR/{asd,smd,nezha}.json"
+    )
     ap.add_argument("--asd", type=Path, default=ASD_DIR, help="ASD directory (processed/, interpretation_label/)")
     ap.add_argument("--smd", type=Path, default=SMD_DIR, help="SMD directory (processed/, interpretation_label/)")
     ap.add_argument("--nezha", type=Path, default=NEZHA_DIR, help="Nezha-OB directory (2022-08-22/, 2022-08-23/)")

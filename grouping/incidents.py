@@ -39,9 +39,10 @@ the evidence to) instead of joining.
 
 **Symptoms**: an anomaly the anomaly tracker opened below its threshold because its machine
 (:data:`MACHINE_KEYS`: host, instance, node, pod, container) has an open incident
-(:mod:`detectors.events`; ``symptom=True``) is not grouped in the graph: once seen on
-``confirm_points`` samples it joins the open incident with the newest activity on that machine
-as a member marked ``symptom``, or is let go when none is open there any more. Symptoms never
+(:mod:`detectors.events`; ``symptom=True``) is not grouped in the graph: it joins the open
+incident with the newest activity on that machine as a member marked ``symptom`` when its shape
+correlates with one of that incident's own members there, or is let go when none is open there
+any more. Symptoms never
 open, link, bridge or date an incident. The incident's start and end, when it resolves, its root
 and title, the new-problem rule's quiet spell and the members others link to all come from its
 other members.
@@ -60,6 +61,7 @@ from typing import Any, Protocol
 import networkx as nx
 import numpy as np
 
+from grouping.correlation import shape_similarity_pairs
 from grouping.feedback import Pair, allowed_targets, drop_apart, separate_apart
 from grouping.graph import Edges, GroupingConfig, Node, build_edges, components, hot_properties, strongest_edges
 from grouping.names import NameIndex, parse
@@ -73,6 +75,8 @@ Key = tuple[str, float]
 #: an open incident its other metrics' moderate moves are symptoms of it (a service's request rates
 #: and latencies are driven by its callers and callees instead: the topology links those)
 MACHINE_KEYS = ("host", "instance", "node", "pod", "container")
+#: a symptom is compared with this many of its machine's incident's own members (the strongest)
+SYMPTOM_PEERS = 8
 
 
 class AnomalyLike(Protocol):
@@ -315,6 +319,7 @@ class IncidentTracker:
         touched: set[str] = set()
         new: list[AnomalyLike] = []
         seen: set[Key] = set()
+        symptoms: list[AnomalyLike] = []
         self._machine_incident = None
         for a in anomalies:
             key = (a.metric, a.start)
@@ -323,10 +328,7 @@ class IncidentTracker:
             seen.add(key)
             iid = self._of.get(key)
             if iid is None and getattr(a, "symptom", False):
-                # a one-sample blip is noise: a symptom joins once seen on confirm_points samples
-                # (the anomaly tracker hands it over again at each step it stays above release)
-                if self.samples([a])[0] >= self.config.confirm_points:
-                    changes += self._attach_symptom(now, a, touched)
+                symptoms.append(a)  # joins below if it moves like its machine's incident
                 continue
             if iid is None and key not in self._pending:
                 grown = self._symptom_grown(now, a, touched)
@@ -349,6 +351,8 @@ class IncidentTracker:
                 mem.peak_score, mem.peak_at, mem.direction = a.peak_score, a.peak_at, a.direction
             inc.updated_at = now
             touched.add(iid)
+        if symptoms:
+            changes += self._attach_symptoms(now, symptoms, windows, touched)
         # waiting anomalies are grouped again with the new ones: related evidence, strength or
         # persistence may have arrived; those that went quiet beyond the link window are let go
         horizon = self.config.link_window_s
@@ -372,14 +376,78 @@ class IncidentTracker:
         self._prune(now)
         return changes
 
-    def _attach_symptom(self, now: float, a: AnomalyLike, touched: set[str]) -> list[IncidentChange]:
-        """A symptom joins the open incident with the newest activity on its machine (nothing
-        when none is open there any more: it is let go)."""
-        self._learn_props([a.metric])
-        entity = self._machine(a.metric)
-        if entity is None:
+    def _attach_symptoms(
+        self, now: float, symptoms: list[AnomalyLike], windows: Callable[[Sequence[str]], np.ndarray], touched: set[str]
+    ) -> list[IncidentChange]:
+        """Symptoms not in an incident yet join the open incident with the newest activity on their
+        machine when they move like it: the shape of a symptom's recent window correlates (as a graph
+        edge's shape must: :attr:`GroupingConfig.min_shape`, lags and views alike) with one of that
+        incident's own members on the machine (its :data:`SYMPTOM_PEERS` strongest). A metric that
+        only crossed the release level by chance does not; one the failure drags along does, from
+        its first sample. Others are let go for now (the anomaly tracker hands a symptom over again
+        at each step it stays above release, so it is looked at again as its window grows)."""
+        self._learn_props([a.metric for a in symptoms])
+        by_machine = self._machine_incidents()
+        cfg = self.config
+        rows: dict[str, int] = {}
+        left: list[int] = []
+        right: list[int] = []
+        owner: list[int] = []
+        placed: list[tuple[AnomalyLike, str, Incident] | None] = []
+        for i, a in enumerate(symptoms):
+            entity = self._machine(a.metric)
+            inc = by_machine.get(entity) if entity is not None else None
+            placed.append(None if inc is None or entity is None else (a, entity, inc))
+            if inc is None:
+                continue
+            peers = [m for m in inc.own_members() if m.metric != a.metric and self._machine(m.metric) == entity]
+            peers.sort(key=lambda m: (-m.peak_score, m.start, m.metric))
+            mine = rows.setdefault(a.metric, len(rows))
+            for m in peers[:SYMPTOM_PEERS]:
+                left.append(mine)
+                right.append(rows.setdefault(m.metric, len(rows)))
+                owner.append(i)
+        if not left:
             return []
-        if self._machine_incident is None:  # once per tick: each machine's open incident, newest activity first
+        win = windows(list(rows))[:, -cfg.shape_points :]
+        names = list(rows)
+        shape, lag = shape_similarity_pairs(
+            win,
+            np.array(left, dtype=np.int64),
+            np.array(right, dtype=np.int64),
+            cfg.max_lag_steps,
+            cfg.shape_kinds,
+            absolute=cfg.shape_absolute,
+        )
+        strength = np.abs(shape) if cfg.shape_absolute else shape
+        best: dict[int, int] = {}  # symptom -> its most similar peer's pair
+        for k, i in enumerate(owner):
+            if strength[k] >= cfg.min_shape and (i not in best or strength[k] > strength[best[i]]):
+                best[i] = k
+        changes: list[IncidentChange] = []
+        for i, k in sorted(best.items()):
+            got = placed[i]
+            assert got is not None
+            a, entity, inc = got
+            mem = self._member(a, now)
+            mem.symptom = True
+            mem.evidence = {
+                "symptom": True,
+                "entity": entity,
+                "to": names[right[k]],
+                "shape": round(float(shape[k]), 4),
+                "lag_s": float(lag[k]) * self.step,
+            }
+            inc.members[mem.key] = mem
+            self._of[mem.key] = inc.id
+            inc.updated_at = now
+            touched.add(inc.id)
+            changes.append(IncidentChange(inc.id, "grew", now, {"added": [a.metric], "symptom": True}))
+        return changes
+
+    def _machine_incidents(self) -> dict[str, Incident]:
+        """Each machine's open incident with the newest activity (built once per tick)."""
+        if self._machine_incident is None:
             best: dict[str, Incident] = {}
             ranked = sorted(self.open_incidents(), key=lambda i: (i.last_activity, i.opened_at, i.id))
             for open_inc in ranked:  # a later (newer) incident overwrites an older one
@@ -388,17 +456,7 @@ class IncidentTracker:
                     if e is not None:
                         best[e] = open_inc
             self._machine_incident = best
-        inc = self._machine_incident.get(entity)
-        if inc is None:
-            return []
-        mem = self._member(a, now)
-        mem.symptom = True
-        mem.evidence = {"symptom": True, "entity": entity}
-        inc.members[mem.key] = mem
-        self._of[mem.key] = inc.id
-        inc.updated_at = now
-        touched.add(inc.id)
-        return [IncidentChange(inc.id, "grew", now, {"added": [a.metric], "symptom": True})]
+        return self._machine_incident
 
     def _symptom_grown(self, now: float, a: AnomalyLike, touched: set[str]) -> list[IncidentChange] | None:
         """A new anomaly on a metric whose symptom just ended by reaching the threshold (the anomaly

@@ -67,7 +67,8 @@ def test_symptoms_join_the_open_incident_of_their_host_and_never_date_root_or_op
     changes = tr.update(720.0, [late, other_host], shapes)
     assert [c.details for c in changes if c.kind == "grew"] == [{"added": [web1[3]], "symptom": True}]
     mem = inc.members[(web1[3], 480.0)]
-    assert mem.symptom and mem.evidence == {"symptom": True, "entity": 'host=web-1'}
+    assert mem.symptom and mem.evidence["symptom"] and mem.evidence["entity"] == "host=web-1"
+    assert mem.evidence["to"] in web1[:3] and mem.evidence["shape"] >= tr.config.min_shape  # why it joined
     assert inc.start == 600.0  # dated by its own anomalies
     assert inc.root in web1[:3]
     # the other host's symptom had no incident to join: let go, nothing opened, nothing waits
@@ -107,7 +108,20 @@ def test_a_lingering_symptom_neither_extends_nor_keeps_open_its_incident() -> No
     assert inc.status == "resolved" and inc.end == 660.0
 
 
-def test_only_a_machine_lowers_the_bar_and_a_one_sample_blip_does_not_join() -> None:
+def noise_for(odd: str):  # type: ignore[no-untyped-def]
+    """Windows as :func:`shapes`, but ``odd`` is noise that only crossed the release level by chance."""
+
+    def windows(ms):  # type: ignore[no-untyped-def]
+        out = shapes(ms)
+        for i, m in enumerate(ms):
+            if m == odd:
+                out[i] = np.random.default_rng(7).normal(0, 1.0, out.shape[1])
+        return out
+
+    return windows
+
+
+def test_only_a_machine_lowers_the_bar_and_a_symptom_joins_only_when_it_moves_like_its_incident() -> None:
     index = NameIndex()
     services = [f'{m}{{service="cart",region="eu"}}' for m in ("http_requests_total", "http_latency_p99_seconds")]
     index.add(METRICS + services)
@@ -118,12 +132,18 @@ def test_only_a_machine_lowers_the_bar_and_a_one_sample_blip_does_not_join() -> 
     # a service's request rate is driven by its callers: an open incident there lowers no bar
     assert not tr.symptom_candidates(services[1:]).any() and tr.symptom_candidates(web1[3:]).all()
     (inc,) = [i for i in tr.open_incidents() if web1[0] in i.metrics]
-    blip = Anomaly(web1[3], 720.0, 720.0, 0.4, 720.0, 1, symptom=True)  # seen on one sample
-    tr.update(720.0, [blip], shapes)
-    assert (web1[3], 720.0) not in inc.members
-    blip.end = 780.0  # seen again: now it is a symptom
-    tr.update(780.0, [blip], shapes)
-    assert inc.members[(web1[3], 720.0)].symptom
+    # noise that crossed the release level does not join, however long it stays above it
+    noisy = Anomaly(web1[3], 720.0, 720.0, 0.4, 720.0, 1, symptom=True)
+    for t in (720.0, 780.0, 840.0):
+        noisy.end = t
+        tr.update(t, [noisy], noise_for(web1[3]))
+        assert (web1[3], 720.0) not in inc.members
+    # a metric the failure drags along joins from its first sample
+    dragged = Anomaly(web1[4], 840.0, 840.0, 0.4, 840.0, 1, symptom=True)
+    tr.update(840.0, [dragged], noise_for(web1[3]))
+    assert inc.members[(web1[4], 840.0)].symptom
+    # the noise opened nothing and waits for nothing
+    assert tr.incident_of(web1[3], 720.0) is None and (web1[3], 720.0) not in {m.key for m in tr.pending()}
 
 
 def test_a_symptom_reaching_the_threshold_stays_in_its_incident_unless_it_is_a_new_problem() -> None:
