@@ -82,6 +82,15 @@ class Service:
     def store(self) -> WindowStore:
         return self.runtime.store if self.runtime is not None else self.pipeline.store
 
+    def series_source(self) -> Any:
+        """What the page's series and shape search read: the metric registry, the window store, the
+        step and the name index, of the embedded pipeline or, in distributed mode, of the Redis runtime
+        (brought up to date with the metrics other processes registered)."""
+        if self.runtime is None:
+            return self.pipeline
+        self.runtime.warm()
+        return self.runtime
+
     def start(self) -> None:
         if self.runtime is not None:
             return  # Celery beat drives the tick
@@ -107,7 +116,7 @@ class Service:
 
     def member_windows(self, incident: dict[str, Any], before: int) -> dict[str, dict[str, Any]]:
         """Series of an incident's members from ``before`` steps ahead of its start to its end."""
-        p = self.pipeline
+        p = self.series_source()
         step = p.step
         metrics = sorted({m["metric"] for m in incident["members"]} & set(p.registry.names))
         if not metrics or p.store.newest() is None:

@@ -14,8 +14,8 @@
 - ``GET /api/v1/metrics/similar?metric=``: the metrics most like it by name (IDF-weighted cosine of
   the name index) and by shape (lagged correlation of the windows), ranked, with the similarity.
 
-The series and the shape search read the embedded pipeline's window store; in distributed mode
-they answer 501 (the list, the incident, the graph and the name search work in both).
+The series and the shape search read the window store: the embedded pipeline's, or in distributed
+mode the one in Redis (every endpoint works in both modes).
 """
 
 from __future__ import annotations
@@ -85,11 +85,9 @@ def _service(request: Request) -> Any:
     return request.app.state.service
 
 
-def _pipeline(request: Request) -> Any:
-    service = _service(request)
-    if service.runtime is not None:
-        raise HTTPException(501, "series and shape search read the embedded window store; not in distributed mode")
-    return service.pipeline
+def _source(request: Request) -> Any:
+    """The registry, window store, step and name index the series and the shape search read."""
+    return _service(request).series_source()
 
 
 @router.get("/", include_in_schema=False)
@@ -193,7 +191,6 @@ def incident_series(incident_id: str, request: Request, before: int = Query(30, 
     """The members' series from ``before`` steps ahead of the incident's start to its end."""
     service = _service(request)
     inc = incident_or_404(service.database, incident_id)
-    _pipeline(request)
     return {"step": service.settings.step_s, "series": service.member_windows(inc, before)}
 
 
@@ -282,7 +279,7 @@ def _rows(pipe: Any, metric: str) -> int:
 @router.get("/api/v1/metrics/series")
 def metric_series(request: Request, metric: str, points: int = Query(240, ge=8, le=10_000)) -> dict[str, Any]:
     """One metric's newest ``points`` points from the window store (null where missing)."""
-    pipe = _pipeline(request)
+    pipe = _source(request)
     service = _service(request)
     row = _rows(pipe, metric)
     newest = pipe.store.newest()
@@ -308,14 +305,14 @@ def metric_similar(
     points: int = Query(120, ge=16, le=2000, description="how much recent history the shapes compare"),
 ) -> dict[str, Any]:
     """What else looks like this: the most similar metrics by name and by shape, ranked."""
-    pipe = _pipeline(request)
+    pipe = _source(request)
     service = _service(request)
     row = _rows(pipe, metric)
     cfg = service.settings.grouping_config()
     with service.lock:
         by_name = [{"metric": n, "similarity": round(s, 4)} for n, s in pipe.index.neighbours(metric, 0.05)[:limit]]
         newest = pipe.store.newest()
-        n = len(pipe.registry)
+        n = len(pipe.registry.names)
         by_shape: list[dict[str, Any]] = []
         if newest is not None and n > 1:
             width = min(points, pipe.store.length)
