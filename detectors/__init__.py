@@ -13,7 +13,7 @@ from detectors.esd import GeneralizedESD
 from detectors.events import Anomaly, AnomalyTracker, TrackerUpdate
 from detectors.iforest import IsolationForestDetector
 from detectors.robust_z import RobustZScore
-from detectors.seasonal import HoltWinters, SeasonalReference
+from detectors.seasonal import CoarseSeasonalReference, HoltWinters, SeasonalReference
 from detectors.shifts import LevelShift, TrendChange
 from detectors.spot import DSPOT, SPOT
 from detectors.twosample import KSTest, MannWhitney
@@ -23,6 +23,7 @@ __all__ = [
     "SPOT",
     "Anomaly",
     "AnomalyTracker",
+    "CoarseSeasonalReference",
     "DeciderConfig",
     "Detector",
     "Ensemble",
@@ -45,6 +46,7 @@ __all__ = [
     "opt_in",
     "score_series",
     "score_series_info",
+    "season_bucket",
     "seasonal_members_fit",
 ]
 
@@ -96,12 +98,16 @@ def default_detector(
     seasonal_rule: str = "lead",
     seasonal_split: float | None = 4.0,
     memory: int | None = None,
+    season_step: int | None = 300,
 ) -> Detector:
     """The detector the pipeline uses unless configured otherwise: the :class:`Ensemble`.
 
-    Its seasonal members (period ``season_s`` at ``step`` seconds) join only when windows of
-    ``max_points`` points (the window store's retention; None: unbounded) hold their history;
-    otherwise the decider has the robust z-score alone for every metric. ``seasonal_rule``:
+    Its seasonal members (period ``season_s`` at ``step`` seconds) join when windows of
+    ``max_points`` points (the window store's retention; None: unbounded) hold their history.
+    Otherwise, at steps finer than ``season_step`` seconds, the seasonal reference reads the earlier
+    days from a coarse history of bucket means (:class:`CoarseSeasonalReference`, buckets of
+    :func:`season_bucket` seconds; the caller keeps that history, see ``Ensemble.season``);
+    failing that the decider has the robust z-score alone for every metric. ``seasonal_rule``:
     ``lead`` (default), ``cauchy`` or ``consensus`` for seasonal metrics (see :mod:`detectors.ensemble`).
     ``seasonal_split``: the seasonal reference's ``split`` (None: always the mean of the earlier days).
     ``memory``: points the robust z-score's recurrence rule looks back over (None: its own history;
@@ -109,12 +115,34 @@ def default_detector(
     """
     if step <= 0 or season_s <= 0:
         raise ValueError(f"step and season_s must be positive seconds, got step={step}, season_s={season_s}")
+    rules = {**DeciderConfig().rules, "seasonal": seasonal_rule}
     if seasonal_members_fit(step, season_s, max_points):
-        rules = {**DeciderConfig().rules, "seasonal": seasonal_rule}
         period = season_s // step
         members = default_members(period, seasonal_split, memory)
         return Ensemble(period=period, members=members, decider=DeciderConfig(rules=rules))
+    bucket = season_bucket(step, season_s, season_step)
+    if bucket is not None:
+        coarse = CoarseSeasonalReference(period=season_s // bucket, factor=bucket // step, split=seasonal_split)
+        members = [RobustZScore(memory=memory), coarse]
+        return Ensemble(period=season_s // step, members=members, decider=DeciderConfig(rules=rules))
     return Ensemble(members=[RobustZScore(memory=memory)])
+
+
+def season_bucket(step: int, season_s: int = DAY_S, season_step: int | None = 300) -> int | None:
+    """Seconds of one bucket of the coarse seasonal history at ``step`` (None: none).
+
+    The smallest multiple of ``step`` of at least ``season_step`` seconds that divides the
+    season into at least 48 buckets; None when ``season_step`` is None or 0, when the step is
+    already that coarse, or when no such bucket exists.
+    """
+    if not season_step or step >= season_step:
+        return None
+    k = -(-season_step // step)
+    while k * step * 48 <= season_s:
+        if season_s % (k * step) == 0:
+            return k * step
+        k += 1
+    return None
 
 
 @dataclass(frozen=True)

@@ -95,9 +95,9 @@ def initial_checks(windows: np.ndarray, min_points: int) -> np.ndarray:
     n_finite = finite.sum(axis=1)
     status = np.full(windows.shape[0], Status.OK, dtype=np.uint8)
     hist = windows[:, :-1]
-    with np.errstate(invalid="ignore"):
-        lo = np.where(np.isfinite(hist), hist, np.inf).min(axis=1)
-        hi = np.where(np.isfinite(hist), hist, -np.inf).max(axis=1)
+    # fmin/fmax skip NaN in one pass (an infinite value is NON_FINITE below, whatever these say)
+    lo = np.fmin.reduce(hist, axis=1, initial=np.inf)
+    hi = np.fmax.reduce(hist, axis=1, initial=-np.inf)
     status[lo == hi] = Status.CONSTANT
     status[n_finite - finite[:, -1] < min_points] = Status.TOO_FEW_POINTS
     status[~finite[:, -1]] = Status.NEWEST_MISSING
@@ -124,11 +124,18 @@ class Detector(ABC):
 
     def score(self, windows: np.ndarray) -> Scores:
         """Score the newest point of every row. Never raises on bad data: the status says."""
+        arr, status, clean = self._prepare(windows)
+        return self._finish(arr, status, self._score(clean, status))
+
+    def _prepare(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(the windows cut to ``history + 1`` points, their initial status, the same with inf as NaN)."""
         arr = as_windows(windows)
         arr = arr[:, -(self.history + 1) :]
         status = initial_checks(arr, self.min_points)
-        clean = np.where(np.isinf(arr), np.nan, arr)
-        out = self._score(clean, status)
+        return arr, status, np.where(np.isinf(arr), np.nan, arr)
+
+    def _finish(self, arr: np.ndarray, status: np.ndarray, out: Scores) -> Scores:
+        """Zero the rows a status rules out, and record how many points each row had."""
         if out.status is not status and len(out.status) == len(status):
             status = np.maximum(status, np.asarray(out.status, dtype=np.uint8))  # a strategy's own warm-up
         bad = (status != Status.OK) & (status != Status.CONSTANT)

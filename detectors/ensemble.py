@@ -54,7 +54,7 @@ import numpy as np
 from detectors.base import Detector, Scores, Status, pvalue_to_score
 from detectors.robust_z import RobustZScore
 from detectors.rowstats import nan_median
-from detectors.seasonal import HoltWinters, SeasonalReference
+from detectors.seasonal import CoarseSeasonalReference, HoltWinters, SeasonalReference
 
 KINDS = ("plain", "seasonal", "counts", "sparse")
 KIND_CODE = {k: i for i, k in enumerate(KINDS)}
@@ -185,13 +185,34 @@ class Ensemble(Detector):
     def get_params(self) -> dict[str, object]:
         return {"period": self.period, "members": [m.name for m in self.members]}
 
+    @property
+    def season(self) -> CoarseSeasonalReference | None:
+        """The member that reads a coarse seasonal history (:meth:`score_season`), if any."""
+        return next((m for m in self.members if isinstance(m, CoarseSeasonalReference)), None)
+
     def score(self, windows: np.ndarray) -> Scores:
-        if len(self.members) == 1:  # nothing to decide or combine (the 60-second default): no second check pass
+        if len(self.members) == 1:  # nothing to decide or combine: no second check pass
             return self.members[0].score(windows)
         return super().score(windows)
 
-    def _score(self, windows: np.ndarray, status: np.ndarray) -> Scores:
-        outs = {m.name: m.score(windows) for m in self.members}
+    def score_season(self, windows: np.ndarray, coarse: Sequence[np.ndarray] | None, end_slot: int) -> Scores:
+        """:meth:`score`, with the coarse seasonal history of every row (see :attr:`season`).
+
+        ``coarse``: the bucket means of each span of ``season.spans(end_slot)`` (rows x buckets),
+        ``end_slot`` being the windows' newest fine slot; None: not kept.
+        """
+        arr, status, clean = self._prepare(windows)
+        return self._finish(arr, status, self._score(clean, status, (coarse, end_slot)))
+
+    def _score(
+        self, windows: np.ndarray, status: np.ndarray, season: tuple[Sequence[np.ndarray] | None, int] | None = None
+    ) -> Scores:
+        outs = {}
+        for m in self.members:
+            if isinstance(m, CoarseSeasonalReference):
+                outs[m.name] = m.score_coarse(windows, *season) if season is not None else m.score(windows)
+            else:
+                outs[m.name] = m.score(windows)
         base = outs["robust_z"]
         seasonal_scale = None
         if "seasonal" in outs:
@@ -215,6 +236,12 @@ class Ensemble(Detector):
         w /= np.maximum(w.sum(axis=0), 1e-12)
         sc = np.stack([o.score for o in outs.values()])
         score, top = cauchy_combine(sc, w)
+        # one member alone: its own score (the combination would floor a zero at p = 1/2, score 0.03)
+        alone = (w > 0).sum(axis=0) == 1
+        if alone.any():
+            only = np.argmax(w[:, alone], axis=0)
+            score[alone] = sc[only, np.flatnonzero(alone)]
+            top[alone] = only
         for kname, rule in self.decider.rules.items():
             ws = self.decider.weights.get(kname, {})
             lead_name = next((n for n in ws if n in names and ws[n] > 0), None)

@@ -9,10 +9,11 @@ so "the same time yesterday" is simply ``period`` points back; ``period`` is in 
 (``workers`` converts ``STORMEYE_SEASON_S`` with the step).
 
 Where the seasonal history lives: in the window store. The windows must hold
-``seasons * period + calibration`` points; rows with less are ``TOO_FEW_POINTS`` (so at a
-60-second step with 480 points of retention the daily strategies stay silent and the ensemble
-falls back to its other members; at a 5-minute step the default retention grows to hold two
-days). Nothing is kept between calls: the distributed mode needs no extra state.
+``seasons * period + calibration`` points; rows with less are ``TOO_FEW_POINTS``. At a
+5-minute step the default retention grows to hold two days. At a 60-second step, where 480
+points of retention hold 8 hours, :class:`CoarseSeasonalReference` takes the seasonal
+reference's place and reads the earlier days from a second, small history of 5-minute means
+that ``workers`` keeps beside the window store.
 
 :class:`SeasonalReference` — for point ``s``, the reference is the median over the last
 ``seasons`` periods ``k`` of the mean of the ``2 * halfwidth + 1`` points around ``s - k * period``
@@ -31,11 +32,34 @@ anomaly does not bend the forecast towards itself. The one-step forecast errors 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
 from detectors.base import Detector, Scores, pvalue_to_score
 from detectors.calibration import CalibrationConfig, calibrated_log_p, robust_location_scale, value_quantum
 from detectors.rowstats import nan_median
+
+#: buckets :meth:`CoarseSeasonalReference.bucket_means` gives each time a bucket completes (late points)
+WRITE_BUCKETS = 6
+
+
+def bucket_means(values: np.ndarray, first_slot: int, factor: int, b0: int, b1: int) -> np.ndarray:
+    """Means of buckets ``b0`` to ``b1 - 1`` of every row (rows x buckets; NaN: under half its points).
+
+    Column ``j`` of ``values`` is slot ``first_slot + j``; bucket ``b`` holds slots ``b * factor``
+    to ``b * factor + factor - 1``. Slots outside ``values`` count as missing.
+    """
+    m, n = values.shape
+    cols = np.arange(b0 * factor, b1 * factor) - first_slot
+    ok = (cols >= 0) & (cols < n)
+    flat = np.full((m, len(cols)), np.nan)
+    flat[:, ok] = values[:, cols[ok]]
+    block = flat.reshape(m, b1 - b0, factor)
+    cnt = np.isfinite(block).sum(axis=2)
+    with np.errstate(invalid="ignore"):
+        return np.where(cnt * 2 >= factor, np.nansum(block, axis=2) / np.maximum(cnt, 1), np.nan)
 
 
 def _check_period(period: int, seasons: int, calibration: int) -> None:
@@ -82,10 +106,12 @@ class _ResidualDetector(Detector):
         raise NotImplementedError
 
     def _score_residuals(
-        self, windows: np.ndarray, status: np.ndarray
+        self, windows: np.ndarray, status: np.ndarray, resid: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(newest residual, residual median, z, scale, score, status) of every row."""
-        resid = self.residuals(windows)
+        """(newest residual, residual median, z, scale, score, status) of every row (``resid``: the
+        residuals, when the caller has them; else :meth:`residuals` of ``windows``)."""
+        if resid is None:
+            resid = self.residuals(windows)
         hist, new = resid[:, :-1], resid[:, -1]
         # rows whose season is not covered (short window, gaps a period back) are warming up
         known = np.isfinite(hist).sum(axis=1)
@@ -171,6 +197,11 @@ class SeasonalReference(_ResidualDetector):
             with np.errstate(invalid="ignore"):
                 use_exact = np.abs(cur[:, ok] - exact_k) < np.abs(cur[:, ok] - mean_k)
             refs[k - 1][:, ok] = np.where(use_exact, exact_k, mean_k)
+        return cur - self._reference(cur, refs)
+
+    def _reference(self, cur: np.ndarray, refs: np.ndarray) -> np.ndarray:
+        """What the season predicts for ``cur`` (rows x points) from each earlier season's ``refs``."""
+        m, c = cur.shape
         if self.seasons == 1:
             ref = refs[0]
         elif self.nearest:
@@ -184,10 +215,10 @@ class SeasonalReference(_ResidualDetector):
             with np.errstate(invalid="ignore"):
                 ref = np.where(np.isnan(refs[0]), refs[1], np.where(np.isnan(refs[1]), refs[0], refs.mean(axis=0)))
             if self.split is not None:
-                ref = self._split_days(windows[:, n - c :], refs, ref)
+                ref = self._split_days(cur, refs, ref)
         else:
             ref = nan_median(np.moveaxis(refs, 0, -1).reshape(m * c, self.seasons)).reshape(m, c)
-        return windows[:, n - c :] - ref
+        return ref
 
     def _split_days(self, cur: np.ndarray, refs: np.ndarray, ref: np.ndarray) -> np.ndarray:
         """Where the two earlier days disagree by more than ``split`` of their usual difference, the nearer one.
@@ -214,6 +245,143 @@ class SeasonalReference(_ResidualDetector):
             status=status,
             raw={"seasonal_z": z, "expected": windows[:, -1] - new + med, "seasonal_scale": scale},
         )
+
+
+class CoarseSeasonalReference(SeasonalReference):
+    """The seasonal reference at a fine step, with its earlier days kept at a coarse step.
+
+    At a 60-second step two days are 2,880 points: more than a window store should hold for every
+    metric, and more than a scorer should read every minute. This strategy judges the fine
+    points against the *coarse* history instead: the means of ``factor`` consecutive points
+    (buckets; 5 at 60 s for 5-minute buckets), kept for ``seasons`` periods in a second, small
+    ring beside the window store (``workers`` keeps it: :meth:`bucket_means` gives what to write,
+    ``season_points`` how many buckets to keep). For each of the last ``calibration + 1`` fine
+    points the reference of an earlier day is that day's bucket means interpolated linearly
+    between bucket centres to the point's time, or the point's own bucket where that is nearer
+    the value (as :class:`SeasonalReference` takes the exact phase where it is nearer than the
+    neighbourhood mean: a job starting within yesterday's bucket matches it); the days are
+    combined as there (mean, ``split``) and the fine residuals calibrated the same way. A row
+    is scored once it has two earlier days (one alone would make whatever that day did news
+    today, with no second day to tell). What it cannot do that the full-resolution reference
+    does: match a spike that recurs at the exact same minute every day (a bucket mean dilutes
+    it), so such a spike is judged against its bucket's mean.
+
+    ``period``: buckets per season (288: a day of 5-minute buckets). Without the coarse history
+    (:meth:`score`, as for any detector) every row is ``TOO_FEW_POINTS``: the ensemble then
+    scores with its other members. Memory: ``4 * season_points`` bytes a metric (2.4 kB for
+    two days of 5-minute means) against ``4 * 2 * 1,440`` for the same days at 60 s.
+    """
+
+    # it stands in the ensemble where the full-resolution reference would (weights, rules, evidence)
+    name = "seasonal"
+
+    def __init__(self, period: int = 288, factor: int = 5, seasons: int = 2, **kwargs: Any) -> None:
+        if not isinstance(factor, (int, np.integer)) or factor < 2:
+            raise ValueError(f"factor must be a whole number of points >= 2 per bucket, got {factor!r}")
+        super().__init__(period=period, seasons=seasons, halfwidth=0, **kwargs)
+        self.factor = int(factor)
+        # fine points: the calibration part, and enough to compute the buckets written each time
+        self.history = max(self.calibration, self.factor * WRITE_BUCKETS)
+        #: buckets the coarse ring must hold: the seasons back from the oldest calibration point
+        self.season_points = seasons * period + -(-(self.calibration + 1) // self.factor) + 3
+
+    def bucket_means(self, windows: np.ndarray, end_slot: int) -> tuple[int, np.ndarray]:
+        """(first bucket, means) of the last ``WRITE_BUCKETS`` buckets complete at fine slot ``end_slot``.
+
+        ``windows`` end at ``end_slot``; bucket ``b`` holds fine slots ``b * factor`` to
+        ``b * factor + factor - 1``. A bucket with fewer than half its points is NaN (unknown).
+        Writing the last few buckets again each time a bucket completes takes in points that
+        arrived late.
+        """
+        last = (end_slot + 1) // self.factor - 1  # the newest complete bucket
+        first = last - WRITE_BUCKETS + 1
+        return first, bucket_means(windows, end_slot - windows.shape[1] + 1, self.factor, first, last + 1)
+
+    def spans(self, end_slot: int) -> list[tuple[int, int]]:
+        """(last bucket, buckets) of the coarse history each earlier season reads, nearest season first.
+
+        Each span covers the buckets around the same phase, ``k`` seasons back, of the last
+        ``calibration + 1`` fine points ending at fine slot ``end_slot``.
+        """
+        f, c = self.factor, self.calibration + 1
+        count = -(-c // f) + 3
+        return [((end_slot - k * self.period * f) // f + 1, count) for k in range(1, self.seasons + 1)]
+
+    def coarse_residuals(self, windows: np.ndarray, coarse: Sequence[np.ndarray], end_slot: int) -> np.ndarray:
+        """Fine residuals of the last ``calibration + 1`` points against the coarse earlier days.
+
+        ``coarse``: for each span of :meth:`spans`, rows x buckets of bucket means ending at the
+        span's last bucket (NaN: unknown).
+        """
+        m, n = windows.shape
+        f, c = self.factor, min(self.calibration + 1, n)
+        cur = windows[:, n - c :]
+        u = np.arange(end_slot - c + 1, end_slot + 1)
+        refs = np.full((self.seasons, m, c), np.nan)
+        for k, ((last, count), seg) in enumerate(zip(self.spans(end_slot), coarse, strict=True), start=1):
+            # a bucket's mean stands at its centre; interpolate between the two centres around the point
+            x = (u - k * self.period * f - (f - 1) / 2.0) / f - (last - count + 1)
+            i0 = np.floor(x).astype(np.int64)
+            w1 = x - i0
+            ok = (i0 >= 0) & (i0 + 1 < count)
+            lo = np.clip(i0, 0, count - 2)
+            # np.take: a column gather many times faster than fancy indexing
+            a, b = np.take(seg, lo, axis=1), np.take(seg, lo + 1, axis=1)
+            if not ok.all():
+                a[:, ~ok] = np.nan
+                b[:, ~ok] = np.nan
+            up = w1 >= 0.5  # the point's own bucket: the right one of the two
+            ref = b - a
+            ref *= w1
+            ref += a
+            gap = np.isnan(ref)
+            if gap.any():  # one of the two buckets unknown: the other
+                ref[gap] = np.where(np.isnan(a), b, a)[gap]
+            # the point's own bucket where nearer: a job that starts within the bucket of
+            # yesterday's start matches it, as the exact phase does at full resolution (a
+            # departure is far from both)
+            own = np.where(up, b, a)
+            with np.errstate(invalid="ignore"):
+                nearer = np.abs(cur - own) < np.abs(cur - ref)
+            np.copyto(ref, own, where=nearer)
+            refs[k - 1] = ref
+        return cur - self._reference(cur, refs)
+
+    def score_coarse(self, windows: np.ndarray, coarse: Sequence[np.ndarray] | None, end_slot: int) -> Scores:
+        """Score the newest point of every row against the coarse history (:meth:`coarse_residuals`; None:
+        not kept)."""
+        arr, status, clean = self._prepare(windows)
+        segs = [np.asarray(c, dtype=np.float64) for c in coarse] if coarse is not None else []
+        # rows without earlier days kept (a new metric, a new deployment) skip the work
+        days = np.zeros(len(status), dtype=np.int64)
+        for seg in segs:
+            days += np.isfinite(seg).any(axis=1)
+        # one earlier day alone is no reference: whatever it did (an incident, a batch that day)
+        # would be news today, and there is no second day to tell (``split``)
+        known = days >= min(self.seasons, 2)
+        out = self._warming(status)
+        rows = np.flatnonzero(known)
+        if len(rows):
+            sub = clean[rows]
+            resid = self.coarse_residuals(sub, [seg[rows] for seg in segs], end_slot)
+            new, med, z, scale, score, st = self._score_residuals(sub, status[rows], resid)
+            out.score[rows], out.status[rows] = score, st
+            out.direction[rows] = np.sign(z).astype(np.int8)
+            full = {"seasonal_z": z, "expected": sub[:, -1] - new + med, "seasonal_scale": scale}
+            for key, v in full.items():
+                out.raw[key] = np.full(len(status), np.nan)
+                out.raw[key][rows] = v
+        return self._finish(arr, status, out)
+
+    def _warming(self, status: np.ndarray) -> Scores:
+        m = len(status)
+        st = status.copy()
+        st[st == 0] = 1  # Status.TOO_FEW_POINTS
+        return Scores(score=np.zeros(m), direction=np.zeros(m, dtype=np.int8), status=st)
+
+    def _score(self, windows: np.ndarray, status: np.ndarray) -> Scores:
+        # a window alone holds no earlier day at this step
+        return self._warming(status)
 
 
 class HoltWinters(_ResidualDetector):

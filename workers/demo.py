@@ -31,8 +31,8 @@ def run_storm(
     """History is bulk-loaded (a running service already holds it); the storm is ticked step by step."""
     pipe = pipeline or Pipeline(settings, database=database, keep_archive=True)
     h = storm.history_steps
-    keep = max(0, h - settings.retention_points)
-    pipe.load_history(storm.names, storm.timestamps[keep:h], storm.values[:, keep:h])
+    # all of it: the window store keeps its retention, the coarse seasonal history (if any) the rest
+    pipe.load_history(storm.names, storm.timestamps[:h], storm.values[:, :h])
     rows = pipe.register(storm.names)
     total = len(storm.timestamps) - h
     for k, j in enumerate(range(h, len(storm.timestamps))):

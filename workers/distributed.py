@@ -69,6 +69,7 @@ from workers.pipeline import (
     detect,
     due_slot,
     group_membership,
+    load_seasons,
     make_collective,
     make_detector,
     touched_incidents,
@@ -167,6 +168,7 @@ class Runtime:
         self.store = RedisWindowStore(self.r, settings.redis_prefix, settings.step_s, settings.retention_points)
         self._database = database
         self._detector: Detector | None = None
+        self._seasons: RedisWindowStore | None = None
         self._rules: CompiledRules | None = None
         self.index = NameIndex(graphite=settings.graphite)
         self.topology = settings.topology()  # declared, plus what service-graph metrics name (see warm)
@@ -192,6 +194,17 @@ class Runtime:
         if self._detector is None:
             self._detector = make_detector(self.settings)
         return self._detector
+
+    @property
+    def seasons(self) -> RedisWindowStore | None:
+        """The coarse seasonal history in Redis, when the detector reads one (docs/detectors.md)."""
+        season = getattr(self.detector, "season", None)
+        if season is None:
+            return None
+        if self._seasons is None:
+            prefix = f"{self.settings.redis_prefix}:season"
+            self._seasons = RedisWindowStore(self.r, prefix, self.step * season.factor, season.season_points)
+        return self._seasons
 
     def close(self) -> None:
         if self._database is not None:
@@ -270,6 +283,7 @@ class Runtime:
         if new:
             self.database.ensure_metrics(new)
         self.store.load(rows, timestamps, values)
+        load_seasons(self.detector, self.seasons, rows, timestamps, values)
         last = math.floor(float(np.max(timestamps)) / self.step)
         self.r.set(self.k("tick", "scored"), max(last, self.scored_slot() or last))
 
@@ -531,7 +545,8 @@ class Runtime:
             marker = f"score_shard:{shard}:{slot}"
             running = self.k("running")
             self.r.hset(running, marker, json.dumps({"by": self.consumer, "since": time.time()}))
-            det = detect(self.detector, self.store, self.registry.shard_rows(shard), float(slot * self.step))
+            rows = self.registry.shard_rows(shard)
+            det = detect(self.detector, self.store, rows, float(slot * self.step), self.seasons)
             pipe = self.r.pipeline(transaction=True)
             pipe.set(self.k("step", slot, "shard", shard), pack_detected(det), ex=RESULT_TTL_S)
             pipe.sadd(dkey, shard)

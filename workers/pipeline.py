@@ -28,8 +28,10 @@ import scipy.sparse as sp
 
 from detectors import AnomalyTracker, Detector, Scores, default_detector
 from detectors.collective import CollectiveEvidence
+from detectors.ensemble import Ensemble
 from detectors.events import Anomaly, TrackerUpdate
 from detectors.rules import CompiledRules
+from detectors.seasonal import bucket_means
 from grouping.incidents import Incident, IncidentChange, IncidentTracker
 from grouping.names import NAME_KEY, NameIndex, parse
 from workers.actions import PeopleSync
@@ -93,12 +95,71 @@ def due_slot(now: float, step: int, grace_s: float) -> int:
     return math.floor((now - grace_s) / step) - 1
 
 
-def detect(detector: Detector, store: WindowStore, rows: np.ndarray, at: float) -> Detected:
-    """Score the step ending at ``at`` for metric ``rows`` (each metric on its own)."""
+def detect(
+    detector: Detector, store: WindowStore, rows: np.ndarray, at: float, seasons: WindowStore | None = None
+) -> Detected:
+    """Score the step ending at ``at`` for metric ``rows`` (each metric on its own).
+
+    ``seasons``: the coarse seasonal history (:func:`season_store`) when the detector reads one
+    (``Ensemble.season``); each time a bucket completes, its mean and those of the few buckets
+    before it are written there from the windows just read, then the history is read back.
+    """
     rows = np.asarray(rows, dtype=np.int64)
     windows = store.windows(rows, at, detector.history + 1)
-    scores = detector.score(windows)
+    season = getattr(detector, "season", None)
+    if season is None or seasons is None or not isinstance(detector, Ensemble):
+        scores = detector.score(windows)
+    else:
+        end_slot = math.floor(at / store.step)
+        f = season.factor
+        if len(rows) and (end_slot + 1) % f == 0:
+            first, means = season.bucket_means(windows, end_slot)
+            write_buckets(seasons, rows, first, means)
+        spans = [(float(last * seasons.step), count) for last, count in season.spans(end_slot)]
+        scores = detector.score_season(windows, seasons.segments(rows, spans), end_slot)
     return Detected(rows, scores, int(np.isfinite(windows[:, -1]).sum()) if len(rows) else 0)
+
+
+def write_buckets(seasons: WindowStore, rows: np.ndarray, first: int, means: np.ndarray) -> None:
+    """Write bucket means (rows x buckets from bucket ``first``) into the seasonal history; NaN is skipped."""
+    b = np.arange(first, first + means.shape[1])
+    r = np.repeat(rows, len(b))
+    t = np.tile(b * float(seasons.step), len(rows))
+    v = means.reshape(-1)
+    ok = np.isfinite(v)
+    if ok.any():
+        seasons.append(r[ok], t[ok], v[ok])
+
+
+def season_store(detector: Detector, step: int) -> MemoryWindowStore | None:
+    """The embedded mode's coarse seasonal history for ``detector`` (None when it reads none)."""
+    season = getattr(detector, "season", None)
+    if season is None:
+        return None
+    return MemoryWindowStore(step * season.factor, season.season_points)
+
+
+def load_seasons(
+    detector: Detector, seasons: WindowStore | None, rows: np.ndarray, timestamps: np.ndarray, values: np.ndarray
+) -> None:
+    """Fill the coarse seasonal history from bulk-loaded history (rows x timestamps, on the step grid)."""
+    season = getattr(detector, "season", None)
+    ts = np.asarray(timestamps, dtype=np.float64)
+    if season is None or seasons is None or not len(ts) or not len(rows):
+        return
+    f = season.factor
+    step = seasons.step // f
+    slots = np.floor(ts / step).astype(np.int64)
+    first_slot, last_slot = int(slots.min()), int(slots.max())
+    grid = np.full((len(rows), last_slot - first_slot + 1), np.nan)
+    grid[:, slots - first_slot] = np.asarray(values, dtype=np.float64)
+    b0 = -(-first_slot // f)  # the first whole bucket
+    b1 = (last_slot + 1) // f  # one past the last whole bucket
+    if b1 <= b0:
+        return
+    means = bucket_means(grid, first_slot, f, b0, b1)
+    keep = min(b1 - b0, season.season_points)
+    write_buckets(seasons, rows, b1 - keep, means[:, -keep:])
 
 
 def track(
@@ -195,7 +256,9 @@ def make_detector(settings: Settings) -> Detector:
     if settings.detector in ("default", "ensemble"):
         split = settings.seasonal_split or None
         memory = settings.recurrence_memory_points or None
-        return default_detector(step, season, settings.retention_points, settings.seasonal_rule, split, memory)
+        return default_detector(
+            step, season, settings.retention_points, settings.seasonal_rule, split, memory, settings.season_step_s
+        )
     strategies = detectors.available()
     cls = strategies.get(settings.detector)
     if cls is None:
@@ -235,6 +298,8 @@ class Pipeline:
         self.database = database
         self.detector = detector or make_detector(settings)
         self.store: WindowStore = store or MemoryWindowStore(settings.step_s, settings.retention_points)
+        #: the coarse seasonal history, at steps too fine for the store to hold earlier days (docs/detectors.md)
+        self.seasons = season_store(self.detector, settings.step_s)
         self.registry = MetricRegistry()
         self.index = NameIndex(graphite=settings.graphite)
         self.collective = make_collective(settings)
@@ -331,6 +396,7 @@ class Pipeline:
             r = np.repeat(rows, len(timestamps))
             t = np.tile(np.asarray(timestamps, dtype=np.float64), len(rows))
             self.store.append(r, t, np.asarray(values).reshape(-1))
+        load_seasons(self.detector, self.seasons, rows, timestamps, values)
         self.last_scored = math.floor(float(np.max(timestamps)) / self.step)
 
     # -- the tick ------------------------------------------------------------------------
@@ -366,7 +432,7 @@ class Pipeline:
         alerts = self.alerts.changed(at)
         if n == 0:
             return self.group(at, alerts, 0, 0, 0) if alerts else TickResult(at, 0)
-        detected = detect(self.detector, self.store, np.arange(n), at)
+        detected = detect(self.detector, self.store, np.arange(n), at, self.seasons)
         membership = self.membership() if self.collective is not None else None
         symptoms = self.incidents.symptom_candidates if self.settings.symptoms else None
         upd = track(

@@ -268,6 +268,15 @@ class RedisWindowStore:
             return out
         return self.decode(self.raw(rows), end, points, int(newest // self.step))
 
+    def segments(self, rows: np.ndarray, spans: Sequence[tuple[float, int]]) -> list[np.ndarray]:
+        """:meth:`windows` for each ``(end, points)`` of ``spans``, from one read of the rows' rings."""
+        rows = np.asarray(rows, dtype=np.int64)
+        newest = self.newest()
+        if not len(rows) or newest is None:
+            return [np.full((len(rows), points), np.nan) for _, points in spans]
+        blob = self.raw(rows)
+        return [self.decode(blob, end, points, int(newest // self.step)) for end, points in spans]
+
     def decode(self, blob: bytes, end: float, points: int, newest_slot: int) -> np.ndarray:
         """Windows from :meth:`raw`'s bytes: the slots ``end - points + 1 .. end`` of each metric's ring."""
         L, size = self.length, self.window_bytes

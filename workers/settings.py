@@ -47,6 +47,13 @@ class Settings(BaseSettings):
         "default", description="'default' (the ensemble) or one strategy for an ablation: robust_z, seasonal, ..."
     )
     season_s: int = Field(86_400, ge=2, description="the seasonal detectors' period in seconds (a day)")
+    season_step_s: int = Field(
+        300,
+        ge=0,
+        description="at steps finer than this, the seasonal reference reads earlier days from a second, coarse "
+        "history of bucket means (5-minute means at 60 s: 2.4 kB a metric for two days) instead of windows "
+        "too long to keep; 0 turns it off (docs/detectors.md)",
+    )
     seasonal_rule: Literal["lead", "cauchy", "consensus"] = Field(
         "lead",
         description="how the ensemble joins its seasonal members: lead (the seasonal reference leads, "

@@ -10,6 +10,7 @@ and counted (never silently dropped).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,6 +33,8 @@ class WindowStore(Protocol):
     def windows(self, rows: np.ndarray, end: float, points: int) -> np.ndarray: ...
 
     def newest(self) -> float | None: ...
+
+    def segments(self, rows: np.ndarray, spans: Sequence[tuple[float, int]]) -> list[np.ndarray]: ...
 
 
 def last_of_each(rows: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, int]:
@@ -132,9 +135,17 @@ class MemoryWindowStore:
         valid = (slots <= self._head) & (slots > self._head - self.length)
         if valid.any():
             known = rows < self._buf.shape[0]
-            sub = self._buf[rows[known]][:, slots[valid] % self.length]
+            cols = slots[valid] % self.length
+            if known.all() and np.array_equal(rows, np.arange(len(rows))):
+                sub = self._buf[: len(rows), cols]  # every metric (a tick): one gather
+            else:
+                sub = self._buf[np.ix_(rows[known], cols)]
             out[np.ix_(np.flatnonzero(known), np.flatnonzero(valid))] = sub
         return out
+
+    def segments(self, rows: np.ndarray, spans: Sequence[tuple[float, int]]) -> list[np.ndarray]:
+        """:meth:`windows` for each ``(end, points)`` of ``spans``."""
+        return [self.windows(rows, end, points) for end, points in spans]
 
     def nbytes(self) -> int:
         return int(self._buf.nbytes)

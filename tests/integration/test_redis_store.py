@@ -164,3 +164,36 @@ def test_bulk_load_equals_appending_every_point(client: redis.Redis, prefix: str
     assert (b.accepted, b.too_old) == (int(np.isfinite(vals[:, -16:]).sum()), 0)
     assert mem.newest() == red.newest()
     np.testing.assert_array_equal(mem.windows(np.arange(7), ts[-1], 16), red.windows(np.arange(7), ts[-1], 16))
+
+
+def test_the_coarse_seasonal_history_is_the_same_in_redis(client: redis.Redis, prefix: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from workers.distributed import Runtime
+    from workers.pipeline import Pipeline
+    from workers.settings import Settings
+
+    # a 4-hour season at 60 s: two seasons do not fit the 480-point store, so 5-minute means are kept
+    common = dict(step_s=60, season_s=14_400, retention_points=480)
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'd.db'}", redis_prefix=prefix, **common)
+    rt = Runtime(settings, client=client)
+    pipe = Pipeline(Settings(database_url="sqlite://", **common))
+    rng = np.random.default_rng(0)
+    names = [f'cpu{{host="h{i}"}}' for i in range(5)]
+    ts = 1_700_006_400.0 + 60.0 * np.arange(3 * 240)
+    vals = rng.normal(50, 5, (5, len(ts)))
+    vals[2, 100:130] = np.nan  # a gap: its buckets are unknown in both
+    rt.load_history(names, ts, vals)
+    pipe.load_history(names, ts, vals)
+    assert rt.seasons is not None and pipe.seasons is not None
+    spans = [(ts[-1] - 300.0 * k, 40) for k in (0, 48, 100)]
+    rows = np.arange(5)
+    for a, b in zip(rt.seasons.segments(rows, spans), pipe.seasons.segments(rows, spans), strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert np.isfinite(a).any()
+    # the detector reads it the same way in both modes
+    from workers.pipeline import detect
+
+    at = float(ts[-1])
+    np.testing.assert_array_equal(
+        detect(rt.detector, rt.store, rows, at, rt.seasons).scores.score,
+        detect(pipe.detector, pipe.store, rows, at, pipe.seasons).scores.score,
+    )

@@ -116,7 +116,13 @@ def test_ensemble_is_a_pure_function_of_the_window() -> None:
 
 def test_default_detector_fits_the_retention() -> None:
     names = lambda d: [m.name for m in d.members]  # noqa: E731
-    assert names(detectors.default_detector(60, max_points=480)) == ["robust_z"]
+    # at 60 s two days do not fit 480 points: the seasonal reference reads 5-minute means instead
+    fine = detectors.default_detector(60, max_points=480)
+    assert names(fine) == ["robust_z", "seasonal"]
+    assert isinstance(fine.members[1], detectors.CoarseSeasonalReference) and fine.members[1].factor == 5
+    assert names(detectors.default_detector(60, max_points=480, season_step=0)) == ["robust_z"]
+    assert detectors.season_bucket(120) == 360 and detectors.season_bucket(300) is None
+    assert detectors.season_bucket(7, season_s=3600) is None  # no multiple of 7 s at least 300 s divides an hour
     assert names(detectors.default_detector(300, max_points=723)) == ["robust_z", "seasonal", "holt_winters"]
     with pytest.raises(ValueError, match="positive"):
         detectors.default_detector(0)
