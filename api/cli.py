@@ -64,6 +64,9 @@ def demo(
     metrics: int = typer.Option(2000, help="number of metrics"),
     incidents: int = typer.Option(10, help="number of multi-metric incidents"),
     cascades: int = typer.Option(4, help="outages cascading through a microservice estate (0: none)"),
+    history_days: float = typer.Option(
+        1.0, min=0.1, help="days of normal history before the storm (two or more: daily seasonality at 1 minute)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the figures as one JSON object"),
     database: str | None = typer.Option(None, help="database URL (default: STORMEYE_DATABASE_URL)"),
 ) -> None:
@@ -83,6 +86,7 @@ def demo(
             database=db,
             progress=lambda k, n: prog.update(task, completed=k, total=n),
             cascades=cascades,
+            history_steps=round(history_days * 86_400 / settings.step_s),
         )
     f = result.figures
     if as_json:

@@ -55,13 +55,20 @@ def run_demo(
     database: Database | None = None,
     progress: Callable[[int, int], None] | None = None,
     cascades: int = 4,
+    history_steps: int = 1440,
 ) -> DemoResult:
     """The demo storm: ``n_metrics`` metrics with ``n_incidents`` incidents (and the simulator's
     other patterns), plus a microservice estate with ``cascades`` cascades (0: the storm as it
-    was before cascades, value for value)."""
+    was before cascades, value for value), after ``history_steps`` steps of normal history (at
+    60 s, 2,880 or more give the seasonal reference its two earlier days)."""
     t0 = time.perf_counter()
     storm = simulate_storm(
-        seed=seed, n_metrics=n_metrics, n_incidents=n_incidents, step=settings.step_s, cascades=cascades
+        seed=seed,
+        n_metrics=n_metrics,
+        n_incidents=n_incidents,
+        step=settings.step_s,
+        cascades=cascades,
+        history_steps=history_steps,
     )
     pipe, incidents = run_storm(storm, settings, database, progress)
     figures = evaluate_storm(storm, incidents, anomalies=pipe.anomaly_list())

@@ -158,8 +158,9 @@ def run_storm_distributed(
     """
     rt = dep.runtime
     h = storm.history_steps
-    keep = max(0, h - rt.settings.retention_points)
-    rt.load_history(storm.names, storm.timestamps[keep:h], storm.values[:, keep:h])
+    # all of it, as the embedded demo loads it: the window store keeps its retention, the
+    # seasonal history (5-minute means at 60 s) what is older
+    rt.load_history(storm.names, storm.timestamps[:h], storm.values[:, :h])
     accepted: dict[int, int] = {}
     total = len(storm.timestamps)
     for k, lo in enumerate(range(h, total, chunk_steps)):
@@ -180,8 +181,7 @@ def run_storm_embedded(storm: Any, settings: Any, database: Any) -> Any:
 
     pipe = Pipeline(settings, database=database)
     h = storm.history_steps
-    keep = max(0, h - settings.retention_points)
-    pipe.load_history(storm.names, storm.timestamps[keep:h], storm.values[:, keep:h])
+    pipe.load_history(storm.names, storm.timestamps[:h], storm.values[:, :h])
     rows = pipe.register(storm.names)
     for j in range(h, len(storm.timestamps)):
         t = float(storm.timestamps[j])

@@ -8,9 +8,11 @@ import signal
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from workers.db import Database
+from workers.pipeline import detect
 from workers.settings import Settings
 from workers.simulator import simulate_storm
 
@@ -29,7 +31,8 @@ def assert_every_point_scored(dep, accepted: dict[int, int]) -> None:  # type: i
 
 @pytest.fixture(scope="module")
 def storm():  # type: ignore[no-untyped-def]
-    return simulate_storm(seed=0, n_metrics=300, n_incidents=4)
+    # three days of history: the seasonal reference reads two days of 5-minute means in both modes
+    return simulate_storm(seed=0, n_metrics=300, n_incidents=4, history_steps=3 * 1440)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,10 @@ def reference(storm, tmp_path_factory):  # type: ignore[no-untyped-def]
 
     url = f"sqlite:///{tmp_path_factory.mktemp('embedded') / 'ref.db'}"
     db = Database(url)
-    run_storm_embedded(storm, Settings(database_url=url), db)
+    pipe = run_storm_embedded(storm, Settings(database_url=url), db)
+    # the seasonal reference did score: its history is there, and it judged some metrics seasonal
+    det = detect(pipe.detector, pipe.store, np.arange(len(storm.names)), float(storm.timestamps[-1]), pipe.seasons)
+    assert det.scores.raw.get("seasonal_scale") is not None and (det.scores.raw["kind"] == 1).any()
     snap = snapshot(db)
     db.dispose()
     return snap

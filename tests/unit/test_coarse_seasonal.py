@@ -131,3 +131,13 @@ def test_without_two_days_the_default_scores_exactly_as_the_robust_z_score() -> 
     np.testing.assert_array_equal(got.score, want.score)
     np.testing.assert_array_equal(got.direction, want.direction)
     assert (want.score == 0).any() and (want.score >= 0.5).sum() >= 30
+
+
+def test_the_demo_refuses_a_history_too_short_to_say_what_to_fix() -> None:
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    res = CliRunner().invoke(app, ["demo", "--history-days", "0", "--json", "--database", "sqlite://"])
+    assert res.exit_code == 2
+    assert "--history-days" in res.output and "0.1" in res.output
