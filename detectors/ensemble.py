@@ -211,6 +211,10 @@ class Ensemble(Detector):
         for m in self.members:
             if isinstance(m, CoarseSeasonalReference):
                 outs[m.name] = m.score_coarse(windows, *season) if season is not None else m.score(windows)
+            elif m.history == self.history and m.min_points == self.min_points:
+                # the same cut and checks as the ensemble's own (the robust z-score, usually): not twice
+                st = status.copy()
+                outs[m.name] = m._finish(windows, st, m._score(windows, st))
             else:
                 outs[m.name] = m.score(windows)
         base = outs["robust_z"]

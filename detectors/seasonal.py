@@ -317,7 +317,7 @@ class CoarseSeasonalReference(SeasonalReference):
         f, c = self.factor, min(self.calibration + 1, n)
         cur = windows[:, n - c :]
         u = np.arange(end_slot - c + 1, end_slot + 1)
-        refs = np.full((self.seasons, m, c), np.nan)
+        refs = np.empty((self.seasons, m, c))  # every element is written below
         for k, ((last, count), seg) in enumerate(zip(self.spans(end_slot), coarse, strict=True), start=1):
             # a bucket's mean stands at its centre; interpolate between the two centres around the point
             x = (u - k * self.period * f - (f - 1) / 2.0) / f - (last - count + 1)
@@ -330,8 +330,8 @@ class CoarseSeasonalReference(SeasonalReference):
             if not ok.all():
                 a[:, ~ok] = np.nan
                 b[:, ~ok] = np.nan
-            up = w1 >= 0.5  # the point's own bucket: the right one of the two
-            ref = b - a
+            ref = refs[k - 1]
+            np.subtract(b, a, out=ref)
             ref *= w1
             ref += a
             gap = np.isnan(ref)
@@ -340,11 +340,15 @@ class CoarseSeasonalReference(SeasonalReference):
             # the point's own bucket where nearer: a job that starts within the bucket of
             # yesterday's start matches it, as the exact phase does at full resolution (a
             # departure is far from both)
-            own = np.where(up, b, a)
+            own = np.take(seg, np.where(w1 >= 0.5, lo + 1, lo), axis=1)
+            if not ok.all():
+                own[:, ~ok] = np.nan
+            d_own = np.subtract(cur, own)
+            np.abs(d_own, out=d_own)
+            d_ref = np.subtract(cur, ref)
+            np.abs(d_ref, out=d_ref)
             with np.errstate(invalid="ignore"):
-                nearer = np.abs(cur - own) < np.abs(cur - ref)
-            np.copyto(ref, own, where=nearer)
-            refs[k - 1] = ref
+                np.copyto(ref, own, where=d_own < d_ref)
         return cur - self._reference(cur, refs)
 
     def score_coarse(self, windows: np.ndarray, coarse: Sequence[np.ndarray] | None, end_slot: int) -> Scores:
