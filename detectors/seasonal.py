@@ -280,8 +280,10 @@ class CoarseSeasonalReference(SeasonalReference):
             raise ValueError(f"factor must be a whole number of points >= 2 per bucket, got {factor!r}")
         super().__init__(period=period, seasons=seasons, halfwidth=0, **kwargs)
         self.factor = int(factor)
-        # fine points: the calibration part, and enough to compute the buckets written each time
-        self.history = max(self.calibration, self.factor * WRITE_BUCKETS)
+        # fine points: the calibration part, and at least one bucket to write (of the buckets
+        # written each time, those older than the window the ensemble reads come out unknown and
+        # are not written: they were when they completed)
+        self.history = max(self.calibration, self.factor)
         #: buckets the coarse ring must hold: the seasons back from the oldest calibration point
         self.season_points = seasons * period + -(-(self.calibration + 1) // self.factor) + 3
 
