@@ -201,6 +201,12 @@ class Ensemble(Detector):
         ``coarse``: the bucket means of each span of ``season.spans(end_slot)`` (rows x buckets),
         ``end_slot`` being the windows' newest fine slot; None: not kept.
         """
+        season = self.season
+        others = [m for m in self.members if m is not season]
+        if season is not None and len(others) == 1 and (coarse is None or not season.ready(coarse).any()):
+            # no metric has its earlier days yet (a new deployment): the other member alone, as
+            # the combination would give it, without the combination's work
+            return others[0].score(windows)
         arr, status, clean = self._prepare(windows)
         return self._finish(arr, status, self._score(clean, status, (coarse, end_slot)))
 

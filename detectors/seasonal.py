@@ -359,12 +359,7 @@ class CoarseSeasonalReference(SeasonalReference):
         arr, status, clean = self._prepare(windows)
         segs = [np.asarray(c, dtype=np.float64) for c in coarse] if coarse is not None else []
         # rows without earlier days kept (a new metric, a new deployment) skip the work
-        days = np.zeros(len(status), dtype=np.int64)
-        for seg in segs:
-            days += np.isfinite(seg).any(axis=1)
-        # one earlier day alone is no reference: whatever it did (an incident, a batch that day)
-        # would be news today, and there is no second day to tell (``split``)
-        known = days >= min(self.seasons, 2)
+        known = self.ready(segs) if segs else np.zeros(len(status), dtype=bool)
         out = self._warming(status)
         rows = np.flatnonzero(known)
         if len(rows):
@@ -378,6 +373,17 @@ class CoarseSeasonalReference(SeasonalReference):
                 out.raw[key] = np.full(len(status), np.nan)
                 out.raw[key][rows] = v
         return self._finish(arr, status, out)
+
+    def ready(self, coarse: Sequence[np.ndarray]) -> np.ndarray:
+        """Rows whose coarse history (as :meth:`score_coarse` takes it) holds two earlier days.
+
+        One earlier day alone is no reference: whatever it did (an incident, a batch that day)
+        would be news today, and there is no second day to tell (``split``).
+        """
+        days = np.zeros(len(coarse[0]) if len(coarse) else 0, dtype=np.int64)
+        for seg in coarse:
+            days += np.isfinite(seg).any(axis=1)
+        return days >= min(self.seasons, 2)
 
     def _warming(self, status: np.ndarray) -> Scores:
         m = len(status)

@@ -102,7 +102,9 @@ def detect(
 
     ``seasons``: the coarse seasonal history (:func:`season_store`) when the detector reads one
     (``Ensemble.season``); each time a bucket completes, its mean and those of the few buckets
-    before it are written there from the windows just read, then the history is read back.
+    before it are written there from the windows just read, then the history is read back (not
+    while nothing was ever written as far back as the oldest earlier day: a new deployment's
+    first two days cost no read).
     """
     rows = np.asarray(rows, dtype=np.int64)
     windows = store.windows(rows, at, detector.history + 1)
@@ -115,8 +117,13 @@ def detect(
         if len(rows) and (end_slot + 1) % f == 0:
             first, means = season.bucket_means(windows, end_slot)
             write_buckets(seasons, rows, first, means)
-        spans = [(float(last * seasons.step), count) for last, count in season.spans(end_slot)]
-        scores = detector.score_season(windows, seasons.segments(rows, spans), end_slot)
+        spans = season.spans(end_slot)
+        oldest = seasons.oldest()
+        if oldest is None or oldest > spans[-1][0] * seasons.step:
+            coarse = None  # nothing was written as far back as the oldest earlier day: skip the read
+        else:
+            coarse = seasons.segments(rows, [(float(last * seasons.step), count) for last, count in spans])
+        scores = detector.score_season(windows, coarse, end_slot)
     return Detected(rows, scores, int(np.isfinite(windows[:, -1]).sum()) if len(rows) else 0)
 
 
@@ -129,6 +136,7 @@ def write_buckets(seasons: WindowStore, rows: np.ndarray, first: int, means: np.
     ok = np.isfinite(v)
     if ok.any():
         seasons.append(r[ok], t[ok], v[ok])
+        seasons.mark_oldest(float(t[ok].min()))
 
 
 def season_store(detector: Detector, step: int) -> MemoryWindowStore | None:

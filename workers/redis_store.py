@@ -32,6 +32,13 @@ from workers.store import AppendResult, last_of_each
 
 _NAN32 = np.array([np.nan], dtype="<f4").tobytes()
 
+# KEYS[1] = the oldest-slot key; ARGV[1] = a slot: kept if older than the one there
+_MARK_OLDEST = """
+local v = redis.call('GET', KEYS[1])
+if (not v) or tonumber(v) > tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0
+"""
+
 # KEYS[1] = newest-slot key, KEYS[2..] = metric keys (distinct).
 # ARGV: length, ttl_ms, NaN bytes, counts (uint32 per metric), slots (uint32, ascending per
 # metric), values (float32). Returns {accepted, too_old, newest slot}.
@@ -142,10 +149,20 @@ class RedisWindowStore:
         # renewed every 8th step, so it covers 8 steps more than the retention
         self.ttl_ms = int(1000 * (ttl_s if ttl_s is not None else self.step * (self.length + 9)))
         self._append = client.register_script(_APPEND)
+        self._mark_oldest = client.register_script(_MARK_OLDEST)
         self._newest_key = self.keys("newest_slot")
 
     def newest(self) -> float | None:
         v = self.r.get(self._newest_key)
+        return None if v is None else float(int(v) * self.step)
+
+    def mark_oldest(self, at: float) -> None:
+        """Remember the oldest step written (kept: the earliest ever marked)."""
+        self._mark_oldest(keys=[self.keys("oldest_slot")], args=[int(at // self.step)])
+
+    def oldest(self) -> float | None:
+        """The oldest step :meth:`mark_oldest` was given (None: never)."""
+        v = self.r.get(self.keys("oldest_slot"))
         return None if v is None else float(int(v) * self.step)
 
     def append(self, rows: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> AppendResult:

@@ -36,6 +36,10 @@ class WindowStore(Protocol):
 
     def segments(self, rows: np.ndarray, spans: Sequence[tuple[float, int]]) -> list[np.ndarray]: ...
 
+    def mark_oldest(self, at: float) -> None: ...
+
+    def oldest(self) -> float | None: ...
+
 
 def last_of_each(rows: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, int]:
     """Which points stand for their (row, slot): the last one given of each; and how many others there were.
@@ -69,6 +73,7 @@ class MemoryWindowStore:
         self.length = int(length)
         self._buf = np.full((max(capacity, 1), self.length), np.nan, dtype=np.float32)
         self._head: int | None = None  # newest slot number written
+        self._oldest: int | None = None  # see mark_oldest
 
     @property
     def rows(self) -> int:
@@ -82,6 +87,15 @@ class MemoryWindowStore:
 
     def newest(self) -> float | None:
         return None if self._head is None else float(self._head * self.step)
+
+    def mark_oldest(self, at: float) -> None:
+        """Remember the oldest step written (kept: the earliest ever marked)."""
+        slot = int(at // self.step)
+        self._oldest = slot if self._oldest is None else min(self._oldest, slot)
+
+    def oldest(self) -> float | None:
+        """The oldest step :meth:`mark_oldest` was given (None: never)."""
+        return None if self._oldest is None else float(self._oldest * self.step)
 
     def _advance(self, new_head: int) -> None:
         if self._head is None:

@@ -184,6 +184,11 @@ def test_the_coarse_seasonal_history_is_the_same_in_redis(client: redis.Redis, p
     rt.load_history(names, ts, vals)
     pipe.load_history(names, ts, vals)
     assert rt.seasons is not None and pipe.seasons is not None
+    # how far back anything was written (detect skips the read while no earlier day can be there)
+    first = pipe.seasons.oldest()  # the oldest bucket the ring can hold of what was loaded
+    assert first is not None and rt.seasons.oldest() == first and ts[0] <= first < ts[-1]
+    rt.seasons.mark_oldest(first + 3600)  # a later one does not replace it
+    assert rt.seasons.oldest() == first
     spans = [(ts[-1] - 300.0 * k, 40) for k in (0, 48, 100)]
     rows = np.arange(5)
     for a, b in zip(rt.seasons.segments(rows, spans), pipe.seasons.segments(rows, spans), strict=True):

@@ -94,6 +94,10 @@ def test_the_pipeline_keeps_the_coarse_history_and_scores_with_it() -> None:
     ts = T0 + 60.0 * t
     pipe.load_history(names, ts[: 3 * p], x[None, : 3 * p])  # three seasons, more than the store keeps
     assert pipe.store.length < 3 * p
+    first = pipe.seasons.oldest()  # the oldest bucket the ring holds of what was loaded
+    assert first is not None and ts[0] <= first <= ts[p]
+    pipe.seasons.mark_oldest(first + 3600)  # a later one does not replace it
+    assert pipe.seasons.oldest() == first
     scores = []
     for j in range(3 * p, 5 * p):
         pipe.ingest(names, ts[j : j + 1], x[j : j + 1])
@@ -126,11 +130,18 @@ def test_without_two_days_the_default_scores_exactly_as_the_robust_z_score() -> 
     end = 100_000
     only_yesterday = [np.full((300, c), np.nan) for _, c in season.spans(end)]
     only_yesterday[0][:] = 0.0
-    got = det.score_season(w, only_yesterday, end)
     want = detectors.RobustZScore().score(w)
+    assert (want.score == 0).any() and (want.score >= 0.5).sum() >= 30
+    # no row has two days: the robust z-score's own answer
+    got = det.score_season(w, only_yesterday, end)
     np.testing.assert_array_equal(got.score, want.score)
     np.testing.assert_array_equal(got.direction, want.direction)
-    assert (want.score == 0).any() and (want.score >= 0.5).sum() >= 30
+    # one row has them: the others still get exactly the robust z-score's scores
+    only_yesterday[1][299] = 0.0
+    got = det.score_season(w, only_yesterday, end)
+    assert "kind" in got.raw  # the ensemble combined
+    np.testing.assert_array_equal(got.score[:299], want.score[:299])
+    np.testing.assert_array_equal(got.direction[:299], want.direction[:299])
 
 
 def test_the_demo_refuses_a_history_too_short_to_say_what_to_fix() -> None:
