@@ -159,15 +159,19 @@ def load_seasons(
     step = seasons.step // f
     slots = np.floor(ts / step).astype(np.int64)
     first_slot, last_slot = int(slots.min()), int(slots.max())
-    grid = np.full((len(rows), last_slot - first_slot + 1), np.nan)
-    grid[:, slots - first_slot] = np.asarray(values, dtype=np.float64)
     b0 = -(-first_slot // f)  # the first whole bucket
     b1 = (last_slot + 1) // f  # one past the last whole bucket
     if b1 <= b0:
         return
-    means = bucket_means(grid, first_slot, f, b0, b1)
     keep = min(b1 - b0, season.season_points)
-    write_buckets(seasons, rows, b1 - keep, means[:, -keep:])
+    vals = np.asarray(values)
+    width = last_slot - first_slot + 1
+    chunk = max(1, 4_000_000 // width)  # rows at a time: about 32 MB of grid, however many metrics
+    for lo in range(0, len(rows), chunk):
+        grid = np.full((min(chunk, len(rows) - lo), width), np.nan)
+        grid[:, slots - first_slot] = vals[lo : lo + chunk]
+        means = bucket_means(grid, first_slot, f, b0, b1)
+        write_buckets(seasons, rows[lo : lo + chunk], b1 - keep, means[:, -keep:])
 
 
 def track(
