@@ -113,9 +113,9 @@ def robust_location_scale(hist: np.ndarray, min_scale: float) -> tuple[np.ndarra
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: their status says so
         med = nan_median(hist)
         dev = np.abs(hist - med[:, None])
-        mad = nan_median(dev) * MAD_TO_SIGMA
         # quantized series (counts) often have MAD 0: fall back to the mean absolute deviation
         meandev = np.nanmean(dev, axis=1) * 1.2533
+        mad = nan_median(dev, overwrite=True) * MAD_TO_SIGMA  # dev is ours: sorted in place, last
     scale = np.where(mad > 0, mad, meandev)
     floor = min_scale * np.maximum(np.abs(med), 1e-9)
     scale = np.maximum(np.nan_to_num(scale, nan=0.0), np.nan_to_num(floor, nan=1e-9))
@@ -124,7 +124,7 @@ def robust_location_scale(hist: np.ndarray, min_scale: float) -> tuple[np.ndarra
 
 def tail_stretch(dev: np.ndarray, scale: np.ndarray, q: float) -> np.ndarray:
     """How much heavier than a normal's the |dev / scale| tail is at quantile ``q`` (at least 1)."""
-    zq = nan_quantiles(np.abs(dev) / scale[:, None], (q,))[0]
+    zq = nan_quantiles(np.abs(dev) / scale[:, None], (q,), overwrite=True)[0]
     return np.maximum(1.0, np.nan_to_num(zq, nan=1.0) / float(ndtri(0.5 + q / 2)))
 
 
@@ -192,9 +192,7 @@ def calibrated_log_p(
             length = np.ones(len(dev_new), dtype=np.int64)  # every episode, however short
         episodes = _runs_reaching(big, length)
         n_old = np.maximum(np.isfinite(older).sum(axis=1), 1)
-        emp = np.where(
-            episodes >= cfg.min_recurrences, np.log(np.maximum(episodes, 1) / n_old), -np.inf
-        )
+        emp = np.where(episodes >= cfg.min_recurrences, np.log(np.maximum(episodes, 1) / n_old), -np.inf)
         log_p = np.maximum(log_p, emp)
     return log_p, z
 

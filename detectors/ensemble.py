@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detectors.base import Detector, Scores, Status, pvalue_to_score
+from detectors.calibration import QUANTUM_POINTS, value_quantum
 from detectors.robust_z import RobustZScore
 from detectors.rowstats import nan_median
 from detectors.seasonal import CoarseSeasonalReference, HoltWinters, SeasonalReference
@@ -120,18 +121,29 @@ def _distinct_at_most(hist: np.ndarray, k: int) -> np.ndarray:
     return distinct <= k
 
 
+#: newest history points the decider classifies a metric by
+DECIDE_POINTS = 240
+
+
 def decide(
-    windows: np.ndarray, plain_scale: np.ndarray, seasonal_scale: np.ndarray | None, cfg: DeciderConfig
+    windows: np.ndarray,
+    plain_scale: np.ndarray,
+    seasonal_scale: np.ndarray | None,
+    cfg: DeciderConfig,
+    median: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The kind of every row (codes of :data:`KINDS`), from its window and the members' scales."""
+    """The kind of every row (codes of :data:`KINDS`), from its window and the members' scales
+    (``median``: of the newest :data:`DECIDE_POINTS` history points, when the caller has it)."""
     hist = windows[:, :-1]
-    recent = hist[:, -min(hist.shape[1], 240) :]
+    recent = hist[:, -min(hist.shape[1], DECIDE_POINTS) :]
     m = windows.shape[0]
     kind = np.full(m, KIND_CODE["plain"], dtype=np.int8)
     finite = np.isfinite(recent)
     with np.errstate(invalid="ignore"):
         integer = np.all(~finite | (recent == np.round(recent)), axis=1)
-        med = nan_median(recent) if recent.size else np.zeros(m)
+        med = median
+        if med is None:
+            med = nan_median(recent) if recent.size else np.zeros(m)
     counts = integer & (np.abs(np.nan_to_num(med, nan=0.0)) <= cfg.max_count_median)
     kind[counts] = KIND_CODE["counts"]
     if seasonal_scale is not None:
@@ -214,21 +226,35 @@ class Ensemble(Detector):
         self, windows: np.ndarray, status: np.ndarray, season: tuple[Sequence[np.ndarray] | None, int] | None = None
     ) -> Scores:
         outs = {}
+        n_hist = windows.shape[1] - 1
+        rz = next(m for m in self.members if m.name == "robust_z")
+        # the robust z-score looks at the same newest points as the resolution check and the
+        # decider (240 by default): what it computes of them is not computed twice
+        same, quantum = False, None
+        if isinstance(rz, RobustZScore):
+            same = min(n_hist, rz.recent) == min(n_hist, QUANTUM_POINTS)
+            if same and rz.quantum_floor is not None:
+                quantum = value_quantum(windows[:, :-1])
         for m in self.members:
             if isinstance(m, CoarseSeasonalReference):
-                outs[m.name] = m.score_coarse(windows, *season) if season is not None else m.score(windows)
+                outs[m.name] = m.score_coarse(windows, *season, quantum) if season is not None else m.score(windows)
             elif m.history == self.history and m.min_points == self.min_points:
                 # the same cut and checks as the ensemble's own (the robust z-score, usually): not twice
                 st = status.copy()
-                outs[m.name] = m._finish(windows, st, m._score(windows, st))
+                if isinstance(m, RobustZScore) and m is rz and quantum is not None:
+                    res = m._score(windows, st, quantum)
+                else:
+                    res = m._score(windows, st)
+                outs[m.name] = m._finish(windows, st, res)
             else:
                 outs[m.name] = m.score(windows)
         base = outs["robust_z"]
+        shared_median = base.raw["median"] if same and QUANTUM_POINTS == DECIDE_POINTS else None
         seasonal_scale = None
         if "seasonal" in outs:
             s = outs["seasonal"]
             seasonal_scale = np.where(s.status == Status.OK, s.raw.get("seasonal_scale", np.nan), np.nan)
-        kind = decide(windows, base.raw["scale"], seasonal_scale, self.decider)
+        kind = decide(windows, base.raw["scale"], seasonal_scale, self.decider, shared_median)
         names = list(outs)
         w = np.zeros((len(names), windows.shape[0]))
         for kname, code in KIND_CODE.items():

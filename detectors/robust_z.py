@@ -73,7 +73,9 @@ class RobustZScore(Detector):
         params = {k: v for k, v in vars(self).items() if k not in ("recent", "history")}
         return {"history": self.recent, **params}
 
-    def _score(self, windows: np.ndarray, status: np.ndarray) -> Scores:
+    def _score(self, windows: np.ndarray, status: np.ndarray, quantum: np.ndarray | None = None) -> Scores:
+        """``quantum``: :func:`value_quantum` of the windows' history when the caller has it (the
+        ensemble shares it between members); else computed here."""
         full = windows[:, :-1]
         hist = full[:, -self.recent :]
         newest = windows[:, -1]
@@ -89,7 +91,10 @@ class RobustZScore(Detector):
             quantum_floor=self.quantum_floor,
             recurrence_by_length=self.recurrence_by_length,
         )
-        quantum = value_quantum(hist) if self.quantum_floor is not None else None
+        if self.quantum_floor is None:
+            quantum = None
+        elif quantum is None:
+            quantum = value_quantum(hist)
         memory = full - med[:, None] if full.shape[1] > hist.shape[1] else None
         log_p, z = calibrated_log_p(hist - med[:, None], newest - med, scale, cfg, quantum, memory)
         score = pvalue_to_score(log_p)

@@ -106,10 +106,15 @@ class _ResidualDetector(Detector):
         raise NotImplementedError
 
     def _score_residuals(
-        self, windows: np.ndarray, status: np.ndarray, resid: np.ndarray | None = None
+        self,
+        windows: np.ndarray,
+        status: np.ndarray,
+        resid: np.ndarray | None = None,
+        quantum: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(newest residual, residual median, z, scale, score, status) of every row (``resid``: the
-        residuals, when the caller has them; else :meth:`residuals` of ``windows``)."""
+        residuals, when the caller has them; else :meth:`residuals` of ``windows``; ``quantum``:
+        :func:`value_quantum` of the windows' history, when the caller has it)."""
         if resid is None:
             resid = self.residuals(windows)
         hist, new = resid[:, :-1], resid[:, -1]
@@ -118,7 +123,7 @@ class _ResidualDetector(Detector):
         short = (known < self.min_points) | ~np.isfinite(new)
         med, scale = robust_location_scale(hist, self.min_scale)
         # the residual's scale must not collapse below a share of the series' own level noise
-        level = nan_median(np.abs(windows[:, -self.calibration - 1 : -1]))
+        level = nan_median(np.abs(windows[:, -self.calibration - 1 : -1]), overwrite=True)
         scale = np.maximum(scale, self.min_scale * np.nan_to_num(level, nan=0.0) + 1e-12)
         cfg = CalibrationConfig(
             tail_quantile=self.tail_quantile,
@@ -130,7 +135,10 @@ class _ResidualDetector(Detector):
             quantum_floor=self.quantum_floor,
         )
         # the residuals of a rounded series are no finer than its values
-        quantum = value_quantum(windows[:, :-1]) if self.quantum_floor is not None else None
+        if self.quantum_floor is None:
+            quantum = None
+        elif quantum is None:
+            quantum = value_quantum(windows[:, :-1])
         log_p, z = calibrated_log_p(hist - med[:, None], new - med, scale, cfg, quantum)
         score = np.where(short, 0.0, pvalue_to_score(log_p))
         status = status.copy()
@@ -230,7 +238,7 @@ class SeasonalReference(_ResidualDetector):
         """
         d = refs[0] - refs[1]
         med, scale = robust_location_scale(d, 0.0)
-        level = nan_median(np.abs(cur))
+        level = nan_median(np.abs(cur), overwrite=True)
         scale = np.maximum(scale, self.min_scale * np.nan_to_num(level, nan=0.0) + 1e-12)
         with np.errstate(invalid="ignore"):
             split = np.abs(d - med[:, None]) > self.split * scale[:, None]
@@ -353,9 +361,15 @@ class CoarseSeasonalReference(SeasonalReference):
                 np.copyto(ref, own, where=d_own < d_ref)
         return cur - self._reference(cur, refs)
 
-    def score_coarse(self, windows: np.ndarray, coarse: Sequence[np.ndarray] | None, end_slot: int) -> Scores:
+    def score_coarse(
+        self,
+        windows: np.ndarray,
+        coarse: Sequence[np.ndarray] | None,
+        end_slot: int,
+        quantum: np.ndarray | None = None,
+    ) -> Scores:
         """Score the newest point of every row against the coarse history (:meth:`coarse_residuals`; None:
-        not kept)."""
+        not kept). ``quantum``: :func:`value_quantum` of every row's history, when the caller has it."""
         arr, status, clean = self._prepare(windows)
         segs = [np.asarray(c, dtype=np.float64) for c in coarse] if coarse is not None else []
         # rows without earlier days kept (a new metric, a new deployment) skip the work
@@ -365,7 +379,8 @@ class CoarseSeasonalReference(SeasonalReference):
         if len(rows):
             sub = clean[rows]
             resid = self.coarse_residuals(sub, [seg[rows] for seg in segs], end_slot)
-            new, med, z, scale, score, st = self._score_residuals(sub, status[rows], resid)
+            q = quantum[rows] if quantum is not None else None
+            new, med, z, scale, score, st = self._score_residuals(sub, status[rows], resid, q)
             out.score[rows], out.status[rows] = score, st
             out.direction[rows] = np.sign(z).astype(np.int8)
             full = {"seasonal_z": z, "expected": sub[:, -1] - new + med, "seasonal_scale": scale}
