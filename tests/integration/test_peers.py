@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -164,7 +165,10 @@ receivers:
     member = got[0]["members"][0]
     assert "severity" not in member["metric"]  # left out of the name (STORMEYE_ALERT_FINGERPRINT_IGNORE)
     text = se.http.get("/metrics").text
-    assert 'stormeye_alerts_received_total{source="alertmanager"} 6.0' in text
+    received = re.search(r'^stormeye_alerts_received_total\{source="alertmanager"\} (\S+)$', text, re.M)
+    # every alert arrived; Alertmanager may send a group again as it grows (group_interval 1 s on a
+    # busy machine: the first notification of a group can hold 2 of its 3 alerts), and each delivery counts
+    assert received is not None and float(received.group(1)) >= 6, text
 
 
 def test_collectd_write_graphite(tmp_path: Path, procs: list) -> None:
