@@ -230,10 +230,12 @@ class Ensemble(Detector):
         rz = next(m for m in self.members if m.name == "robust_z")
         # the robust z-score looks at the same newest points as the resolution check and the
         # decider (240 by default): what it computes of them is not computed twice
-        same, quantum = False, None
+        same_quantum = same_median = False
+        quantum = None
         if isinstance(rz, RobustZScore):
-            same = min(n_hist, rz.recent) == min(n_hist, QUANTUM_POINTS)
-            if same and rz.quantum_floor is not None:
+            same_quantum = min(n_hist, rz.recent) == min(n_hist, QUANTUM_POINTS)
+            same_median = min(n_hist, rz.recent) == min(n_hist, DECIDE_POINTS)
+            if same_quantum and rz.quantum_floor is not None:
                 quantum = value_quantum(windows[:, :-1])
         for m in self.members:
             if isinstance(m, CoarseSeasonalReference):
@@ -249,7 +251,7 @@ class Ensemble(Detector):
             else:
                 outs[m.name] = m.score(windows)
         base = outs["robust_z"]
-        shared_median = base.raw["median"] if same and QUANTUM_POINTS == DECIDE_POINTS else None
+        shared_median = base.raw["median"] if same_median else None
         seasonal_scale = None
         if "seasonal" in outs:
             s = outs["seasonal"]
