@@ -35,7 +35,8 @@ cluster linked to an incident that way may join it whatever the scopes, and the 
 incident is the callee-most of the services failing first. **A new problem is a new incident**:
 a cluster on a host or service of an open incident, after a quiet spell there of
 ``new_onset_gap_steps`` steps and half the incident's age, opens its own incident (or waits for
-the evidence to) instead of joining.
+the evidence to) instead of joining, unless it only opens again metrics the incident holds whose
+level never went half way back while they were quiet (:meth:`IncidentTracker._held`).
 
 **Symptoms**: an anomaly the anomaly tracker opened below its threshold because its machine
 (:data:`MACHINE_KEYS`: host, instance, node, pod, container) has an open incident
@@ -547,7 +548,7 @@ class IncidentTracker:
         changes: list[IncidentChange] = []
         for k, comp in enumerate(comps):
             fresh = sorted(int(i) for i in comp)
-            tg = self._still_growing(targets.get(k, []), [new[i] for i in fresh], each[fresh])
+            tg = self._still_growing(now, targets.get(k, []), [new[i] for i in fresh], each[fresh], windows)
             if tg is None:  # a new problem without the evidence of its own yet: it waits for more
                 for i in fresh:
                     self._pending[(new[i].metric, new[i].start)] = self._member(new[i], now)
@@ -610,20 +611,31 @@ class IncidentTracker:
         return bool(nx.is_connected(self.topology.graph.subgraph(involved).to_undirected(as_view=True)))
 
     def _still_growing(
-        self, targets: list[str], anomalies: Sequence[AnomalyLike], each: np.ndarray
+        self,
+        now: float,
+        targets: list[str],
+        anomalies: Sequence[AnomalyLike],
+        each: np.ndarray,
+        windows: Callable[[Sequence[str]], np.ndarray],
     ) -> list[str] | None:
         """The incidents a cluster may join. A cluster that is a new problem for every incident it links
-        to (:meth:`_new_problem`: a quiet spell on its hosts or services first) is not more of the old
-        one, which may still be open: with the evidence to open an incident of its own it opens one
-        (``[]``); while its anomalies are too young for their evidence to count fully it waits (None);
-        confirmed and still too weak to page on its own, it is a late symptom of the old problem and
-        joins it. Incidents of both kinds linked: it joins those still growing."""
+        to (:meth:`_new_problem`: a quiet spell on its hosts or services first, and not a level that
+        never went back, :meth:`_held`) is not more of the old one, which may still be open: with the
+        evidence to open an incident of its own it opens one (``[]``); while its anomalies are too
+        young for their evidence to count fully it waits (None); confirmed and still too weak to page
+        on its own, it is a late symptom of the old problem and joins it. Incidents of both kinds
+        linked: it joins those still growing."""
         gap = self.config.new_onset_gap_steps
         if not targets or gap <= 0:
             return targets
         onset = min(a.start for a in anomalies)
         entities = {self._entity(a.metric) for a in anomalies} - {None}
-        growing = [t for t in targets if not self._new_problem(self._current(t), onset, entities, gap)]
+        growing = [
+            t
+            for t in targets
+            if not self._new_problem(self._current(t), onset, entities, gap)
+            or self._held(now, self._current(t), anomalies, windows)
+        ]
         if growing:
             return growing
         if self._opens(anomalies, each) is not None:
@@ -631,6 +643,42 @@ class IncidentTracker:
         if (self.samples(anomalies) < self.config.confirm_points).any():
             return None  # too young to tell: it waits a tick for its evidence to be confirmed
         return targets  # confirmed and too weak to be a problem of its own: a late symptom of the old one
+
+    def _held(
+        self, now: float, iid: str, anomalies: Sequence[AnomalyLike], windows: Callable[[Sequence[str]], np.ndarray]
+    ) -> bool:
+        """Whether every anomaly of a cluster opens again on a metric the incident already holds (same
+        direction) whose values never went even half way back to the detector's reference while it
+        was quiet: the detector got used to a level that did not recover, so the quiet spell the
+        new-problem rule saw is the detector's, not the metric's. The reference is the anomaly's own
+        (its detector's ``median`` evidence, what it was judged against); without one, or with no
+        point of the quiet spell in the recent window, it is not held."""
+        inc = self.incidents[iid]
+        last: dict[str, Member] = {}
+        for m in inc.members.values():
+            if not m.symptom and (m.metric not in last or m.start > last[m.metric].start):
+                last[m.metric] = m
+        cases: list[tuple[AnomalyLike, Member, float]] = []
+        for a in anomalies:
+            before = last.get(a.metric)
+            ref = (getattr(a, "evidence", None) or {}).get("median")
+            if before is None or a.direction == 0 or before.direction != a.direction or before.end >= a.start:
+                return False
+            if not isinstance(ref, (int, float)) or not np.isfinite(ref):
+                return False
+            cases.append((a, before, float(ref)))
+        if not cases:
+            return False
+        win = np.asarray(windows([a.metric for a, _, _ in cases]), dtype=np.float64)
+        at = now - (win.shape[1] - 1 - np.arange(win.shape[1])) * self.step
+        eps = 1e-6
+        for row, (a, m, ref) in zip(win, cases):
+            away = a.direction * (row - ref)  # how far from the reference, in the anomaly's direction
+            moved = away[(at >= a.start - eps) & np.isfinite(away)]
+            quiet = away[(at > m.end + eps) & (at < a.start - eps) & np.isfinite(away)]
+            if not len(moved) or not len(quiet) or moved.max() <= 0 or quiet.min() < 0.5 * moved.max():
+                return False
+        return True
 
     def _new_problem(self, iid: str, onset: float, entities: set[str | None], gap: int) -> bool:
         """Whether a cluster starting at ``onset`` on ``entities`` (hosts, services) is a new problem

@@ -75,6 +75,10 @@ class Estate:
             x += 8.0 * np.clip((t - self.onset[name]) / (10 * STEP), 0.0, 1.0)
         return x
 
+    def evidence(self, name: str) -> dict[str, float]:
+        """What the detector says of an anomaly of ``name`` (nothing here)."""
+        return {}
+
     def windows(self, now: float):  # type: ignore[no-untyped-def]
         return lambda metrics: np.vstack([self.window(m, now) for m in metrics])
 
@@ -84,7 +88,7 @@ class Estate:
         for m, onset in self.onset.items():
             if now >= onset + 2 * STEP and m not in self.closed:
                 start = self.started.setdefault(m, now)
-                changed.append(Anomaly(m, start, now, 1.0, now, 1, "test"))
+                changed.append(Anomaly(m, start, now, 1.0, now, 1, "test", evidence=self.evidence(m)))
         self.tracker.update(now, changed, self.windows(now))
 
     def run(self, until: float, start: float = 0.0) -> None:
@@ -159,6 +163,54 @@ def test_a_second_fault_on_a_service_with_an_open_incident_opens_a_new_incident(
     second = est.tracker.incidents[next(i for i in ids if i != first)]
     assert {m.split("{")[0] for m in second.metrics} == {"process_cpu_ratio", "http_requests_total"}
     assert est.tracker.incidents[first].status == "open"  # the first problem is still going on
+
+
+class Relapse(Estate):
+    """payment fails at 0; its latency anomaly closes at 600 while the errors go on (the detector got
+    used to the new level), and opens again at 1500, judged against the level before the failure."""
+
+    LATENCY = metric("http_latency_p99_seconds", "payment")
+
+    def __init__(self, recovered: bool, reference: bool = True) -> None:
+        super().__init__()
+        self.recovered, self.reference = recovered, reference
+        self.fail("payment", 0)
+
+    def window(self, name: str, now: float) -> np.ndarray:
+        x = super().window(name, now)
+        if self.recovered and name == self.LATENCY:  # back at its level between the two anomalies
+            t = now - STEP * np.arange(59, -1, -1)
+            x[(t > 600) & (t < 1500)] -= 8.0
+        return x
+
+    def evidence(self, name: str) -> dict[str, float]:
+        return {"median": 0.0} if self.reference else {}  # the reference it is judged against: before the failure
+
+    def play(self) -> list[str]:
+        self.run(540)
+        self.closed[self.LATENCY] = 600.0
+        gone = Anomaly(self.LATENCY, 120.0, 600.0, 1.0, 300.0, 1, "test", open=False)
+        self.tracker.update(600, [gone], self.windows(600))
+        self.run(1440, start=660)
+        del self.closed[self.LATENCY]
+        self.started[self.LATENCY] = 1500.0
+        self.run(1800, start=1500)
+        return self.incidents_with("payment")
+
+
+def test_a_metric_that_never_went_back_opening_again_is_the_same_problem() -> None:
+    est = Relapse(recovered=False)
+    (only,) = est.play()
+    latency = [m for m in est.tracker.incidents[only].members.values() if m.metric == Relapse.LATENCY]
+    assert sorted(m.start for m in latency) == [120.0, 1500.0]
+
+
+def test_a_metric_that_went_back_opening_again_is_a_new_problem() -> None:
+    assert len(Relapse(recovered=True).play()) == 2
+
+
+def test_without_the_detector_reference_a_metric_opening_again_is_a_new_problem() -> None:
+    assert len(Relapse(recovered=False, reference=False).play()) == 2
 
 
 def test_onsets_close_together_still_grow_one_incident() -> None:
