@@ -136,6 +136,15 @@ class Incident:
 
     @property
     def start(self) -> float:
+        """When the problem began: its own members' first onset. A blip (a member seen on one sample
+        only, closed since) does not date the incident: the problem is what lasted."""
+        own = self.own_members()
+        lasting = [m for m in own if m.open or m.end > m.start]
+        return min(m.start for m in lasting or own) if self.members else self.opened_at
+
+    @property
+    def first_sign(self) -> float:
+        """Its own members' first onset, blips included: how long the trouble has been showing."""
         return min(m.start for m in self.own_members()) if self.members else self.opened_at
 
     def own_members(self) -> list[Member]:
@@ -684,9 +693,10 @@ class IncidentTracker:
         """Whether a cluster starting at ``onset`` on ``entities`` (hosts, services) is a new problem
         rather than more of incident ``iid``: the incident's members there (all its members when none
         are there) last started a quiet spell ago that is at least ``gap`` steps and at least half
-        as long as the incident had been going on. A young incident (a fault a few minutes old)
-        is told apart from the next fault by a few quiet minutes; an incident that has been
-        growing in waves for an hour needs a longer silence before a wave is something else."""
+        as long as the incident had been going on (since its :attr:`~Incident.first_sign`). A young
+        incident (a fault a few minutes old) is told apart from the next fault by a few quiet
+        minutes; an incident that has been growing in waves for an hour needs a longer silence
+        before a wave is something else."""
         inc = self.incidents[iid]
         own = inc.own_members()
         there = [m for m in own if entities and self._entity(m.metric) in entities]
@@ -694,7 +704,7 @@ class IncidentTracker:
         if not mine:
             return False
         quiet = onset - max(m.start for m in mine)
-        return quiet >= max(gap * self.step, 0.5 * (onset - inc.start)) - 1e-6
+        return quiet >= max(gap * self.step, 0.5 * (onset - inc.first_sign)) - 1e-6
 
     def _machine(self, metric: str) -> str | None:
         """The machine a metric is of (:data:`MACHINE_KEYS`: host, instance, node, pod, container), if any."""

@@ -9,7 +9,7 @@ import pytest
 
 from detectors.events import Anomaly
 from grouping.graph import Edges, GroupingConfig, Node, components, lowest_conductance_cut, to_networkx
-from grouping.incidents import IncidentTracker, incident_id
+from grouping.incidents import Incident, IncidentTracker, Member, incident_id
 from grouping.names import NameIndex
 
 COUNTRIES = ["England", "France", "Spain", "Italy", "Germany", "Poland", "Japan", "Brazil"]
@@ -530,3 +530,22 @@ def test_a_cluster_with_no_edge_across_joins_the_concurrent_incident_of_its_own_
             assert groups == sorted([sorted(first), sorted(later), sorted(france)])
         else:
             assert groups == sorted(expect)
+
+
+def test_a_blip_before_the_problem_does_not_date_the_incident() -> None:
+    def member(metric: str, start: float, end: float, open_: bool = False) -> Member:
+        return Member(metric, start, end, 1.0, start, 1, open_, joined_at=end)
+
+    inc = Incident(id="i", opened_at=400.0, updated_at=400.0)
+    for m in (member("a", 100.0, 100.0), member("b", 280.0, 600.0), member("c", 300.0, 600.0, open_=True)):
+        inc.members[m.key] = m
+    assert inc.start == 280.0  # the closed one-sample blip of "a" three minutes before is not the start
+    assert inc.first_sign == 100.0  # but the trouble showed from then (the new-problem rule's age)
+    assert inc.to_dict()["start"] == 280.0
+    now = member("d", 200.0, 200.0, open_=True)  # seen once so far but still open: it may last
+    inc.members[now.key] = now
+    assert inc.start == 200.0
+    blips = Incident(id="j", opened_at=0.0, updated_at=0.0)
+    for m in (member("a", 100.0, 100.0), member("b", 160.0, 160.0)):
+        blips.members[m.key] = m
+    assert blips.start == 100.0  # nothing lasted: the first blip it is
