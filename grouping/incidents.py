@@ -90,6 +90,19 @@ class AnomalyLike(Protocol):
     open: bool
 
 
+class Spanned(Protocol):
+    start: float
+    end: float
+    open: bool
+
+
+def problem_start(members: Sequence[Spanned]) -> float:
+    """The first onset of the members that lasted. A blip (a member seen on one sample only and
+    closed since) does not date the problem; when nothing lasted, the first blip does."""
+    lasting = [m for m in members if m.open or m.end > m.start]
+    return min(m.start for m in lasting or members)
+
+
 @dataclass
 class Member:
     """An anomaly inside an incident, with the evidence that brought it in."""
@@ -136,11 +149,8 @@ class Incident:
 
     @property
     def start(self) -> float:
-        """When the problem began: its own members' first onset. A blip (a member seen on one sample
-        only, closed since) does not date the incident: the problem is what lasted."""
-        own = self.own_members()
-        lasting = [m for m in own if m.open or m.end > m.start]
-        return min(m.start for m in lasting or own) if self.members else self.opened_at
+        """When the problem began (:func:`problem_start` of its own members)."""
+        return problem_start(self.own_members()) if self.members else self.opened_at
 
     @property
     def first_sign(self) -> float:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from grouping import manual
 from grouping.feedback import Pair, cross_pairs
-from grouping.incidents import IncidentChange, IncidentTracker
+from grouping.incidents import IncidentChange, IncidentTracker, problem_start
 from grouping.names import parse
 from grouping.priority import MetricImportance, PriorityModel
 from grouping.report import root_entity, root_metric, title
@@ -65,6 +65,7 @@ class _MemberRow:
     end: float
     peak_score: float
     direction: int
+    open: bool
 
 
 def split_id(source: str, metrics: Sequence[str], at: float) -> str:
@@ -192,7 +193,9 @@ class Actions:
     def _recompute(self, s: Session, inc: m.Incident, now: float) -> None:
         """Members, span, root, title and priority of an incident from its member rows (as a tick would)."""
         rows = s.execute(
-            select(m.Metric.name, m.Anomaly.start, m.Anomaly.end, m.Anomaly.peak_score, m.Anomaly.direction)
+            select(
+                m.Metric.name, m.Anomaly.start, m.Anomaly.end, m.Anomaly.peak_score, m.Anomaly.direction, m.Anomaly.open
+            )
             .join(m.Anomaly, m.Anomaly.metric_id == m.Metric.id)
             .join(m.IncidentMember, m.IncidentMember.anomaly_id == m.Anomaly.id)
             .where(m.IncidentMember.incident_id == inc.id)
@@ -206,7 +209,7 @@ class Actions:
         def importance(metric: str) -> MetricImportance:
             return self.priority.importance(metric, props[metric])
 
-        inc.start, inc.end = min(x.start for x in members), max(x.end for x in members)
+        inc.start, inc.end = problem_start(members), max(x.end for x in members)
         inc.root = root_metric(members, importance)
         inc.root_entity = root_entity(sorted(props), props)
         inc.title = title(members, props, inc.root, inc.root_entity)

@@ -4,12 +4,15 @@ every action done well, and every way to get one wrong."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import storm_helpers
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from grouping.incidents import Incident, Member
+from workers import models
 from workers.actions import Actions
 from workers.db import Database
 from workers.settings import Settings
@@ -170,3 +173,19 @@ def test_actions_on_postgresql(postgres_url: str) -> None:
         assert c.post(f"/api/v1/incidents/{r.json()['incident']}/resolve").status_code == 200
         assert ("split", "local") in kinds(c, a["id"])
     assert len(Actions(Database(postgres_url)).apart_pairs()) == len(every) - 1
+
+
+def test_a_split_off_incident_is_dated_like_the_tracker_dates_one(tmp_path: Path) -> None:
+    def member(metric: str, start: float, end: float) -> Member:
+        return Member(metric, start, end, 1.0, start, 1, False, joined_at=end)
+
+    db = Database(f"sqlite:///{tmp_path / 'split.db'}")
+    inc = Incident(id="inc-a", opened_at=300.0, updated_at=600.0)
+    # "blip" was seen once, three minutes before the rest; "late" is what lasted of what is split off
+    for mem in (member("cpu", 120.0, 600.0), member("blip", 0.0, 0.0), member("late", 180.0, 600.0)):
+        inc.members[mem.key] = mem
+    db.save_tick([], [inc], [])
+    new_id = Actions(db).split("inc-a", ["blip", "late"], "ann", at=700.0)["details"]["into"]
+    with db.sessions() as s:
+        assert s.get(models.Incident, new_id).start == 180.0  # not the blip's 0.0
+        assert s.get(models.Incident, "inc-a").start == 120.0
