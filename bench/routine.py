@@ -32,7 +32,6 @@ that ``--save-predictions`` wrote; a data set with either missing is skipped wit
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -44,7 +43,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from realdata import OUT, TOOLS, load_tool, score_with
+from realdata import OUT, TOOLS, load_tool, matrix, score_with
+
+from workers.ingest import read_points
 
 DAY = 86400.0
 GAP = 600.0
@@ -63,25 +64,10 @@ TARGETS = {
 
 
 def read_series(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """metric → (timestamps, values), sorted by time; rows that do not parse are left out."""
-    cols: dict[str, tuple[list[float], list[float]]] = {}
-    with open(path, newline="") as f:
-        rows = csv.reader(f)
-        next(rows)
-        for name, t, v in rows:
-            try:
-                tv, vv = float(t), float(v)
-            except ValueError:
-                continue
-            ts, vs = cols.setdefault(name, ([], []))
-            ts.append(tv)
-            vs.append(vv)
-    out = {}
-    for name, (ts, vs) in cols.items():
-        times, values = np.asarray(ts), np.asarray(vs)
-        order = np.argsort(times, kind="stable")
-        out[name] = (times[order], values[order])
-    return out
+    """metric → (timestamps, values) as ``stormeye ingest`` reads the file (canonical names, bad rows
+    refused), on the file's time grid with NaN where a metric has no point."""
+    names, steps, values = matrix(read_points(path))
+    return {name: (steps, values[i]) for i, name in enumerate(names)}
 
 
 def held(dev: np.ndarray, n: int) -> float:

@@ -649,12 +649,11 @@ class IncidentTracker:
             return targets
         onset = min(a.start for a in anomalies)
         entities = {self._entity(a.metric) for a in anomalies} - {None}
-        growing = [
-            t
-            for t in targets
-            if not self._new_problem(self._current(t), onset, entities, gap)
-            or self._held(now, self._current(t), anomalies, windows)
-        ]
+        growing = []
+        for t in targets:
+            cur = self._current(t)
+            if not self._new_problem(cur, onset, entities, gap) or self._held(now, cur, anomalies, windows):
+                growing.append(t)
         if growing:
             return growing
         if self._opens(anomalies, each) is not None:
