@@ -23,8 +23,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from api.lookup import incident_or_404
-from workers.actions import ActionError, Actions
+from stormeye.api.lookup import incident_or_404
+from stormeye.workers.actions import ActionError, Actions
 
 router = APIRouter()
 

@@ -31,19 +31,19 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from redis import RedisError
 
-from api import auth, ingest_routes, selfmetrics
-from api.actions import router as actions_router
-from api.lookup import incident_or_404
-from api.notify_routes import notify_loop, notify_router
-from api.page import STATIC
-from api.page import router as page_router
-from grouping.report import incident_report, summary
-from workers.db import Database
-from workers.distributed import Runtime, check_redis
-from workers.ingest import PointBatch, PointReader
-from workers.pipeline import Pipeline
-from workers.settings import Settings, get_settings
-from workers.store import WindowStore
+from stormeye.api import auth, ingest_routes, selfmetrics
+from stormeye.api.actions import router as actions_router
+from stormeye.api.lookup import incident_or_404
+from stormeye.api.notify_routes import notify_loop, notify_router
+from stormeye.api.page import STATIC
+from stormeye.api.page import router as page_router
+from stormeye.grouping.report import incident_report, summary
+from stormeye.workers.db import Database
+from stormeye.workers.distributed import Runtime, check_redis
+from stormeye.workers.ingest import PointBatch, PointReader
+from stormeye.workers.pipeline import Pipeline
+from stormeye.workers.settings import Settings, get_settings
+from stormeye.workers.store import WindowStore
 
 MAX_POINTS_PER_REQUEST = 100_000
 
@@ -55,7 +55,7 @@ class Service:
         self.settings = settings
         self.runtime: Runtime | None = None
         if settings.mode == "distributed" and pipeline is None:
-            from workers.celery_app import CeleryDispatcher, make_app
+            from stormeye.workers.celery_app import CeleryDispatcher, make_app
 
             self.runtime = Runtime(settings, client=check_redis(settings.redis_url))
             self.dispatcher = CeleryDispatcher(make_app(settings))

@@ -21,7 +21,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from workers.settings import Settings
+from stormeye.workers.settings import Settings
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 #: the on-call page's shell and static files carry no data (its API calls need the token), so a

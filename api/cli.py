@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from api.cli_incidents import app as incidents_app
-from api.cli_notify import notifications, silences
-from workers.settings import Settings, get_settings
+from stormeye.api.cli_incidents import app as incidents_app
+from stormeye.api.cli_notify import notifications, silences
+from stormeye.workers.settings import Settings, get_settings
 
 app = typer.Typer(
     add_completion=False,
@@ -71,8 +71,8 @@ def demo(
     database: str | None = typer.Option(None, help="database URL (default: STORMEYE_DATABASE_URL)"),
 ) -> None:
     """Simulate an alert storm, group it, and measure the result against the ground truth."""
-    from workers.db import Database
-    from workers.demo import run_demo
+    from stormeye.workers.db import Database
+    from stormeye.workers.demo import run_demo
 
     settings = _settings(database_url=database)
     db = Database(settings.database_url)
@@ -151,9 +151,9 @@ def ingest(
     database: str | None = typer.Option(None, help="database URL (default: STORMEYE_DATABASE_URL)"),
 ) -> None:
     """Replay a history through the pipeline as if live: "this history becomes N incidents"."""
-    from workers.db import Database
-    from workers.ingest import infer_step, read_points, replay
-    from workers.pipeline import Pipeline
+    from stormeye.workers.db import Database
+    from stormeye.workers.ingest import infer_step, read_points, replay
+    from stormeye.workers.pipeline import Pipeline
 
     settings = _settings(database_url=database)
     try:
@@ -217,10 +217,10 @@ def serve(
     """Run the HTTP API: with the embedded pipeline and its tick, or in front of distributed workers."""
     import uvicorn
 
-    from api.app import create_app
-    from api.auth import AuthConfigError, is_loopback, parse_tokens
-    from workers.distributed import RedisUnavailable
-    from workers.notify.config import NotifyConfigError
+    from stormeye.api.app import create_app
+    from stormeye.api.auth import AuthConfigError, is_loopback, parse_tokens
+    from stormeye.workers.distributed import RedisUnavailable
+    from stormeye.workers.notify.config import NotifyConfigError
 
     settings = _settings(database_url=database)
     try:
@@ -245,7 +245,7 @@ def serve(
 
 def _distributed(**overrides: Any) -> Any:
     """Settings and a runtime for distributed mode, or exit 2 with what to fix."""
-    from workers.distributed import RedisUnavailable, Runtime, check_redis
+    from stormeye.workers.distributed import RedisUnavailable, Runtime, check_redis
 
     settings = _settings(mode="distributed", **overrides)
     try:
@@ -259,8 +259,8 @@ def _prepare_deployment(rt: Any) -> None:
     """What every worker checks before taking tasks: the database (migrated) and the shard count."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from workers.db import Database
-    from workers.redis_store import ShardConfigError
+    from stormeye.workers.db import Database
+    from stormeye.workers.redis_store import ShardConfigError
 
     url = rt.settings.database_url
     if url.startswith("sqlite"):
@@ -293,7 +293,7 @@ def worker(
     rt = _distributed()
     _prepare_deployment(rt)
     rt.close()
-    from workers.celery_app import app as celery_app
+    from stormeye.workers.celery_app import app as celery_app
 
     argv = ["worker", f"--loglevel={loglevel}", "--queues", rt.settings.redis_prefix, "--without-mingle"]
     if concurrency:
@@ -313,7 +313,7 @@ def beat(
 
     rt = _distributed()
     rt.close()
-    from workers.celery_app import app as celery_app
+    from stormeye.workers.celery_app import app as celery_app
 
     path = schedule or Path(tempfile.gettempdir()) / f"stormeye-beat-{rt.settings.redis_prefix}"
     celery_app.start(["beat", f"--loglevel={loglevel}", f"--schedule={path}"])
@@ -347,7 +347,7 @@ def deadletter(
     """Input that could not be processed, with the reason (distributed mode); requeue a batch."""
     rt = _distributed()
     if requeue:
-        from workers.celery_app import CeleryDispatcher, make_app
+        from stormeye.workers.celery_app import CeleryDispatcher, make_app
 
         try:
             res = rt.requeue_dead_batch(requeue, CeleryDispatcher(make_app(rt.settings)))

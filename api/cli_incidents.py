@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workers.db import LIST_STATUSES
+from stormeye.workers.db import LIST_STATUSES
 
 app = typer.Typer(no_args_is_help=True, help="List, show and act on incidents (a server with --url, or the database).")
 out = Console()
@@ -94,9 +94,9 @@ class Local:
     def __init__(self, database: str | None, actor: str | None) -> None:
         from sqlalchemy.exc import SQLAlchemyError
 
-        from workers.actions import Actions
-        from workers.db import Database
-        from workers.settings import get_settings
+        from stormeye.workers.actions import Actions
+        from stormeye.workers.db import Database
+        from stormeye.workers.settings import get_settings
 
         settings = get_settings(database_url=database)
         try:
@@ -119,7 +119,7 @@ class Local:
         return inc
 
     def act(self, iid: str, action: str, body: Any = None) -> dict[str, Any]:
-        from workers.actions import ActionError
+        from stormeye.workers.actions import ActionError
 
         body = body or {}
         a = self.actions
@@ -138,7 +138,7 @@ class Local:
         raise ValueError(action)
 
     def priority(self, metric: str, weight: float | None, kpi: bool | None) -> dict[str, Any]:
-        from workers.actions import ActionError
+        from stormeye.workers.actions import ActionError
 
         try:
             return {"action": self.actions.set_metric_priority(metric, self.actor, weight, kpi)}

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workers.notify.config import parse_duration
+from stormeye.workers.notify.config import parse_duration
 
 silences = typer.Typer(no_args_is_help=True, help="mute notifications of matching incidents for a while")
 out = Console()
@@ -19,8 +19,8 @@ err = Console(stderr=True)
 
 
 def _db(database: str | None) -> Any:
-    from workers.db import Database
-    from workers.settings import get_settings
+    from stormeye.workers.db import Database
+    from stormeye.workers.settings import get_settings
 
     try:
         settings = get_settings(database_url=database)
@@ -61,7 +61,7 @@ def add(
     database: str | None = typer.Option(None, help="database URL (default: STORMEYE_DATABASE_URL)"),
 ) -> None:
     """Silence incidents matching every matcher."""
-    from workers.notify import silences as sil
+    from stormeye.workers.notify import silences as sil
 
     now = time.time()
     starts = _when(start, now)
@@ -81,7 +81,7 @@ def list_(
     database: str | None = typer.Option(None, help="database URL (default: STORMEYE_DATABASE_URL)"),
 ) -> None:
     """Silences in force or to come (``--all``: expired ones too)."""
-    from workers.notify import silences as sil
+    from stormeye.workers.notify import silences as sil
 
     got = sil.list_silences(_db(database), time.time(), include_expired=show_all)
     if as_json:
@@ -102,7 +102,7 @@ def expire(
     database: str | None = typer.Option(None, help="database URL (default: STORMEYE_DATABASE_URL)"),
 ) -> None:
     """End a silence now."""
-    from workers.notify import silences as sil
+    from stormeye.workers.notify import silences as sil
 
     try:
         s = sil.expire(_db(database), silence_id, time.time())
@@ -118,7 +118,7 @@ def notifications(
     database: str | None = typer.Option(None, help="database URL (default: STORMEYE_DATABASE_URL)"),
 ) -> None:
     """Every notification about an incident, each attempt, and what suppresses it."""
-    from workers.notify.notifier import notifications as log
+    from stormeye.workers.notify.notifier import notifications as log
 
     db = _db(database)
     if db.get_incident(incident) is None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from workers.ingest import PointBatch, PointError, parse_timestamp
+from stormeye.workers.ingest import PointBatch, PointError, parse_timestamp
 
 log = logging.getLogger("stormeye.graphite")
 READ_BYTES = 1 << 20

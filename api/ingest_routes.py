@@ -23,9 +23,9 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from api.remote_write import RemoteWriteDecoder, RemoteWriteError, RemoteWriteTooLarge, decompress
-from workers.alerts import Alert, AlertError, read_alertmanager, read_generic
-from workers.ingest import PointBatch
+from stormeye.api.remote_write import RemoteWriteDecoder, RemoteWriteError, RemoteWriteTooLarge, decompress
+from stormeye.workers.alerts import Alert, AlertError, read_alertmanager, read_generic
+from stormeye.workers.ingest import PointBatch
 
 router = APIRouter()
 
@@ -162,7 +162,7 @@ def _take_alerts(request: Request, alerts: list[Alert], bad: list[tuple[str, str
 def svc_receive(svc: Any, alerts: list[Alert]) -> dict[str, int]:
     """Hand alerts to the pipeline (embedded) or to the workers through Redis (distributed)."""
     if svc.runtime is not None:  # the next correlate step counts repeats
-        from workers.alerts import receive_distributed
+        from stormeye.workers.alerts import receive_distributed
 
         receive_distributed(svc.runtime, alerts)
         return {"alerts": len(alerts), "queued": len(alerts)}
@@ -244,7 +244,7 @@ def start_graphite(service: Any) -> Any:
     port = service.settings.graphite_port
     if port is None:
         return None
-    from api.graphite_listener import GraphiteListener
+    from stormeye.api.graphite_listener import GraphiteListener
 
     listener = GraphiteListener(service, service.settings.graphite_host, port)
     listener.start()

@@ -15,10 +15,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
-from api.lookup import incident_or_404
-from workers.notify import silences
-from workers.notify.notifier import Notifier, notifications
-from workers.notify.runner import NotifyLoop
+from stormeye.api.lookup import incident_or_404
+from stormeye.workers.notify import silences
+from stormeye.workers.notify.notifier import Notifier, notifications
+from stormeye.workers.notify.runner import NotifyLoop
 
 
 class SilenceIn(BaseModel):

@@ -30,12 +30,12 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
-from api.lookup import incident_or_404
-from grouping.correlation import shape_similarity_pairs
-from grouping.names import NAME_KEY, parse
-from grouping.report import ENTITY_KEYS, shared_scope
-from workers import models as m
-from workers.actions import Actions
+from stormeye.api.lookup import incident_or_404
+from stormeye.grouping.correlation import shape_similarity_pairs
+from stormeye.grouping.names import NAME_KEY, parse
+from stormeye.grouping.report import ENTITY_KEYS, shared_scope
+from stormeye.workers import models as m
+from stormeye.workers.actions import Actions
 
 STATIC = Path(__file__).with_name("static")
 router = APIRouter()

@@ -21,7 +21,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from grouping.names import MetricNameError, canonical, parse
+from stormeye.grouping.names import MetricNameError, canonical, parse
 
 STALE_NAN_BITS = 0x7FF0000000000002
 _CACHE_MAX = 2_000_000

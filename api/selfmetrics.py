@@ -25,8 +25,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 
-from workers import models
-from workers.pipeline import due_slot
+from stormeye.workers import models
+from stormeye.workers.pipeline import due_slot
 
 router = APIRouter()
 disable_created_metrics()  # the *_created series only repeat the start time of the process

@@ -37,15 +37,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 import cramjam
 import httpx
+import numpy as np
 
-from api.remote_write import WriteRequest
+from stormeye.api.remote_write import WriteRequest
 
 TARGET = 100_000
 RW_BATCH = 2_000
@@ -101,7 +97,6 @@ class Server:
         self.port, self.gport = free_port(), free_port()
         env = {
             **os.environ,
-            "PYTHONPATH": str(ROOT),
             "STORMEYE_DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}",
             "STORMEYE_TICK_S": "100000",
             "STORMEYE_STEP_S": "60",
@@ -111,7 +106,7 @@ class Server:
         }
         self.log = (tmp / "serve.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "stormeye.api.cli", "serve", "--port", str(self.port)],
             env=env,
             cwd=tmp,
             stdout=self.log,
@@ -162,10 +157,10 @@ def send_graphite(server: Server, data: bytes, expect: float) -> float:
 
 def in_process(n: int, bodies: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
     """The server's own work on the same bodies, without HTTP: the baseline, and the top function of each."""
-    from api.app import Service
-    from api.graphite_listener import parse_lines
-    from api.remote_write import RemoteWriteDecoder
-    from workers.settings import Settings
+    from stormeye.api.app import Service
+    from stormeye.api.graphite_listener import parse_lines
+    from stormeye.api.remote_write import RemoteWriteDecoder
+    from stormeye.workers.settings import Settings
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
@@ -183,7 +178,7 @@ def in_process(n: int, bodies: dict[str, Any]) -> tuple[dict[str, float], dict[s
         def run_rw() -> None:
             for b in bodies["rw"]:
                 d = dec.decode(bytes(cramjam.snappy.decompress_raw(b)))
-                from workers.ingest import PointBatch
+                from stormeye.workers.ingest import PointBatch
 
                 batch = PointBatch(
                     names=[d.names[i] for i in d.series_of.tolist()],

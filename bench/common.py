@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import copy
-import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detectors.events import Anomaly
-from grouping.graph import GroupingConfig
-from grouping.incidents import IncidentTracker
-from grouping.names import NameIndex
-from workers.pipeline import Pipeline
-from workers.settings import Settings
+from stormeye.detectors.events import Anomaly
+from stormeye.grouping.graph import GroupingConfig
+from stormeye.grouping.incidents import IncidentTracker
+from stormeye.grouping.names import NameIndex
+from stormeye.workers.pipeline import Pipeline
+from stormeye.workers.settings import Settings
 
 
 class Recorder(Pipeline):

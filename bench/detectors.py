@@ -29,7 +29,6 @@ import importlib.util
 import inspect
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,12 +36,11 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import detectors
-from detectors import Detector
-from detectors.ensemble import Ensemble
-from workers.simulator import KINDS, simulate_storm
+from stormeye import detectors
+from stormeye.detectors import Detector
+from stormeye.detectors.ensemble import Ensemble
+from stormeye.workers.simulator import KINDS, simulate_storm
 
 STEP = 300
 PERIOD = 86_400 // STEP

@@ -44,12 +44,9 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from workers.celery_app import CeleryDispatcher, make_app
-from workers.distributed import Runtime, check_redis, wipe
-from workers.settings import Settings
+from stormeye.workers.celery_app import CeleryDispatcher, make_app
+from stormeye.workers.distributed import Runtime, check_redis, wipe
+from stormeye.workers.settings import Settings
 
 
 def cpu_seconds(groups: list[int]) -> tuple[float, float]:
@@ -130,7 +127,7 @@ class Bench:
 
     def start(self, what: str) -> subprocess.Popen[bytes]:
         n = len(self.procs)
-        cmd = [sys.executable, "-m", "api.cli", what]
+        cmd = [sys.executable, "-m", "stormeye.api.cli", what]
         if what == "worker":
             cmd += ["--concurrency", "1", "--hostname", f"bench{n}@%h", "--loglevel", "warning"]
         else:
@@ -138,7 +135,7 @@ class Bench:
         proc = subprocess.Popen(
             cmd,
             cwd=self.tmp,
-            env={**os.environ, **self.env, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, **self.env},
             stdout=open(self.tmp / f"{what}{n}.log", "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -25,27 +25,23 @@ import argparse
 import gc
 import json
 import resource
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detectors.events import Anomaly
-from grouping.evaluation import pairwise_scores
-from grouping.graph import GroupingConfig
-from grouping.incidents import IncidentTracker
-from grouping.names import NameIndex
-from grouping.offline import group_all
-from workers.demo import run_storm
-from workers.quality import evaluate_storm
-from workers.settings import Settings
-from workers.simulator import Storm, simulate_storm
+from stormeye.detectors.events import Anomaly
+from stormeye.grouping.evaluation import pairwise_scores
+from stormeye.grouping.graph import GroupingConfig
+from stormeye.grouping.incidents import IncidentTracker
+from stormeye.grouping.names import NameIndex
+from stormeye.grouping.offline import group_all
+from stormeye.workers.demo import run_storm
+from stormeye.workers.quality import evaluate_storm
+from stormeye.workers.settings import Settings
+from stormeye.workers.simulator import Storm, simulate_storm
 
 from common import MatrixWindows, Recorder, regroup
 
@@ -164,7 +160,7 @@ def across_ticks(storm: Storm, pipe: Recorder, settings: Settings) -> dict[str, 
 
 def synthetic_names(n: int, rng: np.random.Generator) -> list[str]:
     """A million realistic names: infra (service/region/host/metric) and business (what/country/...)."""
-    from workers.simulator import BUSINESS_WHAT, COUNTRIES, DEVICES, INFRA_METRICS, PRODUCTS, REGIONS
+    from stormeye.workers.simulator import BUSINESS_WHAT, COUNTRIES, DEVICES, INFRA_METRICS, PRODUCTS, REGIONS
 
     n_infra = n * 6 // 10
     metrics, whats = list(INFRA_METRICS), list(BUSINESS_WHAT)

@@ -18,19 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import detectors
-from detectors.twosample import ks_2samp_rows
+from stormeye import detectors
+from stormeye.detectors.twosample import ks_2samp_rows
 
 #: the strategies this section times (the ones in detectors/ that are statistical tests)
 STRATEGIES = ("ks", "mannwhitney", "esd", "spot", "dspot", "level_shift", "trend_change", "deviation", "iforest")

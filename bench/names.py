@@ -40,20 +40,22 @@ import os
 import resource
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-# run as a script, this directory comes first on sys.path, and bench/grouping.py would shadow the
-# grouping package: put the project root in its place
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
-
-from grouping.names import NameIndex
-from workers.simulator import BUSINESS_WHAT, COUNTRIES, DEVICES, INFRA_METRICS, OSES, PRODUCTS, REGIONS, SERVICES
+from stormeye.grouping.names import NameIndex
+from stormeye.workers.simulator import (
+    BUSINESS_WHAT,
+    COUNTRIES,
+    DEVICES,
+    INFRA_METRICS,
+    OSES,
+    PRODUCTS,
+    REGIONS,
+    SERVICES,
+)
 
 TARGETS = {
     "build_s": ("<=", 60.0),

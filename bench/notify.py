@@ -35,16 +35,15 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from notify_helpers import HttpReceiver, incident, save
 
-from workers.db import Database
-from workers.notify.config import parse_config
-from workers.notify.notifier import Notifier
-from workers.pipeline import Pipeline
-from workers.settings import Settings
+from stormeye.workers.db import Database
+from stormeye.workers.notify.config import parse_config
+from stormeye.workers.notify.notifier import Notifier
+from stormeye.workers.pipeline import Pipeline
+from stormeye.workers.settings import Settings
 
 T0 = 1_767_225_600.0
 STEP = 60
@@ -132,7 +131,7 @@ def first_delay(group_wait: str, interval_s: float = 5.0) -> dict[str, Any]:
         with db.sessions() as s:
             from sqlalchemy import func, select
 
-            from workers import models as m
+            from stormeye.workers import models as m
 
             first_anomaly = float(s.scalar(select(func.min(m.Anomaly.start))) or 0)
             anomalies = int(s.scalar(select(func.count()).select_from(m.Anomaly)) or 0)

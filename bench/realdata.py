@@ -52,12 +52,11 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import detectors
-from workers.ingest import PointBatch, ReplayResult, infer_step, read_points, replay
-from workers.pipeline import Pipeline
-from workers.settings import Settings
+from stormeye import detectors
+from stormeye.workers.ingest import PointBatch, ReplayResult, infer_step, read_points, replay
+from stormeye.workers.pipeline import Pipeline
+from stormeye.workers.settings import Settings
 
 from common import MatrixWindows, Recorder, regroup
 

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from realdata import OUT, TOOLS, load_tool, matrix, score_with
 
-from workers.ingest import read_points
+from stormeye.workers.ingest import read_points
 
 DAY = 86400.0
 GAP = 600.0

@@ -6,17 +6,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detectors.base import Detector, Scores, Status
-from detectors.deviation import PercentDeviation
-from detectors.ensemble import DeciderConfig, Ensemble, default_members
-from detectors.esd import GeneralizedESD
-from detectors.events import Anomaly, AnomalyTracker, TrackerUpdate
-from detectors.iforest import IsolationForestDetector
-from detectors.robust_z import RobustZScore
-from detectors.seasonal import CoarseSeasonalReference, HoltWinters, SeasonalReference
-from detectors.shifts import LevelShift, TrendChange
-from detectors.spot import DSPOT, SPOT
-from detectors.twosample import KSTest, MannWhitney
+from stormeye.detectors.base import Detector, Scores, Status
+from stormeye.detectors.deviation import PercentDeviation
+from stormeye.detectors.ensemble import DeciderConfig, Ensemble, default_members
+from stormeye.detectors.esd import GeneralizedESD
+from stormeye.detectors.events import Anomaly, AnomalyTracker, TrackerUpdate
+from stormeye.detectors.iforest import IsolationForestDetector
+from stormeye.detectors.robust_z import RobustZScore
+from stormeye.detectors.seasonal import CoarseSeasonalReference, HoltWinters, SeasonalReference
+from stormeye.detectors.shifts import LevelShift, TrendChange
+from stormeye.detectors.spot import DSPOT, SPOT
+from stormeye.detectors.twosample import KSTest, MannWhitney
 
 __all__ = [
     "DSPOT",

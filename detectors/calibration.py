@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_ndtr, ndtri
 
-from detectors.rowstats import nan_median, nan_quantiles
+from stormeye.detectors.rowstats import nan_median, nan_quantiles
 
 MAD_TO_SIGMA = 1.4826
 

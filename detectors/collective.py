@@ -32,7 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import nbinom, poisson
 
-from detectors.base import Scores, pvalue_to_score
+from stormeye.detectors.base import Scores, pvalue_to_score
 
 
 @dataclass

@@ -26,8 +26,8 @@ import warnings
 
 import numpy as np
 
-from detectors.base import Detector, Scores, normal_two_sided_score
-from detectors.rowstats import nan_median
+from stormeye.detectors.base import Detector, Scores, normal_two_sided_score
+from stormeye.detectors.rowstats import nan_median
 
 
 class PercentDeviation(Detector):

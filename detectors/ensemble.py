@@ -51,11 +51,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detectors.base import Detector, Scores, Status, pvalue_to_score
-from detectors.calibration import QUANTUM_POINTS, value_quantum
-from detectors.robust_z import RobustZScore
-from detectors.rowstats import nan_median
-from detectors.seasonal import CoarseSeasonalReference, HoltWinters, SeasonalReference
+from stormeye.detectors.base import Detector, Scores, Status, pvalue_to_score
+from stormeye.detectors.calibration import QUANTUM_POINTS, value_quantum
+from stormeye.detectors.robust_z import RobustZScore
+from stormeye.detectors.rowstats import nan_median
+from stormeye.detectors.seasonal import CoarseSeasonalReference, HoltWinters, SeasonalReference
 
 KINDS = ("plain", "seasonal", "counts", "sparse")
 KIND_CODE = {k: i for i, k in enumerate(KINDS)}

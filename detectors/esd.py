@@ -31,7 +31,7 @@ import warnings
 import numpy as np
 from scipy import special, stats
 
-from detectors.base import Detector, Scores, pvalue_to_score
+from stormeye.detectors.base import Detector, Scores, pvalue_to_score
 
 
 class GeneralizedESD(Detector):

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.base import Scores
+from stormeye.detectors.base import Scores
 
 
 @dataclass

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from detectors.base import Detector, Scores, pvalue_to_score
-from detectors.robust_z import robust_location_scale
+from stormeye.detectors.base import Detector, Scores, pvalue_to_score
+from stormeye.detectors.robust_z import robust_location_scale
 
 N_FEATURES = 5
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.base import Detector, Scores, pvalue_to_score
-from detectors.calibration import CalibrationConfig, calibrated_log_p, robust_location_scale, value_quantum
+from stormeye.detectors.base import Detector, Scores, pvalue_to_score
+from stormeye.detectors.calibration import CalibrationConfig, calibrated_log_p, robust_location_scale, value_quantum
 
 __all__ = ["RobustZScore", "robust_location_scale"]
 

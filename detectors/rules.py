@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.base import Scores
+from stormeye.detectors.base import Scores
 
 DIRECTIONS = ("up", "down", "both")
 FIELDS = ("match", "threshold", "bad", "ignore", "min_points", "name")

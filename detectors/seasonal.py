@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from detectors.base import Detector, Scores, pvalue_to_score
-from detectors.calibration import CalibrationConfig, calibrated_log_p, robust_location_scale, value_quantum
-from detectors.rowstats import nan_median
+from stormeye.detectors.base import Detector, Scores, pvalue_to_score
+from stormeye.detectors.calibration import CalibrationConfig, calibrated_log_p, robust_location_scale, value_quantum
+from stormeye.detectors.rowstats import nan_median
 
 #: buckets :meth:`CoarseSeasonalReference.bucket_means` gives each time a bucket completes (late points)
 WRITE_BUCKETS = 6

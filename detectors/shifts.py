@@ -27,10 +27,10 @@ import warnings
 
 import numpy as np
 
-from detectors.base import Detector, Scores, normal_two_sided_score
-from detectors.calibration import robust_location_scale
-from detectors.rowstats import nan_median
-from detectors.twosample import split_focus
+from stormeye.detectors.base import Detector, Scores, normal_two_sided_score
+from stormeye.detectors.calibration import robust_location_scale
+from stormeye.detectors.rowstats import nan_median
+from stormeye.detectors.twosample import split_focus
 
 MEDIAN_SE = 1.2533  # sqrt(pi / 2): standard error of a normal sample's median, in sigma / sqrt(n)
 

@@ -33,8 +33,8 @@ import warnings
 
 import numpy as np
 
-from detectors.base import Detector, Scores, pvalue_to_score
-from detectors.rowstats import quantiles_of_sorted
+from stormeye.detectors.base import Detector, Scores, pvalue_to_score
+from stormeye.detectors.rowstats import quantiles_of_sorted
 
 
 def gpd_pwm(excess_sorted: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

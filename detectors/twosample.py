@@ -46,7 +46,7 @@ import warnings
 import numpy as np
 from scipy import special
 
-from detectors.base import Detector, Scores, pvalue_to_score
+from stormeye.detectors.base import Detector, Scores, pvalue_to_score
 
 _ROW_CHUNK_ELEMENTS = 1 << 16  # rows are processed in blocks this size so the passes stay in cache
 

@@ -3,10 +3,10 @@
 Pure computation on plain data: no sockets, files or clocks.
 """
 
-from grouping.graph import GroupingConfig
-from grouping.incidents import Incident, IncidentChange, IncidentTracker, Member
-from grouping.names import MetricNameError, NameIndex, canonical, normalize, parse
-from grouping.priority import PriorityModel, PriorityRule
+from stormeye.grouping.graph import GroupingConfig
+from stormeye.grouping.incidents import Incident, IncidentChange, IncidentTracker, Member
+from stormeye.grouping.names import MetricNameError, NameIndex, canonical, normalize, parse
+from stormeye.grouping.priority import PriorityModel, PriorityRule
 
 __all__ = [
     "GroupingConfig",

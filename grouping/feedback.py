@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from grouping.graph import Edges
+from stormeye.grouping.graph import Edges
 
 Pair = frozenset[str]
 

@@ -64,8 +64,8 @@ from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 from threadpoolctl import threadpool_limits
 
-from grouping.correlation import PAIR_BLOCK, in_blocks, shape_similarity_pairs
-from grouping.names import NAME_KEY, NameIndex
+from stormeye.grouping.correlation import PAIR_BLOCK, in_blocks, shape_similarity_pairs
+from stormeye.grouping.names import NAME_KEY, NameIndex
 
 
 @dataclass(frozen=True)

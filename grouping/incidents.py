@@ -62,13 +62,21 @@ from typing import Any, Protocol
 import networkx as nx
 import numpy as np
 
-from grouping.correlation import shape_similarity_pairs
-from grouping.feedback import Pair, allowed_targets, drop_apart, separate_apart
-from grouping.graph import Edges, GroupingConfig, Node, build_edges, components, hot_properties, strongest_edges
-from grouping.names import NameIndex, parse
-from grouping.priority import PriorityModel
-from grouping.report import ENTITY_KEYS, root_entity, root_metric, title
-from grouping.topology import LOCATION_KEYS, Topology
+from stormeye.grouping.correlation import shape_similarity_pairs
+from stormeye.grouping.feedback import Pair, allowed_targets, drop_apart, separate_apart
+from stormeye.grouping.graph import (
+    Edges,
+    GroupingConfig,
+    Node,
+    build_edges,
+    components,
+    hot_properties,
+    strongest_edges,
+)
+from stormeye.grouping.names import NameIndex, parse
+from stormeye.grouping.priority import PriorityModel
+from stormeye.grouping.report import ENTITY_KEYS, root_entity, root_metric, title
+from stormeye.grouping.topology import LOCATION_KEYS, Topology
 
 Key = tuple[str, float]
 

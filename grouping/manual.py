@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from grouping.incidents import Incident, IncidentChange, IncidentTracker
+from stormeye.grouping.incidents import Incident, IncidentChange, IncidentTracker
 
 
 class ManualActionError(ValueError):

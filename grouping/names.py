@@ -33,8 +33,8 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from grouping.graphite import GraphiteTemplateError, GraphiteTemplates
-from grouping.lsh import (
+from stormeye.grouping.graphite import GraphiteTemplateError, GraphiteTemplates
+from stormeye.grouping.lsh import (
     BandingParams,
     BandTables,
     GrowableArray,

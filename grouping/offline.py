@@ -25,8 +25,8 @@ from typing import Protocol
 
 import numpy as np
 
-from grouping.correlation import shape_similarity_pairs
-from grouping.graph import (
+from stormeye.grouping.correlation import shape_similarity_pairs
+from stormeye.grouping.graph import (
     GroupingConfig,
     all_pairs,
     candidate_pairs,
@@ -34,7 +34,7 @@ from grouping.graph import (
     contrast_weights,
     passing_edges,
 )
-from grouping.names import NameIndex
+from stormeye.grouping.names import NameIndex
 
 
 class Span(Protocol):

@@ -17,8 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from grouping.names import NAME_KEY
-from grouping.priority import MemberLike, MetricImportance
+from stormeye.grouping.names import NAME_KEY
+from stormeye.grouping.priority import MemberLike, MetricImportance
 
 ENTITY_KEYS = ("host", "instance", "pod", "container", "node", "service", "job", "app", "region")
 

@@ -23,14 +23,14 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from grouping import manual
-from grouping.feedback import Pair, cross_pairs
-from grouping.incidents import IncidentChange, IncidentTracker, problem_start
-from grouping.names import parse
-from grouping.priority import MetricImportance, PriorityModel
-from grouping.report import root_entity, root_metric, title
-from workers import models as m
-from workers.db import Database
+from stormeye.grouping import manual
+from stormeye.grouping.feedback import Pair, cross_pairs
+from stormeye.grouping.incidents import IncidentChange, IncidentTracker, problem_start
+from stormeye.grouping.names import parse
+from stormeye.grouping.priority import MetricImportance, PriorityModel
+from stormeye.grouping.report import root_entity, root_metric, title
+from stormeye.workers import models as m
+from stormeye.workers.db import Database
 
 #: how many metric pairs one merge or split records at most (200 x 200 members: 40,000)
 MAX_FEEDBACK_PAIRS = 50_000

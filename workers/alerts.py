@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from detectors.events import Anomaly
-from grouping.names import NAME_KEY, MetricNameError, canonical, parse
+from stormeye.detectors.events import Anomaly
+from stormeye.grouping.names import NAME_KEY, MetricNameError, canonical, parse
 
 #: the zero time Go (and so Alertmanager) writes for "no end yet"
 _GO_ZERO_YEAR = 1

@@ -20,7 +20,7 @@ from typing import Any
 from celery import Celery
 from celery.schedules import schedstate, schedule
 
-from workers.settings import Settings, get_settings
+from stormeye.workers.settings import Settings, get_settings
 
 
 class aligned(schedule):
@@ -102,7 +102,7 @@ def configure(app: Celery, settings: Settings) -> None:
 
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("stormeye", include=["workers.tasks", "workers.notify.tasks"])
+    app = Celery("stormeye", include=["stormeye.workers.tasks", "stormeye.workers.notify.tasks"])
     configure(app, settings)
     if settings.notify_config:  # notifications (workers/notify/tasks.py): decided and sent on beat
         app.conf.beat_schedule["notify"] = {"task": "stormeye.notify_send", "schedule": settings.notify_interval_s}

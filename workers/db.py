@@ -18,10 +18,10 @@ from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from grouping.incidents import Incident as IncidentState
-from grouping.incidents import IncidentChange
-from grouping.names import parse
-from workers import models as m
+from stormeye.grouping.incidents import Incident as IncidentState
+from stormeye.grouping.incidents import IncidentChange
+from stormeye.grouping.names import parse
+from stormeye.workers import models as m
 
 
 def anomaly_id(metric: str, start: float) -> str:
@@ -53,7 +53,7 @@ class Database:
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
         cfg = Config()
-        cfg.set_main_option("script_location", "workers:migrations")
+        cfg.set_main_option("script_location", "stormeye.workers:migrations")
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":

@@ -52,17 +52,17 @@ import redis
 import scipy.sparse as sp
 from sqlalchemy import select
 
-from detectors import AnomalyTracker, Detector, Scores
-from detectors.collective import CollectiveEvidence
-from detectors.rules import CompiledRules
-from grouping.incidents import IncidentTracker
-from grouping.names import MetricNameError, NameIndex, normalize, parse
-from grouping.topology import Topology
-from workers import models as m
-from workers.actions import PeopleSync, own_changes
-from workers.alerts import AlertBook, take_inbox, windows_with_alerts
-from workers.db import Database
-from workers.pipeline import (
+from stormeye.detectors import AnomalyTracker, Detector, Scores
+from stormeye.detectors.collective import CollectiveEvidence
+from stormeye.detectors.rules import CompiledRules
+from stormeye.grouping.incidents import IncidentTracker
+from stormeye.grouping.names import MetricNameError, NameIndex, normalize, parse
+from stormeye.grouping.topology import Topology
+from stormeye.workers import models as m
+from stormeye.workers.actions import PeopleSync, own_changes
+from stormeye.workers.alerts import AlertBook, take_inbox, windows_with_alerts
+from stormeye.workers.db import Database
+from stormeye.workers.pipeline import (
     Detected,
     compile_rules,
     correlate,
@@ -75,8 +75,8 @@ from workers.pipeline import (
     touched_incidents,
     track,
 )
-from workers.redis_store import Keys, RedisMetricRegistry, RedisWindowStore
-from workers.settings import Settings
+from stormeye.workers.redis_store import Keys, RedisMetricRegistry, RedisWindowStore
+from stormeye.workers.settings import Settings
 
 log = logging.getLogger("stormeye.distributed")
 

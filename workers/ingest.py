@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from grouping.graphite import GraphiteTemplates
-from grouping.names import MetricNameError, canonical, parse
+from stormeye.grouping.graphite import GraphiteTemplates
+from stormeye.grouping.names import MetricNameError, canonical, parse
 
 MAX_ERRORS_KEPT = 1000
 _NAME_FIELDS = ("metric", "name", "series", "__name__")

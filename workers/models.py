@@ -129,6 +129,8 @@ class MetricPriority(Base):
     kpi: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     actor: Mapped[str] = mapped_column(String(200))
     at: Mapped[float] = mapped_column(Float)
+
+
 # -- notifications (workers/notify): threads, per-receiver state, the notification log, silences ----------
 
 

@@ -26,19 +26,19 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from detectors import AnomalyTracker, Detector, Scores, default_detector
-from detectors.collective import CollectiveEvidence
-from detectors.ensemble import Ensemble
-from detectors.events import Anomaly, TrackerUpdate
-from detectors.rules import CompiledRules
-from detectors.seasonal import bucket_means
-from grouping.incidents import Incident, IncidentChange, IncidentTracker
-from grouping.names import NAME_KEY, NameIndex, parse
-from workers.actions import PeopleSync
-from workers.alerts import AlertBook, windows_with_alerts
-from workers.db import Database
-from workers.settings import Settings
-from workers.store import MemoryWindowStore, WindowStore
+from stormeye.detectors import AnomalyTracker, Detector, Scores, default_detector
+from stormeye.detectors.collective import CollectiveEvidence
+from stormeye.detectors.ensemble import Ensemble
+from stormeye.detectors.events import Anomaly, TrackerUpdate
+from stormeye.detectors.rules import CompiledRules
+from stormeye.detectors.seasonal import bucket_means
+from stormeye.grouping.incidents import Incident, IncidentChange, IncidentTracker
+from stormeye.grouping.names import NAME_KEY, NameIndex, parse
+from stormeye.workers.actions import PeopleSync
+from stormeye.workers.alerts import AlertBook, windows_with_alerts
+from stormeye.workers.db import Database
+from stormeye.workers.settings import Settings
+from stormeye.workers.store import MemoryWindowStore, WindowStore
 
 
 class MetricRegistry:
@@ -262,7 +262,7 @@ def make_detector(settings: Settings) -> Detector:
     """The detector ``STORMEYE_DETECTOR`` names: ``default`` (the ensemble sized to the step and the
     store's retention), a strategy name of :func:`detectors.available` (``robust_z``, ``seasonal``,
     ``holt_winters``, ...: one strategy alone, for an ablation) or a detector class name."""
-    import detectors
+    from stormeye import detectors
 
     step, season = settings.step_s, settings.season_s
     if settings.detector in ("default", "ensemble"):

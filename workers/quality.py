@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from grouping.evaluation import pairwise_scores
-from grouping.names import parse
-from workers.simulator import Storm
+from stormeye.grouping.evaluation import pairwise_scores
+from stormeye.grouping.names import parse
+from stormeye.workers.simulator import Storm
 
 
 def evaluate_storm(
@@ -61,6 +61,7 @@ def evaluate_storm(
             if m["start"] <= t.end + slack and m["end"] >= t.start - slack:
                 return t.id
         return None
+
     predicted, truth, item_metric = [], [], []
     roots: dict[Any, tuple[str | None, str | None]] = {}
     found_members: set[tuple[int, str]] = set()

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import redis
 
-from workers.sharding import shards_of
-from workers.store import AppendResult, last_of_each
+from stormeye.workers.sharding import shards_of
+from stormeye.workers.store import AppendResult, last_of_each
 
 _NAN32 = np.array([np.nan], dtype="<f4").tobytes()
 

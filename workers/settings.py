@@ -14,11 +14,11 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from detectors.rules import DetectorRuleError, DetectorRules
-from grouping.graph import GroupingConfig
-from grouping.graphite import GraphiteTemplateError, GraphiteTemplates
-from grouping.priority import DEFAULT_RULES, PriorityConfigError, PriorityModel
-from grouping.topology import DependencyError, Topology, parse_dependencies
+from stormeye.detectors.rules import DetectorRuleError, DetectorRules
+from stormeye.grouping.graph import GroupingConfig
+from stormeye.grouping.graphite import GraphiteTemplateError, GraphiteTemplates
+from stormeye.grouping.priority import DEFAULT_RULES, PriorityConfigError, PriorityModel
+from stormeye.grouping.topology import DependencyError, Topology, parse_dependencies
 
 
 class Settings(BaseSettings):
@@ -363,8 +363,8 @@ def auto_retention(step_s: int, season_s: int, default: int = 480) -> int:
     points: two days would be 11.6 kB a metric (12 GB for a million metrics), so retention stays
     at ``default`` and the ensemble runs without its seasonal members.
     """
-    from detectors import DAY_S, seasonal_members_fit
-    from detectors.seasonal import HoltWinters, SeasonalReference
+    from stormeye.detectors import DAY_S, seasonal_members_fit
+    from stormeye.detectors.seasonal import HoltWinters, SeasonalReference
 
     season_s = season_s or DAY_S
     if not seasonal_members_fit(step_s, season_s):

@@ -38,7 +38,7 @@ from typing import Literal
 
 import numpy as np
 
-from grouping.names import NAME_KEY, canonical
+from stormeye.grouping.names import NAME_KEY, canonical
 
 KINDS = ("level_shift", "spike", "drop", "variance", "trend")
 Family = Literal["business", "infra"]

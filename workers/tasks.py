@@ -21,9 +21,9 @@ import redis
 from celery import Task, signals
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from workers.celery_app import CeleryDispatcher, app
-from workers.distributed import Runtime
-from workers.settings import get_settings
+from stormeye.workers.celery_app import CeleryDispatcher, app
+from stormeye.workers.distributed import Runtime
+from stormeye.workers.settings import get_settings
 
 log = logging.getLogger("stormeye.tasks")
 

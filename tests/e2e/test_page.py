@@ -23,11 +23,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 import storm_helpers
 
-from api.app import create_app
-from grouping.incidents import Incident, Member
-from workers.db import Database
-from workers.pipeline import Pipeline
-from workers.settings import Settings
+from stormeye.api.app import create_app
+from stormeye.grouping.incidents import Incident, Member
+from stormeye.workers.db import Database
+from stormeye.workers.pipeline import Pipeline
+from stormeye.workers.settings import Settings
 
 CHROMIUM = os.environ.get("STORMEYE_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parents[1] / "artifacts"

@@ -34,7 +34,7 @@ def deployment(redis_url: str, postgres_url: str, tmp_path: Path) -> Iterator[De
         yield dep
     finally:
         dep.stop()
-        from workers.distributed import wipe
+        from stormeye.workers.distributed import wipe
 
         if dep._rt is not None:
             dep._rt.close()

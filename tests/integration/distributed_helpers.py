@@ -19,8 +19,6 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def wait_for(what: str, cond: Callable[[], Any], timeout: float = 60.0, every: float = 0.05) -> Any:
     """Poll ``cond`` until it returns something true; fail with ``what`` after ``timeout`` seconds."""
@@ -44,13 +42,13 @@ class Deployment:
 
     @property
     def settings(self) -> Any:
-        from workers.settings import Settings
+        from stormeye.workers.settings import Settings
 
         return Settings(**{k[len("STORMEYE_") :].lower(): v for k, v in self.env.items() if k.startswith("STORMEYE_")})
 
     @property
     def runtime(self) -> Any:
-        from workers.distributed import Runtime
+        from stormeye.workers.distributed import Runtime
 
         if self._rt is None:
             self._rt = Runtime(self.settings)
@@ -58,7 +56,7 @@ class Deployment:
 
     @property
     def dispatcher(self) -> Any:
-        from workers.celery_app import CeleryDispatcher, make_app
+        from stormeye.workers.celery_app import CeleryDispatcher, make_app
 
         if self._dispatcher is None:
             self._dispatcher = CeleryDispatcher(make_app(self.settings))
@@ -71,7 +69,7 @@ class Deployment:
             [
                 sys.executable,
                 "-m",
-                "api.cli",
+                "stormeye.api.cli",
                 "worker",
                 "--concurrency",
                 str(concurrency),
@@ -81,7 +79,7 @@ class Deployment:
                 "info",
             ],
             cwd=self.tmp,
-            env={**os.environ, **self.env, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -177,7 +175,7 @@ def run_storm_distributed(
 
 def run_storm_embedded(storm: Any, settings: Any, database: Any) -> Any:
     """The reference: the embedded pipeline over the same storm, step by step, without finish."""
-    from workers.pipeline import Pipeline
+    from stormeye.workers.pipeline import Pipeline
 
     pipe = Pipeline(settings, database=database)
     h = storm.history_steps

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from grouping.incidents import Incident, Member
-from workers.db import Database
+from stormeye.grouping.incidents import Incident, Member
+from stormeye.workers.db import Database
 
 
 def free_port() -> int:
@@ -127,7 +127,7 @@ def set_status(db: Database, iid: str, status: str) -> None:
     """What issue 19's acknowledge action does: only the status column changes."""
     from sqlalchemy import update
 
-    from workers import models as m
+    from stormeye.workers import models as m
 
     with db.sessions.begin() as s:
         s.execute(update(m.Incident).where(m.Incident.id == iid).values(status=status))

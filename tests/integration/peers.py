@@ -22,8 +22,6 @@ from typing import Any
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def need(binary: str, package: str) -> str:
     """The path of ``binary``; a missing one fails in CI (``.ci/run`` installs it) and skips elsewhere."""
@@ -101,8 +99,8 @@ class Stormeye:
         full = {"STORMEYE_DATABASE_URL": f"sqlite:///{self.db}", **env}
         if token:
             full["STORMEYE_API_TOKEN"] = token
-        argv = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = Proc("stormeye", argv, tmp, {**full, "PYTHONPATH": str(ROOT)})
+        argv = [sys.executable, "-m", "stormeye.api.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = Proc("stormeye", argv, tmp, full)
         self.url = f"http://127.0.0.1:{self.port}"
         self.http = httpx.Client(base_url=self.url, headers=self.headers(), timeout=10)
         wait_for("stormeye serve to answer /healthz", self._up)

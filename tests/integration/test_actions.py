@@ -10,12 +10,12 @@ import pytest
 import storm_helpers
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from grouping.incidents import Incident, Member
-from workers import models
-from workers.actions import Actions
-from workers.db import Database
-from workers.settings import Settings
+from stormeye.api.app import create_app
+from stormeye.grouping.incidents import Incident, Member
+from stormeye.workers import models
+from stormeye.workers.actions import Actions
+from stormeye.workers.db import Database
+from stormeye.workers.settings import Settings
 
 storm_template, db_url = storm_helpers.storm_template, storm_helpers.db_url  # the fixtures
 
@@ -81,7 +81,7 @@ def test_merge_moves_every_member_and_records_the_pairs_as_together(api: TestCli
     assert ("merge", "local") in kinds(api, a["id"]) and ("merged", "local") in kinds(api, b["id"])
     from sqlalchemy import select
 
-    from workers import models as m
+    from stormeye.workers import models as m
 
     with Database(db_url).sessions() as s:
         verdicts = set(s.scalars(select(m.FeedbackPair.verdict)))

@@ -5,8 +5,8 @@ import time
 import numpy as np
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from workers.settings import Settings
+from stormeye.api.app import create_app
+from stormeye.workers.settings import Settings
 
 
 def client(sqlite_url: str) -> TestClient:

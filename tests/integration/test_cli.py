@@ -11,7 +11,7 @@ def run(args: list[str], cwd: str, **env: str) -> subprocess.CompletedProcess[st
     import os
 
     return subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
+        [sys.executable, "-m", "stormeye.api.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -10,11 +10,11 @@ import pytest
 import storm_helpers
 from typer.testing import CliRunner
 
-from api.app import create_app
-from api.cli import app as cli
-from workers.actions import Actions
-from workers.db import Database
-from workers.settings import Settings
+from stormeye.api.app import create_app
+from stormeye.api.cli import app as cli
+from stormeye.workers.actions import Actions
+from stormeye.workers.db import Database
+from stormeye.workers.settings import Settings
 
 storm_template, db_url = storm_helpers.storm_template, storm_helpers.db_url  # the fixtures
 runner = CliRunner()

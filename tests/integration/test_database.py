@@ -4,10 +4,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from detectors.events import Anomaly
-from grouping.incidents import Incident, IncidentChange, Member
-from workers.db import Database
-from workers.models import Base
+from stormeye.detectors.events import Anomaly
+from stormeye.grouping.incidents import Incident, IncidentChange, Member
+from stormeye.workers.db import Database
+from stormeye.workers.models import Base
 
 
 def _tick() -> tuple[list[Anomaly], list[Incident], list[IncidentChange]]:

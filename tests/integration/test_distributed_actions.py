@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.actions import Actions
+from stormeye.workers.actions import Actions
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from workers.distributed import RedisUnavailable
+from stormeye.api.app import create_app
+from stormeye.workers.distributed import RedisUnavailable
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
 
 def _cli(args: list[str], env: dict[str, str], cwd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
+        [sys.executable, "-m", "stormeye.api.cli", *args],
         cwd=cwd,
         env={**os.environ, **env},
         capture_output=True,
@@ -53,7 +53,7 @@ def test_points_posted_while_no_worker_runs_are_kept_then_beat_turns_them_into_a
         wait_for("the batch to be stored", lambda: rt.pending() == 0, timeout=30)
         # beat drives the tick; live points with a level shift on checkout become one incident
         beat = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "beat", "--schedule", str(deployment.tmp / "beat-schedule")],
+            [sys.executable, "-m", "stormeye.api.cli", "beat", "--schedule", str(deployment.tmp / "beat-schedule")],
             cwd=deployment.tmp,
             env={**os.environ, **deployment.env},
             stdout=open(deployment.tmp / "beat.log", "wb"),  # noqa: SIM115
@@ -99,6 +99,7 @@ def test_input_that_cannot_be_stored_is_dead_lettered_and_can_be_requeued(deploy
     assert res.accepted == 2
     wait_for("the batch to be handled", lambda: rt.pending() == 0, timeout=30)
     assert rt.stats()["points_stored"] == 1 and rt.stats()["points_dead"] == 1
+
     # a batch whose ingest task keeps dying (poison): parked after a few attempts, not retried forever
     class Held:  # queue the batch only once it is marked poison: a fast worker would store it first
         def ingest(self, batch_id: str) -> None:
@@ -141,7 +142,7 @@ def test_settings_that_cannot_work_are_refused_with_what_to_fix(deployment, tmp_
     other = _cli(["worker"], {**env, "STORMEYE_SHARDS": "3"}, str(tmp_path))
     assert other.returncode == 2 and "was set up with 2 shards" in other.stderr
     with pytest.raises(RedisUnavailable, match="STORMEYE_REDIS_URL"):
-        from workers.settings import Settings
+        from stormeye.workers.settings import Settings
 
         create_app(Settings(mode="distributed", redis_url="redis://127.0.0.1:1/0"))
 

@@ -11,8 +11,8 @@ import pytest
 from distributed_helpers import wait_for
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.remote_write import WriteRequest
+from stormeye.api.app import create_app
+from stormeye.api.remote_write import WriteRequest
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,9 @@ import pytest
 from fastapi import Request
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.remote_write import STALE_NAN_BITS, WriteRequest
-from workers.settings import Settings
+from stormeye.api.app import create_app
+from stormeye.api.remote_write import STALE_NAN_BITS, WriteRequest
+from stormeye.workers.settings import Settings
 
 PB = {"content-type": "application/x-protobuf", "content-encoding": "snappy"}
 STALE = float(np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0])
@@ -200,8 +200,8 @@ def test_points_body_forms_and_size_limit(client: TestClient) -> None:
 
 
 def test_graphite_lines(sqlite_url: str) -> None:
-    from api.graphite_listener import parse_lines
-    from workers.ingest import PointReader
+    from stormeye.api.graphite_listener import parse_lines
+    from stormeye.workers.ingest import PointReader
 
     t = int(time.time()) - 30
     lines = [
@@ -244,7 +244,7 @@ def test_serve_refuses_a_public_address_without_a_token() -> None:
     import sys
 
     got = subprocess.run(
-        [sys.executable, "-m", "api.cli", "serve", "--host", "0.0.0.0", "--port", "1"],
+        [sys.executable, "-m", "stormeye.api.cli", "serve", "--host", "0.0.0.0", "--port", "1"],
         capture_output=True,
         text=True,
         timeout=60,

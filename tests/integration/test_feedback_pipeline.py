@@ -8,9 +8,9 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from storm_helpers import run_part, small_storm
 
-from api.app import create_app
-from workers.actions import Actions
-from workers.settings import Settings
+from stormeye.api.app import create_app
+from stormeye.workers.actions import Actions
+from stormeye.workers.settings import Settings
 
 
 def test_a_split_pair_stays_apart_on_the_next_ticks_and_a_resolve_stays_resolved(tmp_path: Path) -> None:

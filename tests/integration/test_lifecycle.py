@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from workers.pipeline import Pipeline
-from workers.settings import Settings
+from stormeye.workers.pipeline import Pipeline
+from stormeye.workers.settings import Settings
 
 STEP = 60
 T0 = 1_767_225_600

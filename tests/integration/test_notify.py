@@ -8,10 +8,10 @@ import time
 import notify_helpers
 from notify_helpers import HttpReceiver, incident, save, set_status
 
-from workers.db import Database
-from workers.notify import silences as sil
-from workers.notify.config import parse_config
-from workers.notify.notifier import DeliverySettings, Notifier, notifications
+from stormeye.workers.db import Database
+from stormeye.workers.notify import silences as sil
+from stormeye.workers.notify.config import parse_config
+from stormeye.workers.notify.notifier import DeliverySettings, Notifier, notifications
 
 T0 = 1_800_000_000.0
 

@@ -13,16 +13,16 @@ from typing import Any
 from fastapi.testclient import TestClient
 from notify_helpers import HttpReceiver, incident, save
 
-from api.app import create_app
-from workers.db import Database
-from workers.settings import Settings
+from stormeye.api.app import create_app
+from stormeye.workers.db import Database
+from stormeye.workers.settings import Settings
 
 
 def cli(args: list[str], env: dict[str, str]) -> Any:
     """The ``stormeye`` command in this process (Typer's runner): the same app a user's shell runs."""
     from typer.testing import CliRunner
 
-    from api.cli import app
+    from stormeye.api.cli import app
 
     return CliRunner().invoke(app, args, env=env)
 
@@ -97,7 +97,7 @@ def test_serve_refuses_a_bad_config_with_its_line(tmp_path) -> None:  # type: ig
     )
     env = {"STORMEYE_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "STORMEYE_NOTIFY_CONFIG": str(cfg)}
     got = subprocess.run(
-        [sys.executable, "-m", "api.cli", "serve", "--port", "1"],
+        [sys.executable, "-m", "stormeye.api.cli", "serve", "--port", "1"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

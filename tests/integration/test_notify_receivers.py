@@ -16,9 +16,9 @@ import notify_helpers
 import pytest
 from notify_helpers import HttpReceiver, free_port, incident, save
 
-from workers.db import Database
-from workers.notify.config import parse_config
-from workers.notify.notifier import DeliverySettings, Notifier, notifications
+from stormeye.workers.db import Database
+from stormeye.workers.notify.config import parse_config
+from stormeye.workers.notify.notifier import DeliverySettings, Notifier, notifications
 
 IN_CI = bool(os.environ.get("CI"))
 

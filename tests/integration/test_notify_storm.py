@@ -8,11 +8,11 @@ from collections import Counter
 import numpy as np
 from notify_helpers import HttpReceiver
 
-from workers.db import Database
-from workers.notify.config import parse_config
-from workers.notify.notifier import Notifier
-from workers.pipeline import Pipeline
-from workers.settings import Settings
+from stormeye.workers.db import Database
+from stormeye.workers.notify.config import parse_config
+from stormeye.workers.notify.notifier import Notifier
+from stormeye.workers.pipeline import Pipeline
+from stormeye.workers.settings import Settings
 
 T0 = 1_767_225_600.0
 STEP = 60
@@ -85,7 +85,7 @@ def test_storm_restart_no_duplicates(sqlite_url) -> None:  # type: ignore[no-unt
         with notifier.db.sessions() as s:
             from sqlalchemy import func, select
 
-            from workers import models as m
+            from stormeye.workers import models as m
 
             n_sent = s.scalar(select(func.count()).select_from(m.Notification).where(m.Notification.status == "sent"))
         assert n_sent == len(got), (n_sent, len(got), sent)

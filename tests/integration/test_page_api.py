@@ -10,10 +10,10 @@ import pytest
 import storm_helpers
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.page import matches, parse_matchers
-from workers.pipeline import Pipeline
-from workers.settings import Settings
+from stormeye.api.app import create_app
+from stormeye.api.page import matches, parse_matchers
+from stormeye.workers.pipeline import Pipeline
+from stormeye.workers.settings import Settings
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
+from stormeye.api.app import create_app
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 

@@ -1,8 +1,8 @@
 """The embedded pipeline end to end on a seeded storm, with the quality bound of the demo."""
 
-from workers.db import Database
-from workers.demo import run_demo
-from workers.settings import Settings
+from stormeye.workers.db import Database
+from stormeye.workers.demo import run_demo
+from stormeye.workers.settings import Settings
 
 
 def test_demo_defaults_group_the_storm_well(sqlite_url: str) -> None:

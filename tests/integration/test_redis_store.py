@@ -15,9 +15,9 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workers.distributed import wipe
-from workers.redis_store import RedisMetricRegistry, RedisWindowStore, ShardConfigError
-from workers.store import MemoryWindowStore
+from stormeye.workers.distributed import wipe
+from stormeye.workers.redis_store import RedisMetricRegistry, RedisWindowStore, ShardConfigError
+from stormeye.workers.store import MemoryWindowStore
 
 pytestmark = pytest.mark.redis
 
@@ -133,7 +133,7 @@ def test_the_shard_count_of_a_deployment_cannot_change_silently(client: redis.Re
 
 
 def test_a_metric_lands_in_the_same_shard_in_every_process() -> None:
-    from workers.sharding import shards_of
+    from stormeye.workers.sharding import shards_of
 
     names = [f'revenue{{country="c{i}",device="d{i % 3}"}}' for i in range(500)]
     code = (
@@ -167,9 +167,9 @@ def test_bulk_load_equals_appending_every_point(client: redis.Redis, prefix: str
 
 
 def test_the_coarse_seasonal_history_is_the_same_in_redis(client: redis.Redis, prefix: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from workers.distributed import Runtime
-    from workers.pipeline import Pipeline
-    from workers.settings import Settings
+    from stormeye.workers.distributed import Runtime
+    from stormeye.workers.pipeline import Pipeline
+    from stormeye.workers.settings import Settings
 
     # a 4-hour season at 60 s: two seasons do not fit the 480-point store, so 5-minute means are kept
     common = dict(step_s=60, season_s=14_400, retention_points=480)
@@ -195,7 +195,7 @@ def test_the_coarse_seasonal_history_is_the_same_in_redis(client: redis.Redis, p
         np.testing.assert_array_equal(a, b)
         assert np.isfinite(a).any()
     # the detector reads it the same way in both modes
-    from workers.pipeline import detect
+    from stormeye.workers.pipeline import detect
 
     at = float(ts[-1])
     np.testing.assert_array_equal(

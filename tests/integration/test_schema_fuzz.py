@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
-from api.app import create_app
-from workers.settings import Settings
+from stormeye.api.app import create_app
+from stormeye.workers.settings import Settings
 
 # remote write bodies: raw bytes, and snappy-compressed random bytes (which reach the protobuf parser)
 schemathesis.openapi.media_type(

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from detectors.events import Anomaly
-from grouping.graph import GroupingConfig
-from grouping.incidents import IncidentTracker
-from grouping.names import NameIndex
-from grouping.topology import DependencyError, Topology, parse_dependencies
-from workers.settings import Settings
+from stormeye.detectors.events import Anomaly
+from stormeye.grouping.graph import GroupingConfig
+from stormeye.grouping.incidents import IncidentTracker
+from stormeye.grouping.names import NameIndex
+from stormeye.grouping.topology import DependencyError, Topology, parse_dependencies
+from stormeye.workers.settings import Settings
 
 STEP = 60.0
 SERVICES = [

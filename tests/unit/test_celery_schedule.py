@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from workers.celery_app import aligned, make_app
-from workers.settings import Settings
+from stormeye.workers.celery_app import aligned, make_app
+from stormeye.workers.settings import Settings
 
 
 class At(aligned):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import detectors
-from detectors import CoarseSeasonalReference, Status
-from detectors.seasonal import bucket_means
-from workers.pipeline import Pipeline, detect
-from workers.settings import Settings
+from stormeye import detectors
+from stormeye.detectors import CoarseSeasonalReference, Status
+from stormeye.detectors.seasonal import bucket_means
+from stormeye.workers.pipeline import Pipeline, detect
+from stormeye.workers.settings import Settings
 
 DAY = 1440  # one-minute points a day
 T0 = 1_700_006_400.0  # midnight, so slots and buckets line up with days
@@ -147,7 +147,7 @@ def test_without_two_days_the_default_scores_exactly_as_the_robust_z_score() -> 
 def test_the_demo_refuses_a_history_too_short_to_say_what_to_fix() -> None:
     from typer.testing import CliRunner
 
-    from api.cli import app
+    from stormeye.api.cli import app
 
     res = CliRunner().invoke(app, ["demo", "--history-days", "0", "--json", "--database", "sqlite://"])
     assert res.exit_code == 2

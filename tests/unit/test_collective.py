@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from detectors import Scores
-from detectors.collective import CollectiveEvidence
+from stormeye.detectors import Scores
+from stormeye.detectors.collective import CollectiveEvidence
 
 
 def scores(values: np.ndarray, direction: np.ndarray | int = 1) -> Scores:
@@ -72,8 +72,8 @@ def test_settings_are_validated() -> None:
 
 def test_membership_columns_stay_put_when_new_metric_names_arrive() -> None:
     """The layer's per-group history is indexed by column: a new metric name must not shift groups."""
-    from grouping.names import NameIndex
-    from workers.pipeline import group_membership
+    from stormeye.grouping.names import NameIndex
+    from stormeye.workers.pipeline import group_membership
 
     index = NameIndex()
     first = ['cpu{host="a",service="x"}', 'mem{host="b",service="x"}']

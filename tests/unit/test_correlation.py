@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from grouping.correlation import correlate_all, correlate_pairs, fill_missing, shape_similarity, transform
+from stormeye.grouping.correlation import correlate_all, correlate_pairs, fill_missing, shape_similarity, transform
 
 
 def test_lag_is_found_and_signed() -> None:
@@ -56,7 +56,7 @@ def test_mirrored_metrics_correlate_in_absolute_mode() -> None:
 
 
 def test_pairs_in_many_blocks_and_threads_give_the_all_pairs_answer() -> None:
-    from grouping.correlation import PAIR_BLOCK
+    from stormeye.grouping.correlation import PAIR_BLOCK
 
     rng = np.random.default_rng(7)
     base = np.cumsum(rng.normal(size=(6, 70)), axis=1)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import detectors
-from detectors import Status
+from stormeye import detectors
+from stormeye.detectors import Status
 
 ALL = sorted(detectors.available().items())
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detectors import Scores
-from detectors.rules import DetectorRule, DetectorRuleError, DetectorRules
-from workers.pipeline import make_detector
-from workers.settings import Settings
+from stormeye.detectors import Scores
+from stormeye.detectors.rules import DetectorRule, DetectorRuleError, DetectorRules
+from stormeye.workers.pipeline import make_detector
+from stormeye.workers.settings import Settings
 
 
 def _scores(score: list[float], direction: list[int]) -> Scores:

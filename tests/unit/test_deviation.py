@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from detectors import PercentDeviation
+from stormeye.detectors import PercentDeviation
 
 
 def _series(seed: int = 0, n: int = 400, level: float = 100.0, sd: float = 2.0) -> np.ndarray:
@@ -55,7 +55,11 @@ def test_one_sided_bounds_and_settings_validation() -> None:
     w = _series(6)[:61]
     w[-1] = 40
     assert PercentDeviation(down=None).score(w).score[0] == 0
-    for bad, match in [({"up": -0.1}, "up must be"), ({"down": float("nan")}, "down must be"),
-                       ({"reference": "mode"}, "reference must be"), ({"zero_reference": "x"}, "zero_reference")]:
+    for bad, match in [
+        ({"up": -0.1}, "up must be"),
+        ({"down": float("nan")}, "down must be"),
+        ({"reference": "mode"}, "reference must be"),
+        ({"zero_reference": "x"}, "zero_reference"),
+    ]:
         with pytest.raises(ValueError, match=match):
             PercentDeviation(**bad).score(w)  # type: ignore[arg-type]

@@ -8,9 +8,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.remote_write import STALE_NAN_BITS, RemoteWriteDecoder, WriteRequest
-from workers.alerts import AlertBook, parse_time, read_alertmanager
-from workers.ingest import PointBatch, PointReader
+from stormeye.api.remote_write import STALE_NAN_BITS, RemoteWriteDecoder, WriteRequest
+from stormeye.workers.alerts import AlertBook, parse_time, read_alertmanager
+from stormeye.workers.ingest import PointBatch, PointReader
 
 STALE = float(np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0])
 

@@ -3,11 +3,11 @@ gives the embedded mode's scores bit for bit, through the shards' byte format.""
 
 import numpy as np
 
-from workers.distributed import merge_detected, pack_detected, unpack_detected
-from workers.pipeline import detect, make_detector
-from workers.settings import Settings
-from workers.simulator import simulate_storm
-from workers.store import MemoryWindowStore
+from stormeye.workers.distributed import merge_detected, pack_detected, unpack_detected
+from stormeye.workers.pipeline import detect, make_detector
+from stormeye.workers.settings import Settings
+from stormeye.workers.simulator import simulate_storm
+from stormeye.workers.store import MemoryWindowStore
 
 
 def test_shard_scores_equal_whole_scores_for_the_seasonal_ensemble() -> None:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from detectors import GeneralizedESD
+from stormeye.detectors import GeneralizedESD
 
 
 def _textbook_gesd(x: np.ndarray, r: int, alpha: float) -> tuple[int, list[int]]:

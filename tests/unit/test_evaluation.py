@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grouping.evaluation import pairwise_scores
+from stormeye.grouping.evaluation import pairwise_scores
 
 
 def brute(pred: list[int], truth: list[int]) -> tuple[float, float]:

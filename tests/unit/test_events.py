@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from detectors import AnomalyTracker, Scores
+from stormeye.detectors import AnomalyTracker, Scores
 
 
 def _scores(values: list[float], direction: int = 1) -> Scores:

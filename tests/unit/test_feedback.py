@@ -7,12 +7,12 @@ import zlib
 import numpy as np
 import pytest
 
-from detectors.events import Anomaly
-from grouping import manual
-from grouping.feedback import allowed_targets, cross_pairs, drop_apart, pair, separate_apart
-from grouping.graph import Edges, GroupingConfig
-from grouping.incidents import IncidentTracker
-from grouping.names import NameIndex
+from stormeye.detectors.events import Anomaly
+from stormeye.grouping import manual
+from stormeye.grouping.feedback import allowed_targets, cross_pairs, drop_apart, pair, separate_apart
+from stormeye.grouping.graph import Edges, GroupingConfig
+from stormeye.grouping.incidents import IncidentTracker
+from stormeye.grouping.names import NameIndex
 
 
 def window(at: int, seed: int, size: float = 8.0, n: int = 60) -> np.ndarray:

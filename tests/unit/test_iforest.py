@@ -1,8 +1,8 @@
 import numpy as np
 
-import detectors
-from detectors import IsolationForestDetector, Status
-from detectors.iforest import synthetic_normal_windows, window_features
+from stormeye import detectors
+from stormeye.detectors import IsolationForestDetector, Status
+from stormeye.detectors.iforest import synthetic_normal_windows, window_features
 
 
 def test_it_is_opt_in_only() -> None:

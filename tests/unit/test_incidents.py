@@ -7,10 +7,10 @@ import zlib
 import numpy as np
 import pytest
 
-from detectors.events import Anomaly
-from grouping.graph import Edges, GroupingConfig, Node, components, lowest_conductance_cut, to_networkx
-from grouping.incidents import Incident, IncidentTracker, Member, incident_id
-from grouping.names import NameIndex
+from stormeye.detectors.events import Anomaly
+from stormeye.grouping.graph import Edges, GroupingConfig, Node, components, lowest_conductance_cut, to_networkx
+from stormeye.grouping.incidents import Incident, IncidentTracker, Member, incident_id
+from stormeye.grouping.names import NameIndex
 
 COUNTRIES = ["England", "France", "Spain", "Italy", "Germany", "Poland", "Japan", "Brazil"]
 PRODUCTS = ["shoes", "books", "toys", "shirts", "phones", "garden"]
@@ -268,8 +268,8 @@ def test_config_is_validated() -> None:
 
 
 def test_name_evidence_of_many_blocks_of_pairs_is_the_same_in_threads_and_at_least_the_cosine() -> None:
-    from grouping.correlation import PAIR_BLOCK
-    from grouping.graph import _normalize, _pair_similarity, contrast_weights
+    from stormeye.grouping.correlation import PAIR_BLOCK
+    from stormeye.grouping.graph import _normalize, _pair_similarity, contrast_weights
 
     rng = np.random.default_rng(5)
     names = [
@@ -402,7 +402,7 @@ def test_one_ordinary_metric_never_pages_alone_but_a_revenue_metric_does() -> No
 
 
 def test_a_sustained_anomaly_of_an_important_metric_pages_alone_after_open_after_points() -> None:
-    from grouping.priority import PriorityModel, PriorityRule
+    from stormeye.grouping.priority import PriorityModel, PriorityRule
 
     w = World(**GATE)  # the defaults: 10 samples, weight 1.5 or more
     traffic = PriorityModel([PriorityRule({"__name__": "sales"}, weight=1.5, name="traffic")])
@@ -482,7 +482,7 @@ def test_evidence_of_many_edges_is_the_evidence_of_each() -> None:
 def test_evidence_settings_reach_the_tracker_and_bad_values_say_what_to_fix(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from pydantic import ValidationError
 
-    from workers.settings import Settings
+    from stormeye.workers.settings import Settings
 
     monkeypatch.setenv("STORMEYE_CONFIRM_POINTS", "3")
     monkeypatch.setenv("STORMEYE_OPEN_MIN_EVIDENCE", "2.5")
@@ -503,7 +503,7 @@ def test_evidence_settings_reach_the_tracker_and_bad_values_say_what_to_fix(monk
 def test_grouping_threads_setting_reaches_the_config_and_zero_is_refused(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from pydantic import ValidationError
 
-    from workers.settings import Settings
+    from stormeye.workers.settings import Settings
 
     monkeypatch.setenv("STORMEYE_GROUPING_THREADS", "1")
     assert Settings(database_url="sqlite://").grouping_config().threads == 1

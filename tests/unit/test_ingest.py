@@ -3,7 +3,7 @@ import io
 import numpy as np
 import pytest
 
-from workers.ingest import PointError, infer_step, parse_timestamp, parse_value, read_csv, read_jsonl
+from stormeye.workers.ingest import PointError, infer_step, parse_timestamp, parse_value, read_csv, read_jsonl
 
 GOOD_CSV = """metric,timestamp,value
 "cpu{host=""a"",region=""eu""}",1700000000,1.5
@@ -94,9 +94,9 @@ def test_step_inference() -> None:
 
 
 def test_graphite_templates_from_settings_name_the_nodes() -> None:
-    from grouping.names import parse
-    from workers.ingest import PointReader
-    from workers.settings import Settings
+    from stormeye.grouping.names import parse
+    from stormeye.workers.ingest import PointReader
+    from stormeye.workers.settings import Settings
 
     settings = Settings(graphite_templates=["region.host.measurement*"])
     name = PointReader(settings.graphite).metric("eu.web-1.cpu.load")

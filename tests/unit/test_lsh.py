@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grouping.lsh import (
+from stormeye.grouping.lsh import (
     BandingParams,
     BandTables,
     LSHError,
@@ -141,7 +141,7 @@ def test_dense_rows_hash_like_the_same_sparse_rows() -> None:
 
 
 def test_derived_parameters_meet_recall_and_minimize_false_positives() -> None:
-    from grouping.lsh import _fp_integral, band_hit_probability
+    from stormeye.grouping.lsh import _fp_integral, band_hit_probability
 
     for threshold in (0.5, 0.6, 0.75, 0.9):
         for max_bands, max_probes in ((32, 32), (256, 256), (160, 4096)):

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-import detectors
-from workers.ingest import read_csv, replay
-from workers.pipeline import Pipeline
-from workers.settings import Settings
-from workers.store import MemoryWindowStore
+from stormeye import detectors
+from stormeye.workers.ingest import read_csv, replay
+from stormeye.workers.pipeline import Pipeline
+from stormeye.workers.settings import Settings
+from stormeye.workers.store import MemoryWindowStore
 
 T0 = 1_767_225_600
 

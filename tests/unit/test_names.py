@@ -6,8 +6,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from grouping.graphite import GraphiteTemplateError, GraphiteTemplates
-from grouping.names import (
+from stormeye.grouping.graphite import GraphiteTemplateError, GraphiteTemplates
+from stormeye.grouping.names import (
     IndexFormatError,
     MetricNameError,
     NameIndex,
@@ -18,7 +18,7 @@ from grouping.names import (
     pairs_of,
     parse,
 )
-from workers.simulator import COUNTRIES, DEVICES, INFRA_METRICS, OSES, PRODUCTS, REGIONS, SERVICES
+from stormeye.workers.simulator import COUNTRIES, DEVICES, INFRA_METRICS, OSES, PRODUCTS, REGIONS, SERVICES
 
 # -- parsing ------------------------------------------------------------------------------
 
@@ -422,9 +422,10 @@ def test_the_hamming_filter_drops_candidates_but_not_similar_pairs(corpus: list[
     assert off.filter_cutoff() is None and off.params.recall == 0.95
     assert np.array_equal(off.candidate_pairs(corpus[:800])[0], off.candidate_pairs(corpus[:800], filtered=False)[0])
     # more filter bits than the signature has: the filter reads them all
-    assert NameIndex(threshold=0.6, max_bands=8, filter_bits=10**6).filter_bits == NameIndex(
-        threshold=0.6, max_bands=8
-    ).params.bits
+    assert (
+        NameIndex(threshold=0.6, max_bands=8, filter_bits=10**6).filter_bits
+        == NameIndex(threshold=0.6, max_bands=8).params.bits
+    )
 
 
 @pytest.mark.parametrize(

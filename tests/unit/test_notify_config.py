@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.notify.config import Matcher, NotifyConfigError, parse_config, parse_duration
+from stormeye.workers.notify.config import Matcher, NotifyConfigError, parse_config, parse_duration
 
 GOOD = """\
 route:
@@ -87,7 +87,7 @@ def _error(text: str) -> str:
 
 
 def test_bad_matcher_names_its_line() -> None:
-    msg = _error(GOOD.replace("- service!=\"batch\"", "- service~=batch"))
+    msg = _error(GOOD.replace('- service!="batch"', "- service~=batch"))
     assert msg.startswith("notify.yml:10:") and "is not a matcher" in msg, msg
     msg = _error(GOOD.replace('priority=~"[12]"', 'priority=~"[12"'))
     assert msg.startswith("notify.yml:9:") and "bad regular expression" in msg, msg

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from workers.notify.config import Flapping, RouteOptions
-from workers.notify.decide import StateView, decide
-from workers.notify.view import IncidentView
+from stormeye.workers.notify.config import Flapping, RouteOptions
+from stormeye.workers.notify.decide import StateView, decide
+from stormeye.workers.notify.view import IncidentView
 
 OPTS = RouteOptions(group_wait=30, group_interval=300, repeat_interval=3600, update_growth=0.5)
 FLAP = Flapping(window=3600, threshold=3, hold=900)

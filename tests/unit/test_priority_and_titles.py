@@ -2,9 +2,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from grouping.names import parse
-from grouping.priority import PriorityConfigError, PriorityModel, PriorityRule
-from grouping.report import root_entity, root_metric, summary, title
+from stormeye.grouping.names import parse
+from stormeye.grouping.priority import PriorityConfigError, PriorityModel, PriorityRule
+from stormeye.grouping.report import root_entity, root_metric, summary, title
 
 
 @dataclass

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from detectors import HoltWinters, RobustZScore, SeasonalReference
-from detectors.calibration import CalibrationConfig, calibrated_log_p, value_quantum
+from stormeye.detectors import HoltWinters, RobustZScore, SeasonalReference
+from stormeye.detectors.calibration import CalibrationConfig, calibrated_log_p, value_quantum
 
 P = 288
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from detectors import RobustZScore
+from stormeye.detectors import RobustZScore
 
 
 def test_seasonal_heavy_tailed_series_without_anomaly_stays_mostly_quiet() -> None:
@@ -22,7 +22,6 @@ def test_cron_spikes_that_recur_are_not_news_but_a_bigger_spike_is() -> None:
     on_schedule = np.arange(100, 2000, 60)
     assert s[on_schedule[on_schedule > 600]].max() < 0.5
     assert s[1530] >= 0.5
-
 
 
 def test_a_cron_series_holding_a_level_its_spikes_only_touch_is_news() -> None:
@@ -61,7 +60,7 @@ def test_one_earlier_failure_does_not_make_the_next_one_routine() -> None:
 
 
 def test_recurrences_are_counted_by_runs_at_least_as_long_as_the_newest() -> None:
-    from detectors.calibration import _newest_run, _runs_reaching
+    from stormeye.detectors.calibration import _newest_run, _runs_reaching
 
     rng = np.random.default_rng(9)
     big = rng.random((200, 40)) < 0.4

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-import detectors
-from detectors import Ensemble, HoltWinters, SeasonalReference, Status
-from detectors.calibration import CalibrationConfig
-from detectors.ensemble import KIND_CODE, DeciderConfig, cauchy_combine
+from stormeye import detectors
+from stormeye.detectors import Ensemble, HoltWinters, SeasonalReference, Status
+from stormeye.detectors.calibration import CalibrationConfig
+from stormeye.detectors.ensemble import KIND_CODE, DeciderConfig, cauchy_combine
 
 STEP = 300
 P = 288  # a day at 5-minute steps

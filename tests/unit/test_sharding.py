@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from workers.sharding import jump_hash, name_key, shard_of, shards_of
+from stormeye.workers.sharding import jump_hash, name_key, shard_of, shards_of
 
 
 def test_known_values_pin_the_hash_across_versions() -> None:

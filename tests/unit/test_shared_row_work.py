@@ -3,11 +3,11 @@ robust z-score and the other members both need) gives exactly what computing eac
 
 import numpy as np
 
-import detectors
-from detectors.calibration import robust_location_scale, value_quantum
-from detectors.ensemble import DeciderConfig, decide
-from detectors.robust_z import RobustZScore
-from detectors.rowstats import nan_median, nan_quantiles
+from stormeye import detectors
+from stormeye.detectors.calibration import robust_location_scale, value_quantum
+from stormeye.detectors.ensemble import DeciderConfig, decide
+from stormeye.detectors.robust_z import RobustZScore
+from stormeye.detectors.rowstats import nan_median, nan_quantiles
 
 
 def _rows(seed: int = 0, m: int = 400, n: int = 241) -> np.ndarray:

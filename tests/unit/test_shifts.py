@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from detectors import LevelShift, TrendChange
+from stormeye.detectors import LevelShift, TrendChange
 
 
 def _noise(seed: int, n: int = 1000, sd: float = 1.0) -> np.ndarray:

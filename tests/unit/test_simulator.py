@@ -6,8 +6,8 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from grouping.names import NAME_KEY, parse
-from workers.simulator import (
+from stormeye.grouping.names import NAME_KEY, parse
+from stormeye.workers.simulator import (
     CASCADE_KINDS,
     ESTATE_METRICS,
     HOP_LAG_STEPS,
@@ -218,7 +218,7 @@ def test_the_topology_is_given_two_ways(cascaded: Storm, tmp_path: Path) -> None
 
 
 def test_cascade_figures_score_cascades_alone(cascaded: Storm) -> None:
-    from workers.quality import evaluate_storm
+    from stormeye.workers.quality import evaluate_storm
 
     def member(m: str, inc: object) -> dict[str, object]:
         return {"metric": m, "start": inc.start, "end": inc.end}  # type: ignore[attr-defined]

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from detectors import DSPOT, SPOT
-from detectors.spot import gpd_pwm
+from stormeye.detectors import DSPOT, SPOT
+from stormeye.detectors.spot import gpd_pwm
 
 
 def test_pwm_recovers_known_generalized_pareto_parameters() -> None:
@@ -59,7 +59,11 @@ def test_dspot_finds_a_jump_on_a_trend_that_spot_sees_as_the_trend_continuing() 
 
 def test_settings_are_validated() -> None:
     w = np.random.default_rng(5).normal(0, 1, 241)
-    for bad, match in [({"level": 1.0}, "level"), ({"q": 0.0}, "q "), ({"drift_depth": 0}, "drift_depth"),
-                       ({"gamma_floor": 0.5, "gamma_cap": 0.2}, "gamma_floor")]:
+    for bad, match in [
+        ({"level": 1.0}, "level"),
+        ({"q": 0.0}, "q "),
+        ({"drift_depth": 0}, "drift_depth"),
+        ({"gamma_floor": 0.5, "gamma_cap": 0.2}, "gamma_floor"),
+    ]:
         with pytest.raises(ValueError, match=match):
             SPOT(**bad).score(w)  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from workers.store import MemoryWindowStore
+from stormeye.workers.store import MemoryWindowStore
 
 
 def test_windows_are_aligned_to_the_step_and_missing_is_nan() -> None:

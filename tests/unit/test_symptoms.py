@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors import AnomalyTracker, Scores
-from detectors.events import Anomaly
-from grouping.graph import GroupingConfig
-from grouping.incidents import IncidentTracker
-from grouping.names import NameIndex
+from stormeye.detectors import AnomalyTracker, Scores
+from stormeye.detectors.events import Anomaly
+from stormeye.grouping.graph import GroupingConfig
+from stormeye.grouping.incidents import IncidentTracker
+from stormeye.grouping.names import NameIndex
 
 HOSTS = ("web-1", "web-2")
 METRICS = [f'{m}{{host="{h}"}}' for h in HOSTS for m in ("cpu", "disk_io", "net_rx", "tcp_retrans", "load")]

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 
-from detectors.base import Scores
-from detectors.events import AnomalyTracker
+from stormeye.detectors.base import Scores
+from stormeye.detectors.events import AnomalyTracker
 
 
 def _scores(rng: np.random.Generator, n: int) -> Scores:

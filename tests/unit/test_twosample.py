@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import special, stats
 
-from detectors import KSTest, MannWhitney
-from detectors.twosample import ks_2samp_rows, kstwo_sf, mannwhitney_rows, smirnov_sf
+from stormeye.detectors import KSTest, MannWhitney
+from stormeye.detectors.twosample import ks_2samp_rows, kstwo_sf, mannwhitney_rows, smirnov_sf
 
 
 def _pairs() -> list[tuple[np.ndarray, np.ndarray]]:

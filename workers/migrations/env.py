@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from workers.models import Base
+from stormeye.workers.models import Base
 
 config = context.config
 target_metadata = Base.metadata

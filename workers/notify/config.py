@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from workers.notify.message import TemplateProblem, check_template
+from stormeye.workers.notify.message import TemplateProblem, check_template
 
 LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _MATCHER_RE = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workers.notify.config import Flapping, RouteOptions
-from workers.notify.view import IncidentView
+from stormeye.workers.notify.config import Flapping, RouteOptions
+from stormeye.workers.notify.view import IncidentView
 
 
 @dataclass

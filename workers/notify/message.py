@@ -17,7 +17,7 @@ from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 if TYPE_CHECKING:
-    from workers.notify.view import IncidentView
+    from stormeye.workers.notify.view import IncidentView
 
 TITLE = (
     "{% if status == 'resolved' %}[RESOLVED]{% elif kind == 'firing' %}[FIRING]{% else %}[{{ kind | upper }}]"

@@ -33,14 +33,14 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from workers import models as m
-from workers.db import Database
-from workers.notify import silences
-from workers.notify.config import NotifyConfig, Receiver, RouteOptions, load_config, matches_all
-from workers.notify.decide import StateView, decide, flapping
-from workers.notify.message import build
-from workers.notify.receivers import SENDERS, ReceiverError, SendContext
-from workers.notify.view import IncidentView, load_views
+from stormeye.workers import models as m
+from stormeye.workers.db import Database
+from stormeye.workers.notify import silences
+from stormeye.workers.notify.config import NotifyConfig, Receiver, RouteOptions, load_config, matches_all
+from stormeye.workers.notify.decide import StateView, decide, flapping
+from stormeye.workers.notify.message import build
+from stormeye.workers.notify.receivers import SENDERS, ReceiverError, SendContext
+from stormeye.workers.notify.view import IncidentView, load_views
 
 log = logging.getLogger("stormeye.notify")
 

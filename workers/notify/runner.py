@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from workers.notify.notifier import Notifier
+from stormeye.workers.notify.notifier import Notifier
 
 log = logging.getLogger("stormeye.notify")
 

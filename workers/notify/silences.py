@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from workers import models as m
-from workers.db import Database
-from workers.notify.config import Matcher
+from stormeye.workers import models as m
+from stormeye.workers.db import Database
+from stormeye.workers.notify.config import Matcher
 
 
 class SilenceError(ValueError):

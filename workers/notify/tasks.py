@@ -11,10 +11,10 @@ import logging
 import os
 from typing import Any
 
-from workers.celery_app import app
-from workers.db import Database
-from workers.notify.notifier import Notifier
-from workers.settings import get_settings
+from stormeye.workers.celery_app import app
+from stormeye.workers.db import Database
+from stormeye.workers.notify.notifier import Notifier
+from stormeye.workers.settings import get_settings
 
 log = logging.getLogger("stormeye.notify")
 

@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from grouping.names import NAME_KEY, parse
-from workers import models as m
+from stormeye.grouping.names import NAME_KEY, parse
+from stormeye.workers import models as m
 
 ACTIVE = ("open", "acknowledged")
 TOP_MEMBERS = 10

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from workers.notify.receivers import alertmanager, apprise_, email, pagerduty, slack, webhook
-from workers.notify.receivers.base import ReceiverError, SendContext
+from stormeye.workers.notify.receivers import alertmanager, apprise_, email, pagerduty, slack, webhook
+from stormeye.workers.notify.receivers.base import ReceiverError, SendContext
 
 SENDERS: dict[str, Callable[[Mapping[str, Any], dict[str, Any], SendContext], None]] = {
     "webhook": webhook.send,

@@ -11,10 +11,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from workers.notify.config import parse_duration
-from workers.notify.message import iso
-from workers.notify.receivers.base import SendContext, post_json, timeout_of
-from workers.notify.receivers.webhook import alert
+from stormeye.workers.notify.config import parse_duration
+from stormeye.workers.notify.message import iso
+from stormeye.workers.notify.receivers.base import SendContext, post_json, timeout_of
+from stormeye.workers.notify.receivers.webhook import alert
 
 
 def alerts(options: Mapping[str, Any], message: dict[str, Any]) -> list[dict[str, Any]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from workers.notify.message import TEXT, TITLE, render
-from workers.notify.receivers.base import ReceiverError, SendContext
+from stormeye.workers.notify.message import TEXT, TITLE, render
+from stormeye.workers.notify.receivers.base import ReceiverError, SendContext
 
 
 def send(options: Mapping[str, Any], message: dict[str, Any], ctx: SendContext) -> None:

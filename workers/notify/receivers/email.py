@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from email.message import EmailMessage
 from typing import Any
 
-from workers.notify.message import TEXT, TITLE, render
-from workers.notify.receivers.base import ReceiverError, SendContext, timeout_of
+from stormeye.workers.notify.message import TEXT, TITLE, render
+from stormeye.workers.notify.receivers.base import ReceiverError, SendContext, timeout_of
 
 
 def build(options: Mapping[str, Any], message: dict[str, Any], ctx: SendContext) -> EmailMessage:

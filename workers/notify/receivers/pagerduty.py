@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from workers.notify.message import TITLE, render, severity
-from workers.notify.receivers.base import SendContext, post_json, timeout_of
+from stormeye.workers.notify.message import TITLE, render, severity
+from stormeye.workers.notify.receivers.base import SendContext, post_json, timeout_of
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 

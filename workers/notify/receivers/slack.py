@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from workers.notify.message import TEXT, TITLE, render
-from workers.notify.receivers.base import SendContext, post_json, timeout_of
+from stormeye.workers.notify.message import TEXT, TITLE, render
+from stormeye.workers.notify.receivers.base import SendContext, post_json, timeout_of
 
 COLOURS = {1: "#d00000", 2: "#e36209", 3: "#dbab09"}
 

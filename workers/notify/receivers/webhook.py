@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from workers.notify.message import TEXT, TITLE, iso, render, severity
-from workers.notify.receivers.base import SendContext, post_json, timeout_of
+from stormeye.workers.notify.message import TEXT, TITLE, iso, render, severity
+from stormeye.workers.notify.receivers.base import SendContext, post_json, timeout_of
 
 __all__ = ["body", "send", "severity"]
 
