@@ -1,0 +1,39 @@
+"""The root of stormeye's own errors.
+
+Every error stormeye raises on purpose derives from :class:`StormeyeError`. Each class says the HTTP
+status it means at the edge (``http_status``), so the API turns any of them into a response in one
+place instead of one ``except`` per route. The message says what is wrong and what to fix.
+"""
+
+from __future__ import annotations
+
+
+class StormeyeError(Exception):
+    """An error stormeye raises on purpose, with a message that says what to fix."""
+
+    #: the HTTP status the API answers with when this error reaches it
+    http_status: int = 500
+
+
+class BadInput(StormeyeError, ValueError):
+    """Input that cannot be used as given (HTTP 400 at the edge)."""
+
+    http_status = 400
+
+
+class NotFound(StormeyeError, LookupError):
+    """Something asked for by id or name that does not exist (HTTP 404 at the edge)."""
+
+    http_status = 404
+
+
+class Conflict(StormeyeError):
+    """A request that contradicts the current state (HTTP 409 at the edge)."""
+
+    http_status = 409
+
+
+class Unavailable(StormeyeError):
+    """A service stormeye needs is not reachable now; retrying later may work (HTTP 503 at the edge)."""
+
+    http_status = 503
