@@ -16,15 +16,17 @@ replayed on the running tracker at once (under the tick's lock), so the next tic
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from stormeye.api.lookup import incident_or_404
-from stormeye.workers.actions import ActionError, Actions
+from stormeye.workers.actions import Actions
+
+if TYPE_CHECKING:
+    from stormeye.api.app import Service
 
 router = APIRouter()
 
@@ -52,21 +54,10 @@ def actor_of(request: Request) -> str:
 
 
 def _run(request: Request, do: Callable[[Actions], dict[str, Any]]) -> dict[str, Any]:
-    """Do an action on the database and, in the embedded service, on the running tracker."""
-    service = request.app.state.service
+    """Do an action on the database, through the backend so that the tracker sees it."""
+    service: Service = request.app.state.service
     actions = Actions(service.database, service.settings.priority_model)
-    try:
-        if service.runtime is not None:  # distributed: the correlating worker reads the feedback
-            return do(actions)
-        with service.lock:
-            act = do(actions)
-            pipe = service.pipeline
-            if pipe.people is not None:
-                last = pipe.last_scored
-                pipe.people.sync(pipe.incidents, last * pipe.step if last is not None else time.time())
-            return act
-    except ActionError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+    return service.backend.act(lambda: do(actions))
 
 
 @router.post("/api/v1/incidents/{incident_id}/acknowledge")

@@ -10,18 +10,18 @@
   readable summary.
 - ``GET /healthz``: liveness and a few counters.
 
-The embedded tick runs in a background thread every ``STORMEYE_TICK_S`` seconds. In
-distributed mode (``STORMEYE_MODE=distributed``) points are written to Redis and queued for
-the workers before the answer (so a worker's death cannot lose them), Celery beat drives the
-tick, and a point whose step was already scored is refused with that reason.
+The routes run on one :class:`~workers.backend.Backend`, chosen once at start from
+``STORMEYE_MODE``: the embedded pipeline with its tick in a background thread every
+``STORMEYE_TICK_S`` seconds, or (``STORMEYE_MODE=distributed``) Redis and the Celery workers, where
+points are queued before the answer and a point whose step was already scored is refused with
+that reason.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,94 +29,40 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from redis import RedisError
 
 from stormeye.api import auth, ingest_routes, selfmetrics
 from stormeye.api.actions import router as actions_router
+from stormeye.api.graphite_listener import GraphiteListener
 from stormeye.api.lookup import incident_or_404
-from stormeye.api.notify_routes import notify_loop, notify_router
+from stormeye.api.notify_routes import notify_router
 from stormeye.api.page import STATIC
 from stormeye.api.page import router as page_router
+from stormeye.core.errors import StormeyeError
 from stormeye.grouping.report import incident_report, summary
-from stormeye.workers.db import Database
-from stormeye.workers.distributed import Runtime, check_redis
+from stormeye.workers.backend import Backend, open_backend
 from stormeye.workers.ingest import PointBatch, PointReader
 from stormeye.workers.pipeline import Pipeline
 from stormeye.workers.settings import Settings, get_settings
-from stormeye.workers.store import WindowStore
 
 MAX_POINTS_PER_REQUEST = 100_000
 
 
 class Service:
-    """The pipeline, its lock and the ticker thread (embedded), or the Redis runtime (distributed)."""
+    """What the routes share: the backend (chosen once, at start), the point reader and the intake hooks."""
 
     def __init__(self, settings: Settings, pipeline: Pipeline | None = None) -> None:
         self.settings = settings
-        self.runtime: Runtime | None = None
-        if settings.mode == "distributed" and pipeline is None:
-            from stormeye.workers.celery_app import CeleryDispatcher, make_app
-
-            self.runtime = Runtime(settings, client=check_redis(settings.redis_url))
-            self.dispatcher = CeleryDispatcher(make_app(settings))
-            self.database = Database(settings.database_url)
-        else:
-            self.database = pipeline.database if pipeline and pipeline.database else Database(settings.database_url)
-            self._pipeline = pipeline or Pipeline(settings, database=self.database)
-        self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.last_tick: float | None = None
+        self.backend: Backend = open_backend(settings, pipeline)
+        self.database = self.backend.database
+        self.lock = self.backend.lock
         self.reader = PointReader(settings.graphite)
         #: called after every intake as ``hook(source, accepted, {reason: rejected})`` (api/selfmetrics.py)
-        self.intake_hooks: list[Any] = []
-        self.last_tick_s: float | None = None  # how long the newest tick took
-
-    @property
-    def pipeline(self) -> Pipeline:
-        if self.runtime is not None:
-            raise RuntimeError("distributed mode has no in-process pipeline")
-        return self._pipeline
-
-    @property
-    def store(self) -> WindowStore:
-        return self.runtime.store if self.runtime is not None else self.pipeline.store
-
-    def series_source(self) -> Any:
-        """What the page's series and shape search read: the metric registry, the window store, the
-        step and the name index, of the embedded pipeline or, in distributed mode, of the Redis runtime
-        (brought up to date with the metrics other processes registered)."""
-        if self.runtime is None:
-            return self.pipeline
-        self.runtime.warm()
-        return self.runtime
-
-    def start(self) -> None:
-        if self.runtime is not None:
-            return  # Celery beat drives the tick
-        self._thread = threading.Thread(target=self._run, name="stormeye-tick", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.settings.tick_s):
-            self.tick()
-
-    def tick(self, until: float | None = None) -> int:
-        began = time.perf_counter()
-        with self.lock:
-            results = self.pipeline.tick(until)
-        self.last_tick = time.time()
-        self.last_tick_s = time.perf_counter() - began
-        return len(results)
+        self.intake_hooks: list[Callable[[str, int, dict[str, int]], None]] = []
+        self.graphite: GraphiteListener | None = None
 
     def member_windows(self, incident: dict[str, Any], before: int) -> dict[str, dict[str, Any]]:
         """Series of an incident's members from ``before`` steps ahead of its start to its end."""
-        p = self.series_source()
+        p = self.backend.series()
         step = p.step
         metrics = sorted({m["metric"] for m in incident["members"]} & set(p.registry.names))
         if not metrics or p.store.newest() is None:
@@ -145,12 +91,9 @@ class Service:
         """Store a validated batch (points too far ahead or too old are rejected with the reason)."""
         invalid = batch.rejected
         names, ts, vals = batch.arrays()
-        store = self.store
-        try:
-            newest = store.newest()
-        except RedisError as exc:
-            raise self._redis_down(exc) from None
-        oldest_ok = None if newest is None else newest - (store.length - 1) * store.step
+        newest = self.backend.newest_point()
+        length, step = self.settings.retention_points, self.settings.step_s
+        oldest_ok = None if newest is None else newest - (length - 1) * step
         future = ts > now + self.settings.max_future_s
         old = ts < oldest_ok if oldest_ok is not None else np.zeros(len(ts), dtype=bool)
         for k in np.flatnonzero(future | old).tolist():
@@ -163,50 +106,30 @@ class Service:
             else:
                 batch.reject(
                     batch.sources[k],
-                    f"timestamp {t:.0f} is older than the window store keeps "
-                    f"({store.length} steps); it cannot be scored",
+                    f"timestamp {t:.0f} is older than the window store keeps ({length} steps); it cannot be scored",
                 )
         keep = np.flatnonzero(~(future | old))
         kept_names = names if len(keep) == len(names) else [names[k] for k in keep.tolist()]
         accepted = late = merged = 0
         if len(keep):  # repeats of a (metric, step) in this request: the last one given wins, the others are counted
-            steps = np.floor(ts[keep] / store.step).astype(np.int64).tolist()
+            steps = np.floor(ts[keep] / step).astype(np.int64).tolist()
             merged = len(keep) - len(set(zip(kept_names, steps, strict=True)))
-        if len(keep) and self.runtime is not None:
-            accepted = self._accept_distributed(batch, kept_names, ts[keep], vals[keep], keep.tolist())
-        elif len(keep):
-            with self.lock:
-                before = self.pipeline.late_points
-                accepted = self.pipeline.ingest(kept_names, ts[keep], vals[keep])
-                late = self.pipeline.late_points - before
+            stored = self.backend.store_points(kept_names, ts[keep], vals[keep])
+            accepted, late = stored.accepted, stored.late
+            where = keep.tolist()
+            for i, why in stored.refused:
+                batch.reject(batch.sources[where[i]], why)
         errors = [{"where": e.where, "error": e.message} for e in batch.errors]
         for hook in self.intake_hooks:
             hook(source, accepted, {"invalid": invalid, "refused": batch.rejected - invalid})
-        # embedded mode keeps a point that arrived after its step was scored as history only: say so
+        # the embedded pipeline keeps a point that arrived after its step was scored as history only: say so
         return {"accepted": accepted, "late": late, "merged": merged, "rejected": batch.rejected, "errors": errors}
 
-    def _redis_down(self, exc: Exception) -> HTTPException:
-        return HTTPException(
-            503,
-            f"points not accepted: Redis at {self.settings.redis_url} failed ({exc}); nothing of this request "
-            "was kept, send it again",
-        )
 
-    def _accept_distributed(self, batch: PointBatch, names: list[str], ts: Any, vals: Any, where: list[int]) -> int:
-        assert self.runtime is not None
-        try:
-            res = self.runtime.accept(names, ts, vals, self.dispatcher)
-        except RedisError as exc:
-            raise self._redis_down(exc) from None
-        step = self.runtime.step
-        for i in res.late:
-            batch.reject(
-                batch.sources[where[int(i)]],
-                f"timestamp {ts[int(i)]:.0f} is for a step already scored (steps up to "
-                f"{(res.closed_slot + 1) * step:.0f} are closed); send points within STORMEYE_GRACE_S="
-                f"{self.settings.grace_s:g} s after their step ends, or raise it",
-            )
-        return res.accepted
+async def _stormeye_error(_: Request, exc: Exception) -> JSONResponse:
+    """Any of stormeye's own errors reaching a route: its HTTP status and the message (what to fix)."""
+    status = exc.http_status if isinstance(exc, StormeyeError) else 500
+    return JSONResponse({"detail": str(exc)}, status_code=status)
 
 
 def create_app(
@@ -214,19 +137,19 @@ def create_app(
 ) -> FastAPI:
     settings = settings or get_settings()
     service = Service(settings, pipeline)
-    notifier = notify_loop(service)  # notifications in embedded mode (STORMEYE_NOTIFY_CONFIG)
+    notifier = service.backend.notify_loop()  # notifications sent from this process (STORMEYE_NOTIFY_CONFIG)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if start_ticker:
-            service.start()
+            service.backend.start()
             if notifier is not None:
                 notifier.start()
         graphite = ingest_routes.start_graphite(service)
         yield
         if graphite is not None:
             graphite.stop()
-        service.stop()
+        service.backend.stop()
         if notifier is not None:
             notifier.stop()
 
@@ -237,6 +160,7 @@ def create_app(
         description="Alert correlation and grouping: an alert storm in, a few incidents out.",
     )
     app.state.service = service
+    app.add_exception_handler(StormeyeError, _stormeye_error)
     app.state.selfmetrics = selfmetrics.SelfMetrics(service)
     auth.install(app, settings, on_reject=app.state.selfmetrics.reject)  # tokens, request.state.actor, size limit
     ingest_routes.install(app)  # remote write, Alertmanager and generic alerts
@@ -272,9 +196,6 @@ def create_app(
         status = 202 if result["accepted"] or not records else 422
         return JSONResponse(result, status_code=status)
 
-    def db_open() -> int:
-        return service.database.count_incidents("open")
-
     @app.get("/api/v1/incidents")
     def list_incidents(
         status: str | None = Query(None, pattern="^(open|acknowledged|unacknowledged|resolved|merged)$"),
@@ -298,20 +219,6 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        if service.runtime is not None:
-            try:
-                h = service.runtime.health()
-            except RedisError as exc:
-                raise HTTPException(503, f"Redis at {settings.redis_url} failed: {exc}") from None
-            return {"status": "ok", "mode": settings.mode, **h, "open_incidents": db_open()}
-        p = service.pipeline
-        return {
-            "status": "ok",
-            "mode": settings.mode,
-            "metrics": len(p.registry),
-            "open_incidents": len(p.incidents.open_incidents()),
-            "last_tick": service.last_tick,
-            "newest_point": p.store.newest(),
-        }
+        return {"status": "ok", "mode": settings.mode, **service.backend.health()}
 
     return app

@@ -21,6 +21,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from stormeye.core.errors import StormeyeError
 from stormeye.workers.settings import Settings
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -37,7 +38,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class AuthConfigError(ValueError):
+class AuthConfigError(StormeyeError, ValueError):
     """The token settings cannot be read; the message says how to write them."""
 
 
@@ -60,8 +61,10 @@ def parse_tokens(settings: Settings) -> dict[str, str]:
     return tokens
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StormeyeError):
+    """The body is over ``STORMEYE_MAX_BODY_BYTES`` (answered by the middleware itself)."""
+
+    http_status = 413
 
 
 class AuthMiddleware:

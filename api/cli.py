@@ -219,8 +219,7 @@ def serve(
 
     from stormeye.api.app import create_app
     from stormeye.api.auth import AuthConfigError, is_loopback, parse_tokens
-    from stormeye.workers.distributed import RedisUnavailable
-    from stormeye.workers.notify.config import NotifyConfigError
+    from stormeye.core.errors import StormeyeError
 
     settings = _settings(database_url=database)
     try:
@@ -237,7 +236,7 @@ def serve(
         raise typer.Exit(2)
     try:
         application = create_app(settings)
-    except (RedisUnavailable, NotifyConfigError) as exc:
+    except StormeyeError as exc:  # Redis unreachable, a bad notification config, a missing extra
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     uvicorn.run(application, host=host, port=port, log_level="info")

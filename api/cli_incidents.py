@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from stormeye.core.errors import StormeyeError, Unavailable
 from stormeye.workers.db import LIST_STATUSES
 
 app = typer.Typer(no_args_is_help=True, help="List, show and act on incidents (a server with --url, or the database).")
@@ -35,11 +36,11 @@ ACTOR = typer.Option(None, "--actor", help="who acts, on the local database (def
 JSON = typer.Option(False, "--json", help="print JSON")
 
 
-class Refused(Exception):
+class Refused(StormeyeError):
     """The server or the database refused the request (the message says why)."""
 
 
-class Unreachable(Exception):
+class Unreachable(Unavailable):
     pass
 
 
@@ -134,7 +135,7 @@ class Local:
                 act = a.split(iid, body["metrics"], self.actor)
                 return {"action": act, "incident": act["details"]["into"]}
         except ActionError as exc:
-            raise Refused(f"{exc.status}: {exc}") from None
+            raise Refused(f"{exc.http_status}: {exc}") from None
         raise ValueError(action)
 
     def priority(self, metric: str, weight: float | None, kpi: bool | None) -> dict[str, Any]:
@@ -143,7 +144,7 @@ class Local:
         try:
             return {"action": self.actions.set_metric_priority(metric, self.actor, weight, kpi)}
         except ActionError as exc:
-            raise Refused(f"{exc.status}: {exc}") from None
+            raise Refused(f"{exc.http_status}: {exc}") from None
 
 
 def _os_user() -> str:

@@ -104,8 +104,8 @@ async def remote_write(request: Request) -> JSONResponse:
             meters.reject("not_finite", decoded.not_finite)
     batch = PointBatch(
         names=[decoded.names[i] for i in decoded.series_of.tolist()] if len(decoded.names) else [],
-        timestamps=decoded.timestamps,  # type: ignore[arg-type]
-        values=decoded.values,  # type: ignore[arg-type]
+        timestamps=decoded.timestamps,
+        values=decoded.values,
         sources=_SeriesWhere(decoded.series_of, decoded.series_index),  # type: ignore[arg-type]
     )
     for where, msg in decoded.errors:
@@ -148,7 +148,7 @@ def _take_alerts(request: Request, alerts: list[Alert], bad: list[tuple[str, str
             bad.append((a.where, str(exc)))
     keep = named
     bad.sort(key=lambda wb: int(wb[0].strip("alerts[]") or 0))
-    got = svc_receive(svc, keep)
+    got = svc.backend.receive_alerts(keep)
     meters = getattr(request.app.state, "selfmetrics", None)
     if meters is not None:
         meters.alerts.labels(source).inc(len(keep))
@@ -157,19 +157,6 @@ def _take_alerts(request: Request, alerts: list[Alert], bad: list[tuple[str, str
             meters.reject("invalid", len(bad))
     body = {**got, "rejected": len(bad), "errors": [{"where": w, "error": e} for w, e in bad]}
     return JSONResponse(body, status_code=200 if keep or not bad else 422)
-
-
-def svc_receive(svc: Any, alerts: list[Alert]) -> dict[str, int]:
-    """Hand alerts to the pipeline (embedded) or to the workers through Redis (distributed)."""
-    if svc.runtime is not None:  # the next correlate step counts repeats
-        from stormeye.workers.alerts import receive_distributed
-
-        receive_distributed(svc.runtime, alerts)
-        return {"alerts": len(alerts), "queued": len(alerts)}
-    else:
-        with svc.lock:
-            res = svc.pipeline.alerts.receive(alerts)
-    return {"alerts": len(alerts), "new": res.new, "repeats": res.repeats, "resolved": res.resolved}
 
 
 def _json_doc(schema: dict[str, Any], what: str) -> dict[str, Any]:

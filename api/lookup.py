@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import HTTPException
+from stormeye.core.errors import NotFound
 
 
 def incident_or_404(database: Any, incident_id: str) -> dict[str, Any]:
     """The stored incident (``database.get_incident``), or a 404 that names the id."""
     inc = database.get_incident(incident_id)
     if inc is None:
-        raise HTTPException(404, f"no incident {incident_id!r}")
+        raise NotFound(f"no incident {incident_id!r}")
     return dict(inc)

@@ -10,15 +10,17 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from stormeye.api.lookup import incident_or_404
 from stormeye.workers.notify import silences
-from stormeye.workers.notify.notifier import Notifier, notifications
-from stormeye.workers.notify.runner import NotifyLoop
+
+if TYPE_CHECKING:
+    from stormeye.api.app import Service
+from stormeye.workers.notify.notifier import notifications
 
 
 class SilenceIn(BaseModel):
@@ -30,7 +32,7 @@ class SilenceIn(BaseModel):
     comment: str = ""
 
 
-def notify_router(service: Any) -> APIRouter:
+def notify_router(service: Service) -> APIRouter:
     """The routes over ``service.database`` (the app's :class:`api.app.Service`)."""
     router = APIRouter(tags=["notifications"])
 
@@ -50,29 +52,10 @@ def notify_router(service: Any) -> APIRouter:
         if body.ends_at is None and body.duration_s is None:
             raise HTTPException(422, "give ends_at (UTC epoch seconds) or duration_s")
         end = body.ends_at if body.ends_at is not None else start + float(body.duration_s or 0)
-        try:
-            return silences.add(service.database, body.matchers, start, end, body.created_by, body.comment, now)
-        except silences.SilenceError as exc:
-            raise HTTPException(422, str(exc)) from None
+        return silences.add(service.database, body.matchers, start, end, body.created_by, body.comment, now)
 
     @router.delete("/api/v1/silences/{silence_id}")
     def expire_silence(silence_id: str) -> dict[str, Any]:
-        try:
-            return silences.expire(service.database, silence_id, time.time())
-        except silences.SilenceError as exc:
-            raise HTTPException(404, str(exc)) from None
+        return silences.expire(service.database, silence_id, time.time())
 
     return router
-
-
-def notify_loop(service: Any) -> NotifyLoop | None:
-    """Embedded mode with ``STORMEYE_NOTIFY_CONFIG``: the notifier's thread, woken after each tick
-    (None otherwise: distributed mode runs it on Celery beat). A bad config fails here, at start."""
-    if service.runtime is not None:
-        return None
-    notifier = Notifier.from_settings(service.settings, service.database)
-    if notifier is None:
-        return None
-    loop = NotifyLoop(notifier, service.settings.notify_interval_s)
-    service.pipeline.after_persist.append(loop.wake)
-    return loop

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -31,11 +31,16 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from stormeye.api.lookup import incident_or_404
+from stormeye.core.errors import NotFound
 from stormeye.grouping.correlation import shape_similarity_pairs
 from stormeye.grouping.names import NAME_KEY, parse
 from stormeye.grouping.report import ENTITY_KEYS, shared_scope
 from stormeye.workers import models as m
 from stormeye.workers.actions import Actions
+from stormeye.workers.backend import SeriesSource
+
+if TYPE_CHECKING:
+    from stormeye.api.app import Service
 
 STATIC = Path(__file__).with_name("static")
 router = APIRouter()
@@ -81,13 +86,14 @@ def matches(labels: dict[str, str], matchers: list[tuple[str, str, str]]) -> boo
     return True
 
 
-def _service(request: Request) -> Any:
-    return request.app.state.service
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
 
 
-def _source(request: Request) -> Any:
+def _source(request: Request) -> SeriesSource:
     """The registry, window store, step and name index the series and the shape search read."""
-    return _service(request).series_source()
+    return _service(request).backend.series()
 
 
 @router.get("/", include_in_schema=False)
@@ -221,7 +227,7 @@ def incident_graph(incident_id: str, request: Request) -> dict[str, Any]:
     cfg, step = service.settings.grouping_config(), service.settings.step_s
     members = sorted(inc["members"], key=_onset)  # the page's order: node k is member #k+1
     first: dict[str, int] = {}
-    nodes = []
+    nodes: list[dict[str, Any]] = []
     for x in members:
         if x["metric"] in first:
             continue
@@ -273,7 +279,7 @@ def _rows(pipe: Any, metric: str) -> int:
     try:
         return int(pipe.registry.row(metric))
     except KeyError:
-        raise HTTPException(404, f"no series for {metric!r} in the window store (is it the canonical name?)") from None
+        raise NotFound(f"no series for {metric!r} in the window store (is it the canonical name?)") from None
 
 
 @router.get("/api/v1/metrics/series")
@@ -284,7 +290,7 @@ def metric_series(request: Request, metric: str, points: int = Query(240, ge=8, 
     row = _rows(pipe, metric)
     newest = pipe.store.newest()
     if newest is None:
-        raise HTTPException(404, "the window store holds no points yet")
+        raise NotFound("the window store holds no points yet")
     points = min(points, pipe.store.length)
     with service.lock:
         values = pipe.store.windows(np.array([row]), newest, points)[0]

@@ -21,13 +21,14 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
+from stormeye.core.errors import BadInput
 from stormeye.grouping.names import MetricNameError, canonical, parse
 
 STALE_NAN_BITS = 0x7FF0000000000002
 _CACHE_MAX = 2_000_000
 
 
-class RemoteWriteError(ValueError):
+class RemoteWriteError(BadInput):
     """The body is not a remote-write request; the message says what is wrong."""
 
 
@@ -108,6 +109,8 @@ def decompress(body: bytes, limit: int) -> bytes:
 
 
 class RemoteWriteTooLarge(RemoteWriteError):
+    http_status = 413
+
     """The decompressed request is larger than the limit."""
 
 

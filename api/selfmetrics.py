@@ -15,18 +15,17 @@ Each app has its own registry, so several apps in one process (tests) do not sha
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 
+from stormeye.core.errors import Unavailable
 from stormeye.workers import models
-from stormeye.workers.pipeline import due_slot
 
 router = APIRouter()
 disable_created_metrics()  # the *_created series only repeat the start time of the process
@@ -76,6 +75,14 @@ class SelfMetrics:
         self.rejected.labels(reason).inc(n)
 
 
+#: the backend's gauges (:meth:`workers.backend.Backend.gauges`) and their help
+_GAUGES = {
+    "backlog_steps": "Complete steps not yet scored",
+    "backlog_batches": "Accepted batches not yet stored by a worker",
+    "anomalies_open": "Open anomalies (detected and alerts)",
+}
+
+
 class _StateCollector(Collector):
     def __init__(self, service: Any) -> None:
         self.service = service
@@ -92,26 +99,12 @@ class _StateCollector(Collector):
             by_prio.add_metric([f"P{p}"], n)
         yield by_prio
         tick = GaugeMetricFamily("stormeye_tick_duration_seconds", "How long the newest tick took (embedded mode)")
-        tick.add_metric([], float(svc.last_tick_s or 0.0))
+        tick.add_metric([], float(svc.backend.last_tick_s or 0.0))
         yield tick
-        backlog = GaugeMetricFamily("stormeye_backlog_steps", "Complete steps not yet scored")
-        if svc.runtime is not None:
-            h = svc.runtime.health()
-            backlog.add_metric([], float(h["steps_behind"] or 0))
-            yield backlog
-            batches = GaugeMetricFamily("stormeye_backlog_batches", "Accepted batches not yet stored by a worker")
-            batches.add_metric([], float(h["pending_batches"]))
-            yield batches
-            return
-        p = svc.pipeline
-        behind = 0
-        if p.last_scored is not None:
-            behind = max(0, due_slot(time.time(), p.step, svc.settings.grace_s) - p.last_scored)
-        backlog.add_metric([], float(behind))
-        yield backlog
-        anomalies = GaugeMetricFamily("stormeye_anomalies_open", "Open anomalies (detected and alerts)")
-        anomalies.add_metric([], float(len(p.anomalies.open_anomalies) + len(p.alerts)))
-        yield anomalies
+        for name, value in svc.backend.gauges().items():
+            gauge = GaugeMetricFamily(f"stormeye_{name}", _GAUGES[name])
+            gauge.add_metric([], value)
+            yield gauge
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -129,10 +122,6 @@ def readyz(request: Request) -> dict[str, Any]:
         with svc.database.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:
-        raise HTTPException(503, f"the database at {svc.settings.database_url} does not answer: {exc}") from None
-    if svc.runtime is not None:
-        try:
-            svc.runtime.r.ping()
-        except Exception as exc:
-            raise HTTPException(503, f"Redis at {svc.settings.redis_url} does not answer: {exc}") from None
+        raise Unavailable(f"the database at {svc.settings.database_url} does not answer: {exc}") from None
+    svc.backend.ready()
     return {"status": "ready", "mode": svc.settings.mode}

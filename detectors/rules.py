@@ -27,13 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from stormeye.core.errors import BadInput
 from stormeye.detectors.base import Scores
 
 DIRECTIONS = ("up", "down", "both")
 FIELDS = ("match", "threshold", "bad", "ignore", "min_points", "name")
 
 
-class DetectorRuleError(ValueError):
+class DetectorRuleError(BadInput):
     """A detector rule is malformed; the message names the rule and the field."""
 
 

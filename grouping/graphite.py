@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from fnmatch import translate
 from typing import Literal
 
+from stormeye.core.errors import BadInput
+
 NODE = re.compile(r"[^\s.{}=;,\"]+")
 _PART = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 _TAG_PAIR = re.compile(r"([A-Za-z_][A-Za-z0-9_.\-]*)=([^,=\s]+)")
@@ -37,7 +39,7 @@ _TAG_PAIR = re.compile(r"([A-Za-z_][A-Za-z0-9_.\-]*)=([^,=\s]+)")
 Unmatched = Literal["positional", "name", "error"]
 
 
-class GraphiteTemplateError(ValueError):
+class GraphiteTemplateError(BadInput):
     """A Graphite template that cannot be used; the message says what to change."""
 
 

@@ -54,6 +54,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from stormeye.core.errors import BadInput
+
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -68,7 +70,7 @@ DIRECTORY_BITS = 20
 DENSE_KEY_BITS = 20
 
 
-class LSHError(ValueError):
+class LSHError(BadInput):
     """LSH parameters or inputs that cannot work; the message says what to change."""
 
 

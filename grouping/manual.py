@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from stormeye.core.errors import Conflict
 from stormeye.grouping.incidents import Incident, IncidentChange, IncidentTracker
 
 
-class ManualActionError(ValueError):
+class ManualActionError(Conflict, ValueError):
     """An action the tracker's state does not allow (the message says why)."""
 
 

@@ -33,6 +33,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
+from stormeye.core.errors import BadInput
 from stormeye.grouping.graphite import GraphiteTemplateError, GraphiteTemplates
 from stormeye.grouping.lsh import (
     BandingParams,
@@ -69,11 +70,11 @@ _ESCAPE = re.compile(r"\\(.)", re.S)
 Method = Literal["auto", "lsh", "exact"]
 
 
-class MetricNameError(ValueError):
+class MetricNameError(BadInput):
     """A metric name could not be read; the message says what is wrong and how to write it."""
 
 
-class IndexFormatError(ValueError):
+class IndexFormatError(BadInput):
     """Bytes that are not a serialized :class:`NameIndex` (or one of an unknown version)."""
 
 

@@ -25,11 +25,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from stormeye.core.errors import BadInput
+
 LEVELS: tuple[tuple[float, int], ...] = ((40.0, 1), (15.0, 2), (6.0, 3), (2.5, 4))
 DIRECTIONS = ("up", "down", "both")
 
 
-class PriorityConfigError(ValueError):
+class PriorityConfigError(BadInput):
     """A priority rule is malformed; the message names the rule and the field."""
 
 

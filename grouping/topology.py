@@ -36,6 +36,8 @@ from typing import Any
 
 import networkx as nx
 
+from stormeye.core.errors import BadInput
+
 #: labels that name the service (or workload) a metric belongs to, most specific first
 SERVICE_KEYS = (
     "service",
@@ -63,7 +65,7 @@ EDGE_LABELS = (
 _HEADER_WORDS = {"source", "target", "caller", "callee", "client", "server", "from", "to", "parent", "child"}
 
 
-class DependencyError(ValueError):
+class DependencyError(BadInput):
     """A dependency file line that is not ``caller,callee``; the message names the line."""
 
 

@@ -23,6 +23,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from stormeye.core import errors
+from stormeye.core.errors import StormeyeError
 from stormeye.grouping import manual
 from stormeye.grouping.feedback import Pair, cross_pairs
 from stormeye.grouping.incidents import IncidentChange, IncidentTracker, problem_start
@@ -36,26 +38,26 @@ from stormeye.workers.db import Database
 MAX_FEEDBACK_PAIRS = 50_000
 
 
-class ActionError(Exception):
-    """An action that cannot be done; ``status`` is the HTTP status that says why."""
+class ActionError(StormeyeError):
+    """An action that cannot be done; ``http_status`` is the HTTP status that says why."""
 
-    status = 400
-
-
-class NotFound(ActionError):
-    status = 404
+    http_status = 400
 
 
-class Conflict(ActionError):
+class NotFound(ActionError, errors.NotFound):
+    http_status = 404
+
+
+class Conflict(ActionError, errors.Conflict):
     """The incident's state does not allow it (resolved, merged, acknowledged already)."""
 
-    status = 409
+    http_status = 409
 
 
-class Invalid(ActionError):
+class Invalid(ActionError, ValueError):
     """The request itself makes no sense (merge with itself, split off every member)."""
 
-    status = 422
+    http_status = 422
 
 
 @dataclass

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from stormeye.core.errors import BadInput
 from stormeye.detectors.events import Anomaly
 from stormeye.grouping.names import NAME_KEY, MetricNameError, canonical, parse
 
@@ -39,7 +40,7 @@ ALERT_SCORE = 1.0
 MAX_ALERTS_PER_REQUEST = 10_000
 
 
-class AlertError(ValueError):
+class AlertError(BadInput):
     """One alert is unusable; the message says what to send instead."""
 
 

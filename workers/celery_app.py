@@ -129,8 +129,5 @@ class CeleryDispatcher:
             "stormeye.tick", kwargs={"until": until, "drive_only": drive_only}, countdown=countdown or None
         )
 
-    def notify(self) -> None:
-        self.app.send_task("stormeye.notify")
-
 
 app = make_app()

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from stormeye.workers.db import Database
 from stormeye.workers.pipeline import Pipeline
 from stormeye.workers.quality import evaluate_storm
@@ -39,7 +41,7 @@ def run_storm(
         t = float(storm.timestamps[j])
         col = storm.values[:, j]
         ok = col == col  # finite (NaN != NaN)
-        pipe.store.append(rows[ok], [t] * int(ok.sum()), col[ok])
+        pipe.store.append(rows[ok], np.full(int(ok.sum()), t), col[ok])
         pipe.tick(t)
         if progress is not None:
             progress(k + 1, total)

@@ -19,12 +19,10 @@ process's :class:`Runtime`. What happens to a point (docs/distributed.md has the
 5. **correlate** (task): all shards' scores in row order → :func:`workers.pipeline.track`
    (anomaly events, and whatever looks across metrics) → :func:`workers.pipeline.correlate`
    (incidents), with both trackers' state from Redis; idempotent upserts to the database, then
-   the trackers' state, the step number and the step's incident changes (into the
-   notification outbox) in one Redis transaction. A step's correlate waits for the one before
-   it, which queues it when it commits.
-6. **notify** (task): moves outbox entries to the notification queue exactly once (a
-   notification log in Redis, like Alertmanager's), with the incident's current headline.
-   Routing to receivers consumes that queue (a later stage).
+   the trackers' state and the step number in one Redis transaction. A step's correlate waits
+   for the one before it, which queues it when it commits.
+
+Notifications are decided and sent from the database (:mod:`workers.notify`, on Celery beat).
 
 Within a step, shards run in parallel on any worker; while step ``s`` is correlated, step
 ``s + 1`` is already being scored.
@@ -33,7 +31,6 @@ Within a step, shards run in parallel on any worker; while step ``s`` is correla
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -43,50 +40,48 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import redis
 import scipy.sparse as sp
-from sqlalchemy import select
 
+from stormeye.core.errors import Unavailable
 from stormeye.detectors import AnomalyTracker, Detector, Scores
 from stormeye.detectors.collective import CollectiveEvidence
 from stormeye.detectors.rules import CompiledRules
 from stormeye.grouping.incidents import IncidentTracker
 from stormeye.grouping.names import MetricNameError, NameIndex, normalize, parse
 from stormeye.grouping.topology import Topology
-from stormeye.workers import models as m
 from stormeye.workers.actions import PeopleSync, own_changes
-from stormeye.workers.alerts import AlertBook, take_inbox, windows_with_alerts
+from stormeye.workers.alerts import Alert, AlertBook, receive_distributed, take_inbox, windows_with_alerts
+from stormeye.workers.backend import Stored
 from stormeye.workers.db import Database
 from stormeye.workers.pipeline import (
     Detected,
-    compile_rules,
+    MetricStages,
+    build_trackers,
     correlate,
     detect,
     due_slot,
-    group_membership,
     load_seasons,
-    make_collective,
     make_detector,
     touched_incidents,
     track,
 )
-from stormeye.workers.redis_store import Keys, RedisMetricRegistry, RedisWindowStore
+from stormeye.workers.redis_store import Keys, RedisMetricRegistry, RedisWindowStore, as_bytes, as_text
 from stormeye.workers.settings import Settings
 
 log = logging.getLogger("stormeye.distributed")
+T = TypeVar("T")
 
 RESULT_TTL_S = 86400  # per-step shard results and markers: kept a day for inspection
-NOTIFY_LOG_TTL_S = 7 * 86400
-NOTIFY_QUEUE_MAX = 100_000  # entries kept in the notification queue stream (approximately)
 MAX_INGEST_ATTEMPTS = 5  # a batch whose task died this often (its worker with it) is poison: dead-lettered
 
 
-class RedisUnavailable(RuntimeError):
+class RedisUnavailable(Unavailable, RuntimeError):
     """Redis cannot be reached; the message says where we looked and what to do."""
 
 
@@ -117,8 +112,6 @@ class Dispatcher(Protocol):
 
     def tick(self, countdown: float = 0.0, until: float | None = None, drive_only: bool = False) -> None: ...
 
-    def notify(self) -> None: ...
-
 
 # KEYS: pending zset, batch hash, scored, inflight hash, stats.
 # ARGV: batch id, min slot, names (JSON), timestamps (float64), values (float64), now, n points.
@@ -133,18 +126,6 @@ redis.call('HSET', KEYS[2], 'names', ARGV[3], 'ts', ARGV[4], 'values', ARGV[5], 
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('HINCRBY', KEYS[5], 'points_accepted', ARGV[7])
 return -2
-"""
-
-# KEYS: notification log key, notification queue. ARGV: the queue's cap, then the field/value pairs
-# of the entry. The queue is capped (approximately: XADD MAXLEN ~ trims whole nodes): the
-# notifications themselves are sent from the database log (workers/notify), so this stream is a
-# recent history for inspection, and it must not grow for as long as the service runs.
-_NOTIFY_ONCE = f"""
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', {NOTIFY_LOG_TTL_S}) then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 2))
-  return 1
-end
-return 0
 """
 
 
@@ -169,17 +150,14 @@ class Runtime:
         self._database = database
         self._detector: Detector | None = None
         self._seasons: RedisWindowStore | None = None
-        self._rules: CompiledRules | None = None
         self.index = NameIndex(graphite=settings.graphite)
+        self.per_metric = MetricStages(settings, self.index)
         self.topology = settings.topology()  # declared, plus what service-graph metrics name (see warm)
         # (step they are at, anomaly tracker, incident tracker, collective evidence): kept while this
         # process commits steps
         self._state: tuple[int, AnomalyTracker, IncidentTracker, CollectiveEvidence | None] | None = None
         self._people: PeopleSync | None = None
-        self._membership: sp.csr_matrix | None = None
         self._accept = self.r.register_script(_ACCEPT)
-        self._notify_once = self.r.register_script(_NOTIFY_ONCE)
-        self.notify_queue_max = NOTIFY_QUEUE_MAX  # entries the notification queue stream keeps (about)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self._index_lock = threading.Lock()
 
@@ -221,7 +199,7 @@ class Runtime:
             pipe.hincrby(self.k("stats"), field, n)
 
     def stats(self) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in self.r.hgetall(self.k("stats")).items()}
+        return {as_text(k): int(v) for k, v in self.r.hgetall(self.k("stats")).items()}
 
     def scored_slot(self) -> int | None:
         v = self.r.get(self.k("tick", "scored"))
@@ -258,7 +236,7 @@ class Runtime:
                 args=[
                     batch_id,
                     int(slots[idx].min()),
-                    json.dumps([names[i] for i in idx]),
+                    json.dumps([names[int(i)] for i in idx]),
                     ts[idx].astype("<f8").tobytes(),
                     vals[idx].astype("<f8").tobytes(),
                     time.time(),
@@ -304,8 +282,8 @@ class Runtime:
         raw = self.r.hgetall(bkey)
         try:
             names = json.loads(raw[b"names"])
-            ts = np.frombuffer(raw[b"ts"], dtype="<f8")
-            vals = np.frombuffer(raw[b"values"], dtype="<f8")
+            ts = np.frombuffer(as_bytes(raw[b"ts"]), dtype="<f8")
+            vals = np.frombuffer(as_bytes(raw[b"values"]), dtype="<f8")
             if not (len(names) == len(ts) == len(vals)):
                 raise ValueError(f"{len(names)} names, {len(ts)} timestamps and {len(vals)} values")
         except (KeyError, ValueError, TypeError) as exc:
@@ -390,9 +368,9 @@ class Runtime:
 
     def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
         out = []
-        for eid, fields in self.r.xrevrange(self.k("deadletter"), count=count):
-            d = {k.decode(): v.decode() for k, v in fields.items()}
-            d["id"] = eid.decode()
+        for eid, fields in self.r.xrevrange(self.k("deadletter"), count=count) or []:
+            d = {as_text(k): as_text(v) for k, v in (fields or {}).items()}
+            d["id"] = as_text(eid)
             out.append(d)
         return out
 
@@ -403,7 +381,10 @@ class Runtime:
             raise KeyError(f"no dead-lettered batch {batch_id!r}")
         names = json.loads(raw[b"names"])
         res = self.accept(
-            names, np.frombuffer(raw[b"ts"], dtype="<f8"), np.frombuffer(raw[b"values"], dtype="<f8"), dispatcher
+            names,
+            np.frombuffer(as_bytes(raw[b"ts"]), dtype="<f8"),
+            np.frombuffer(as_bytes(raw[b"values"]), dtype="<f8"),
+            dispatcher,
         )
         self.r.delete(self.k("dead", "batch", batch_id))
         return res
@@ -446,7 +427,7 @@ class Runtime:
         done — while it is still being correlated (scoring needs only the shards' own state), but
         never more than one step ahead of the incidents."""
         ikey = self.k("tick", "inflight")
-        inflight = {k.decode(): float(v) for k, v in self.r.hgetall(ikey).items()}
+        inflight = {as_text(k): float(v) for k, v in self.r.hgetall(ikey).items()}
         target = int(self.r.get(self.k("tick", "target")) or -1)
         scored = self.scored_slot()
         if inflight and "slot" in inflight:
@@ -480,7 +461,7 @@ class Runtime:
         state = {"slot": slot, "started": now, "fanned": 0.0}
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(ikey)
-        pipe.hset(ikey, mapping=state)
+        pipe.hset(ikey, items=[x for kv in state.items() for x in kv])
         pipe.execute()
         return self._drive(dispatcher, slot, state, now)
 
@@ -502,7 +483,7 @@ class Runtime:
             if blocking and waited < self.settings.ingest_wait_s:
                 if waited >= self.settings.ingest_wait_s / 2 and not state.get("nudged"):
                     for b in blocking:  # perhaps their messages were lost: ingest is idempotent
-                        dispatcher.ingest(b.decode())
+                        dispatcher.ingest(as_text(b))
                     self._mark(slot, "nudged", now)
                 dispatcher.tick(countdown=min(0.25, max(self.settings.ingest_wait_s - waited, 0.01)), drive_only=True)
                 return f"step {slot}: waiting for {len(blocking)} accepted batches to be stored"
@@ -563,7 +544,7 @@ class Runtime:
     def shard_result(self, slot: int, shard: int) -> Detected | None:
         """What ``score_shard`` kept for a shard and step (for ``correlate``, and for inspection)."""
         raw = self.r.get(self.k("step", slot, "shard", shard))
-        return None if raw is None else unpack_detected(raw)
+        return None if raw is None else unpack_detected(as_bytes(raw))
 
     # -- 5. correlate --------------------------------------------------------------------
 
@@ -580,17 +561,11 @@ class Runtime:
 
     def rules(self) -> CompiledRules | None:
         """The per-metric detector settings of every registered metric (resolved again when metrics arrive)."""
-        n = len(self.registry.names)
-        if self._rules is None or len(self._rules.factor) != n:
-            self._rules = compile_rules(self.settings, self.registry.names)
-        return self._rules
+        return self.per_metric.rules(self.registry.names)
 
     def membership(self) -> sp.csr_matrix:
         """The groups of collective evidence over every registered metric, in registration order."""
-        n = len(self.registry.names)
-        if self._membership is None or self._membership.shape[0] != n:
-            self._membership = group_membership(self.index, self.registry.names)
-        return self._membership
+        return self.per_metric.membership(self.registry.names)
 
     def _trackers(self, at_slot: int | None) -> tuple[AnomalyTracker, IncidentTracker, CollectiveEvidence | None]:
         """The anomaly and incident trackers and the collective evidence as committed for ``at_slot``:
@@ -599,17 +574,11 @@ class Runtime:
         cached, self._state = self._state, None
         if cached is not None and cached[0] == at_slot:
             return cached[1], cached[2], cached[3]
-        s = self.settings
-        anomalies = AnomalyTracker(
-            s.threshold, s.release, s.quiet_steps, detector=getattr(self.detector, "name", type(self.detector).__name__)
-        )
-        incidents = IncidentTracker(
-            self.index, s.grouping_config(), s.priority_model, step=s.step_s, topology=self.topology.copy()
-        )
-        collective = make_collective(s)
+        trackers = build_trackers(self.settings, self.detector, self.index, self.topology.copy())
+        anomalies, incidents, collective = trackers.anomalies, trackers.incidents, trackers.collective
         raw = self.r.get(self.k("tick", "state"))
         if raw:
-            state = json.loads(zlib.decompress(raw))
+            state = json.loads(zlib.decompress(as_bytes(raw)))
             if state.get("slot") != at_slot:
                 log.warning("tracker state is at step %s, expected %s", state.get("slot"), at_slot)
             anomalies.load_state(state["anomalies"])
@@ -641,7 +610,7 @@ class Runtime:
         book = AlertBook(self.settings.step_s, self.settings.alert_fingerprint_ignore)
         raw = self.r.get(self.k("alerts", "book"))
         if raw:
-            book.load_state(json.loads(zlib.decompress(raw)))
+            book.load_state(json.loads(zlib.decompress(as_bytes(raw))))
         return book, take_inbox(self, book)
 
     def correlate(self, slot: int, dispatcher: Dispatcher) -> dict[str, Any]:
@@ -662,7 +631,7 @@ class Runtime:
             for s in missing:
                 dispatcher.score_shard(s, slot)
             return {"slot": slot, "missing": missing}
-        det = merge_detected([unpack_detected(b) for b in blobs if b is not None])
+        det = merge_detected([unpack_detected(as_bytes(b)) for b in blobs if b is not None])
         at = float(slot * self.step)
         anomalies, incidents, collective = self._trackers(scored)
         people = self._people_sync()  # people's actions and feedback (workers.actions) onto the tracker
@@ -690,8 +659,6 @@ class Runtime:
                 pipe.set(self.k("alerts", "book"), zlib.compress(json.dumps(book.to_state()).encode()))
                 if inbox:
                     pipe.ltrim(self.k("alerts", "inbox"), inbox, -1)
-                for c in changes:
-                    pipe.xadd(self.k("notify", "outbox"), _change_fields(c), maxlen=1_000_000, approximate=True)
                 pipe.hset(self.k("tick", "done"), slot, time.time())
                 self.stat(pipe, "steps_scored")
                 self.stat(pipe, "anomaly_changes", len(changed))
@@ -704,8 +671,6 @@ class Runtime:
         if committed:
             self._state = (slot, anomalies, incidents, collective)
             self.r.hdel(self.k("tick", "done"), slot - 10_000)  # keep the last 10,000 completion times
-            if changes:
-                dispatcher.notify()
             if int(self.r.scard(self.k("step", slot + 1, "done"))) >= self.settings.shards:
                 dispatcher.correlate(slot + 1)  # its shards finished while this step was correlated
             self.advance(dispatcher, drive_only=True)  # the next step, if one is due already
@@ -717,81 +682,16 @@ class Runtime:
             "with_newest": det.with_newest,
         }
 
-    # -- 6. notify -----------------------------------------------------------------------
-
-    def notify(self, batch: int = 500) -> int:
-        """Hand the outbox's incident changes to the notification queue, each exactly once; returns how many."""
-        outbox, group = self.k("notify", "outbox"), "notify"
-        try:
-            self.r.xgroup_create(outbox, group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        handed = 0
-        # entries read by a consumer that died before acknowledging them
-        min_idle = int(1000 * self.settings.resend_after_s)
-        claimed = self.r.xautoclaim(outbox, group, self.consumer, min_idle_time=min_idle, start_id="0-0", count=batch)
-        entries = list(claimed[1]) if claimed else []
-        while True:
-            got = self.r.xreadgroup(group, self.consumer, {outbox: ">"}, count=batch)
-            fresh = got[0][1] if got else []
-            entries += fresh
-            if not entries:
-                break
-            handed += self._hand_over(outbox, group, entries)
-            entries = []
-            if not fresh:
-                break
-        return handed
-
-    def _hand_over(self, outbox: str, group: str, entries: list[Any]) -> int:
-        parsed = [(eid, {k.decode(): v.decode() for k, v in f.items()}) for eid, f in entries if f]
-        heads = self._headlines({f["incident"] for _, f in parsed})
-        n = 0
-        for _, f in parsed:
-            entry = {**f, **heads.get(f["incident"], {})}
-            args: list[Any] = [self.notify_queue_max]
-            for k, v in entry.items():
-                args += [k, v]
-            n += int(self._notify_once(keys=[self.k("notify", "log", f["key"]), self.k("notify", "queue")], args=args))
-        pipe = self.r.pipeline(transaction=True)
-        pipe.xack(outbox, group, *[eid for eid, _ in entries])
-        pipe.xdel(outbox, *[eid for eid, _ in entries])
-        self.stat(pipe, "notifications", n)
-        pipe.execute()
-        return n
-
-    def _headlines(self, ids: set[str]) -> dict[str, dict[str, str]]:
-        if not ids:
-            return {}
-        with self.database.sessions() as s:
-            rows = s.execute(
-                select(
-                    m.Incident.id, m.Incident.status, m.Incident.priority, m.Incident.title, m.Incident.member_count
-                ).where(m.Incident.id.in_(sorted(ids)))
-            ).all()
-        return {
-            r.id: {"status": r.status, "priority": str(r.priority), "title": r.title, "members": str(r.member_count)}
-            for r in rows
-        }
-
-    def notifications(self, count: int = 10_000) -> list[dict[str, str]]:
-        """The notification queue, oldest first (what the routing stage will consume)."""
-        return [
-            {k.decode(): v.decode() for k, v in f.items()}
-            for _, f in self.r.xrange(self.k("notify", "queue"), count=count)
-        ]
-
     # -- health --------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
         """What to watch: tick progress and lag, backlog, dead letters, workers alive."""
         scored = self.scored_slot()
-        inflight = {k.decode(): float(v) for k, v in self.r.hgetall(self.k("tick", "inflight")).items()}
+        inflight = {as_text(k): float(v) for k, v in self.r.hgetall(self.k("tick", "inflight")).items()}
         now = time.time()
         wkey = self.k("workers")
         self.r.zremrangebyscore(wkey, "-inf", now - 300)
-        workers = [w.decode() for w in self.r.zrangebyscore(wkey, now - 30, "+inf")]
+        workers = [as_text(w) for w in self.r.zrangebyscore(wkey, now - 30, "+inf")]
         newest = self.store.newest()
         due = due_slot(now, self.step, self.settings.grace_s)
         return {
@@ -801,7 +701,6 @@ class Runtime:
             "inflight_step": inflight.get("slot", 0) * self.step if inflight else None,
             "pending_batches": self.pending(),
             "dead_letters": int(self.r.xlen(self.k("deadletter"))),
-            "notify_outbox": int(self.r.xlen(self.k("notify", "outbox"))),
             "running_tasks": int(self.r.hlen(self.k("running"))),
             "workers": sorted(workers),
             "newest_point": newest,
@@ -811,6 +710,88 @@ class Runtime:
     def heartbeat(self, name: str) -> None:
         """A worker process is alive (``health`` lists those seen in the last 30 s)."""
         self.r.zadd(self.k("workers"), {name: time.time()})
+
+
+class DistributedBackend:
+    """The API's :class:`~workers.backend.Backend` in distributed mode: points and alerts go to Redis
+    and the workers (before the answer, so a worker's death cannot lose them), Celery beat drives
+    the tick, and a point whose step was already scored is refused with that reason."""
+
+    def __init__(self, settings: Settings) -> None:
+        from stormeye.workers.celery_app import CeleryDispatcher, make_app
+
+        self.settings = settings
+        self.database = Database(settings.database_url)
+        self.runtime = Runtime(settings, client=check_redis(settings.redis_url), database=self.database)
+        self.dispatcher = CeleryDispatcher(make_app(settings))
+        self.lock = threading.Lock()
+        self.last_tick: float | None = None  # the tick runs in the workers
+        self.last_tick_s: float | None = None
+
+    @contextlib.contextmanager
+    def _redis(self, what: str) -> Iterator[None]:
+        """Redis failing becomes :class:`RedisUnavailable` (503 at the API), its message starting with ``what``."""
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise RedisUnavailable(what.format(url=self.settings.redis_url, exc=exc)) from None
+
+    _POINTS_LOST = "points not accepted: Redis at {url} failed ({exc}); nothing of this request was kept, send it again"
+
+    def start(self) -> None:
+        return None  # Celery beat drives the tick
+
+    def stop(self) -> None:
+        return None
+
+    def newest_point(self) -> float | None:
+        with self._redis(self._POINTS_LOST):
+            return self.runtime.store.newest()
+
+    def store_points(self, names: Sequence[str], timestamps: np.ndarray, values: np.ndarray) -> Stored:
+        with self._redis(self._POINTS_LOST):
+            res = self.runtime.accept(names, timestamps, values, self.dispatcher)
+        step = self.runtime.step
+        refused = [
+            (
+                int(i),
+                f"timestamp {timestamps[int(i)]:.0f} is for a step already scored (steps up to "
+                f"{(res.closed_slot + 1) * step:.0f} are closed); send points within STORMEYE_GRACE_S="
+                f"{self.settings.grace_s:g} s after their step ends, or raise it",
+            )
+            for i in res.late
+        ]
+        return Stored(res.accepted, refused=refused)
+
+    def receive_alerts(self, alerts: Sequence[Alert]) -> dict[str, int]:
+        """Queued in Redis; the next correlate step counts the repeats."""
+        receive_distributed(self.runtime, alerts)
+        return {"alerts": len(alerts), "queued": len(alerts)}
+
+    def series(self) -> Runtime:
+        """The Redis runtime, brought up to date with the metrics other processes registered."""
+        self.runtime.warm()
+        return self.runtime
+
+    def act(self, do: Callable[[], T]) -> T:
+        """The correlating worker reads the action from the database at its next step."""
+        return do()
+
+    def health(self) -> dict[str, object]:
+        with self._redis("Redis at {url} failed: {exc}"):
+            h = self.runtime.health()
+        return {**h, "open_incidents": self.database.count_incidents("open")}
+
+    def ready(self) -> None:
+        with self._redis("Redis at {url} does not answer: {exc}"):
+            self.runtime.r.ping()
+
+    def gauges(self) -> dict[str, float]:
+        h = self.runtime.health()
+        return {"backlog_steps": float(h["steps_behind"] or 0), "backlog_batches": float(h["pending_batches"])}
+
+    def notify_loop(self) -> None:
+        return None  # Celery beat decides and sends notifications (workers/notify/tasks.py)
 
 
 def pack_detected(det: Detected) -> bytes:
@@ -863,12 +844,6 @@ def merge_detected(parts: Sequence[Detected]) -> Detected:
         raw={k: cat(lambda p, k=k: p.scores.raw[k]) for k in sorted(keys)},
     )
     return Detected(rows[order], scores, sum(p.with_newest for p in parts))
-
-
-def _change_fields(c: Any) -> dict[str, Any]:
-    details = json.dumps(c.details, sort_keys=True, default=str)
-    key = hashlib.sha1(f"{c.incident}|{c.kind}|{c.at:.3f}|{details}".encode()).hexdigest()[:20]
-    return {"incident": c.incident, "kind": c.kind, "at": repr(float(c.at)), "details": details, "key": key}
 
 
 def wipe(client: redis.Redis, prefix: str) -> int:

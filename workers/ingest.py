@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from stormeye.core.errors import BadInput
 from stormeye.grouping.graphite import GraphiteTemplates
 from stormeye.grouping.names import MetricNameError, canonical, parse
 
@@ -34,7 +35,7 @@ _TIME_FIELDS = ("timestamp", "time", "ts", "t")
 _VALUE_FIELDS = ("value", "v", "val")
 
 
-class PointError(ValueError):
+class PointError(BadInput):
     """One point is unusable; the message says why and what to send instead."""
 
 
@@ -299,7 +300,7 @@ def read_jsonl(lines: Iterable[str], graphite: GraphiteTemplates | None = None) 
 def read_csv(f: Iterable[str] | io.TextIOBase, graphite: GraphiteTemplates | None = None) -> PointBatch:
     batch = PointBatch()
     reader = PointReader(graphite)
-    rows: Iterator[list[str]] = csv.reader(f)  # type: ignore[arg-type]
+    rows: Iterator[list[str]] = csv.reader(f)
     cols = (0, 1, 2)
     width = 3
     first = True

@@ -34,6 +34,7 @@ from stormeye.detectors.rules import CompiledRules
 from stormeye.detectors.seasonal import bucket_means
 from stormeye.grouping.incidents import Incident, IncidentChange, IncidentTracker
 from stormeye.grouping.names import NAME_KEY, NameIndex, parse
+from stormeye.grouping.topology import Topology
 from stormeye.workers.actions import PeopleSync
 from stormeye.workers.alerts import AlertBook, windows_with_alerts
 from stormeye.workers.db import Database
@@ -284,7 +285,8 @@ def make_detector(settings: Settings) -> Detector:
     if "period" in inspect.signature(cls).parameters:
         if season % step:
             raise ValueError(f"STORMEYE_SEASON_S={season} must be a whole number of steps of {step} s")
-        det = cls(period=season // step)
+        periodic: Callable[..., Detector] = cls
+        det = periodic(period=season // step)
         if det.history + 1 > settings.retention_points:
             raise ValueError(
                 f"STORMEYE_DETECTOR={settings.detector!r} needs {det.history + 1} points of history at a "
@@ -292,6 +294,53 @@ def make_detector(settings: Settings) -> Detector:
             )
         return det
     return cls()
+
+
+@dataclass
+class Trackers:
+    """The stateful stages after the detector: anomaly events, collective evidence, incidents."""
+
+    anomalies: AnomalyTracker
+    incidents: IncidentTracker
+    collective: CollectiveEvidence | None
+
+
+def build_trackers(settings: Settings, detector: Detector, index: NameIndex, topology: Topology) -> Trackers:
+    """The trackers both modes run, built from the settings in this one place (the embedded
+    :class:`Pipeline` once; the distributed runtime each time it loads their state from Redis)."""
+    return Trackers(
+        anomalies=AnomalyTracker(
+            settings.threshold,
+            settings.release,
+            settings.quiet_steps,
+            detector=getattr(detector, "name", type(detector).__name__),
+        ),
+        incidents=IncidentTracker(
+            index, settings.grouping_config(), settings.priority_model, step=settings.step_s, topology=topology
+        ),
+        collective=make_collective(settings),
+    )
+
+
+class MetricStages:
+    """The per-metric stages over the registered metrics, resolved again when metrics arrive: the
+    detector rules (:func:`compile_rules`) and the groups of collective evidence (:func:`group_membership`)."""
+
+    def __init__(self, settings: Settings, index: NameIndex) -> None:
+        self.settings = settings
+        self.index = index
+        self._membership: sp.csr_matrix | None = None
+        self._rules: CompiledRules | None = None
+
+    def membership(self, names: Sequence[str]) -> sp.csr_matrix:
+        if self._membership is None or self._membership.shape[0] != len(names):
+            self._membership = group_membership(self.index, names)
+        return self._membership
+
+    def rules(self, names: Sequence[str]) -> CompiledRules | None:
+        if self._rules is None or len(self._rules.factor) != len(names):
+            self._rules = compile_rules(self.settings, names)
+        return self._rules
 
 
 class Pipeline:
@@ -314,22 +363,9 @@ class Pipeline:
         self.seasons = season_store(self.detector, settings.step_s)
         self.registry = MetricRegistry()
         self.index = NameIndex(graphite=settings.graphite)
-        self.collective = make_collective(settings)
-        self._membership: sp.csr_matrix | None = None
-        self._rules: CompiledRules | None = None
-        self.anomalies = AnomalyTracker(
-            settings.threshold,
-            settings.release,
-            settings.quiet_steps,
-            detector=getattr(self.detector, "name", type(self.detector).__name__),
-        )
-        self.incidents = IncidentTracker(
-            self.index,
-            settings.grouping_config(),
-            settings.priority_model,
-            step=settings.step_s,
-            topology=settings.topology(),
-        )
+        trackers = build_trackers(settings, self.detector, self.index, settings.topology())
+        self.anomalies, self.incidents, self.collective = trackers.anomalies, trackers.incidents, trackers.collective
+        self.per_metric = MetricStages(settings, self.index)
         # people's actions and feedback (workers.actions): replayed on the tracker every tick
         self.people = PeopleSync(database, settings.priority_model) if database is not None else None
         self.clock = clock
@@ -355,17 +391,11 @@ class Pipeline:
 
     def membership(self) -> sp.csr_matrix:
         """The groups of collective evidence for the registered metrics (rebuilt when metrics arrive)."""
-        n = len(self.registry)
-        if self._membership is None or self._membership.shape[0] != n:
-            self._membership = group_membership(self.index, self.registry.names)
-        return self._membership
+        return self.per_metric.membership(self.registry.names)
 
     def rules(self) -> CompiledRules | None:
         """The per-metric detector settings of the registered metrics (resolved again when metrics arrive)."""
-        n = len(self.registry)
-        if self._rules is None or len(self._rules.factor) != n:
-            self._rules = compile_rules(self.settings, self.registry.names)
-        return self._rules
+        return self.per_metric.rules(self.registry.names)
 
     def register(self, names: Sequence[str]) -> np.ndarray:
         rows, new = self.registry.rows(names)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from stormeye.core.errors import Conflict
 from stormeye.workers.sharding import shards_of
 from stormeye.workers.store import AppendResult, last_of_each
 
@@ -122,6 +123,20 @@ return out
 """
 
 
+def as_bytes(value: object) -> bytes:
+    """A reply of the client (which never decodes replies) as the bytes it is."""
+    if not isinstance(value, bytes):
+        raise TypeError(
+            f"a Redis reply of bytes was expected, got {type(value).__name__}: connect with decode_responses=False"
+        )
+    return value
+
+
+def as_text(value: object) -> str:
+    """A reply of the client holding text (a name, an id), decoded."""
+    return as_bytes(value).decode()
+
+
 class Keys:
     """Every Redis key of one deployment, under its prefix (``STORMEYE_REDIS_PREFIX``)."""
 
@@ -181,7 +196,7 @@ class RedisWindowStore:
         rows, slots, vals = rows[order], slots[order], vals[order]
         uniq, counts = np.unique(rows, return_counts=True)
         keys = [self._newest_key, *(self.keys.window(int(r)) for r in uniq)]
-        args = [
+        args: list[bytes | str | int | float] = [
             self.length,
             self.ttl_ms,
             _NAN32,
@@ -319,7 +334,7 @@ class RedisWindowStore:
         return int(sum(v or 0 for v in pipe.execute()))
 
 
-class ShardConfigError(RuntimeError):
+class ShardConfigError(Conflict, RuntimeError):
     """The Redis deployment was set up with another shard count than this process has."""
 
 
@@ -358,7 +373,7 @@ class RedisMetricRegistry:
     def refresh(self) -> list[str]:
         """Fetch the names registered since the last call (by any process); returns them."""
         new = self.r.lrange(self._list_keys[1], len(self.names), -1)
-        added = [b.decode() for b in new]
+        added = [as_text(b) for b in new]
         for n in added:
             self._rows[n] = len(self.names)
             self.names.append(n)

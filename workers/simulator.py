@@ -270,14 +270,14 @@ def _baseline(
         sigma[is_count] = np.sqrt(np.mean(mean[is_count], axis=1))
     # spiky periodic cycles: a cron job every 30-120 minutes
     cron = np.flatnonzero(shape == "cron")
-    for i in cron:
+    for i in cron.tolist():
         period = max(1, int(rng.integers(30, 121)) * 60 // int(step))  # steps (a float or a long step too)
         offset = int(rng.integers(period))
         hits = np.arange(offset, T, period)
         values[i, hits] += level[i] * rng.uniform(1.5, 3.0)
     # plateaus: a gauge that is reported rarely and held in between
     plat = np.flatnonzero(shape == "plateau")
-    for i in plat:
+    for i in plat.tolist():
         hold = int(rng.integers(5, 20))
         idx = (np.arange(T) // hold) * hold
         values[i] = values[i, idx]

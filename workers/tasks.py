@@ -45,7 +45,7 @@ def runtime() -> Runtime:
 dispatcher = CeleryDispatcher(app)
 
 
-class StormeyeTask(Task):  # type: ignore[misc]
+class StormeyeTask(Task):
     autoretry_for = TRANSIENT
     retry_backoff = 1
     retry_backoff_max = 60
@@ -106,23 +106,13 @@ def correlate_step(slot: int) -> dict[str, Any]:
     return runtime().correlate(slot, dispatcher)
 
 
-@app.task(base=StormeyeTask, name="stormeye.notify")
-def notify() -> int:
-    """Hand new incident changes to the notification queue, each exactly once."""
-    return runtime().notify()
-
-
 @app.task(base=StormeyeTask, name="stormeye.tick")
 def tick(until: float | None = None, drive_only: bool = False) -> str:
     """Celery beat's tick: score every complete step not yet scored (``until`` a time: up to its step).
 
     ``drive_only``: only push the step in flight on (the pipeline's own follow-ups use it).
     """
-    rt = runtime()
-    status = rt.advance(dispatcher, until=until, drive_only=drive_only)
-    if rt.r.xlen(rt.k("notify", "outbox")):
-        dispatcher.notify()  # outbox entries whose notify task was lost
-    return status
+    return runtime().advance(dispatcher, until=until, drive_only=drive_only)
 
 
 # -- worker liveness: a heartbeat key per worker process, for `stormeye status` and tests ---------

@@ -141,7 +141,7 @@ def test_metric_priority_override(api: TestClient) -> None:
     r = api.put("/api/v1/metrics/priority", json={"metric": metric, "weight": 8, "kpi": True})
     assert r.status_code == 200, r.text
     assert r.json()["action"]["details"] == {"metric": metric, "weight": 8.0, "kpi": True}
-    pipe = api.app.state.service.pipeline  # type: ignore[attr-defined]
+    pipe = api.app.state.service.backend.pipeline  # type: ignore[attr-defined]
     assert pipe.incidents.weight(metric) == 8.0  # the running tracker uses it from now on
     assert api.put("/api/v1/metrics/priority", json={"metric": "nope", "weight": 2}).status_code == 404
     r = api.put("/api/v1/metrics/priority", json={"metric": metric, "weight": -1})

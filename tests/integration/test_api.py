@@ -75,7 +75,7 @@ def test_points_become_an_incident_through_the_tick(sqlite_url: str) -> None:
                 for i in range(4)
             ]
             assert c.post("/api/v1/points", json=pts).json()["accepted"] == 8
-            c.app.state.service.tick(t)
+            c.app.state.service.backend.tick(t)
         listed = c.get("/api/v1/incidents").json()
         assert listed["total"] == 1
         inc = c.get(f"/api/v1/incidents/{listed['incidents'][0]['id']}").json()
@@ -98,11 +98,11 @@ def test_a_point_after_its_tick_is_kept_as_history_and_reported_late(sqlite_url:
         for k in range(40):
             got = c.post("/api/v1/points", json=[{"metric": "cpu", "timestamp": t0 + k * step, "value": 1.0 + k % 3}])
             assert got.json() == {"accepted": 1, "late": 0, "merged": 0, "rejected": 0, "errors": []}
-            c.app.state.service.tick(t0 + k * step)
+            c.app.state.service.backend.tick(t0 + k * step)
         # step 20 was scored long ago: the point is stored (later windows see it) and reported late
         got = c.post("/api/v1/points", json=[{"metric": "cpu", "timestamp": t0 + 20 * step, "value": 5.0}]).json()
         assert got["accepted"] == 1 and got["late"] == 1
-        pipe = c.app.state.service.pipeline
+        pipe = c.app.state.service.backend.pipeline
         window = pipe.store.windows(np.array([pipe.registry.row("cpu")]), t0 + 39 * step, 40)
         assert window[0, 20] == 5.0
 
@@ -119,6 +119,6 @@ def test_repeated_points_in_one_request_are_merged_last_one_wins(sqlite_url: str
     with client(sqlite_url) as c:
         got = c.post("/api/v1/points", json=pts).json()
         assert (got["accepted"], got["merged"], got["rejected"]) == (4, 2, 0)
-        pipe = c.app.state.service.pipeline
+        pipe = c.app.state.service.backend.pipeline
         assert pipe.store.windows(np.array([pipe.registry.row("cpu")]), t0, 1)[0, 0] == 3.0
         assert pipe.merged_points == 2

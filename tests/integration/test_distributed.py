@@ -148,13 +148,6 @@ def _run_with_kills(deployment, storm, reference, whole: bool) -> list[dict[str,
     assert got["members"] == reference["members"]
     assert got["events"] == reference["events"]  # no incident change twice
     assert got["counts"] == reference["counts"]  # no anomaly twice
-    # each incident change is handed to notification exactly once
-    wait_for("the outbox to drain", lambda: rt.r.xlen(rt.k("notify", "outbox")) == 0, timeout=60)
-    sent = rt.notifications()
-    assert len(sent) == len(reference["events"])
-    assert sorted((n["incident"], n["kind"], float(n["at"])) for n in sent) == sorted(
-        (e[0], e[1], e[2]) for e in reference["events"]
-    )
     assert rt.pending() == 0
     return killer.done
 

@@ -111,7 +111,7 @@ def test_remote_write_keeps_good_series_and_skips_stale_markers_and_nan(client: 
     assert got["accepted"] == 2 and got["stale"] == 1 and got["not_finite"] == 1 and got["rejected"] == 2
     where = {e["where"]: e["error"] for e in got["errors"]}
     assert "__name__" in where["timeseries[2]"] and "future" in where["timeseries[3]"]
-    pipe = client.app.state.service.pipeline  # type: ignore[attr-defined]
+    pipe = client.app.state.service.backend.pipeline  # type: ignore[attr-defined]
     assert sorted(pipe.registry.names) == ['load{host="h"}', 'up{instance="x",job="a"}']
     # nothing usable at all: 422, so Prometheus drops it rather than retrying forever
     only_bad = write_request([({"job": "no-name"}, [(t, 1.0)])])
@@ -154,7 +154,7 @@ def test_alertmanager_bad_input_and_repeats(client: TestClient) -> None:
     resolved = {**alert, "status": "resolved", "endsAt": _iso(now - 60)}
     got = client.post("/api/v1/alerts/alertmanager", json={"version": "4", "alerts": [resolved]}).json()
     assert got["resolved"] == 1 and got["repeats"] == 1
-    pipe = client.app.state.service.pipeline  # type: ignore[attr-defined]
+    pipe = client.app.state.service.backend.pipeline  # type: ignore[attr-defined]
     (a,) = pipe.alerts.changed(now)
     assert a.metric == 'Down{job="api"}' and not a.open and a.evidence["count"] == 3
     assert a.end == pytest.approx(now - 60)
@@ -231,7 +231,7 @@ def test_graphite_lines(sqlite_url: str) -> None:
         deadline = time.monotonic() + 10
         names: list[str] = []
         while time.monotonic() < deadline and len(names) < 2:
-            names = list(app.state.service.pipeline.registry.names)
+            names = list(app.state.service.backend.pipeline.registry.names)
             time.sleep(0.05)
         assert sorted(names) == ['cpu.load{host="web-1"}', 'mem.used{host="web-3"}']
         text = c.get("/metrics").text

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from stormeye.core.errors import BadInput
 from stormeye.workers.notify.message import TemplateProblem, check_template
 
 LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -26,7 +27,7 @@ _DURATION_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+
 _DURATION_UNITS = (365 * 86400.0, 7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
 
 
-class NotifyConfigError(ValueError):
+class NotifyConfigError(BadInput):
     """The notification config is wrong; the message names the file's line and what to fix."""
 
 

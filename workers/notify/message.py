@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
+from stormeye.core.errors import BadInput
+
 if TYPE_CHECKING:
     from stormeye.workers.notify.view import IncidentView
 
@@ -40,7 +42,7 @@ TEXT = (
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
-class TemplateProblem(ValueError):
+class TemplateProblem(BadInput):
     """A message template does not render; the message says which and why."""
 
 

@@ -8,13 +8,22 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from stormeye.core.errors import BadInput, NotFound
 from stormeye.workers import models as m
 from stormeye.workers.db import Database
 from stormeye.workers.notify.config import Matcher
 
 
-class SilenceError(ValueError):
+class SilenceError(BadInput):
     """A silence cannot be created or changed as asked; the message says why."""
+
+    http_status = 422
+
+
+class NoSuchSilence(SilenceError, NotFound):
+    """No silence has the id given."""
+
+    http_status = 404
 
 
 def _dict(s: m.Silence, now: float) -> dict[str, Any]:
@@ -83,7 +92,7 @@ def expire(db: Database, silence_id: str, now: float) -> dict[str, Any]:
     with db.sessions.begin() as s:
         row = s.get(m.Silence, silence_id)
         if row is None:
-            raise SilenceError(f"no silence {silence_id!r}")
+            raise NoSuchSilence(f"no silence {silence_id!r}")
         if row.ends_at > now:
             s.execute(update(m.Silence).where(m.Silence.id == silence_id).values(ends_at=now))
             row.ends_at = now

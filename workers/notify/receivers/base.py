@@ -9,10 +9,12 @@ from typing import Any
 
 import httpx
 
+from stormeye.core.errors import StormeyeError
+
 DEFAULT_TIMEOUT_S = 10.0
 
 
-class ReceiverError(RuntimeError):
+class ReceiverError(StormeyeError, RuntimeError):
     """A receiver did not take the notification; ``permanent`` when a retry cannot help."""
 
     def __init__(self, message: str, permanent: bool = False) -> None:
