@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -237,20 +238,27 @@ def serve(
     try:
         application = create_app(settings)
     except StormeyeError as exc:  # Redis unreachable, a bad notification config, a missing extra
-        err.print(f"[red]{exc}[/red]")
+        err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
     uvicorn.run(application, host=host, port=port, log_level="info")
 
 
 def _distributed(**overrides: Any) -> Any:
     """Settings and a runtime for distributed mode, or exit 2 with what to fix."""
+    from stormeye.workers.backend import MissingExtra, require_distributed
+
+    try:
+        require_distributed()
+    except MissingExtra as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
     from stormeye.workers.distributed import RedisUnavailable, Runtime, check_redis
 
     settings = _settings(mode="distributed", **overrides)
     try:
         return Runtime(settings, client=check_redis(settings.redis_url))
     except RedisUnavailable as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
 
 
@@ -278,7 +286,7 @@ def _prepare_deployment(rt: Any) -> None:
     try:
         rt.registry.check_shards()
     except ShardConfigError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
 
 

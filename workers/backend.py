@@ -235,18 +235,23 @@ class EmbeddedBackend:
         return loop
 
 
-def open_backend(settings: Settings, pipeline: Pipeline | None = None) -> Backend:
-    """The backend ``STORMEYE_MODE`` names (an embedded one around ``pipeline`` when one is given)."""
-    if settings.mode != "distributed" or pipeline is not None:
-        return EmbeddedBackend(settings, pipeline)
+def require_distributed() -> None:
+    """Raise :class:`MissingExtra` naming the extra to install when distributed mode's packages are missing."""
     try:
         import celery  # noqa: F401
         import redis  # noqa: F401
     except ImportError as exc:
         raise MissingExtra(
-            f"STORMEYE_MODE=distributed needs {exc.name}, which is not installed: "
-            "pip install 'stormeye[distributed]' (or run the embedded mode: STORMEYE_MODE=embedded)"
+            f"distributed mode needs {exc.name}, which is not installed: pip install 'stormeye[distributed]' "
+            "(or run the embedded mode, STORMEYE_MODE=embedded)"
         ) from None
+
+
+def open_backend(settings: Settings, pipeline: Pipeline | None = None) -> Backend:
+    """The backend ``STORMEYE_MODE`` names (an embedded one around ``pipeline`` when one is given)."""
+    if settings.mode != "distributed" or pipeline is not None:
+        return EmbeddedBackend(settings, pipeline)
+    require_distributed()
     from stormeye.workers.distributed import DistributedBackend
 
     return DistributedBackend(settings)

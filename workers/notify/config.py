@@ -9,6 +9,7 @@ of the file and says what to write instead (:class:`NotifyConfigError`).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -413,6 +414,8 @@ def _receivers(ctx: _Ctx, raw: Any, line: int) -> dict[str, Receiver]:
                         urls = [urls]
                     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
                         raise ctx.fail(_line(c, "urls"), f"{cw}.urls must be a list of apprise URLs")
+                    if importlib.util.find_spec("apprise") is None:
+                        raise ctx.fail(c.line, f"{cw}: apprise is not installed: pip install 'stormeye[notify]'")
                 if kind == "email":
                     to = c["to"]
                     if not isinstance(to, str) or "@" not in to:
