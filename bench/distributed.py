@@ -18,7 +18,7 @@ What it measures:
 - **latency**: points arrive all through each step, stamped with their arrival time, as live
   senders would; Celery beat ticks every ``--tick`` seconds (aligned to the step, plus the grace);
   a point's latency is from its arrival to the commit of its step's incident update (the moment
-  the step's anomalies and incident changes are in the database and the notification outbox).
+  the step's anomalies and incident changes are in the database).
   A level shift on one service makes an incident open and grow during the run.
 - **Redis memory per metric**: ``used_memory`` growth over the seeded metrics (windows,
   registry and shard lists), and the window key alone (``MEMORY USAGE``).

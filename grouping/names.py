@@ -1025,16 +1025,6 @@ def _unpack_texts(blob: np.ndarray, offsets: np.ndarray) -> list[str]:
     return [raw[off[k] : off[k + 1]].decode() for k in range(len(off) - 1)]
 
 
-def shared_properties(props_list: Sequence[Mapping[str, str]]) -> dict[str, str]:
-    """The property/value pairs that every one of the given metrics has."""
-    if not props_list:
-        return {}
-    common = dict(props_list[0])
-    for props in props_list[1:]:
-        common = {k: v for k, v in common.items() if props.get(k) == v}
-    return common
-
-
 def idf_weight(n_total: int, n_with_pair: int) -> float:
     """``log(N / n)``: the weight of a pair that ``n`` of ``N`` metrics have."""
     return math.log(max(n_total, 1) / max(n_with_pair, 1))
