@@ -17,18 +17,21 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stormeye.workers.ingest import PointBatch, PointError, parse_timestamp
+from stormeye.workers.ingest import PointBatch, PointError, PointReader, parse_timestamp
+
+if TYPE_CHECKING:
+    from stormeye.api.app import Service
 
 log = logging.getLogger("stormeye.graphite")
 READ_BYTES = 1 << 20
 MAX_LINE = 64 * 1024
 
 
-def parse_lines(reader: Any, lines: list[bytes], peer: str, first_line: int) -> PointBatch:
+def parse_lines(reader: PointReader, lines: list[bytes], peer: str, first_line: int) -> PointBatch:
     """A batch from plaintext lines (``reader``: the service's :class:`workers.ingest.PointReader`)."""
     batch = PointBatch()
     paths: list[str] = []
@@ -99,7 +102,7 @@ def parse_lines(reader: Any, lines: list[bytes], peer: str, first_line: int) -> 
 class GraphiteListener:
     """A TCP server in a thread of its own, handing each read's lines to ``service.accept_batch``."""
 
-    def __init__(self, service: Any, host: str, port: int) -> None:
+    def __init__(self, service: Service, host: str, port: int) -> None:
         self.service = service
         self.host = host
         self.port = port

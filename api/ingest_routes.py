@@ -17,15 +17,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from stormeye.api.graphite_listener import GraphiteListener
 from stormeye.api.remote_write import RemoteWriteDecoder, RemoteWriteError, RemoteWriteTooLarge, decompress
 from stormeye.workers.alerts import Alert, AlertError, read_alertmanager, read_generic
 from stormeye.workers.ingest import PointBatch
+
+if TYPE_CHECKING:
+    from stormeye.api.app import Service
 
 router = APIRouter()
 
@@ -69,7 +73,7 @@ _WRITE_DOC = {
 @router.post("/api/v1/write", openapi_extra=_WRITE_DOC)
 async def remote_write(request: Request) -> JSONResponse:
     """Prometheus remote write 1.0: series labels become metric names; stale markers and NaN are not stored."""
-    svc = request.app.state.service
+    svc: Service = request.app.state.service
     media = _media_type(request)
     if media not in _PROTOBUF_TYPES:
         raise _reject(
@@ -130,7 +134,7 @@ async def _json_body(request: Request) -> Any:
 
 
 def _take_alerts(request: Request, alerts: list[Alert], bad: list[tuple[str, str]], source: str) -> JSONResponse:
-    svc = request.app.state.service
+    svc: Service = request.app.state.service
     now = time.time()
     limit = now + svc.settings.max_future_s
     keep = []
@@ -212,7 +216,7 @@ async def alertmanager_webhook(request: Request) -> JSONResponse:
 async def generic_alerts(request: Request) -> JSONResponse:
     """Alerts of any JSON sender, fields found through STORMEYE_ALERT_MAPPING (docs/ingest.md)."""
     data = await _json_body(request)
-    svc = request.app.state.service
+    svc: Service = request.app.state.service
     try:
         alerts, bad = read_generic(data, svc.settings.alert_mapping, time.time())
     except AlertError as exc:
@@ -220,19 +224,17 @@ async def generic_alerts(request: Request) -> JSONResponse:
     return _take_alerts(request, alerts, bad, "generic")
 
 
-def install(app: Any) -> None:
+def install(app: FastAPI) -> None:
     """The routes and the decoder state they share."""
     app.state.remote_write = RemoteWriteDecoder()
     app.include_router(router)
 
 
-def start_graphite(service: Any) -> Any:
+def start_graphite(service: Service) -> GraphiteListener | None:
     """The Graphite listener when ``STORMEYE_GRAPHITE_PORT`` is set (None otherwise), started."""
     port = service.settings.graphite_port
     if port is None:
         return None
-    from stormeye.api.graphite_listener import GraphiteListener
-
     listener = GraphiteListener(service, service.settings.graphite_host, port)
     listener.start()
     service.graphite = listener

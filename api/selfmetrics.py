@@ -16,7 +16,7 @@ Each app has its own registry, so several apps in one process (tests) do not sha
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, disable_created_metrics, generate_latest
@@ -27,6 +27,9 @@ from sqlalchemy import func, select, text
 from stormeye.core.errors import Unavailable
 from stormeye.workers import models
 
+if TYPE_CHECKING:
+    from stormeye.api.app import Service
+
 router = APIRouter()
 disable_created_metrics()  # the *_created series only repeat the start time of the process
 
@@ -34,7 +37,7 @@ disable_created_metrics()  # the *_created series only repeat the start time of 
 class SelfMetrics:
     """The counters the edges update, and a collector that reads the service's state at scrape time."""
 
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: Service) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.points = Counter(
             "stormeye_points_received", "Points accepted, by source", ["source"], registry=self.registry
@@ -84,7 +87,7 @@ _GAUGES = {
 
 
 class _StateCollector(Collector):
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: Service) -> None:
         self.service = service
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -117,7 +120,7 @@ def metrics(request: Request) -> Response:
 @router.get("/readyz")
 def readyz(request: Request) -> dict[str, Any]:
     """Ready when the database answers and, in distributed mode, Redis does (503 otherwise)."""
-    svc = request.app.state.service
+    svc: Service = request.app.state.service
     try:
         with svc.database.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
