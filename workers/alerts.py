@@ -26,13 +26,16 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stormeye.core.errors import BadInput
 from stormeye.detectors.events import Anomaly
 from stormeye.grouping.names import NAME_KEY, MetricNameError, canonical, parse
+
+if TYPE_CHECKING:
+    from stormeye.workers.distributed import Runtime
 
 #: the zero time Go (and so Alertmanager) writes for "no end yet"
 _GO_ZERO_YEAR = 1
@@ -389,7 +392,7 @@ def windows_with_alerts(
 INBOX_BATCH = 10_000
 
 
-def take_inbox(runtime: Any, book: AlertBook) -> int:
+def take_inbox(runtime: Runtime, book: AlertBook) -> int:
     """Receive the alerts the API queued in Redis into ``book``; returns how many were read (to trim after commit)."""
     raw = runtime.r.lrange(runtime.k("alerts", "inbox"), 0, INBOX_BATCH - 1)
     book.receive(Alert(**json.loads(b)) for b in raw)
@@ -403,7 +406,7 @@ def _summary(al: Alert) -> dict[str, str]:
     return {}
 
 
-def receive_distributed(runtime: Any, alerts: Sequence[Alert]) -> None:
+def receive_distributed(runtime: Runtime, alerts: Sequence[Alert]) -> None:
     """Queue alerts in Redis for the next correlate step (distributed mode), which dedups and counts them."""
     if alerts:
         runtime.r.rpush(runtime.k("alerts", "inbox"), *(json.dumps(asdict(a)) for a in alerts))
