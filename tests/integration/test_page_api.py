@@ -11,7 +11,6 @@ import storm_helpers
 from fastapi.testclient import TestClient
 
 from stormeye.api.app import create_app
-from stormeye.core.labels import matches_all, parse_matchers
 from stormeye.workers.pipeline import Pipeline
 from stormeye.workers.settings import Settings
 
@@ -61,18 +60,6 @@ def test_list_is_open_first_by_priority_and_filters(served: tuple[TestClient, Pi
     redos = c.get("/api/v1/page/incidents", params={"match": 'service=~"<im(.|.)*Z"'})  # issue 31: froze it 9.9 s
     assert redos.status_code == 422 and "exponential time" in redos.json()["detail"]
     assert c.get("/api/v1/page/incidents", params={"priority": "9"}).status_code == 422
-
-
-def test_matchers() -> None:
-    ms = parse_matchers('service="checkout", region=~"us-.*",host!~"db.*",env!=prod')
-    assert [(x.name, x.op, x.value) for x in ms] == [
-        ("service", "=", "checkout"),
-        ("region", "=~", "us-.*"),
-        ("host", "!~", "db.*"),
-        ("env", "!=", "prod"),
-    ]
-    assert matches_all(ms, {"service": "checkout", "region": "us-east", "host": "web-1"})
-    assert not matches_all(ms, {"service": "checkout", "region": "eu", "host": "web-1"})
 
 
 def test_one_incident_its_series_and_its_evidence_graph(served: tuple[TestClient, Pipeline]) -> None:

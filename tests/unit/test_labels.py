@@ -1,7 +1,8 @@
 """core/labels.py: the one matcher (both ways to write it), its errors, the vocabularies and the shared scope.
 
 The matcher cases are those the four former implementations were tested with (the page's filter,
-notification routes, priority rules, detector rules): each still matches the same things.
+notification routes, priority rules, detector rules; moved here from test_page_api.py and
+test_notify_config.py): each still matches the same things.
 """
 
 from __future__ import annotations
