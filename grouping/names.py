@@ -9,15 +9,9 @@ names are as similar as the cosine of their vectors (Anodot's name similarity).
 The metric name itself is the property ``__name__`` (Prometheus' convention); the Anodot
 spelling ``what=...`` is read as ``__name__`` too.
 
-Forms :func:`parse` reads (``docs/names.md`` has the full rules):
-
-- Prometheus: ``cpu{host="a",region="eu"}``, ``{"http.server.duration",le="1"}``, bare ``cpu``;
-- property lists: ``what=cpu,host=a`` (commas or spaces) or dotted ``what=cpu.host=a``;
-- Graphite/Carbon 2.0 tagged: ``cpu.load;host=a;region=eu``;
-- JSON label objects: ``{"__name__": "cpu", "host": "a"}`` (text or a mapping);
-- Graphite dotted paths ``eu.web-3.cpu.load``: read through :class:`GraphiteTemplates` when
-  one is given; otherwise a bare dotted name is one metric name (OpenTelemetry and
-  Prometheus 3 names such as ``http.server.request.duration`` contain dots).
+Reading a name into its labels (:func:`parse`, every form in ``docs/names.md``) and writing the
+canonical text (:func:`canonical`, :func:`normalize`) live in ``core/labels.py``; they are imported
+here too, so ``from stormeye.grouping.names import parse`` keeps working.
 """
 
 from __future__ import annotations
