@@ -23,15 +23,16 @@ class BadTime(BadInput):
     """A time that cannot be read; the message names the field and shows how to write it."""
 
 
-def parse_time(raw: Any, what: str = "time") -> float:
+def parse_time(raw: Any, what: str = "time", form: str = "ISO 8601") -> float:
     """Epoch seconds from a number, numeric text, or ISO 8601 / RFC 3339 text.
 
     Text may end in ``Z`` or an offset (none: UTC) and carry up to nanoseconds (Go writes them;
     microseconds are kept). Numbers are returned as given: see :func:`seconds_from` for
-    milliseconds. ``what`` names the field in the error (:class:`BadTime`).
+    milliseconds. ``what`` names the field in the error (:class:`BadTime`), ``form`` the text form the
+    sender knows (Alertmanager's senders know RFC 3339, the same thing).
     """
     if isinstance(raw, bool) or raw is None:
-        raise BadTime(f"{what} must be epoch seconds or ISO 8601 text, got {raw!r}")
+        raise BadTime(f"{what} must be epoch seconds or {form} text, got {raw!r}")
     if isinstance(raw, (int, float)):
         t = float(raw)
     elif isinstance(raw, str):
@@ -39,7 +40,7 @@ def parse_time(raw: Any, what: str = "time") -> float:
         try:
             t = float(text)
         except ValueError:
-            t = iso_seconds(text, raw, what)
+            t = iso_seconds(text, raw, what, form)
     else:
         raise BadTime(f"{what} must be a number or text, got {type(raw).__name__}")
     if not math.isfinite(t):
@@ -47,7 +48,7 @@ def parse_time(raw: Any, what: str = "time") -> float:
     return t
 
 
-def iso_seconds(text: str, raw: Any = None, what: str = "time") -> float:
+def iso_seconds(text: str, raw: Any = None, what: str = "time", form: str = "ISO 8601") -> float:
     """Epoch seconds of ISO 8601 / RFC 3339 ``text`` (``Z`` or an offset, none: UTC; up to nanoseconds)."""
     head, dot, frac = text.partition(".")
     if dot:  # Go writes up to nanoseconds; Python reads microseconds
@@ -57,7 +58,7 @@ def iso_seconds(text: str, raw: Any = None, what: str = "time") -> float:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         shown = text if raw is None else raw
-        raise BadTime(f"{what} {shown!r} is neither epoch seconds nor ISO 8601 time (e.g. {EXAMPLE})") from None
+        raise BadTime(f"{what} {shown!r} is neither epoch seconds nor {form} time (e.g. {EXAMPLE})") from None
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 

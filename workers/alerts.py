@@ -80,7 +80,7 @@ def parse_time(raw: Any, what: str) -> float | None:
     if isinstance(raw, str) and raw.strip().startswith(_GO_ZERO):
         return None
     try:
-        t = seconds_from(read_time(raw, what))
+        t = seconds_from(read_time(raw, what, "RFC 3339"))
     except BadTime as exc:
         raise AlertError(str(exc)) from None
     if t < 0:
