@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from stormeye.core.times import EXAMPLE, BadTime, parse_time
 from stormeye.workers.notify.config import parse_duration
 
 silences = typer.Typer(no_args_is_help=True, help="mute notifications of matching incidents for a while")
@@ -34,15 +35,10 @@ def _when(text: str | None, default: float) -> float:
     if text is None:
         return default
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        err.print(f"[red]{text!r} is not a time:[/red] give UTC epoch seconds or ISO 8601 (2026-12-04T16:00:00Z)")
+        return parse_time(text, "time")
+    except BadTime:
+        err.print(f"[red]{text!r} is not a time:[/red] give UTC epoch seconds or ISO 8601 ({EXAMPLE})")
         raise typer.Exit(2) from None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 def _fmt(t: float | None) -> str:

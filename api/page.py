@@ -20,7 +20,6 @@ mode the one in Redis (every endpoint works in both modes).
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,9 +31,9 @@ from sqlalchemy import select
 
 from stormeye.api.lookup import incident_or_404
 from stormeye.core.errors import NotFound
+from stormeye.core.labels import ENTITY_KEYS, NAME_KEY, Matcher, MatcherError, matches_all, parse, parse_matchers
 from stormeye.grouping.correlation import shape_similarity_pairs
-from stormeye.grouping.names import NAME_KEY, parse
-from stormeye.grouping.report import ENTITY_KEYS, shared_scope
+from stormeye.grouping.report import shared_scope
 from stormeye.workers import models as m
 from stormeye.workers.actions import Actions
 from stormeye.workers.backend import SeriesSource
@@ -44,46 +43,6 @@ if TYPE_CHECKING:
 
 STATIC = Path(__file__).with_name("static")
 router = APIRouter()
-
-_MATCHER = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|([^,]*))\s*(?:,|$)')
-
-
-def parse_matchers(text: str) -> list[tuple[str, str, str]]:
-    """``service="checkout",region=~"eu.*"`` → [(key, op, value), ...]; a clear 422 when it is not that."""
-    out: list[tuple[str, str, str]] = []
-    pos, text = 0, text.strip()
-    while pos < len(text):
-        mt = _MATCHER.match(text, pos)
-        if mt is None or mt.end() == pos:
-            raise HTTPException(
-                422,
-                f'cannot read the label matchers at {text[pos:]!r}: write them as key="value", key!="value", '
-                'key=~"regex" or key!~"regex", separated by commas',
-            )
-        key, op, quoted, bare = mt.groups()
-        value = quoted if quoted is not None else (bare or "").strip()
-        if op in ("=~", "!~"):
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise HTTPException(422, f"matcher {key}{op}{value!r}: not a regular expression ({exc})") from None
-        out.append((key, op, value))
-        pos = mt.end()
-    return out
-
-
-def matches(labels: dict[str, str], matchers: list[tuple[str, str, str]]) -> bool:
-    for key, op, value in matchers:
-        got = labels.get(key, "")
-        if op == "=" and got != value:
-            return False
-        if op == "!=" and got == value:
-            return False
-        if op == "=~" and not re.fullmatch(value, got):
-            return False
-        if op == "!~" and re.fullmatch(value, got):
-            return False
-    return True
 
 
 def _service(request: Request) -> Service:
@@ -113,7 +72,10 @@ def page_incidents(
 ) -> dict[str, Any]:
     """The incident list: open first, then most urgent first."""
     service = _service(request)
-    matchers = parse_matchers(match) if match else []
+    try:
+        matchers = parse_matchers(match) if match else []
+    except MatcherError as exc:
+        raise HTTPException(422, str(exc)) from None
     with service.database.sessions() as s:
         q = select(m.Incident)
         if status in ("open", "acknowledged"):
@@ -159,7 +121,7 @@ def page_incidents(
     }
 
 
-def _matching(s: Any, ids: list[str], matchers: list[tuple[str, str, str]]) -> set[str]:
+def _matching(s: Any, ids: list[str], matchers: list[Matcher]) -> set[str]:
     """Incidents (of ``ids``) with a member whose labels match every matcher."""
     keep: set[str] = set()
     for lo in range(0, len(ids), 900):
@@ -170,7 +132,7 @@ def _matching(s: Any, ids: list[str], matchers: list[tuple[str, str, str]]) -> s
             .where(m.IncidentMember.incident_id.in_(ids[lo : lo + 900]))
         )
         for iid, labels in s.execute(q):
-            if iid not in keep and matches(labels, matchers):
+            if iid not in keep and matches_all(matchers, labels):
                 keep.add(iid)
     return keep
 

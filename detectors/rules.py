@@ -1,7 +1,8 @@
 """Per-metric detection settings, chosen by label matchers (the style of ``grouping/priority.py``).
 
 A rule matches metrics whose labels all fully match its regular expressions (``__name__`` is the
-metric name). The first matching rule wins, so list specific rules before general ones. Fields:
+metric name; ``core.labels.matchers_from_map``: the one matcher of priority rules and routes). The
+first matching rule wins, so list specific rules before general ones. Fields:
 
 - ``threshold``: the score at which this metric's anomalies open (default: the global one).
   Applied by rescaling the metric's score by ``global / threshold``, so the anomaly tracker and
@@ -20,7 +21,6 @@ field. :meth:`DetectorRules.compile` resolves the rule of each metric once (a Py
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from stormeye.core.errors import BadInput
+from stormeye.core.labels import Matcher, MatcherError, matchers_from_map, matches_all
 from stormeye.detectors.base import Scores
 
 DIRECTIONS = ("up", "down", "both")
@@ -46,7 +47,7 @@ class DetectorRule:
     ignore: bool = False
     min_points: int = 0
     name: str = ""
-    _compiled: tuple[tuple[str, re.Pattern[str]], ...] = field(default=(), repr=False, compare=False)
+    _matchers: tuple[Matcher, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         label = self.name or str(dict(self.match))
@@ -61,16 +62,13 @@ class DetectorRule:
             raise DetectorRuleError(
                 f"detector rule {label}: 'min_points' must be a whole number >= 0, got {self.min_points!r}"
             )
-        compiled = []
-        for key, pattern in self.match.items():
-            try:
-                compiled.append((str(key), re.compile(str(pattern))))
-            except re.error as exc:
-                raise DetectorRuleError(f"detector rule {label}: match[{key!r}] is not a valid regex: {exc}") from None
-        object.__setattr__(self, "_compiled", tuple(compiled))
+        try:
+            object.__setattr__(self, "_matchers", matchers_from_map(self.match))
+        except MatcherError as exc:
+            raise DetectorRuleError(f"detector rule {label}: match[{exc.label!r}]: {exc.reason}") from None
 
     def matches(self, props: Mapping[str, str]) -> bool:
-        return all(k in props and rx.fullmatch(props[k]) is not None for k, rx in self._compiled)
+        return matches_all(self._matchers, props)
 
     @classmethod
     def from_dict(cls, data: Any, position: int = 0) -> DetectorRule:

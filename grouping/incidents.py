@@ -62,6 +62,7 @@ from typing import Any, Protocol
 import networkx as nx
 import numpy as np
 
+from stormeye.core.labels import ENTITY_KEYS, MACHINE_KEYS
 from stormeye.grouping.correlation import shape_similarity_pairs
 from stormeye.grouping.feedback import Pair, allowed_targets, drop_apart, separate_apart
 from stormeye.grouping.graph import (
@@ -75,7 +76,7 @@ from stormeye.grouping.graph import (
 )
 from stormeye.grouping.names import NameIndex, parse
 from stormeye.grouping.priority import PriorityModel
-from stormeye.grouping.report import ENTITY_KEYS, root_entity, root_metric, title
+from stormeye.grouping.report import root_entity, root_metric, title
 from stormeye.grouping.topology import LOCATION_KEYS, Topology
 
 Key = tuple[str, float]
@@ -83,7 +84,6 @@ Key = tuple[str, float]
 #: labels naming a machine or a container: its metrics share one set of resources, so while it has
 #: an open incident its other metrics' moderate moves are symptoms of it (a service's request rates
 #: and latencies are driven by its callers and callees instead: the topology links those)
-MACHINE_KEYS = ("host", "instance", "node", "pod", "container")
 #: a symptom is compared with this many of its machine's incident's own members (the strongest)
 SYMPTOM_PEERS = 8
 

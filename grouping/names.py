@@ -9,15 +9,9 @@ names are as similar as the cosine of their vectors (Anodot's name similarity).
 The metric name itself is the property ``__name__`` (Prometheus' convention); the Anodot
 spelling ``what=...`` is read as ``__name__`` too.
 
-Forms :func:`parse` reads (``docs/names.md`` has the full rules):
-
-- Prometheus: ``cpu{host="a",region="eu"}``, ``{"http.server.duration",le="1"}``, bare ``cpu``;
-- property lists: ``what=cpu,host=a`` (commas or spaces) or dotted ``what=cpu.host=a``;
-- Graphite/Carbon 2.0 tagged: ``cpu.load;host=a;region=eu``;
-- JSON label objects: ``{"__name__": "cpu", "host": "a"}`` (text or a mapping);
-- Graphite dotted paths ``eu.web-3.cpu.load``: read through :class:`GraphiteTemplates` when
-  one is given; otherwise a bare dotted name is one metric name (OpenTelemetry and
-  Prometheus 3 names such as ``http.server.request.duration`` contain dots).
+Reading a name into its labels (:func:`parse`, every form in ``docs/names.md``) and writing the
+canonical text (:func:`canonical`, :func:`normalize`) live in ``core/labels.py``; they are imported
+here too, so ``from stormeye.grouping.names import parse`` keeps working.
 """
 
 from __future__ import annotations
@@ -34,6 +28,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from stormeye.core.errors import BadInput
+from stormeye.core.labels import NAME_ALIASES
+from stormeye.core.labels import NAME_KEY as NAME_KEY
+from stormeye.core.labels import MetricNameError as MetricNameError
+from stormeye.core.labels import canonical as canonical
+from stormeye.core.labels import normalize as normalize
+from stormeye.core.labels import parse as parse
 from stormeye.grouping.graphite import GraphiteTemplateError, GraphiteTemplates
 from stormeye.grouping.lsh import (
     BandingParams,
@@ -48,226 +48,15 @@ from stormeye.grouping.lsh import (
     split_codes,
 )
 
-NAME_KEY = "__name__"
-_NAME_ALIASES = ("what",)
-
-_IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:.\-/]*")
-_LABEL_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
-_PROM = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:.\-/]*)?\s*\{(.*)\}\s*$", re.S)
-_KEY_RE = r"[A-Za-z_][A-Za-z0-9_.\-]*"
-_VAL_RE = r'"(?:[^"\\]|\\.)*"'
-_PROM_PAIR = re.compile(rf"\s*({_KEY_RE})\s*=\s*({_VAL_RE})\s*(,|$)", re.S)
-_PROM_QUOTED_NAME = re.compile(rf"\s*({_VAL_RE})\s*(,|$)", re.S)
-_PROM_BODY_FAST = re.compile(rf"(?:\s*{_KEY_RE}\s*=\s*{_VAL_RE}\s*(?:,(?=\s*[A-Za-z_])|,?\s*$))*\s*", re.S)
-_PROM_PAIR_FAST = re.compile(rf"({_KEY_RE})\s*=\s*\"((?:[^\"\\]|\\.)*)\"", re.S)
 _CANONICAL_FAST = re.compile(
     r'([A-Za-z_:][A-Za-z0-9_:.\-/]*)\{((?:[A-Za-z_][A-Za-z0-9_.\-]*="[^"\\\n]+",)*[A-Za-z_][A-Za-z0-9_.\-]*="[^"\\\n]+")\}'
 )
-_JSON_START = re.compile(r'\{\s*"(?:[^"\\]|\\.)*"\s*:', re.S)
-_PAIR_SPLIT = re.compile(r"[,\s]+")
-_ESCAPE = re.compile(r"\\(.)", re.S)
 
 Method = Literal["auto", "lsh", "exact"]
 
 
-class MetricNameError(BadInput):
-    """A metric name could not be read; the message says what is wrong and how to write it."""
-
-
 class IndexFormatError(BadInput):
     """Bytes that are not a serialized :class:`NameIndex` (or one of an unknown version)."""
-
-
-def parse(name: str | Mapping[str, object], graphite: GraphiteTemplates | None = None) -> dict[str, str]:
-    """Read a metric name into its properties.
-
-    Accepted forms:
-
-    - Prometheus: ``purchase_count{country="England",device="mobile"}``, a bare
-      ``purchase_count``, or the quoted-name form ``{"http.server.duration",le="1"}``;
-    - property lists: ``what=purchase_count,country=England`` (commas or spaces) or
-      ``what=purchase_count.country=England`` (dots; a dot-separated piece without ``=``
-      continues the value before it, so ``host=web.example.com`` keeps its dots);
-    - Graphite/Carbon 2.0 tagged: ``purchase_count;country=England;device=mobile``;
-    - a JSON object of labels, as text or as a mapping: ``{"__name__": "cpu", "host": "a"}``;
-    - a dotted path ``eu.web-3.cpu.load``: with ``graphite`` it is read by those templates
-      (positional ``node0``, ``node1``, … when none matches); without, it is one metric name.
-
-    Raises :class:`MetricNameError` with a message that says what to fix.
-    """
-    if isinstance(name, Mapping):
-        return _from_mapping(name)
-    if not isinstance(name, str):
-        raise MetricNameError(f"a metric name must be text or a label object, got {type(name).__name__}")
-    text = name.strip()
-    if not text:
-        raise MetricNameError('empty metric name: give a name like cpu_usage{host="a"}')
-    if text.startswith("{") and _JSON_START.match(text):
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise MetricNameError(f"metric name {text!r} looks like JSON but is not valid JSON: {exc.msg}") from None
-        if not isinstance(obj, dict):
-            raise MetricNameError(f"metric name {text!r}: a JSON name must be an object of labels")
-        return _from_mapping(obj)
-    if "{" in text or "}" in text:
-        return _parse_prometheus(text)
-    if ";" in text:
-        return _parse_tagged(text)
-    if "=" in text:
-        return _parse_pairs(text)
-    if graphite is not None:
-        props: dict[str, str] = {}
-        for key, value in graphite.read(text, MetricNameError, NAME_KEY):
-            _set(props, key, value)
-        return props
-    if _IDENT.fullmatch(text):
-        return {NAME_KEY: text}
-    raise MetricNameError(
-        f'metric name {text!r} is not a name we can read: use name{{label="value",...}}, '
-        "label=value pairs separated by commas, name;label=value tags, or a JSON object of labels"
-        + (" (a Graphite path needs Graphite templates configured)" if "." in text else "")
-    )
-
-
-def _from_mapping(obj: Mapping[str, object]) -> dict[str, str]:
-    props: dict[str, str] = {}
-    for key, value in obj.items():
-        if not isinstance(key, str) or not key:
-            raise MetricNameError(f"label keys must be non-empty text, got {key!r}")
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise MetricNameError(f"label {key!r} must have a text or number value, got {type(value).__name__}")
-        _set(props, key, str(value))
-    if not props:
-        raise MetricNameError("a label object must hold at least one label")
-    return props
-
-
-def _set(props: dict[str, str], key: str, value: str) -> None:
-    key = NAME_KEY if key in _NAME_ALIASES else key
-    if key != NAME_KEY and not _LABEL_KEY.fullmatch(key):
-        raise MetricNameError(f"label key {key!r} must start with a letter or _ and hold letters, digits, _ . -")
-    if value == "":
-        raise MetricNameError(f"label {key!r} has an empty value: drop the label or give it a value")
-    old = props.get(key)
-    if old is not None and old != value:
-        raise MetricNameError(f"label {key!r} is given twice with different values ({old!r}, {value!r})")
-    props[key] = value
-
-
-def _unescape(body: str) -> str:
-    """The text of a double-quoted value, given what is between the quotes."""
-    if "\\" not in body:
-        return body
-    return _ESCAPE.sub(lambda g: {"n": "\n"}.get(g.group(1), g.group(1)), body)
-
-
-def _parse_prometheus(text: str) -> dict[str, str]:
-    m = _PROM.match(text)
-    if not m:
-        raise MetricNameError(f'metric name {text!r}: braces must enclose labels at the end, as in cpu{{host="a"}}')
-    props: dict[str, str] = {}
-    if m.group(1):
-        props[NAME_KEY] = m.group(1)
-    body = m.group(2)
-    if _PROM_BODY_FAST.fullmatch(body):  # the common case: key="value" pairs only
-        for key, value in _PROM_PAIR_FAST.findall(body):
-            _set(props, key, _unescape(value))
-    else:
-        pos = 0
-        first = True
-        while pos < len(body) and body[pos:].strip():
-            qm = _PROM_QUOTED_NAME.match(body, pos) if first and not m.group(1) else None
-            if qm:  # Prometheus 3: {"metric.name", label="v"}
-                _set(props, NAME_KEY, _unescape(qm.group(1)[1:-1]))
-                pos, first = qm.end(), False
-                continue
-            pm = _PROM_PAIR.match(body, pos)
-            if not pm:
-                rest = body[pos:].strip()
-                raise MetricNameError(
-                    f'metric name {text!r}: cannot read labels at {rest[:30]!r}; write label="value" pairs '
-                    "separated by commas, values in double quotes"
-                )
-            _set(props, pm.group(1), _unescape(pm.group(2)[1:-1]))
-            pos, first = pm.end(), False
-    if not props:
-        raise MetricNameError(f"metric name {text!r} has neither a name nor labels")
-    return props
-
-
-def _parse_tagged(text: str) -> dict[str, str]:
-    """Graphite tagged series / Carbon 2.0: ``name;tag=value;tag2=value2``."""
-    if any(c.isspace() for c in text):
-        raise MetricNameError(f"metric name {text!r}: a name;tag=value name cannot hold spaces")
-    head, *tags = text.split(";")
-    if not head or "=" in head:
-        raise MetricNameError(
-            f"metric name {text!r}: a tagged name starts with the metric name, then ;tag=value parts "
-            "(cpu.load;host=a;region=eu)"
-        )
-    if not _IDENT.fullmatch(head):
-        raise MetricNameError(f"metric name {text!r}: {head!r} is not a metric name (letters, digits, _ : . - /)")
-    props: dict[str, str] = {NAME_KEY: head}
-    for tag in tags:
-        if not tag:
-            raise MetricNameError(f"metric name {text!r} has an empty tag: remove the doubled or trailing ';'")
-        if tag.count("=") != 1:
-            what = "has no '='" if "=" not in tag else "holds more than one '='"
-            raise MetricNameError(
-                f"metric name {text!r}: tag {tag!r} {what}; write tags as ;key=value, one per ';'"
-                + (" (separate tags with ';', not ',')" if "," in tag else "")
-            )
-        key, value = tag.split("=")
-        if value.startswith("~"):
-            raise MetricNameError(f"metric name {text!r}: tag value {value!r} cannot start with '~' (Graphite rule)")
-        _set(props, NAME_KEY if key == "name" else key, value)
-    return props
-
-
-def _parse_pairs(text: str) -> dict[str, str]:
-    props: dict[str, str] = {}
-    parts = [p for p in _PAIR_SPLIT.split(text) if p]
-    for part in parts:
-        n_eq = part.count("=")
-        if n_eq == 1:
-            key, value = part.split("=")
-            _set(props, key, value)
-        elif n_eq == 0:
-            raise MetricNameError(
-                f"metric name {text!r}: {part!r} is not one property=value pair; separate pairs by commas"
-            )
-        elif len(parts) > 1:
-            raise MetricNameError(
-                f"metric name {text!r}: {part!r} holds several pairs joined by dots while other pairs are "
-                "separated by commas or spaces; use one separator (what=cpu,host=a or what=cpu.host=a)"
-            )
-        else:
-            _parse_dotted_pairs(text, part, props)
-    return props
-
-
-def _parse_dotted_pairs(text: str, part: str, props: dict[str, str]) -> None:
-    """``what=cpu.host=web.example.com.region=eu``: a piece without '=' continues the value before it."""
-    pairs: list[list[str]] = []
-    for seg in part.split("."):
-        if not seg:
-            raise MetricNameError(f"metric name {text!r} has an empty piece between dots: remove the extra dot")
-        n_eq = seg.count("=")
-        if n_eq == 1:
-            pairs.append(seg.split("="))
-        elif n_eq > 1:
-            raise MetricNameError(f"metric name {text!r}: {seg!r} holds more than one '='; a value cannot contain '='")
-        elif not pairs:
-            raise MetricNameError(
-                f"metric name {text!r} starts with {seg!r}, which is not key=value: write every property as "
-                "key=value (what=cpu.host=a); keys that contain dots need commas between pairs "
-                "(service.name=cpu,host.name=a); a Graphite path has no '='"
-            )
-        else:
-            pairs[-1][1] += "." + seg
-    for key, value in pairs:
-        _set(props, key, value)
 
 
 def _canonical_tokens(text: str) -> list[str] | None:
@@ -287,32 +76,10 @@ def _canonical_tokens(text: str) -> list[str] | None:
         return None
     tokens = [piece.replace('="', "=", 1) for piece in pieces]
     keys = [t[: t.index("=")] for t in tokens]
-    if keys != sorted(set(keys)) or NAME_KEY in keys or any(a in keys for a in _NAME_ALIASES):
+    if keys != sorted(set(keys)) or NAME_KEY in keys or any(a in keys for a in NAME_ALIASES):
         return None
     tokens.append(f"{NAME_KEY}={m.group(1)}")
     return tokens
-
-
-def canonical(props: Mapping[str, str]) -> str:
-    """The canonical text of a metric: ``name{k="v",...}`` with labels sorted by key."""
-    name = props.get(NAME_KEY, "")
-    labels = sorted((k, v) for k, v in props.items() if k != NAME_KEY)
-    if name and not _IDENT.fullmatch(name):  # e.g. a JSON name with spaces: keep it readable and parseable
-        labels.insert(0, (NAME_KEY, name))
-        name = ""
-    if not labels:
-        return name
-    body = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-    return f"{name}{{{body}}}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def normalize(name: str | Mapping[str, object], graphite: GraphiteTemplates | None = None) -> str:
-    """Parse a name in any accepted form and return its canonical text."""
-    return canonical(parse(name, graphite))
 
 
 def pairs_of(props: Mapping[str, str]) -> list[str]:

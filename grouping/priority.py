@@ -20,12 +20,12 @@ Levels: P1 >= 40, P2 >= 15, P3 >= 6, P4 >= 2.5, else P5.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stormeye.core.errors import BadInput
+from stormeye.core.labels import Matcher, MatcherError, matchers_from_map, matches_all
 
 LEVELS: tuple[tuple[float, int], ...] = ((40.0, 1), (15.0, 2), (6.0, 3), (2.5, 4))
 DIRECTIONS = ("up", "down", "both")
@@ -37,14 +37,15 @@ class PriorityConfigError(BadInput):
 
 @dataclass(frozen=True)
 class PriorityRule:
-    """Importance of the metrics whose labels match ``match`` (key -> regex, full match)."""
+    """Importance of the metrics whose labels match ``match`` (label -> regex, full match, label present;
+    ``core.labels.matchers_from_map``)."""
 
     match: Mapping[str, str]
     weight: float = 1.0
     kpi: bool = False
     bad: str = "both"
     name: str = ""
-    _compiled: tuple[tuple[str, re.Pattern[str]], ...] = field(default=(), repr=False, compare=False)
+    _matchers: tuple[Matcher, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         label = self.name or str(dict(self.match))
@@ -54,18 +55,13 @@ class PriorityRule:
             raise PriorityConfigError(f"priority rule {label}: 'weight' must be a positive number, got {self.weight!r}")
         if self.bad not in DIRECTIONS:
             raise PriorityConfigError(f"priority rule {label}: 'bad' must be one of {DIRECTIONS}, got {self.bad!r}")
-        compiled = []
-        for key, pattern in self.match.items():
-            try:
-                compiled.append((key, re.compile(str(pattern))))
-            except re.error as exc:
-                raise PriorityConfigError(
-                    f"priority rule {label}: match[{key!r}] is not a valid regex: {exc}"
-                ) from None
-        object.__setattr__(self, "_compiled", tuple(compiled))
+        try:
+            object.__setattr__(self, "_matchers", matchers_from_map(self.match))
+        except MatcherError as exc:
+            raise PriorityConfigError(f"priority rule {label}: match[{exc.label!r}]: {exc.reason}") from None
 
     def matches(self, props: Mapping[str, str]) -> bool:
-        return all(k in props and rx.fullmatch(props[k]) is not None for k, rx in self._compiled)
+        return matches_all(self._matchers, props)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], position: int = 0) -> PriorityRule:

@@ -17,10 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from stormeye.grouping.names import NAME_KEY
+from stormeye.core.labels import ENTITY_KEYS, NAME_KEY, shared_labels
 from stormeye.grouping.priority import MemberLike, MetricImportance
-
-ENTITY_KEYS = ("host", "instance", "pod", "container", "node", "service", "job", "app", "region")
 
 
 def root_metric(members: Sequence[MemberLike], importance: Callable[[str], MetricImportance]) -> str | None:
@@ -55,14 +53,8 @@ def root_entity(
 
 
 def shared_scope(metrics: Sequence[str], props: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
-    """Properties (other than the metric name) that every member has with the same value."""
-    if not metrics:
-        return {}
-    common = {k: v for k, v in props[metrics[0]].items() if k != NAME_KEY}
-    for m in metrics[1:]:
-        p = props[m]
-        common = {k: v for k, v in common.items() if p.get(k) == v}
-    return dict(sorted(common.items()))
+    """Properties (other than the metric name) that every member has with the same value, by key."""
+    return dict(sorted(shared_labels(props[m] for m in metrics).items()))
 
 
 def verb(directions: Sequence[int]) -> str:

@@ -37,19 +37,7 @@ from typing import Any
 import networkx as nx
 
 from stormeye.core.errors import BadInput
-
-#: labels that name the service (or workload) a metric belongs to, most specific first
-SERVICE_KEYS = (
-    "service",
-    "service_name",
-    "workload",
-    "deployment",
-    "app",
-    "job",
-    "server",
-    "destination_workload",
-    "destination_service",
-)
+from stormeye.core.labels import SERVICE_KEYS
 
 #: labels that say where a service instance runs: a dependency links callers in the same place
 LOCATION_KEYS = ("region", "zone", "availability_zone", "cluster", "datacenter", "dc", "site")

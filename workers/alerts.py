@@ -25,20 +25,21 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stormeye.core.errors import BadInput
+from stormeye.core.times import BadTime, seconds_from
+from stormeye.core.times import parse_time as read_time
 from stormeye.detectors.events import Anomaly
 from stormeye.grouping.names import NAME_KEY, MetricNameError, canonical, parse
 
 if TYPE_CHECKING:
     from stormeye.workers.distributed import Runtime
 
-#: the zero time Go (and so Alertmanager) writes for "no end yet"
-_GO_ZERO_YEAR = 1
+#: the zero time Go (and so Alertmanager) writes for "no end yet": year 1
+_GO_ZERO = "0001-"
 ALERT_SCORE = 1.0
 MAX_ALERTS_PER_REQUEST = 10_000
 
@@ -77,34 +78,18 @@ class Alert:
 
 
 def parse_time(raw: Any, what: str) -> float | None:
-    """RFC 3339 / ISO 8601 text or epoch seconds; Go's zero time (year 1) and empty mean "none"."""
+    """RFC 3339 / ISO 8601 text or epoch seconds (``core.times``); Go's zero time (year 1) and empty mean "none"."""
     if raw is None or raw == "":
         return None
-    if isinstance(raw, bool):
-        raise AlertError(f"{what} must be RFC 3339 time text or epoch seconds, got {raw!r}")
-    if isinstance(raw, (int, float)):
-        t = float(raw)
-        if not math.isfinite(t) or t < 0:
-            raise AlertError(f"{what} {raw!r} is not a time")
-        return t / 1000.0 if t > 1e11 else t
-    if not isinstance(raw, str):
-        raise AlertError(f"{what} must be RFC 3339 time text, got {type(raw).__name__}")
-    text = raw.strip()
-    if text.startswith("0001-01-01"):
+    if isinstance(raw, str) and raw.strip().startswith(_GO_ZERO):
         return None
-    # Go writes up to nanoseconds; Python reads microseconds
-    head, dot, frac = text.partition(".")
-    if dot:
-        digits = len(frac) - len(frac.lstrip("0123456789"))
-        frac = frac[: min(digits, 6)] + frac[digits:]
-        text = f"{head}.{frac}"
     try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise AlertError(f"{what} {raw!r} is not RFC 3339 time (e.g. 2026-01-05T10:00:00Z)") from None
-    if dt.year <= _GO_ZERO_YEAR:
-        return None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+        t = seconds_from(read_time(raw, what, "RFC 3339"))
+    except BadTime as exc:
+        raise AlertError(str(exc)) from None
+    if t < 0:
+        raise AlertError(f"{what} {raw!r} is not a time: it is before 1970")
+    return t
 
 
 def _labels(raw: Any, what: str) -> dict[str, str]:

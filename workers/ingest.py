@@ -19,13 +19,13 @@ import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stormeye.core.errors import BadInput
+from stormeye.core.times import BadTime, parse_time, seconds_from
 from stormeye.grouping.graphite import GraphiteTemplates
 from stormeye.grouping.names import MetricNameError, canonical, parse
 
@@ -212,31 +212,14 @@ def _first(rec: Mapping[str, Any], keys: tuple[str, ...], missing: Any = None) -
 
 
 def parse_timestamp(raw: Any) -> float:
-    """Epoch seconds from seconds, milliseconds or ISO 8601 text."""
-    if isinstance(raw, bool) or raw is None:
-        raise PointError(f"timestamp must be epoch seconds or ISO 8601 text, got {raw!r}")
-    if isinstance(raw, (int, float)):
-        t = float(raw)
-    elif isinstance(raw, str):
-        text = raw.strip()
-        try:
-            t = float(text)
-        except ValueError:
-            try:
-                dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            except ValueError:
-                raise PointError(
-                    f"timestamp {raw!r} is neither epoch seconds nor ISO 8601 (e.g. 2026-01-05T10:00:00Z)"
-                ) from None
-            t = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
-    else:
-        raise PointError(f"timestamp must be a number or text, got {type(raw).__name__}")
-    if not math.isfinite(t):
-        raise PointError(f"timestamp {raw!r} is not finite")
+    """Epoch seconds from seconds, milliseconds or ISO 8601 text (``core.times``), 1970 to 5138."""
+    try:
+        t = parse_time(raw, "timestamp")
+    except BadTime as exc:
+        raise PointError(str(exc)) from None
     if t > 1e14:
         raise PointError(f"timestamp {raw!r} is too large: send epoch seconds (or milliseconds)")
-    if t > 1e11:
-        t /= 1000.0
+    t = seconds_from(t)
     if t < 0:
         raise PointError(f"timestamp {raw!r} is before 1970: send UTC epoch seconds")
     return t

@@ -6,6 +6,7 @@ in-process window store and the tick in the same process.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,33 @@ from stormeye.grouping.graph import GroupingConfig
 from stormeye.grouping.graphite import GraphiteTemplateError, GraphiteTemplates
 from stormeye.grouping.priority import DEFAULT_RULES, PriorityConfigError, PriorityModel
 from stormeye.grouping.topology import DependencyError, Topology, parse_dependencies
+
+#: the grouping settings: Settings field (``STORMEYE_<FIELD>``) -> the GroupingConfig field it sets. Their
+#: defaults are GroupingConfig's (grouping/graph.py), read from there: each default lives once.
+GROUPING_SETTINGS: dict[str, str] = {
+    **{
+        name: name
+        for name in (
+            "min_name",
+            "min_shape",
+            "co_onset_s",
+            "shape_points",
+            "max_lag_steps",
+            "link_window_s",
+            "resolve_after_s",
+            "open_min_evidence",
+            "confirm_points",
+            "unconfirmed_weight",
+            "open_after_points",
+            "open_after_min_weight",
+            "topology_weight",
+            "cascade_window_s",
+            "new_onset_gap_steps",
+        )
+    },
+    "grouping_threads": "threads",
+}
+_GROUPING: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(GroupingConfig)}
 
 
 class Settings(BaseSettings):
@@ -88,35 +116,46 @@ class Settings(BaseSettings):
     collective: bool = Field(True, description="raise metrics that move with a surprising crowd of their group")
     collective_halflife_steps: float = Field(1440.0, gt=0, description="memory of each group's usual crowd")
 
-    # grouping
-    min_name: float = Field(0.5, ge=0, le=1)
-    min_shape: float = Field(0.7, ge=-1, le=1)
-    co_onset_s: float = Field(0.0, description="onsets this close link without a shape match (<0: never)")
-    shape_points: int = Field(60, ge=8)
-    max_lag_steps: int = Field(3, ge=0)
-    link_window_s: float = Field(900.0, ge=0)
-    resolve_after_s: float = Field(1800.0, ge=0)
+    # grouping: defaults from GroupingConfig (GROUPING_SETTINGS)
+    min_name: float = Field(_GROUPING["min_name"], ge=0, le=1)
+    min_shape: float = Field(_GROUPING["min_shape"], ge=-1, le=1)
+    co_onset_s: float = Field(
+        _GROUPING["co_onset_s"], description="onsets this close link without a shape match (<0: never)"
+    )
+    shape_points: int = Field(_GROUPING["shape_points"], ge=8)
+    max_lag_steps: int = Field(_GROUPING["max_lag_steps"], ge=0)
+    link_window_s: float = Field(_GROUPING["link_window_s"], ge=0)
+    resolve_after_s: float = Field(_GROUPING["resolve_after_s"], ge=0)
     open_min_evidence: float = Field(
-        2.0,
+        _GROUPING["open_min_evidence"],
         ge=0,
         description="evidence a cluster of anomalies needs to open an incident (a page): the sum over its metrics "
         "of peak score x priority weight; one ordinary metric never reaches 2 alone (0: every anomaly pages)",
     )
-    confirm_points: int = Field(2, ge=1, description="samples an anomaly needs before its evidence counts fully")
+    confirm_points: int = Field(
+        _GROUPING["confirm_points"], ge=1, description="samples an anomaly needs before its evidence counts fully"
+    )
     unconfirmed_weight: float = Field(
-        0.3, ge=0, le=1, description="share of its evidence an anomaly seen on fewer samples counts"
+        _GROUPING["unconfirmed_weight"],
+        ge=0,
+        le=1,
+        description="share of its evidence an anomaly seen on fewer samples counts",
     )
     open_after_points: int = Field(
-        10,
+        _GROUPING["open_after_points"],
         ge=0,
         description="a waiting anomaly on a metric of weight open_after_min_weight or more seen on this many "
         "samples opens an incident whatever its evidence (0: never)",
     )
     open_after_min_weight: float = Field(
-        1.5, ge=0, description="priority weight a metric needs for open_after_points (0: any metric)"
+        _GROUPING["open_after_min_weight"],
+        ge=0,
+        description="priority weight a metric needs for open_after_points (0: any metric)",
     )
     grouping_threads: int = Field(
-        2, ge=1, description="threads for the evidence of a tick's candidate pairs (results do not depend on it)"
+        _GROUPING["threads"],
+        ge=1,
+        description="threads for the evidence of a tick's candidate pairs (results do not depend on it)",
     )
     priority_rules_file: Path | None = None
     dependencies_file: Path | None = Field(
@@ -124,16 +163,23 @@ class Settings(BaseSettings):
         description="the service dependency graph: a CSV of 'caller,callee' lines (header, weight column allowed)",
     )
     topology_weight: float = Field(
-        0.75, ge=0, le=1, description="name evidence lent to anomalies of services adjacent in the topology (0: off)"
+        _GROUPING["topology_weight"],
+        ge=0,
+        le=1,
+        description="name evidence lent to anomalies of services adjacent in the topology (0: off)",
     )
     cascade_window_s: float = Field(
-        300.0, ge=0, description="onsets of two adjacent services this close (and at least one step) may link"
+        _GROUPING["cascade_window_s"],
+        ge=0,
+        description="onsets of two adjacent services this close (and at least one step) may link",
     )
     cooccur_min: int = Field(
         4, ge=0, description="onsets together before history links two services (0: do not learn from history)"
     )
     new_onset_gap_steps: int = Field(
-        5, ge=0, description="a cluster starting this many steps after its incident's newest onset is a new problem"
+        _GROUPING["new_onset_gap_steps"],
+        ge=0,
+        description="a cluster starting this many steps after its incident's newest onset is a new problem",
     )
     graphite_templates: list[str] = Field(
         default_factory=list,
@@ -270,24 +316,8 @@ class Settings(BaseSettings):
         return self.recurrence_memory_s // self.step_s
 
     def grouping_config(self) -> GroupingConfig:
-        return GroupingConfig(
-            min_name=self.min_name,
-            min_shape=self.min_shape,
-            co_onset_s=self.co_onset_s,
-            shape_points=self.shape_points,
-            max_lag_steps=self.max_lag_steps,
-            link_window_s=self.link_window_s,
-            resolve_after_s=self.resolve_after_s,
-            open_min_evidence=self.open_min_evidence,
-            confirm_points=self.confirm_points,
-            unconfirmed_weight=self.unconfirmed_weight,
-            open_after_points=self.open_after_points,
-            open_after_min_weight=self.open_after_min_weight,
-            threads=self.grouping_threads,
-            topology_weight=self.topology_weight,
-            cascade_window_s=self.cascade_window_s,
-            new_onset_gap_steps=self.new_onset_gap_steps,
-        )
+        """The grouping thresholds these settings set (:data:`GROUPING_SETTINGS`); the rest at their defaults."""
+        return GroupingConfig(**{g: getattr(self, f) for f, g in GROUPING_SETTINGS.items()})
 
     def topology(self) -> Topology:
         """A new service topology holding the declared dependencies (``STORMEYE_DEPENDENCIES_FILE``);

@@ -21,7 +21,7 @@ def _scores(score: list[float], direction: list[int]) -> Scores:
     ("rule", "message"),
     [
         ({"match": {}}, "needs at least one label"),
-        ({"match": {"__name__": "("}}, "not a valid regex"),
+        ({"match": {"__name__": "("}}, "bad regular expression"),
         ({"match": {"host": "a"}, "threshold": 1.5}, "threshold"),
         ({"match": {"host": "a"}, "threshold": "high"}, "threshold"),
         ({"match": {"host": "a"}, "bad": "sideways"}, "'bad' must be one of"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stormeye.workers.notify.config import Matcher, NotifyConfigError, parse_config, parse_duration
+from stormeye.workers.notify.config import NotifyConfigError, parse_config, parse_duration
 
 GOOD = """\
 route:
@@ -54,22 +54,6 @@ def test_routing_tree_reads_like_alertmanager() -> None:
     assert cfg.receivers["pager"].integrations[0].send_resolved is True
     assert cfg.receivers["payments"].integrations[0].send_resolved is False  # Slack's default, as in Alertmanager
     assert [str(m) for m in cfg.inhibit_rules[0].source] == ['priority="1"', 'kpi="true"']
-
-
-@pytest.mark.parametrize(
-    ("text", "op", "value", "hit", "miss"),
-    [
-        ('service="a b"', "=", "a b", "a b", "a"),
-        ("service!=batch", "!=", "batch", "web", "batch"),
-        ('host=~"web-[0-9]+"', "=~", "web-[0-9]+", "web-12", "web-12x"),
-        ('host!~"db.*"', "!~", "db.*", "web", "db1"),
-    ],
-)
-def test_matchers(text: str, op: str, value: str, hit: str, miss: str) -> None:
-    m = Matcher.parse(text)
-    assert (m.op, m.value) == (op, value)
-    key = m.name
-    assert m.matches({key: hit}) and not m.matches({key: miss})
 
 
 def test_durations() -> None:

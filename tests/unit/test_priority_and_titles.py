@@ -44,7 +44,7 @@ def test_rules_from_config_and_their_errors() -> None:
     assert model.importance("x", {"__name__": "x"}).weight == 1.0
     with pytest.raises(PriorityConfigError, match="'bad' must be one of"):
         PriorityModel.from_config([{"match": {"a": "b"}, "bad": "sideways"}])
-    with pytest.raises(PriorityConfigError, match="not a valid regex"):
+    with pytest.raises(PriorityConfigError, match="bad regular expression"):
         PriorityRule({"a": "("})
     with pytest.raises(PriorityConfigError, match="unknown field"):
         PriorityModel.from_config([{"match": {"a": "b"}, "weigth": 3}])

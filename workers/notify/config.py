@@ -10,9 +10,8 @@ of the file and says what to write instead (:class:`NotifyConfigError`).
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,11 @@ from typing import Any
 import yaml
 
 from stormeye.core.errors import BadInput
+from stormeye.core.labels import Matcher as Matcher
+from stormeye.core.labels import matches_all as matches_all
 from stormeye.workers.notify.message import TemplateProblem, check_template
 
 LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_MATCHER_RE = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
 _DURATION_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
 _DURATION_UNITS = (365 * 86400.0, 7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
 
@@ -96,62 +96,6 @@ def parse_duration(text: Any) -> float:
     if not s or m is None or not any(m.groups()):
         raise ValueError(f"{text!r} is not a duration: write it like 30s, 5m, 4h, 1h30m or 1d")
     return sum(float(g) * u for g, u in zip(m.groups(), _DURATION_UNITS) if g)
-
-
-@dataclass(frozen=True)
-class Matcher:
-    """One label matcher: ``name op value`` with op ``=``, ``!=``, ``=~`` or ``!~`` (regexes match whole values)."""
-
-    name: str
-    op: str
-    value: str
-    regex: re.Pattern[str] | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Matcher:
-        m = _MATCHER_RE.match(text) if isinstance(text, str) else None
-        if m is None:
-            raise ValueError(
-                f'{text!r} is not a matcher: write label="value", label!="value", label=~"regex" or label!~"regex"'
-            )
-        name, op, raw = m.groups()
-        if raw.startswith('"'):
-            if len(raw) < 2 or not raw.endswith('"'):
-                raise ValueError(f"{text!r}: the value's quotes are not closed")
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{text!r}: bad escape in the quoted value ({exc.msg})") from None
-        else:
-            value = raw
-        return cls.make(name, op, value)
-
-    @classmethod
-    def make(cls, name: str, op: str, value: str) -> Matcher:
-        regex = None
-        if op in ("=~", "!~"):
-            try:
-                regex = re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"{name}{op}{value!r}: bad regular expression ({exc})") from None
-        return cls(name, op, str(value), regex)
-
-    def matches(self, props: Mapping[str, str]) -> bool:
-        got = props.get(self.name, "")
-        if self.op == "=":
-            return got == self.value
-        if self.op == "!=":
-            return got != self.value
-        assert self.regex is not None
-        hit = self.regex.fullmatch(got) is not None
-        return hit if self.op == "=~" else not hit
-
-    def __str__(self) -> str:
-        return f"{self.name}{self.op}{json.dumps(self.value)}"
-
-
-def matches_all(matchers: Sequence[Matcher], props: Mapping[str, str]) -> bool:
-    return all(m.matches(props) for m in matchers)
 
 
 # -- the tree ----------------------------------------------------------------------------------

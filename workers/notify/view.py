@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from stormeye.core.labels import SERVICE_ENTITY_KEYS, shared_labels
 from stormeye.grouping.names import NAME_KEY, parse
 from stormeye.workers import models as m
 
@@ -118,12 +119,10 @@ def load_views(session: Session, ids: Iterable[str], teams: Mapping[str, str]) -
         evidence[iid].append(ev or {})
     for iid, v in views.items():
         labs = labels[iid]
-        shared: dict[str, str] = dict(labs[0]) if labs else {}
-        for lab in labs[1:]:
-            shared = {k: val for k, val in shared.items() if lab.get(k) == val}
+        shared = shared_labels(labs, skip=())
         root_labels = {str(k): str(val) for k, val in parse(v.root).items()} if v.root else {}
         root_service = root_labels.get("service") or shared.get("service") or ""
-        if not root_service and v.root_entity and v.root_entity.split("=", 1)[0] in ("service", "job", "app"):
+        if not root_service and v.root_entity and v.root_entity.split("=", 1)[0] in SERVICE_ENTITY_KEYS:
             root_service = v.root_entity.split("=", 1)[1]
         team = shared.get("team") or root_labels.get("team") or teams.get(root_service, "")
         v.props = {k: val for k, val in shared.items()}
