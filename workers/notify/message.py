@@ -98,7 +98,7 @@ def build(
 ) -> dict[str, Any]:
     """The message of one notification about ``inc`` (the newest incident of ``thread``)."""
     base = public_url.rstrip("/")
-    link = f"{base}/#/incidents/{inc.id}" if base else ""
+    link = f"{base}/#/incident/{inc.id}" if base else ""  # the page's route (app.js: route)
     return {
         "kind": kind,
         "status": "resolved" if kind == "resolved" else "firing",
