@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
+from stormeye.workers.alerts import OWN_ALERTNAME
+
 if TYPE_CHECKING:
     from stormeye.workers.notify.view import IncidentView
 
@@ -80,7 +82,7 @@ def alert_labels(inc: IncidentView, thread: str) -> dict[str, str]:
     nothing that changes while the incident lives (status, title) — labels are an alert's identity."""
     skip = {"status", "title", "incident"}
     labels = {k: v for k, v in inc.props.items() if not k.startswith("__") and k not in skip and v != ""}
-    labels.update(alertname="StormeyeIncident", incident=thread, priority=f"P{inc.priority}")
+    labels.update(alertname=OWN_ALERTNAME, incident=thread, priority=f"P{inc.priority}")
     labels["severity"] = severity(inc.priority)
     return labels
 
