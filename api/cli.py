@@ -240,7 +240,7 @@ def serve(
     except (RedisUnavailable, NotifyConfigError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    uvicorn.run(application, host=host, port=port, log_level="info", timeout_keep_alive=settings.http_keepalive_s)
 
 
 def _distributed(**overrides: Any) -> Any:
