@@ -26,6 +26,12 @@ out = Console()
 err = Console(stderr=True)
 
 
+#: `demo` and `ingest` write simulated or replayed incidents: never into the service's database by
+#: default (a demo run once added 59 simulated incidents to a live one). `--database` chooses another.
+DEMO_DATABASE = "sqlite:///stormeye-demo.db"
+INGEST_DATABASE = "sqlite:///stormeye-ingest.db"
+
+
 def _settings(**overrides: Any) -> Settings:
     try:
         return get_settings(**overrides)
@@ -69,7 +75,9 @@ def demo(
         1.0, min=0.1, help="days of normal history before the storm (two or more: daily seasonality at 1 minute)"
     ),
     as_json: bool = typer.Option(False, "--json", help="print the figures as one JSON object"),
-    database: str | None = typer.Option(None, help="database URL (default: STORMEYE_DATABASE_URL)"),
+    database: str = typer.Option(
+        DEMO_DATABASE, help="database URL (its own by default, never the service's STORMEYE_DATABASE_URL)"
+    ),
 ) -> None:
     """Simulate an alert storm, group it, and measure the result against the ground truth."""
     from stormeye.workers.db import Database
@@ -141,7 +149,10 @@ def demo(
     for k, v in rows:
         q.add_row(k, str(v))
     out.print(q)
-    out.print(f"stored in {settings.database_url}; `stormeye serve` shows them over HTTP")
+    out.print(
+        f"stored in {settings.database_url}; to browse them: "
+        f"STORMEYE_DATABASE_URL={settings.database_url} stormeye serve"
+    )
 
 
 @app.command()
@@ -149,7 +160,9 @@ def ingest(
     file: Path = typer.Argument(..., help="CSV (metric,timestamp,value) or JSON lines of points"),
     as_json: bool = typer.Option(False, "--json", help="print the incidents as JSON"),
     step: int | None = typer.Option(None, help="seconds between points (default: inferred from the file)"),
-    database: str | None = typer.Option(None, help="database URL (default: STORMEYE_DATABASE_URL)"),
+    database: str = typer.Option(
+        INGEST_DATABASE, help="database URL (its own by default, never the service's STORMEYE_DATABASE_URL)"
+    ),
 ) -> None:
     """Replay a history through the pipeline as if live: "this history becomes N incidents"."""
     from stormeye.workers.db import Database
@@ -240,7 +253,7 @@ def serve(
     except StormeyeError as exc:  # Redis unreachable, a bad notification config, a missing extra
         err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    uvicorn.run(application, host=host, port=port, log_level="info", timeout_keep_alive=settings.http_keepalive_s)
 
 
 def _distributed(**overrides: Any) -> Any:

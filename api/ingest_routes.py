@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 
 from stormeye.api.graphite_listener import GraphiteListener
 from stormeye.api.remote_write import RemoteWriteDecoder, RemoteWriteError, RemoteWriteTooLarge, decompress
-from stormeye.workers.alerts import Alert, AlertError, read_alertmanager, read_generic
+from stormeye.workers.alerts import Alert, AlertError, is_own, read_alertmanager, read_generic
 from stormeye.workers.ingest import PointBatch
 
 if TYPE_CHECKING:
@@ -138,7 +138,10 @@ def _take_alerts(request: Request, alerts: list[Alert], bad: list[tuple[str, str
     now = time.time()
     limit = now + svc.settings.max_future_s
     keep = []
+    own = [a for a in alerts if is_own(a)]  # stormeye's own alert, routed back to it: never a member
     for a in alerts:
+        if is_own(a):
+            continue
         if a.starts_at > limit:
             bad.append((a.where, f"startsAt is {a.starts_at - now:.0f} s in the future; check the sender's clock"))
         else:
@@ -157,9 +160,10 @@ def _take_alerts(request: Request, alerts: list[Alert], bad: list[tuple[str, str
     if meters is not None:
         meters.alerts.labels(source).inc(len(keep))
         meters.repeats.labels(source).inc(got.get("repeats", 0))
+        meters.own_alerts.inc(len(own))
         if bad:
             meters.reject("invalid", len(bad))
-    body = {**got, "rejected": len(bad), "errors": [{"where": w, "error": e} for w, e in bad]}
+    body = {**got, "own_skipped": len(own), "rejected": len(bad), "errors": [{"where": w, "error": e} for w, e in bad]}
     return JSONResponse(body, status_code=200 if keep or not bad else 422)
 
 

@@ -57,6 +57,11 @@ class SelfMetrics:
             ["source"],
             registry=self.registry,
         )
+        self.own_alerts = Counter(
+            "stormeye_own_alerts_skipped",
+            "stormeye's own StormeyeIncident alerts that came back (a routing loop) and were skipped",
+            registry=self.registry,
+        )
         for reason in ("invalid", "refused", "not_finite", "bad_request", "too_large", "unauthorized"):
             self.rejected.labels(reason)
         for source in ("json", "remote_write", "graphite"):

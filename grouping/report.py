@@ -70,7 +70,13 @@ def verb(directions: Sequence[int]) -> str:
 def title(
     members: Sequence[MemberLike], props: Mapping[str, Mapping[str, str]], root: str | None, entity: str | None
 ) -> str:
-    """E.g. ``purchase_count dropped for country=England across 12 metrics``."""
+    """E.g. ``purchase_count dropped for country=England across 12 metrics``.
+
+    The verb of the measure named first is that measure's own direction: with a root, the root
+    metric's (its strongest member's); the others' direction follows only when it differs
+    (``payment_success_count dropped, 4 other measures rose, for …``), so a KPI that fell is never
+    titled "rose" because more of its symptoms went up.
+    """
     metrics = sorted({m.metric for m in members})
     if not metrics:
         return "empty incident"
@@ -78,16 +84,25 @@ def title(
     if len(metrics) == 1:
         return f"{metrics[0]} {how}"
     names = Counter(props[m].get(NAME_KEY, "") for m in metrics)
-    if len(names) == 1:
-        what = next(iter(names))
-    else:
-        root_name = props[root].get(NAME_KEY, "") if root else names.most_common(1)[0][0]
-        others = len(names) - 1
-        what = f"{root_name} and {others} other measure{'s' if others > 1 else ''}"
     scope = shared_scope(metrics, props)
     where = ", ".join(f"{k}={v}" for k, v in scope.items()) if scope else (f"mostly {entity}" if entity else "")
     where = f" for {where}" if where else ""
-    return f"{what} {how}{where} across {len(metrics)} metrics"
+    if len(names) == 1:
+        return f"{next(iter(names))} {how}{where} across {len(metrics)} metrics"
+    root_name = props[root].get(NAME_KEY, "") if root else names.most_common(1)[0][0]
+    others = len(names) - 1
+    measures = f"{others} other measure{'s' if others > 1 else ''}"
+    of_root = [m for m in members if m.metric == root]
+    own = (
+        [max(of_root, key=lambda m: m.peak_score)]
+        if of_root
+        else [m for m in members if props[m.metric].get(NAME_KEY, "") == root_name]
+    )
+    rest = [m for m in members if props[m.metric].get(NAME_KEY, "") != root_name]
+    root_how, rest_how = verb([m.direction for m in own]), verb([m.direction for m in rest])
+    if root_how == rest_how:
+        return f"{root_name} and {measures} {root_how}{where} across {len(metrics)} metrics"
+    return f"{root_name} {root_how}, {measures} {rest_how},{where} across {len(metrics)} metrics"
 
 
 def summary(incident: Mapping[str, Any]) -> str:

@@ -77,6 +77,18 @@ class Alert:
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+#: the alertname of stormeye's own alert (workers/notify: the ``alertmanager`` receiver and the
+#: webhook body). When a team routes that alert back into stormeye (its Alertmanager sends every
+#: alert to stormeye's webhook, and stormeye's receiver posts incidents to that Alertmanager), it
+#: would become a member of its own incident and keep it open for ever: such alerts are skipped.
+OWN_ALERTNAME = "StormeyeIncident"
+
+
+def is_own(alert: Alert) -> bool:
+    """An alert stormeye sent itself (about one of its incidents), come back through a loop."""
+    return alert.labels.get("alertname") == OWN_ALERTNAME
+
+
 def parse_time(raw: Any, what: str) -> float | None:
     """RFC 3339 / ISO 8601 text or epoch seconds (``core.times``); Go's zero time (year 1) and empty mean "none"."""
     if raw is None or raw == "":

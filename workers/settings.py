@@ -209,6 +209,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="largest request body accepted (after snappy decompression too)"
     )
+    http_keepalive_s: int = Field(
+        330,
+        ge=1,
+        description="how long serve keeps an idle HTTP connection open: longer than senders keep theirs "
+        "(Prometheus' remote write: 5 minutes), so the sender closes first and never writes into a "
+        "connection the server is closing (uvicorn's 5 s default reset Prometheus' batches)",
+    )
     graphite_port: int | None = Field(
         None, ge=0, le=65535, description="TCP port of the Graphite plaintext listener (off when unset; 0: any free)"
     )

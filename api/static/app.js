@@ -67,6 +67,8 @@ function route() {
   $("#nav-list").classList.toggle("active", !h.startsWith("/search"));
   $("#nav-search").classList.toggle("active", h.startsWith("/search"));
   if (h.startsWith("/incident/")) return showIncident(decodeURIComponent(h.slice(10)));
+  // links that notifications sent before 0.1.1 carried: #/incidents/ID
+  if (h.startsWith("/incidents/")) return showIncident(decodeURIComponent(h.slice(11)));
   if (h.startsWith("/search")) return showSearch(new URLSearchParams(h.split("?")[1] || "").get("metric") || "");
   return showList();
 }

@@ -216,3 +216,42 @@ def test_page_speed_with_1000_incidents_and_a_200_member_incident(page: Any, tmp
         f"with the request); incident of 200 members {inc_ms:.0f} ms to render ({inc_s * 1000:.0f} ms with its "
         "three requests)"
     )
+
+
+def test_the_link_in_a_real_notification_opens_its_incident(page: Any, tmp_path: Path) -> None:
+    """Issue 34: messages linked `#/incidents/ID`, a route the page did not have (it showed the list).
+
+    The notifier sends a real webhook to a real HTTP receiver; the link in the body it received is
+    opened in Chromium and must show that incident. Links already sent in the old form still work.
+    """
+    import notify_helpers
+
+    from stormeye.workers.notify.config import parse_config
+    from stormeye.workers.notify.notifier import DeliverySettings, Notifier
+
+    url = f"sqlite:///{tmp_path / 'stormeye.db'}"
+    db = Database(url)
+    t0 = time.time() - 600
+    notify_helpers.save(
+        db, notify_helpers.incident("inc-linked", t0, [f'errors{{service="pay",host="h{i}"}}' for i in range(3)])
+    )
+    receiver = notify_helpers.HttpReceiver()
+    app = create_app(Settings(database_url=url, step_s=60), start_ticker=False)
+    try:
+        with storm_helpers.serving(app) as base:
+            config = (
+                "route:\n  receiver: hook\n  group_wait: 0s\n"
+                f"receivers:\n  - name: hook\n    webhook_configs:\n      - url: {receiver.url}/hook\n"
+            )
+            notifier = Notifier(parse_config(config), db, public_url=base, delivery=DeliverySettings(timeout_s=5.0))
+            notifier.run(time.time())
+            (body,) = receiver.bodies("/hook")
+            link = body["stormeye"]["link"]
+            assert link == body["alerts"][0]["generatorURL"]
+            page.goto(link)
+            page.wait_for_selector("body[data-incident='inc-linked']")
+            shot(page, "5-incident-from-notification-link", full=False)
+            page.goto(base + "/#/incidents/inc-linked")  # a link sent before the fix
+            page.wait_for_selector("body[data-incident='inc-linked']")
+    finally:
+        receiver.stop()

@@ -1,6 +1,7 @@
 """`stormeye ingest` as a user runs it: a real process, a real file, bad rows reported."""
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -92,3 +93,17 @@ def test_ingest_reads_graphite_paths_with_configured_templates(tmp_path) -> None
         STORMEYE_GRAPHITE_TEMPLATES='["region..host* x y z"]',
     )
     assert bad.returncode == 2 and "STORMEYE_GRAPHITE_TEMPLATES" in bad.stderr
+
+
+def test_demo_and_ingest_keep_out_of_the_services_database(tmp_path: pathlib.Path) -> None:
+    """Issue 34.8: a demo run added 59 simulated incidents to the database `serve` used."""
+    live = tmp_path / "live.db"
+    env = {"STORMEYE_DATABASE_URL": f"sqlite:///{live}"}
+    res = run(["demo", "--metrics", "200", "--incidents", "2", "--cascades", "0", "--json"], str(tmp_path), **env)
+    assert res.returncode == 0, res.stderr
+    f = tmp_path / "h.csv"
+    f.write_text("".join(f'cpu{{host="a"}},{1_767_225_600 + 60 * i},{i % 7}\n' for i in range(50)))
+    res = run(["ingest", str(f), "--json"], str(tmp_path), **env)
+    assert res.returncode == 0, res.stderr
+    assert not live.exists(), "demo or ingest wrote into the service's database"
+    assert (tmp_path / "stormeye-demo.db").exists() and (tmp_path / "stormeye-ingest.db").exists()

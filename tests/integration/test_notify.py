@@ -60,7 +60,7 @@ def test_group_wait_change_repeat_ack_resolve(db, receiver) -> None:  # type: ig
     alert = body["alerts"][0]
     assert alert["labels"]["service"] == "pay" and alert["labels"]["priority"] == "P3"
     assert alert["endsAt"] == "0001-01-01T00:00:00Z"
-    assert body["stormeye"]["link"] == "http://stormeye.test/#/incidents/inc-a"
+    assert body["stormeye"]["link"] == "http://stormeye.test/#/incident/inc-a"
     assert "why grouped" in alert["annotations"]["description"]
 
     # one more member: not a real change (4 -> 5 < +50%)

@@ -78,7 +78,7 @@ def test_slack_pagerduty_apprise(db, receiver) -> None:  # type: ignore[no-untyp
     slack = receiver.bodies("/slack")
     assert len(slack) == 1 and slack[0]["channel"] == "#oncall"
     assert slack[0]["text"].startswith("[FIRING] P2 checkout_errors rose")
-    assert "http://stormeye.test/#/incidents/inc-peer" in slack[0]["attachments"][0]["text"]
+    assert "http://stormeye.test/#/incident/inc-peer" in slack[0]["attachments"][0]["text"]
     pd = receiver.bodies("/pd")
     assert pd[0]["event_action"] == "trigger" and pd[0]["routing_key"] == "key123"
     assert pd[0]["payload"]["severity"] == "error" and pd[0]["payload"]["summary"].startswith("[FIRING] P2")
@@ -118,7 +118,7 @@ def test_email_over_smtp(db) -> None:  # type: ignore[no-untyped-def]
         mail = message_from_bytes(raw)
         assert mail["Subject"].startswith("[FIRING] P2 checkout_errors rose")
         body = mail.get_payload(decode=True).decode()
-        assert "root: checkout_errors" in body and "http://stormeye.test/#/incidents/inc-peer" in body
+        assert "root: checkout_errors" in body and "http://stormeye.test/#/incident/inc-peer" in body
         resolve(db, n, now)
         assert len(got) == 2 and message_from_bytes(got[1][2])["Subject"].startswith("[RESOLVED]")
     finally:
@@ -200,7 +200,7 @@ def test_alertmanager_receives_incidents_and_passes_them_on(db, receiver, alertm
     assert alert["labels"]["alertname"] == "StormeyeIncident" and alert["labels"]["incident"] == "inc-peer"
     assert alert["labels"]["service"] == "checkout" and alert["labels"]["priority"] == "P2"
     assert alert["annotations"]["summary"].startswith("[FIRING] P2 checkout_errors rose")
-    assert alert["generatorURL"] == "http://stormeye.test/#/incidents/inc-peer"
+    assert alert["generatorURL"] == "http://stormeye.test/#/incident/inc-peer"
     # Alertmanager's own API lists it
     listed = httpx.get(alertmanager + "/api/v2/alerts", timeout=5).json()
     assert [a["labels"]["incident"] for a in listed] == ["inc-peer"]

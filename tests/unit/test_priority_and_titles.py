@@ -100,3 +100,19 @@ def test_summary_is_readable() -> None:
     }
     text = summary(inc)
     assert text.startswith("[P2] t") and "root: r (host=a)" in text and "… and 2 more" in text
+
+
+def test_title_says_the_roots_own_direction_when_its_symptoms_moved_the_other_way() -> None:
+    """Issue 34: "payment_success_count and 4 other measures rose" while that KPI, the root, dropped."""
+    kpi = M('payment_success_count{service="pay"}', 0, 600, 0.95, -1)
+    symptoms = [M(f'{what}{{service="pay"}}', 60, 600, 0.8, 1) for what in ("latency", "errors", "retries", "queue")]
+    members = [kpi, *symptoms]
+    t = title(members, props_of(members), kpi.metric, None)
+    assert t == "payment_success_count dropped, 4 other measures rose, for service=pay across 5 metrics"
+    together = [kpi, M('refunds{service="pay"}', 60, 600, 0.8, -1)]
+    assert title(together, props_of(together), kpi.metric, None) == (
+        "payment_success_count and 1 other measure dropped for service=pay across 2 metrics"
+    )
+    # the root's strongest member decides when the root metric moved both ways
+    swing = [kpi, M(kpi.metric, 700, 800, 0.5, 1), *symptoms]
+    assert title(swing, props_of(swing), kpi.metric, None).startswith("payment_success_count dropped, ")

@@ -17,6 +17,7 @@ from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from stormeye.core.errors import BadInput
+from stormeye.workers.alerts import OWN_ALERTNAME
 
 if TYPE_CHECKING:
     from stormeye.workers.notify.view import IncidentView
@@ -82,7 +83,7 @@ def alert_labels(inc: IncidentView, thread: str) -> dict[str, str]:
     nothing that changes while the incident lives (status, title) — labels are an alert's identity."""
     skip = {"status", "title", "incident"}
     labels = {k: v for k, v in inc.props.items() if not k.startswith("__") and k not in skip and v != ""}
-    labels.update(alertname="StormeyeIncident", incident=thread, priority=f"P{inc.priority}")
+    labels.update(alertname=OWN_ALERTNAME, incident=thread, priority=f"P{inc.priority}")
     labels["severity"] = severity(inc.priority)
     return labels
 
@@ -100,7 +101,7 @@ def build(
 ) -> dict[str, Any]:
     """The message of one notification about ``inc`` (the newest incident of ``thread``)."""
     base = public_url.rstrip("/")
-    link = f"{base}/#/incidents/{inc.id}" if base else ""
+    link = f"{base}/#/incident/{inc.id}" if base else ""  # the page's route (app.js: route)
     return {
         "kind": kind,
         "status": "resolved" if kind == "resolved" else "firing",
