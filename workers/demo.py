@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from stormeye.sim.quality import evaluate_storm
+from stormeye.sim.simulator import Storm, simulate_storm
 from stormeye.workers.db import Database
 from stormeye.workers.pipeline import Pipeline
-from stormeye.workers.quality import evaluate_storm
 from stormeye.workers.settings import Settings
-from stormeye.workers.simulator import Storm, simulate_storm
 
 
 @dataclass
