@@ -21,6 +21,8 @@ from stormeye.grouping.names import NAME_KEY
 from stormeye.grouping.priority import MemberLike, MetricImportance
 
 ENTITY_KEYS = ("host", "instance", "pod", "container", "node", "service", "job", "app", "region")
+#: root entity labels that name a service (``service=checkout``, ``job=api``, ``app=cart``)
+SERVICE_ENTITY_KEYS = ("service", "job", "app")
 
 
 def root_metric(members: Sequence[MemberLike], importance: Callable[[str], MetricImportance]) -> str | None:
@@ -52,6 +54,16 @@ def root_entity(
         if not pair.startswith(NAME_KEY + "=") and count * 2 >= n:
             return pair
     return None
+
+
+def root_service(root: Mapping[str, str] | None, shared: Mapping[str, str], entity: str | None) -> str:
+    """The service an incident is about, for routing (``teams`` by service): the root metric's
+    ``service`` label, else the one every member shares, else the root entity's value when its label
+    names a service (:data:`SERVICE_ENTITY_KEYS`); "" when none does."""
+    found = (root or {}).get("service") or shared.get("service") or ""
+    if not found and entity and entity.split("=", 1)[0] in SERVICE_ENTITY_KEYS:
+        found = entity.split("=", 1)[1]
+    return found
 
 
 def shared_scope(metrics: Sequence[str], props: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
