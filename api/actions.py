@@ -54,7 +54,7 @@ def actor_of(request: Request) -> str:
 def _run(request: Request, do: Callable[[Actions], dict[str, Any]]) -> dict[str, Any]:
     """Do an action on the database and, in the embedded service, on the running tracker."""
     service = request.app.state.service
-    actions = Actions(service.database, service.settings)
+    actions = Actions(service.database, service.settings, service.series_source().index)
     try:
         if service.runtime is not None:  # distributed: the correlating worker reads the feedback
             return do(actions)

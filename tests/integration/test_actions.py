@@ -192,11 +192,14 @@ def test_a_split_off_incident_is_dated_like_the_tracker_dates_one(tmp_path: Path
         assert s.get(models.Incident, "inc-a").start == 120.0
 
 
-def test_the_database_stores_what_the_running_tracker_decides_for_a_split_and_a_merge(tmp_path: Path) -> None:
-    """An action on the database alone (the CLI without a server) stores the incidents as the running
-    tracker decides them when it applies the recorded action: members, root (a cascade's callee-most
-    failing service), title, priority, start. ``_recompute`` of old worked them out a second way and
-    missed the cascade root."""
+@pytest.mark.parametrize("served", [False, True])
+def test_the_database_stores_what_the_running_tracker_decides_for_a_split_and_a_merge(
+    tmp_path: Path, served: bool
+) -> None:
+    """An action on the database alone (the CLI without a server; ``served``: the API, which lends
+    the running name index) stores the incidents as the running tracker decides them when it applies
+    the recorded action: members, root (a cascade's callee-most failing service), title, priority,
+    start. ``_recompute`` of old worked them out a second way and missed the cascade root."""
     storm = simulate_storm(seed=0, n_metrics=240, n_incidents=2, step=60, history_steps=600, cascades=3)
     url = f"sqlite:///{tmp_path / 'cascade.db'}"
     pipe = storm_helpers.run_part(storm, url, until=660)  # the invoice-svc cascade is open, spread to callers
@@ -220,7 +223,7 @@ def test_the_database_stores_what_the_running_tracker_decides_for_a_split_and_a_
         incs = {i: tracker.incidents[i] for i in ids}
         return {i: {**{c: getattr(inc, c) for c in columns}, "members": inc.metrics} for i, inc in incs.items()}
 
-    actions = Actions(pipe.database, pipe.settings)
+    actions = Actions(pipe.database, pipe.settings, pipe.index if served else None)
     at = float(storm.timestamps[660])
     # split off the callers furthest from the root: what stays is still a cascade over two services or more
     by_service: dict[str, list[str]] = {}
