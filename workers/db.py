@@ -241,13 +241,7 @@ class Database:
                 version=inc.version,
                 evidence=float(parts.get("evidence", 0.0)),
             )
-            rows = s.execute(
-                select(m.Metric.name, m.Anomaly, m.IncidentMember.joined_at, m.IncidentMember.evidence)
-                .join(m.Anomaly, m.Anomaly.id == m.IncidentMember.anomaly_id)
-                .join(m.Metric, m.Metric.id == m.Anomaly.metric_id)
-                .where(m.IncidentMember.incident_id == iid)
-            ).all()
-            for name, a, joined, ev in rows:
+            for name, a, joined, ev in _member_rows(s, iid):
                 mem = Member(
                     metric=name,
                     start=a.start,
@@ -291,13 +285,7 @@ class Database:
             if inc is None:
                 return None
             out = _incident_dict(inc)
-            rows = s.execute(
-                select(m.Metric.name, m.Anomaly, m.IncidentMember.joined_at, m.IncidentMember.evidence)
-                .join(m.Anomaly, m.Anomaly.id == m.IncidentMember.anomaly_id)
-                .join(m.Metric, m.Metric.id == m.Anomaly.metric_id)
-                .where(m.IncidentMember.incident_id == incident_id)
-                .order_by(m.Anomaly.start, m.Metric.name)
-            ).all()
+            rows = _member_rows(s, incident_id)
             out["members"] = [
                 {
                     "metric": name,
@@ -343,6 +331,19 @@ class Database:
                 t.__tablename__: int(s.scalar(select(func.count()).select_from(t)) or 0)
                 for t in (m.Metric, m.Anomaly, m.Incident, m.IncidentMember, m.IncidentEvent)
             }
+
+
+def _member_rows(s: Session, incident_id: str) -> list[Any]:
+    """``(metric name, anomaly row, joined_at, member evidence)`` of an incident's members, by start."""
+    return list(
+        s.execute(
+            select(m.Metric.name, m.Anomaly, m.IncidentMember.joined_at, m.IncidentMember.evidence)
+            .join(m.Anomaly, m.Anomaly.id == m.IncidentMember.anomaly_id)
+            .join(m.Metric, m.Metric.id == m.Anomaly.metric_id)
+            .where(m.IncidentMember.incident_id == incident_id)
+            .order_by(m.Anomaly.start, m.Metric.name)
+        ).all()
+    )
 
 
 def _incident_row(inc: IncidentState) -> dict[str, Any]:
