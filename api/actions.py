@@ -54,7 +54,8 @@ def actor_of(request: Request) -> str:
 def _run(request: Request, do: Callable[[Actions], dict[str, Any]]) -> dict[str, Any]:
     """Do an action on the database and, in the embedded service, on the running tracker."""
     service = request.app.state.service
-    actions = Actions(service.database, service.settings, service.series_source().index)
+    running = service.series_source()  # its name index and topology: the tracker deciding is built like the running one
+    actions = Actions(service.database, service.settings, running.index, running.topology)
     try:
         if service.runtime is not None:  # distributed: the correlating worker reads the feedback
             return do(actions)

@@ -74,12 +74,21 @@ class Actions:
     """People's actions on one database; ``settings`` build the tracker that decides them as the
     running one would (default: the environment's, :class:`Settings`)."""
 
-    def __init__(self, database: Database, settings: Settings | None = None, index: NameIndex | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings | None = None,
+        index: NameIndex | None = None,
+        topology: Topology | None = None,
+    ) -> None:
         self.db = database
         self._settings = settings
         #: the running service's name index (every registered metric), read only; None: built from the
         #: database's metrics for each action (seconds at 100,000 metrics: the CLI without a server)
         self.index = index
+        #: the running service's topology (copied for each action); None: the settings' and what the
+        #: metric names say, without what the running tracker learnt from history
+        self.topology = topology
 
     @property
     def settings(self) -> Settings:
@@ -98,7 +107,8 @@ class Actions:
         overrides = {r.metric: (r.weight, r.kpi) for r in s.scalars(select(m.MetricPriority))}
         base = st.priority_model
         priority = OverriddenPriority(base, overrides) if overrides else base
-        tracker = IncidentTracker(index, st.grouping_config(), priority, step=st.step_s, topology=st.topology())
+        topology = self.topology.copy() if self.topology is not None else st.topology()
+        tracker = IncidentTracker(index, st.grouping_config(), priority, step=st.step_s, topology=topology)
         tracker.learn_names([n for n in index.names if Topology.may_name_edge(n)])  # as registering them does
         tracker.hold(held)
         return tracker

@@ -34,6 +34,7 @@ from stormeye.detectors.rules import CompiledRules
 from stormeye.detectors.seasonal import bucket_means
 from stormeye.grouping.incidents import Incident, IncidentChange, IncidentTracker
 from stormeye.grouping.names import NAME_KEY, NameIndex, parse
+from stormeye.grouping.topology import Topology
 from stormeye.workers.actions import PeopleSync
 from stormeye.workers.alerts import AlertBook, windows_with_alerts
 from stormeye.workers.db import Database
@@ -350,6 +351,11 @@ class Pipeline:
     @property
     def step(self) -> int:
         return self.settings.step_s
+
+    @property
+    def topology(self) -> Topology:
+        """The incident tracker's service topology (declared, read from names, learnt from history)."""
+        return self.incidents.topology
 
     # -- ingest --------------------------------------------------------------------------
 

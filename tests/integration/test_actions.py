@@ -223,7 +223,7 @@ def test_the_database_stores_what_the_running_tracker_decides_for_a_split_and_a_
         incs = {i: tracker.incidents[i] for i in ids}
         return {i: {**{c: getattr(inc, c) for c in columns}, "members": inc.metrics} for i, inc in incs.items()}
 
-    actions = Actions(pipe.database, pipe.settings, pipe.index if served else None)
+    actions = Actions(pipe.database, pipe.settings, *((pipe.index, pipe.topology) if served else ()))
     at = float(storm.timestamps[660])
     # split off the callers furthest from the root: what stays is still a cascade over two services or more
     by_service: dict[str, list[str]] = {}
