@@ -54,9 +54,12 @@ def actor_of(request: Request) -> str:
 
 
 def _run(request: Request, do: Callable[[Actions], dict[str, Any]]) -> dict[str, Any]:
-    """Do an action on the database, through the backend so that the tracker sees it."""
+    """Do an action through the backend: the incident tracker decides, the database stores the decision.
+
+    The deciding tracker is built like the running one: with its name index and topology."""
     service: Service = request.app.state.service
-    actions = Actions(service.database, service.settings.priority_model)
+    running = service.backend.series()
+    actions = Actions(service.database, service.settings, running.index, running.topology)
     return service.backend.act(lambda: do(actions))
 
 

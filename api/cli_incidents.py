@@ -106,7 +106,7 @@ class Local:
             raise Unreachable(
                 f"cannot use the database at {settings.database_url}: {str(exc).splitlines()[0]}"
             ) from None
-        self.actions = Actions(self.db, settings.priority_model)
+        self.actions = Actions(self.db, settings)
         self.actor = actor or _os_user()
 
     def list(self, status: str | None, limit: int) -> list[dict[str, Any]]:

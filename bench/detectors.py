@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from stormeye import detectors
 from stormeye.detectors import Detector
 from stormeye.detectors.ensemble import Ensemble
-from stormeye.workers.simulator import KINDS, simulate_storm
+from stormeye.sim.simulator import KINDS, simulate_storm
 
 STEP = 300
 PERIOD = 86_400 // STEP

@@ -6,7 +6,7 @@
    singletons) at default settings: the full pipeline (detection + grouping), with an ablation
    that regroups the same detected anomalies with names only, shapes only, and neither
    (time only: every concurrent anomaly in one incident: the baseline). Each storm also holds a
-   microservice estate with 4 cascades (workers/simulator.py); their figures are reported on
+   microservice estate with 4 cascades (sim/simulator.py); their figures are reported on
    their own (``cascade_f1``: pairwise F1 over the estate's anomalies, docs/quality.md). The figures are
    incident-level: pairwise scores and compression count the anomalies that are in an incident
    (anomalies whose cluster never gathered the evidence to open one stay anomalies and page
@@ -38,10 +38,10 @@ from stormeye.grouping.graph import GroupingConfig
 from stormeye.grouping.incidents import IncidentTracker
 from stormeye.grouping.names import NameIndex
 from stormeye.grouping.offline import group_all
+from stormeye.sim.quality import evaluate_storm
+from stormeye.sim.simulator import Storm, simulate_storm
 from stormeye.workers.demo import run_storm
-from stormeye.workers.quality import evaluate_storm
 from stormeye.workers.settings import Settings
-from stormeye.workers.simulator import Storm, simulate_storm
 
 from common import MatrixWindows, Recorder, regroup
 
@@ -160,7 +160,7 @@ def across_ticks(storm: Storm, pipe: Recorder, settings: Settings) -> dict[str, 
 
 def synthetic_names(n: int, rng: np.random.Generator) -> list[str]:
     """A million realistic names: infra (service/region/host/metric) and business (what/country/...)."""
-    from stormeye.workers.simulator import BUSINESS_WHAT, COUNTRIES, DEVICES, INFRA_METRICS, PRODUCTS, REGIONS
+    from stormeye.sim.simulator import BUSINESS_WHAT, COUNTRIES, DEVICES, INFRA_METRICS, PRODUCTS, REGIONS
 
     n_infra = n * 6 // 10
     metrics, whats = list(INFRA_METRICS), list(BUSINESS_WHAT)

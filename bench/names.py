@@ -22,7 +22,7 @@ What it measures, all in one run:
 - IDF drift: recall when the second half of the names is hashed with the IDF frozen over the
   first half (a shuffled stream, and a stream whose second half is a family never seen before).
 
-Names come from the storm simulator's vocabularies (``workers/simulator.py``): business
+Names come from the storm simulator's vocabularies (``sim/simulator.py``): business
 metrics ``purchase_count{country,device,os,product,store}`` and infrastructure metrics
 ``cpu_usage{host,region,service}``. The simulator makes at most 6,510 distinct business names,
 so business names here add a store (a few thousand, Zipf-distributed inside each country), and
@@ -46,7 +46,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from stormeye.grouping.names import NameIndex
-from stormeye.workers.simulator import (
+from stormeye.sim.simulator import (
     BUSINESS_WHAT,
     COUNTRIES,
     DEVICES,

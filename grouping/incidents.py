@@ -62,6 +62,7 @@ from typing import Any, Protocol
 import networkx as nx
 import numpy as np
 
+from stormeye.core.errors import Conflict
 from stormeye.core.labels import ENTITY_KEYS, MACHINE_KEYS
 from stormeye.grouping.correlation import shape_similarity_pairs
 from stormeye.grouping.feedback import Pair, allowed_targets, drop_apart, separate_apart
@@ -76,7 +77,7 @@ from stormeye.grouping.graph import (
 )
 from stormeye.grouping.names import NameIndex, parse
 from stormeye.grouping.priority import PriorityModel
-from stormeye.grouping.report import root_entity, root_metric, title
+from stormeye.grouping.report import root_entity, root_metric, root_service, shared_scope, title
 from stormeye.grouping.topology import LOCATION_KEYS, Topology
 
 Key = tuple[str, float]
@@ -151,6 +152,8 @@ class Incident:
     title: str = ""
     root: str | None = None
     root_entity: str | None = None
+    #: the service it is about (:func:`~stormeye.grouping.report.root_service`), "" when none
+    root_service: str = ""
     version: int = 0
     #: the evidence of the anomalies that opened it (see :meth:`IncidentTracker.evidence`)
     evidence: float = 0.0
@@ -207,6 +210,20 @@ class IncidentChange:
     kind: str
     at: float
     details: dict[str, Any] = field(default_factory=dict)
+
+
+class ActionRefused(Conflict, ValueError):
+    """A person's action the tracker's state does not allow (the message says why)."""
+
+
+@dataclass
+class Decision:
+    """What the tracker decided for a person's action: the incidents it touched as they are now
+    (members, status, start and end, root, title, priority) and the changes to record. The
+    database stores exactly this; nothing downstream works the incidents' properties out again."""
+
+    incidents: list[Incident]
+    changes: list[IncidentChange]
 
 
 #: share of a group's anomalies that must hold a hot pair for it to be the group's scope
@@ -977,6 +994,9 @@ class IncidentTracker:
             inc.root = root_metric([m for m in own if props[m.metric].get(key) == svc] or own, importance)
             inc.root_entity = f"{key}={svc}"
         inc.title = title(own, props, inc.root, inc.root_entity)
+        inc.root_service = root_service(
+            props[inc.root] if inc.root else None, shared_scope(metrics, props), inc.root_entity
+        )
         inc.version += 1
         for m in metrics:
             self._last_of_metric[m] = inc.id
@@ -1032,6 +1052,79 @@ class IncidentTracker:
             for key in inc.members:
                 if self._of.get(key) == iid:
                     del self._of[key]
+
+    # -- people's actions ----------------------------------------------------------------
+    #
+    # A person resolves, merges or splits incidents; the tracker decides what that makes of them
+    # (who holds which member, and each touched incident's root, title and priority, as a tick
+    # would: cascade roots included) and returns it as a :class:`Decision` for the caller to store.
+    # The runtime applies every recorded action to its running tracker, and workers/actions.py to
+    # a tracker holding the incidents the database has (:meth:`hold`), so both store one answer.
+
+    def hold(self, incidents: Iterable[Incident]) -> None:
+        """Take incidents into the tracker (e.g. as the database holds them), replacing any of the same id."""
+        for inc in incidents:
+            old = self.incidents.get(inc.id)
+            if old is not None:
+                for key in old.members:
+                    if self._of.get(key) == inc.id:
+                        del self._of[key]
+            self.incidents[inc.id] = inc
+            for key in inc.members:
+                self._of[key] = inc.id
+
+    def _open(self, iid: str) -> Incident:
+        inc = self.incidents.get(iid)
+        if inc is None:
+            raise ActionRefused(f"incident {iid!r} is not held by the tracker")
+        if inc.status != "open":
+            raise ActionRefused(f"incident {iid!r} is {inc.status}")
+        return inc
+
+    def resolve(self, iid: str, now: float, actor: str = "") -> Decision:
+        """Resolve an open incident now: its members stop linking new anomalies."""
+        inc = self._open(iid)
+        inc.status, inc.resolved_at, inc.updated_at = "resolved", now, now
+        inc.version += 1
+        change = IncidentChange(iid, "resolved", now, {"members": len(inc.members), "by": actor, "manual": True})
+        return Decision([inc], [change])
+
+    def merge(self, source: str, target: str, now: float, actor: str = "") -> Decision:
+        """Move every member of ``source`` into ``target``; ``source`` ends as ``merged`` into it."""
+        if source == target:
+            raise ActionRefused("an incident cannot be merged with itself")
+        src = self._open(source)
+        dst = self._open(target)
+        changes = [
+            IncidentChange(c.incident, c.kind, c.at, {**c.details, "by": actor, "manual": True})
+            for c in self._merge(now, source, target)
+        ]
+        dst.updated_at = now
+        return Decision([dst, src], changes + self._refresh(now, dst))
+
+    def split(self, iid: str, metrics: Iterable[str], new_id: str, now: float, actor: str = "") -> Decision:
+        """Move the members on ``metrics`` into a new open incident ``new_id`` (some members must stay)."""
+        src = self._open(iid)
+        wanted = set(metrics)
+        moving = [k for k, mem in src.members.items() if mem.metric in wanted]
+        if not moving:
+            raise ActionRefused(f"none of those metrics is a member of {iid!r}")
+        if len(moving) == len(src.members):
+            raise ActionRefused("splitting off every member leaves nothing behind; resolve the incident instead")
+        if new_id in self.incidents:
+            raise ActionRefused(f"incident {new_id!r} exists already")
+        new = Incident(id=new_id, opened_at=now, updated_at=now, evidence=src.evidence)
+        for key in moving:
+            new.members[key] = src.members.pop(key)
+            self._of[key] = new_id
+        self.incidents[new_id] = new
+        src.updated_at = now
+        moved = sorted({new.members[k].metric for k in moving})
+        changes = [
+            IncidentChange(iid, "split", now, {"into": new_id, "metrics": moved, "by": actor}),
+            IncidentChange(new_id, "opened", now, {"split_from": iid, "added": moved, "by": actor}),
+        ]
+        return Decision([src, new], changes + self._refresh(now, src) + self._refresh(now, new))
 
     # -- state ---------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from stormeye.core.labels import ENTITY_KEYS, NAME_KEY, shared_labels
+from stormeye.core.labels import ENTITY_KEYS, NAME_KEY, SERVICE_ENTITY_KEYS, shared_labels
 from stormeye.grouping.priority import MemberLike, MetricImportance
 
 
@@ -50,6 +50,16 @@ def root_entity(
         if not pair.startswith(NAME_KEY + "=") and count * 2 >= n:
             return pair
     return None
+
+
+def root_service(root: Mapping[str, str] | None, shared: Mapping[str, str], entity: str | None) -> str:
+    """The service an incident is about, for routing (``teams`` by service): the root metric's
+    ``service`` label, else the one every member shares, else the root entity's value when its label
+    names a service (:data:`SERVICE_ENTITY_KEYS`); "" when none does."""
+    found = (root or {}).get("service") or shared.get("service") or ""
+    if not found and entity and entity.split("=", 1)[0] in SERVICE_ENTITY_KEYS:
+        found = entity.split("=", 1)[1]
+    return found
 
 
 def shared_scope(metrics: Sequence[str], props: Mapping[str, Mapping[str, str]]) -> dict[str, str]:

@@ -1,11 +1,18 @@
 """What people do to incidents — acknowledge, resolve, merge, split — and to metrics (priority
-weight, KPI flag): checked, applied to the database, kept with who and when.
+weight, KPI flag): checked, decided by the incident tracker, stored, kept with who and when.
 
-The database is where people's actions land first (the API, the page and the CLI on a local
-database all go through :class:`Actions`), so the list shows them at once in every mode. The
-running pipeline then replays them on its tracker (:class:`PeopleSync`, once per tick and right
-after an action in the embedded service) so its next ticks build on them, and reads the
-feedback: metric pairs split *apart* (never linked again by grouping) and priority overrides.
+The incident tracker decides what an action makes of the incidents (:meth:`IncidentTracker.merge`,
+``split``, ``resolve``: members, root, title, priority, start — cascade roots included); this module
+stores exactly that. The database is where people's actions land first (the API, the page and the
+CLI on a local database all go through :class:`Actions`), so the list shows them at once in every
+mode: :class:`Actions` holds the incidents the database has in a tracker built like the running one
+(the settings' grouping config, priority rules with people's overrides, topology, every known
+metric in its name index), lets it decide, and stores the decision. The running pipeline then
+applies the same recorded action, at the time it was done, on its own tracker (:class:`PeopleSync`,
+once per tick and right after an action in the embedded service; the correlate stage in the
+distributed mode) so its next ticks build on it; it decides the same and stores the same. It also
+reads the feedback: metric pairs split *apart* (never linked again by grouping) and priority
+overrides.
 
 Every action is a row of ``incident_action``; merges and splits also record their metric pairs
 in ``feedback_pair`` (``together`` / ``apart``, the newest verdict wins).
@@ -16,23 +23,22 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from stormeye.core import errors
 from stormeye.core.errors import StormeyeError
-from stormeye.grouping import manual
 from stormeye.grouping.feedback import Pair, cross_pairs
-from stormeye.grouping.incidents import IncidentChange, IncidentTracker, problem_start
-from stormeye.grouping.names import parse
+from stormeye.grouping.incidents import ActionRefused, Decision, IncidentChange, IncidentTracker
+from stormeye.grouping.names import NameIndex
 from stormeye.grouping.priority import MetricImportance, PriorityModel
-from stormeye.grouping.report import root_entity, root_metric, title
+from stormeye.grouping.topology import Topology
 from stormeye.workers import models as m
 from stormeye.workers.db import Database
+from stormeye.workers.settings import Settings, get_settings
 
 #: how many metric pairs one merge or split records at most (200 x 200 members: 40,000)
 MAX_FEEDBACK_PAIRS = 50_000
@@ -60,16 +66,6 @@ class Invalid(ActionError, ValueError):
     http_status = 422
 
 
-@dataclass
-class _MemberRow:
-    metric: str
-    start: float
-    end: float
-    peak_score: float
-    direction: int
-    open: bool
-
-
 def split_id(source: str, metrics: Sequence[str], at: float) -> str:
     """The id of the incident a split creates (derived, so a replayed action names the same one)."""
     digest = hashlib.sha1(f"split|{source}|{at:.3f}|{'|'.join(sorted(metrics))}".encode()).hexdigest()[:12]
@@ -77,11 +73,56 @@ def split_id(source: str, metrics: Sequence[str], at: float) -> str:
 
 
 class Actions:
-    """People's actions on one database."""
+    """People's actions on one database; ``settings`` build the tracker that decides them as the
+    running one would (default: the environment's, :class:`Settings`)."""
 
-    def __init__(self, database: Database, priority: PriorityModel | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings | None = None,
+        index: NameIndex | None = None,
+        topology: Topology | None = None,
+    ) -> None:
         self.db = database
-        self.priority = priority or PriorityModel()
+        self._settings = settings
+        #: the running service's name index (every registered metric), read only; None: built from the
+        #: database's metrics for each action (seconds at 100,000 metrics: the CLI without a server)
+        self.index = index
+        #: the running service's topology (copied for each action); None: the settings' and what the
+        #: metric names say, without what the running tracker learnt from history
+        self.topology = topology
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = get_settings(database_url=self.db.url)
+        return self._settings
+
+    def _tracker(self, s: Session, ids: Sequence[str]) -> IncidentTracker:
+        """A tracker built like the running one, holding the incidents ``ids`` as stored."""
+        st = self.settings
+        held = self.db.load_incidents(s, ids)
+        index = self.index
+        if index is None or any(key[0] not in index for inc in held for key in inc.members):
+            index = NameIndex(graphite=st.graphite)
+            index.add(list(s.scalars(select(m.Metric.name).order_by(m.Metric.id))))  # as they were registered
+        overrides = {r.metric: (r.weight, r.kpi) for r in s.scalars(select(m.MetricPriority))}
+        base = st.priority_model
+        priority = OverriddenPriority(base, overrides) if overrides else base
+        topology = self.topology.copy() if self.topology is not None else st.topology()
+        tracker = IncidentTracker(index, st.grouping_config(), priority, step=st.step_s, topology=topology)
+        tracker.learn_names([n for n in index.names if Topology.may_name_edge(n)])  # as registering them does
+        tracker.hold(held)
+        return tracker
+
+    def _decide(self, s: Session, ids: Sequence[str], act: Callable[[IncidentTracker], Decision]) -> Decision:
+        """Let a tracker holding ``ids`` decide the action, and store what it decided."""
+        try:
+            decided = act(self._tracker(s, ids))
+        except ActionRefused as exc:  # the checks above agree with the tracker's; this is a safety net
+            raise Conflict(str(exc)) from None
+        self.db.store_decided(s, decided.incidents, own_changes(decided.changes))
+        return decided
 
     # -- incidents -----------------------------------------------------------------------
 
@@ -122,7 +163,7 @@ class Actions:
         with self.db.sessions.begin() as s:
             inc = self._incident(s, iid)
             self._must_be_open(inc, "resolved")
-            inc.status, inc.resolved_at, inc.updated_at, inc.version = "resolved", now, now, inc.version + 1
+            self._decide(s, [iid], lambda t: t.resolve(iid, now, actor))
             return self._record(s, "resolve", actor, now, iid, note=note)
 
     def merge(self, target: str, source: str, actor: str, at: float | None = None) -> dict[str, Any]:
@@ -135,10 +176,8 @@ class Actions:
             self._must_be_open(dst, "merged")
             self._must_be_open(src, "merged")
             src_metrics, dst_metrics = _member_metrics(s, source), _member_metrics(s, target)
-            moved = _move_members(s, source, target, None)
-            src.status, src.merged_into, src.updated_at, src.member_count = "merged", target, now, 0
-            src.version += 1
-            self._recompute(s, dst, now)
+            moved = src.member_count
+            self._decide(s, [target, source], lambda t: t.merge(source, target, now, actor))
             act = self._record(s, "merge", actor, now, target, source=source, members=moved)
             self._record(s, "merged", actor, now, source, into=target, members=moved)
             self._feedback(s, cross_pairs(src_metrics, dst_metrics), "together", actor, now, act["id"])
@@ -162,63 +201,13 @@ class Actions:
                     f"splitting off every member of {iid} leaves nothing behind; resolve it or leave some members"
                 )
             new_id = split_id(iid, wanted, now)
-            new = m.Incident(
-                id=new_id,
-                status="open",
-                opened_at=now,
-                updated_at=now,
-                resolved_at=None,
-                start=src.start,
-                end=src.end,
-                priority=src.priority,
-                priority_score=src.priority_score,
-                priority_parts=dict(src.priority_parts),
-                title="",
-                root=None,
-                root_entity=None,
-                merged_into=None,
-                follows=None,
-                member_count=0,
-                version=0,
-            )
-            s.add(new)
-            s.flush()
-            _move_members(s, iid, new_id, wanted)
-            src.updated_at = now
-            self._recompute(s, src, now)
-            self._recompute(s, new, now)
+            if s.get(m.Incident, new_id) is not None:
+                raise Conflict(f"incident {new_id} exists already; this split was done already")
+            self._decide(s, [iid], lambda t: t.split(iid, wanted, new_id, now, actor))
             act = self._record(s, "split", actor, now, iid, into=new_id, metrics=wanted)
             self._record(s, "split_from", actor, now, new_id, source=iid, metrics=wanted)
             self._feedback(s, cross_pairs(wanted, members - set(wanted)), "apart", actor, now, act["id"])
             return act
-
-    def _recompute(self, s: Session, inc: m.Incident, now: float) -> None:
-        """Members, span, root, title and priority of an incident from its member rows (as a tick would)."""
-        rows = s.execute(
-            select(
-                m.Metric.name, m.Anomaly.start, m.Anomaly.end, m.Anomaly.peak_score, m.Anomaly.direction, m.Anomaly.open
-            )
-            .join(m.Anomaly, m.Anomaly.metric_id == m.Metric.id)
-            .join(m.IncidentMember, m.IncidentMember.anomaly_id == m.Anomaly.id)
-            .where(m.IncidentMember.incident_id == inc.id)
-        ).all()
-        members = [_MemberRow(*r) for r in rows]
-        inc.member_count = len(members)
-        if not members:
-            return
-        props = {x.metric: parse(x.metric) for x in members}
-
-        def importance(metric: str) -> MetricImportance:
-            return self.priority.importance(metric, props[metric])
-
-        inc.start, inc.end = problem_start(members), max(x.end for x in members)
-        inc.root = root_metric(members, importance)
-        inc.root_entity = root_entity(sorted(props), props)
-        inc.title = title(members, props, inc.root, inc.root_entity)
-        pr = self.priority.score(members, props, inc.end)
-        inc.priority, inc.priority_score = pr.level, pr.score
-        inc.priority_parts = {**pr.parts, "evidence": (inc.priority_parts or {}).get("evidence", 0.0)}
-        inc.version += 1
 
     def _feedback(self, s: Session, pairs: set[Pair], verdict: str, actor: str, at: float, action: int) -> None:
         rows = [
@@ -336,27 +325,6 @@ def _member_metrics(s: Session, iid: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _move_members(s: Session, source: str, target: str, metrics: Sequence[str] | None) -> int:
-    """Move member rows (all, or those on ``metrics``) from one incident to another; returns how many."""
-    q = select(m.IncidentMember.anomaly_id).where(m.IncidentMember.incident_id == source)
-    if metrics is not None:
-        q = (
-            q.join(m.Anomaly, m.Anomaly.id == m.IncidentMember.anomaly_id)
-            .join(m.Metric, m.Metric.id == m.Anomaly.metric_id)
-            .where(m.Metric.name.in_(list(metrics)))
-        )
-    aids = [r[0] for r in s.execute(q).all()]
-    for lo in range(0, len(aids), 900):
-        chunk = aids[lo : lo + 900]
-        s.execute(
-            update(m.IncidentMember)
-            .where(m.IncidentMember.incident_id == source, m.IncidentMember.anomaly_id.in_(chunk))
-            .values(incident_id=target)
-        )
-        s.execute(update(m.Anomaly).where(m.Anomaly.id.in_(chunk)).values(incident_id=target))
-    return len(aids)
-
-
 class OverriddenPriority(PriorityModel):
     """The rules' priority model with people's per-metric overrides of weight and KPI flag on top."""
 
@@ -385,7 +353,7 @@ class PeopleSync:
     """
 
     def __init__(self, database: Database, base: PriorityModel, cursor: int | None = None) -> None:
-        self.actions = Actions(database, base)
+        self.actions = Actions(database)
         self.database = database
         self.base = base
         self.cursor = self.actions.last_action_id() if cursor is None else cursor
@@ -421,7 +389,7 @@ class PeopleSync:
         touched: dict[str, None] = {}
         for act in todo:
             self.cursor = max(self.cursor, act["id"])
-            got = replay(tracker, act, now)
+            got = replay(tracker, act)
             changes += got
             touched.update(dict.fromkeys(c.incident for c in got))
         if save:
@@ -435,16 +403,17 @@ def own_changes(changes: list[IncidentChange]) -> list[IncidentChange]:
     return [c for c in changes if "by" not in c.details]
 
 
-def replay(tracker: IncidentTracker, action: Mapping[str, Any], now: float) -> list[IncidentChange]:
-    """One recorded action on the tracker's incidents (nothing when it does not hold them)."""
-    kind, iid, d, who = action["kind"], action["incident"], action["details"], action["actor"]
+def replay(tracker: IncidentTracker, action: Mapping[str, Any]) -> list[IncidentChange]:
+    """One recorded action on the tracker's incidents, at the time it was done (so the tracker decides
+    what the database stored); nothing when it does not hold them or holds them done already."""
+    kind, iid, d, who, at = action["kind"], action["incident"], action["details"], action["actor"], action["at"]
     try:
         if kind == "resolve":
-            return manual.resolve(tracker, iid, now, who)
+            return tracker.resolve(iid, at, who).changes
         if kind == "merge":
-            return manual.merge(tracker, d["source"], iid, now, who)
+            return tracker.merge(d["source"], iid, at, who).changes
         if kind == "split":
-            return manual.split(tracker, iid, d["metrics"], d["into"], now, who)
-    except manual.ManualActionError:
-        return []  # an incident the tracker no longer holds: the database has the action already
+            return tracker.split(iid, d["metrics"], d["into"], at, who).changes
+    except ActionRefused:
+        return []  # an incident the tracker no longer holds, or the action is on it already
     return []

@@ -26,6 +26,7 @@ import numpy as np
 
 from stormeye.core.errors import StormeyeError
 from stormeye.grouping.names import NameIndex
+from stormeye.grouping.topology import Topology
 from stormeye.workers.alerts import Alert
 from stormeye.workers.db import Database
 from stormeye.workers.pipeline import Pipeline, due_slot
@@ -62,6 +63,11 @@ class SeriesSource(Protocol):
 
     @property
     def index(self) -> NameIndex: ...
+
+    @property
+    def topology(self) -> Topology:
+        """The running tracker's service topology (an action's tracker is built with it)."""
+        ...
 
 
 @dataclass

@@ -14,12 +14,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from stormeye.grouping.incidents import Incident as IncidentState
-from stormeye.grouping.incidents import IncidentChange
+from stormeye.grouping.incidents import IncidentChange, Member
 from stormeye.grouping.names import parse
 from stormeye.workers import models as m
 
@@ -177,22 +177,86 @@ class Database:
                     s.query(m.IncidentMember).filter(m.IncidentMember.incident_id.in_(gone)).delete(
                         synchronize_session=False
                     )
-            if changes:
-                ev = [
-                    {
-                        "incident_id": c.incident,
-                        "kind": c.kind,
-                        "at": c.at,
-                        "digest": _digest(c.details),
-                        "details": c.details,
-                    }
-                    for c in changes
-                ]
-                stmt = self._insert(s, m.IncidentEvent)
-                for chunk in _chunks(ev, 500):
-                    s.execute(stmt.values(chunk).on_conflict_do_nothing())
+            self._record_changes(s, changes)
+
+    def _record_changes(self, s: Session, changes: list[IncidentChange]) -> None:
+        """The incident changes as events (idempotent: the same change twice is one row)."""
+        ev = [
+            {"incident_id": c.incident, "kind": c.kind, "at": c.at, "digest": _digest(c.details), "details": c.details}
+            for c in changes
+        ]
+        stmt = self._insert(s, m.IncidentEvent)
+        for chunk in _chunks(ev, 500):
+            s.execute(stmt.values(chunk).on_conflict_do_nothing())
+
+    def store_decided(self, s: Session, incidents: Sequence[IncidentState], changes: Sequence[IncidentChange]) -> None:
+        """Store what the incident tracker decided for a person's action, in the caller's transaction
+        (:class:`~stormeye.grouping.incidents.Decision`): each incident's row as decided, its members
+        moved to it, and the tracker's changes as events."""
+        for inc in incidents:
+            values = _incident_row(inc)
+            row = s.get(m.Incident, inc.id)
+            if row is None:
+                s.add(m.Incident(**values))
+                s.flush()
+            else:
+                for column, value in values.items():
+                    setattr(row, column, value)
+            aids = [anomaly_id(mem.metric, mem.start) for mem in inc.members.values()]
+            for lo in range(0, len(aids), 900):
+                chunk = aids[lo : lo + 900]
+                s.execute(
+                    update(m.IncidentMember)
+                    .where(m.IncidentMember.anomaly_id.in_(chunk), m.IncidentMember.incident_id != inc.id)
+                    .values(incident_id=inc.id)
+                )
+                s.execute(update(m.Anomaly).where(m.Anomaly.id.in_(chunk)).values(incident_id=inc.id))
+        self._record_changes(s, list(changes))
 
     # -- reads ---------------------------------------------------------------------------
+
+    def load_incidents(self, s: Session, ids: Sequence[str]) -> list[IncidentState]:
+        """Incidents as the tracker holds them (members, evidence, version), from their stored rows."""
+        out = []
+        for iid in ids:
+            inc = s.get(m.Incident, iid)
+            if inc is None:
+                continue
+            parts = dict(inc.priority_parts or {})
+            state = IncidentState(
+                id=inc.id,
+                opened_at=inc.opened_at,
+                updated_at=inc.updated_at,
+                status=inc.status,
+                resolved_at=inc.resolved_at,
+                merged_into=inc.merged_into,
+                follows=inc.follows,
+                priority=inc.priority,
+                priority_score=inc.priority_score,
+                priority_parts=parts,
+                title=inc.title,
+                root=inc.root,
+                root_entity=inc.root_entity,
+                root_service=inc.root_service or "",
+                version=inc.version,
+                evidence=float(parts.get("evidence", 0.0)),
+            )
+            for name, a, joined, ev in _member_rows(s, iid):
+                mem = Member(
+                    metric=name,
+                    start=a.start,
+                    end=a.end,
+                    peak_score=a.peak_score,
+                    peak_at=a.peak_at,
+                    direction=a.direction,
+                    open=a.open,
+                    joined_at=joined,
+                    evidence=dict(ev or {}),
+                    symptom=bool((ev or {}).get("symptom")),
+                )
+                state.members[mem.key] = mem
+            out.append(state)
+        return out
 
     def list_incidents(
         self, status: str | None = None, limit: int = 100, offset: int = 0, include_merged: bool = False
@@ -221,13 +285,7 @@ class Database:
             if inc is None:
                 return None
             out = _incident_dict(inc)
-            rows = s.execute(
-                select(m.Metric.name, m.Anomaly, m.IncidentMember.joined_at, m.IncidentMember.evidence)
-                .join(m.Anomaly, m.Anomaly.id == m.IncidentMember.anomaly_id)
-                .join(m.Metric, m.Metric.id == m.Anomaly.metric_id)
-                .where(m.IncidentMember.incident_id == incident_id)
-                .order_by(m.Anomaly.start, m.Metric.name)
-            ).all()
+            rows = _member_rows(s, incident_id)
             out["members"] = [
                 {
                     "metric": name,
@@ -275,6 +333,19 @@ class Database:
             }
 
 
+def _member_rows(s: Session, incident_id: str) -> list[Any]:
+    """``(metric name, anomaly row, joined_at, member evidence)`` of an incident's members, by start."""
+    return list(
+        s.execute(
+            select(m.Metric.name, m.Anomaly, m.IncidentMember.joined_at, m.IncidentMember.evidence)
+            .join(m.Anomaly, m.Anomaly.id == m.IncidentMember.anomaly_id)
+            .join(m.Metric, m.Metric.id == m.Anomaly.metric_id)
+            .where(m.IncidentMember.incident_id == incident_id)
+            .order_by(m.Anomaly.start, m.Metric.name)
+        ).all()
+    )
+
+
 def _incident_row(inc: IncidentState) -> dict[str, Any]:
     return {
         "id": inc.id,
@@ -290,6 +361,7 @@ def _incident_row(inc: IncidentState) -> dict[str, Any]:
         "title": inc.title,
         "root": inc.root,
         "root_entity": inc.root_entity,
+        "root_service": inc.root_service,
         "merged_into": inc.merged_into,
         "follows": inc.follows,
         "member_count": len(inc.members),

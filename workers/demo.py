@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from stormeye.sim.quality import evaluate_storm
+from stormeye.sim.simulator import Storm, simulate_storm
 from stormeye.workers.db import Database
 from stormeye.workers.pipeline import Pipeline
-from stormeye.workers.quality import evaluate_storm
 from stormeye.workers.settings import Settings
-from stormeye.workers.simulator import Storm, simulate_storm
 
 
 @dataclass

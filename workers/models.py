@@ -63,6 +63,8 @@ class Incident(Base):
     title: Mapped[str] = mapped_column(Text)
     root: Mapped[str | None] = mapped_column(Text, nullable=True)
     root_entity: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the service it is about, as the tracker decided (notifications route on it)
+    root_service: Mapped[str | None] = mapped_column(Text, nullable=True)
     merged_into: Mapped[str | None] = mapped_column(String(40), nullable=True)
     follows: Mapped[str | None] = mapped_column(String(40), nullable=True)
     member_count: Mapped[int] = mapped_column(Integer)

@@ -387,6 +387,11 @@ class Pipeline:
     def step(self) -> int:
         return self.settings.step_s
 
+    @property
+    def topology(self) -> Topology:
+        """The incident tracker's service topology (declared, read from names, learnt from history)."""
+        return self.incidents.topology
+
     # -- ingest --------------------------------------------------------------------------
 
     def membership(self) -> sp.csr_matrix:

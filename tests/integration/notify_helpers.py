@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from stormeye.grouping.incidents import Incident, Member
+from stormeye.grouping.names import parse
+from stormeye.grouping.report import root_service, shared_scope
 from stormeye.workers.db import Database
 
 
@@ -116,6 +118,10 @@ def incident(
         title=title or f"{len(metrics)} metrics of {iid}",
         root=root or metrics[0],
         root_entity=None,
+        # the service as the tracker decides it (the notifier reads the stored one)
+        root_service=root_service(
+            parse(root or metrics[0]), shared_scope(metrics, {x: parse(x) for x in metrics}), None
+        ),
     )
 
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from stormeye.sim.simulator import Storm, simulate_storm
 from stormeye.workers.db import Database
 from stormeye.workers.pipeline import Pipeline
 from stormeye.workers.settings import Settings
-from stormeye.workers.simulator import Storm, simulate_storm
 
 STEP = 60
 

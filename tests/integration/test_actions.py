@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from stormeye.api.app import create_app
 from stormeye.grouping.incidents import Incident, Member
+from stormeye.sim.simulator import simulate_storm
 from stormeye.workers import models
 from stormeye.workers.actions import Actions
 from stormeye.workers.db import Database
@@ -189,3 +190,56 @@ def test_a_split_off_incident_is_dated_like_the_tracker_dates_one(tmp_path: Path
     with db.sessions() as s:
         assert s.get(models.Incident, new_id).start == 180.0  # not the blip's 0.0
         assert s.get(models.Incident, "inc-a").start == 120.0
+
+
+@pytest.mark.parametrize("served", [False, True])
+def test_the_database_stores_what_the_running_tracker_decides_for_a_split_and_a_merge(
+    tmp_path: Path, served: bool
+) -> None:
+    """An action on the database alone (the CLI without a server; ``served``: the API, which lends
+    the running name index) stores the incidents as the running tracker decides them when it applies
+    the recorded action: members, root (a cascade's callee-most failing service), title, priority,
+    start. ``_recompute`` of old worked them out a second way and missed the cascade root."""
+    storm = simulate_storm(seed=0, n_metrics=240, n_incidents=2, step=60, history_steps=600, cascades=3)
+    url = f"sqlite:///{tmp_path / 'cascade.db'}"
+    pipe = storm_helpers.run_part(storm, url, until=660)  # the invoice-svc cascade is open, spread to callers
+    assert pipe.database is not None and pipe.people is not None
+    tracker = pipe.incidents
+    cascade = next(i for i in tracker.open_incidents() if i.root_entity == "service=invoice-svc")
+    assert len({tracker.props(x)["service"] for x in cascade.metrics}) >= 3
+    other = next(i for i in tracker.open_incidents() if i.id != cascade.id)
+    columns = ("status", "root", "root_entity", "root_service", "title", "priority", "priority_score", "start", "end")
+
+    def stored(ids: list[str]) -> dict[str, dict[str, object]]:
+        got = {i: pipe.database.get_incident(i) for i in ids}  # type: ignore[union-attr]
+        with pipe.database.sessions() as s:  # type: ignore[union-attr]
+            service = {i: s.get(models.Incident, i).root_service for i in ids}
+        return {
+            i: {**{c: d[c] for c in columns if c != "root_service"}, "root_service": service[i], "members": sorted(
+                {m["metric"] for m in d["members"]})} for i, d in got.items() if d
+        }  # fmt: skip
+
+    def decided(ids: list[str]) -> dict[str, dict[str, object]]:
+        incs = {i: tracker.incidents[i] for i in ids}
+        return {i: {**{c: getattr(inc, c) for c in columns}, "members": inc.metrics} for i, inc in incs.items()}
+
+    actions = Actions(pipe.database, pipe.settings, *((pipe.index, pipe.topology) if served else ()))
+    at = float(storm.timestamps[660])
+    # split off the callers furthest from the root: what stays is still a cascade over two services or more
+    by_service: dict[str, list[str]] = {}
+    for x in cascade.metrics:
+        by_service.setdefault(tracker.props(x)["service"], []).append(x)
+    last = max(
+        by_service, key=lambda svc: min(m.start for m in cascade.members.values() if m.metric in by_service[svc])
+    )
+    new_id = actions.split(cascade.id, by_service[last], "ann", at=at)["details"]["into"]
+    on_database = stored([cascade.id, new_id])
+    pipe.people.sync(tracker, at + 60)  # the running tracker applies the recorded split
+    assert on_database == decided([cascade.id, new_id])
+    assert on_database[cascade.id]["root_entity"] == "service=invoice-svc"  # the cascade's root, not the loudest
+    actions.merge(cascade.id, other.id, "ann", at=at + 60)
+    on_database = stored([cascade.id, other.id])
+    pipe.people.sync(tracker, at + 120)
+    assert on_database == decided([cascade.id, other.id])
+    assert on_database[other.id]["status"] == "merged" and not on_database[other.id]["members"]
+    assert on_database[cascade.id]["root_entity"] == "service=invoice-svc"

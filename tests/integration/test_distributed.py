@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
+from stormeye.sim.simulator import simulate_storm
 from stormeye.workers.db import Database
 from stormeye.workers.pipeline import detect
 from stormeye.workers.settings import Settings
-from stormeye.workers.simulator import simulate_storm
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 

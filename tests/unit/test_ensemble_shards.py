@@ -3,10 +3,10 @@ gives the embedded mode's scores bit for bit, through the shards' byte format.""
 
 import numpy as np
 
+from stormeye.sim.simulator import simulate_storm
 from stormeye.workers.distributed import merge_detected, pack_detected, unpack_detected
 from stormeye.workers.pipeline import detect, make_detector
 from stormeye.workers.settings import Settings
-from stormeye.workers.simulator import simulate_storm
 from stormeye.workers.store import MemoryWindowStore
 
 

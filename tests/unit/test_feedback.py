@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from stormeye.detectors.events import Anomaly
-from stormeye.grouping import manual
 from stormeye.grouping.feedback import allowed_targets, cross_pairs, drop_apart, pair, separate_apart
 from stormeye.grouping.graph import Edges, GroupingConfig
-from stormeye.grouping.incidents import IncidentTracker
+from stormeye.grouping.incidents import ActionRefused, IncidentTracker
 from stormeye.grouping.names import NameIndex
 
 
@@ -54,7 +53,7 @@ def test_a_split_pair_stays_apart_on_the_next_ticks_with_the_same_evidence(feedb
     w.tick(0.0, w.hit(ENGLAND[:4], 0.0, 55))
     (inc,) = w.tracker.open_incidents()
     off, stay = ENGLAND[2:4], ENGLAND[:2]
-    changes = manual.split(w.tracker, inc.id, off, "inc-split", 60.0, "alice")
+    changes = w.tracker.split(inc.id, off, "inc-split", 60.0, "alice").changes
     assert [c.kind for c in changes][:2] == ["split", "opened"]
     if feedback:  # what the runtime reads from the feedback table after a split
         w.tracker.apart |= cross_pairs(off, stay)
@@ -76,19 +75,19 @@ def test_manual_merge_resolve_and_refusals() -> None:
     w.tick(0.0, w.hit(ENGLAND[:3], 0.0, 55))
     w.tick(0.0, w.hit([x.replace("England", "Spain") for x in ENGLAND[3:]], 0.0, 20, -1))
     a, b = sorted(w.tracker.open_incidents(), key=lambda i: i.id)
-    with pytest.raises(manual.ManualActionError, match="itself"):
-        manual.merge(w.tracker, a.id, a.id, 60.0)
-    kinds = [c.kind for c in manual.merge(w.tracker, b.id, a.id, 60.0, "bob")]
+    with pytest.raises(ActionRefused, match="itself"):
+        w.tracker.merge(a.id, a.id, 60.0)
+    kinds = [c.kind for c in w.tracker.merge(b.id, a.id, 60.0, "bob").changes]
     assert kinds[:2] == ["absorbed", "merged"] and b.status == "merged" and len(a.metrics) == 6
-    with pytest.raises(manual.ManualActionError, match="merged"):
-        manual.resolve(w.tracker, b.id, 60.0)
-    with pytest.raises(manual.ManualActionError, match="every member"):
-        manual.split(w.tracker, a.id, a.metrics, "inc-x", 60.0)
-    with pytest.raises(manual.ManualActionError, match="none of those"):
-        manual.split(w.tracker, a.id, ["nope"], "inc-x", 60.0)
-    assert manual.resolve(w.tracker, a.id, 60.0, "bob")[0].kind == "resolved" and a.status == "resolved"
-    with pytest.raises(manual.ManualActionError, match="not held"):
-        manual.resolve(w.tracker, "inc-gone", 60.0)
+    with pytest.raises(ActionRefused, match="merged"):
+        w.tracker.resolve(b.id, 60.0)
+    with pytest.raises(ActionRefused, match="every member"):
+        w.tracker.split(a.id, a.metrics, "inc-x", 60.0)
+    with pytest.raises(ActionRefused, match="none of those"):
+        w.tracker.split(a.id, ["nope"], "inc-x", 60.0)
+    assert w.tracker.resolve(a.id, 60.0, "bob").changes[0].kind == "resolved" and a.status == "resolved"
+    with pytest.raises(ActionRefused, match="not held"):
+        w.tracker.resolve("inc-gone", 60.0)
 
 
 def test_drop_apart_and_allowed_targets_are_exact() -> None:
@@ -110,7 +109,7 @@ def test_a_third_metric_related_to_both_sides_does_not_bring_a_split_pair_back_t
     w.tick(0.0, w.hit(ENGLAND[:4], 0.0, 55))
     (inc,) = w.tracker.open_incidents()
     off, stay = ENGLAND[2:4], ENGLAND[:2]
-    manual.split(w.tracker, inc.id, off, "inc-split", 60.0)
+    w.tracker.split(inc.id, off, "inc-split", 60.0)
     w.tracker.apart |= cross_pairs(off, stay)
     # both sides fire again in one tick, with a third England metric shaped like both: one cluster
     # by its edges, but it would hold a split pair

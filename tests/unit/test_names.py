@@ -18,7 +18,7 @@ from stormeye.grouping.names import (
     pairs_of,
     parse,
 )
-from stormeye.workers.simulator import COUNTRIES, DEVICES, INFRA_METRICS, OSES, PRODUCTS, REGIONS, SERVICES
+from stormeye.sim.simulator import COUNTRIES, DEVICES, INFRA_METRICS, OSES, PRODUCTS, REGIONS, SERVICES
 
 # -- parsing ------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FOLDERS = ("api", "workers", "grouping", "detectors", "core")
+FOLDERS = ("api", "workers", "grouping", "detectors", "core", "sim")
 
 
 def _pyproject() -> dict:
@@ -33,8 +33,9 @@ def test_the_package_imports_by_its_one_name_outside_the_repo(tmp_path: Path) ->
     """Run from elsewhere, so the repo root is not on sys.path: only `stormeye.*` resolves."""
     code = (
         "import importlib.util, stormeye.api.app, stormeye.workers.pipeline\n"
-        "import stormeye.grouping, stormeye.detectors, stormeye.core.errors\n"
-        "print([n for n in ('api', 'workers', 'grouping', 'detectors', 'core') if importlib.util.find_spec(n)])\n"
+        "import stormeye.grouping, stormeye.detectors, stormeye.core.errors, stormeye.sim.quality\n"
+        "tops = ('api', 'workers', 'grouping', 'detectors', 'core', 'sim')\n"
+        "print([n for n in tops if importlib.util.find_spec(n)])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stormeye.grouping.names import NAME_KEY, parse
-from stormeye.workers.simulator import (
+from stormeye.sim.simulator import (
     CASCADE_KINDS,
     ESTATE_METRICS,
     HOP_LAG_STEPS,
@@ -203,7 +203,7 @@ def test_cascade_members_ramp_and_the_kinds_all_occur(cascaded: Storm) -> None:
 
 def test_the_topology_is_given_two_ways(cascaded: Storm, tmp_path: Path) -> None:
     path = tmp_path / "dependencies.csv"
-    cascaded.write_dependencies(path)
+    path.write_text(cascaded.dependencies_csv(), encoding="utf-8")
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["caller", "callee"]
@@ -218,7 +218,7 @@ def test_the_topology_is_given_two_ways(cascaded: Storm, tmp_path: Path) -> None
 
 
 def test_cascade_figures_score_cascades_alone(cascaded: Storm) -> None:
-    from stormeye.workers.quality import evaluate_storm
+    from stormeye.sim.quality import evaluate_storm
 
     def member(m: str, inc: object) -> dict[str, object]:
         return {"metric": m, "start": inc.start, "end": inc.end}  # type: ignore[attr-defined]

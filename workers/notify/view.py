@@ -2,9 +2,9 @@
 
 Properties (all strings, as Alertmanager labels): every label all members share (``service``,
 ``region``, ...), ``priority`` (``1`` is the most urgent), ``kpi`` (``true`` when a KPI member
-moved its bad way), ``root`` (root metric), ``root_entity``, ``root_service``, ``team`` (a shared
-``team`` label, else the root metric's, else the config's ``teams`` map by root service),
-``status``, ``incident`` and ``title``.
+moved its bad way), ``root`` (root metric), ``root_entity``, ``root_service`` (these three as
+the incident tracker decided and stored them), ``team`` (a shared ``team`` label, else the root
+metric's, else the config's ``teams`` map by root service), ``status``, ``incident`` and ``title``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from stormeye.core.labels import SERVICE_ENTITY_KEYS, shared_labels
+from stormeye.core.labels import shared_labels
 from stormeye.grouping.names import NAME_KEY, parse
 from stormeye.workers import models as m
 
@@ -39,6 +39,7 @@ class IncidentView:
     follows: str | None
     merged_into: str | None
     member_count: int
+    root_service: str = ""  # the tracker's, as stored (grouping.report.root_service)
     seen_at: float | None = None  # when the notifier first saw it (after the tick committed it)
     props: dict[str, str] = field(default_factory=dict)
     top_members: list[dict[str, Any]] = field(default_factory=list)
@@ -89,6 +90,7 @@ def load_views(session: Session, ids: Iterable[str], teams: Mapping[str, str]) -
             title=inc.title,
             root=inc.root,
             root_entity=inc.root_entity,
+            root_service=inc.root_service or "",
             opened_at=float(inc.opened_at),
             resolved_at=inc.resolved_at,
             updated_at=float(inc.updated_at),
@@ -121,17 +123,15 @@ def load_views(session: Session, ids: Iterable[str], teams: Mapping[str, str]) -
         labs = labels[iid]
         shared = shared_labels(labs, skip=())
         root_labels = {str(k): str(val) for k, val in parse(v.root).items()} if v.root else {}
-        root_service = root_labels.get("service") or shared.get("service") or ""
-        if not root_service and v.root_entity and v.root_entity.split("=", 1)[0] in SERVICE_ENTITY_KEYS:
-            root_service = v.root_entity.split("=", 1)[1]
-        team = shared.get("team") or root_labels.get("team") or teams.get(root_service, "")
+        # the root and its service are the tracker's (stored with the incident), not worked out here
+        team = shared.get("team") or root_labels.get("team") or teams.get(v.root_service, "")
         v.props = {k: val for k, val in shared.items()}
         v.props.update(
             priority=str(v.priority),
             kpi=kpi[iid],
             root=v.root or "",
             root_entity=v.root_entity or "",
-            root_service=root_service,
+            root_service=v.root_service,
             team=team,
             status=v.status,
             incident=v.id,

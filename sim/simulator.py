@@ -21,7 +21,7 @@ With ``cascades=N`` a third family comes on top, a microservice estate in Promet
 per service, and one ``traces_service_graph_request_total{client,region,server}`` series per
 dependency edge and region. Its services call each other along a random tiered dependency
 graph (``Storm.dependencies``, also written as a ``caller,callee`` file by
-:meth:`Storm.write_dependencies`); a cascade starts at one service and spreads to its callers
+:meth:`Storm.dependencies_csv`); a cascade starts at one service and spreads to its callers
 hop by hop, 1-3 steps a hop, each service's metrics ramping over about 10 steps. Its members
 share a region at most, so their names cannot link them. The estate has a random stream of its
 own: the other families' values and truth are the same with and without it.
@@ -32,8 +32,8 @@ Everything is deterministic for a given seed.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -159,9 +159,9 @@ class Storm:
     dependencies: list[tuple[str, str]] = field(default_factory=list)  # (caller, callee) of the estate
     cascades: list[Cascade] = field(default_factory=list)
 
-    def write_dependencies(self, path: str | Path) -> None:
+    def dependencies_csv(self) -> str:
         """The estate's dependency graph as an operator's file: a ``caller,callee`` header, one edge a line."""
-        write_dependencies(path, self.dependencies)
+        return dependencies_csv(self.dependencies)
 
     @property
     def storm_start(self) -> float:
@@ -645,12 +645,14 @@ class Estate:
     regions: list[str]
 
 
-def write_dependencies(path: str | Path, edges: list[tuple[str, str]]) -> None:
-    """Write ``caller,callee`` edges as CSV with a header line (the operator's dependency file)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        out = csv.writer(f, lineterminator="\n")
-        out.writerow(["caller", "callee"])
-        out.writerows(edges)
+def dependencies_csv(edges: list[tuple[str, str]]) -> str:
+    """``caller,callee`` edges as CSV text with a header line (the operator's dependency file; the
+    caller writes it where it wants: the simulator does no I/O)."""
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(["caller", "callee"])
+    out.writerows(edges)
+    return buf.getvalue()
 
 
 def service_graph(rng: np.random.Generator, n_services: int) -> tuple[list[list[str]], list[tuple[str, str]]]:

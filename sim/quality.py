@@ -38,7 +38,7 @@ import numpy as np
 
 from stormeye.grouping.evaluation import pairwise_scores
 from stormeye.grouping.names import parse
-from stormeye.workers.simulator import Storm
+from stormeye.sim.simulator import Storm
 
 
 def evaluate_storm(
