@@ -19,7 +19,6 @@ that reason.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -55,7 +54,7 @@ class Service:
         self.backend: Backend = open_backend(settings, pipeline)
         self.database = self.backend.database
         self.lock = self.backend.lock
-        self.reader = PointReader(settings.graphite)
+        self.reader = PointReader(settings.graphite, settings.label_limits)
         #: called after every intake as ``hook(source, accepted, {reason: rejected})`` (api/selfmetrics.py)
         self.intake_hooks: list[Callable[[str, int, dict[str, int]], None]] = []
         self.graphite: GraphiteListener | None = None
@@ -173,12 +172,7 @@ def create_app(
     @app.post("/api/v1/points", status_code=202)
     async def post_points(request: Request) -> JSONResponse:
         raw = await request.body()
-        try:
-            body = json.loads(raw) if raw else None
-        except json.JSONDecodeError as exc:
-            raise HTTPException(
-                400, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-            ) from None
+        body = ingest_routes.parse_json(raw) if raw else None
         records = body.get("points") if isinstance(body, dict) else body
         if isinstance(body, dict) and "points" not in body:
             records = [body] if {"metric", "value"} <= set(body) or "labels" in body else None
@@ -219,6 +213,9 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "mode": settings.mode, **service.backend.health()}
+        """Liveness: always 200 while the process answers; ``status`` says "degraded" when the tick has
+        stalled (``/readyz`` answers 503 then), with the tick's age and last error."""
+        health = service.backend.health()
+        return {"status": "degraded" if health.get("stalled") else "ok", "mode": settings.mode, **health}
 
     return app
