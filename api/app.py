@@ -36,7 +36,7 @@ from stormeye.api.lookup import incident_or_404
 from stormeye.api.notify_routes import notify_router
 from stormeye.api.page import STATIC
 from stormeye.api.page import router as page_router
-from stormeye.core.errors import StormeyeError
+from stormeye.core.errors import StormeyeError, Unavailable
 from stormeye.grouping.report import incident_report, summary
 from stormeye.workers.backend import Backend, open_backend
 from stormeye.workers.ingest import PointBatch, PointReader
@@ -87,7 +87,17 @@ class Service:
         return self.accept_batch(batch, now, source)
 
     def accept_batch(self, batch: PointBatch, now: float, source: str) -> dict[str, Any]:
-        """Store a validated batch (points too far ahead or too old are rejected with the reason)."""
+        """Store a validated batch (points too far ahead or too old are rejected with the reason). When
+        Redis or the database fails (503, the sender sends them again), the points are counted as refused
+        for the reason ``unavailable``."""
+        try:
+            return self._accept_batch(batch, now, source)
+        except Unavailable:
+            for hook in self.intake_hooks:
+                hook(source, 0, {"invalid": batch.rejected, "unavailable": len(batch)})
+            raise
+
+    def _accept_batch(self, batch: PointBatch, now: float, source: str) -> dict[str, Any]:
         invalid = batch.rejected
         names, ts, vals = batch.arrays()
         newest = self.backend.newest_point()

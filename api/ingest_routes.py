@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 
 from stormeye.api.graphite_listener import GraphiteListener
 from stormeye.api.remote_write import RemoteWriteDecoder, RemoteWriteError, RemoteWriteTooLarge, decompress
-from stormeye.core.errors import BadInput
+from stormeye.core.errors import BadInput, Unavailable
 from stormeye.workers.alerts import Alert, AlertError, is_own, read_alertmanager, read_generic
 from stormeye.workers.ingest import PointBatch
 
@@ -172,8 +172,13 @@ def _take_alerts(request: Request, alerts: list[Alert], bad: list[tuple[str, str
             bad.append((a.where, str(exc)))
     keep = named
     bad.sort(key=lambda wb: int(wb[0].strip("alerts[]") or 0))
-    got = svc.backend.receive_alerts(keep)
     meters = getattr(request.app.state, "selfmetrics", None)
+    try:
+        got = svc.backend.receive_alerts(keep)
+    except Unavailable:
+        if meters is not None:
+            meters.reject("unavailable", len(keep))
+        raise
     if meters is not None:
         meters.alerts.labels(source).inc(len(keep))
         meters.repeats.labels(source).inc(got.get("repeats", 0))

@@ -5,13 +5,17 @@ names too large for the limits are refused before they cost anything."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import cramjam
 import pytest
 from fastapi.testclient import TestClient
+from peers import wait_for
 
 from stormeye.api.app import create_app
 from stormeye.api.remote_write import WriteRequest
@@ -210,3 +214,57 @@ def test_remote_write_series_with_100000_labels_is_refused_early(client: TestCli
     assert got["accepted"] == 1 and got["rejected"] == 1
     assert "timeseries[0]" in got["errors"][0]["where"] and "100001 labels" in got["errors"][0]["error"]
     print(f"100,000-label series refused in {took:.3f} s")
+
+
+# -- item 8 (part): security headers, 503s counted ------------------------------------------
+
+
+def test_security_headers_on_the_page_and_the_api(client: TestClient) -> None:
+    for path in ("/", "/static/app.js", "/api/v1/incidents", "/healthz", "/api/v1/nope"):
+        r = client.get(path)
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff", path
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp, path
+    r = client.post("/api/v1/points", content=b"[", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.headers["x-frame-options"] == "DENY"
+    docs = client.get("/docs")  # FastAPI's docs page loads its script from a CDN: no CSP there
+    assert docs.status_code == 200 and "content-security-policy" not in docs.headers
+    assert docs.headers["x-content-type-options"] == "nosniff"
+
+
+def test_503s_are_counted_as_rejected(sqlite_url: str, tmp_path: Path) -> None:
+    """A Redis of the test's own, stopped after the start: points and alerts get 503, counted."""
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
+    redis = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        settings = Settings(database_url=sqlite_url, mode="distributed", redis_url=f"redis://127.0.0.1:{port}/0")
+        wait_for("redis-server to answer", lambda: _answers(port))
+        with TestClient(create_app(settings, start_ticker=False)) as c:
+            redis.terminate()
+            redis.wait(10)
+            r = c.post("/api/v1/points", json=[{"metric": "cpu", "timestamp": now(), "value": 1}] * 3)
+            assert r.status_code == 503, r.text
+            alert = {"labels": {"alertname": "Down"}, "startsAt": "2026-01-05T10:00:00Z"}
+            r = c.post("/api/v1/alerts/alertmanager", json={"version": "4", "alerts": [alert]})
+            assert r.status_code == 503, r.text
+            metrics = c.get("/metrics").text
+    finally:
+        if redis.poll() is None:
+            redis.kill()
+            redis.wait(10)
+    assert 'stormeye_points_rejected_total{reason="unavailable"} 4.0' in metrics, metrics
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
