@@ -19,7 +19,6 @@ that reason.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -37,7 +36,7 @@ from stormeye.api.lookup import incident_or_404
 from stormeye.api.notify_routes import notify_router
 from stormeye.api.page import STATIC
 from stormeye.api.page import router as page_router
-from stormeye.core.errors import StormeyeError
+from stormeye.core.errors import StormeyeError, Unavailable
 from stormeye.grouping.report import incident_report, summary
 from stormeye.workers.backend import Backend, open_backend
 from stormeye.workers.ingest import PointBatch, PointReader
@@ -55,7 +54,7 @@ class Service:
         self.backend: Backend = open_backend(settings, pipeline)
         self.database = self.backend.database
         self.lock = self.backend.lock
-        self.reader = PointReader(settings.graphite)
+        self.reader = PointReader(settings.graphite, settings.label_limits)
         #: called after every intake as ``hook(source, accepted, {reason: rejected})`` (api/selfmetrics.py)
         self.intake_hooks: list[Callable[[str, int, dict[str, int]], None]] = []
         self.graphite: GraphiteListener | None = None
@@ -88,7 +87,17 @@ class Service:
         return self.accept_batch(batch, now, source)
 
     def accept_batch(self, batch: PointBatch, now: float, source: str) -> dict[str, Any]:
-        """Store a validated batch (points too far ahead or too old are rejected with the reason)."""
+        """Store a validated batch (points too far ahead or too old are rejected with the reason). When
+        Redis or the database fails (503, the sender sends them again), the points are counted as refused
+        for the reason ``unavailable``."""
+        try:
+            return self._accept_batch(batch, now, source)
+        except Unavailable:
+            for hook in self.intake_hooks:
+                hook(source, 0, {"invalid": batch.rejected, "unavailable": len(batch)})
+            raise
+
+    def _accept_batch(self, batch: PointBatch, now: float, source: str) -> dict[str, Any]:
         invalid = batch.rejected
         names, ts, vals = batch.arrays()
         newest = self.backend.newest_point()
@@ -173,12 +182,7 @@ def create_app(
     @app.post("/api/v1/points", status_code=202)
     async def post_points(request: Request) -> JSONResponse:
         raw = await request.body()
-        try:
-            body = json.loads(raw) if raw else None
-        except json.JSONDecodeError as exc:
-            raise HTTPException(
-                400, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-            ) from None
+        body = ingest_routes.parse_json(raw) if raw else None
         records = body.get("points") if isinstance(body, dict) else body
         if isinstance(body, dict) and "points" not in body:
             records = [body] if {"metric", "value"} <= set(body) or "labels" in body else None
@@ -219,6 +223,9 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "mode": settings.mode, **service.backend.health()}
+        """Liveness: always 200 while the process answers; ``status`` says "degraded" when the tick has
+        stalled (``/readyz`` answers 503 then), with the tick's age and last error."""
+        health = service.backend.health()
+        return {"status": "degraded" if health.get("stalled") else "ok", "mode": settings.mode, **health}
 
     return app

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 
 from stormeye.api.graphite_listener import GraphiteListener
 from stormeye.api.remote_write import RemoteWriteDecoder, RemoteWriteError, RemoteWriteTooLarge, decompress
+from stormeye.core.errors import BadInput, Unavailable
 from stormeye.workers.alerts import Alert, AlertError, is_own, read_alertmanager, read_generic
 from stormeye.workers.ingest import PointBatch
 
@@ -122,15 +123,31 @@ async def remote_write(request: Request) -> JSONResponse:
     return JSONResponse(result, status_code=200 if usable else 422)
 
 
+def parse_json(raw: bytes) -> Any:
+    """The JSON document of a request body; :class:`BadInput` (400) saying what is wrong with it."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"body is not UTF-8 text (byte {exc.start}): send JSON encoded as UTF-8") from None
+    except RecursionError:
+        raise BadInput(
+            "body is not usable JSON: it is nested too deeply (arrays or objects inside each other)"
+        ) from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise BadInput(f"body is not usable JSON: {exc}") from None
+
+
 async def _json_body(request: Request) -> Any:
     media = _media_type(request)
     if media != "application/json" and not media.endswith("+json"):
         raise _reject(request, 415, f"Content-Type {media or 'missing'!r}: send application/json")
     raw = await request.body()
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _reject(request, 400, f"body is not valid JSON: {exc}") from None
+        return parse_json(raw)
+    except BadInput as exc:
+        raise _reject(request, 400, str(exc)) from None
 
 
 def _take_alerts(request: Request, alerts: list[Alert], bad: list[tuple[str, str]], source: str) -> JSONResponse:
@@ -149,14 +166,19 @@ def _take_alerts(request: Request, alerts: list[Alert], bad: list[tuple[str, str
     named = []
     for a in keep:  # labels that cannot be a metric name are refused here, not at the tick
         try:
-            a.metric()
+            a.metric(limits=svc.settings.label_limits)
             named.append(a)
         except AlertError as exc:
             bad.append((a.where, str(exc)))
     keep = named
     bad.sort(key=lambda wb: int(wb[0].strip("alerts[]") or 0))
-    got = svc.backend.receive_alerts(keep)
     meters = getattr(request.app.state, "selfmetrics", None)
+    try:
+        got = svc.backend.receive_alerts(keep)
+    except Unavailable:
+        if meters is not None:
+            meters.reject("unavailable", len(keep))
+        raise
     if meters is not None:
         meters.alerts.labels(source).inc(len(keep))
         meters.repeats.labels(source).inc(got.get("repeats", 0))
@@ -230,7 +252,7 @@ async def generic_alerts(request: Request) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     """The routes and the decoder state they share."""
-    app.state.remote_write = RemoteWriteDecoder()
+    app.state.remote_write = RemoteWriteDecoder(app.state.service.settings.label_limits)
     app.include_router(router)
 
 

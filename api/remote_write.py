@@ -22,6 +22,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from stormeye.core.errors import BadInput
+from stormeye.core.labels import DEFAULT_LIMITS, ControlCharacterError, LabelLimits
 from stormeye.grouping.names import MetricNameError, canonical, parse
 
 STALE_NAN_BITS = 0x7FF0000000000002
@@ -139,8 +140,9 @@ class RemoteWriteDecoder:
     order), is decoded as a protobuf message.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limits: LabelLimits = DEFAULT_LIMITS) -> None:
         self._names: dict[bytes, str] = {}
+        self.limits = limits
 
     def _full(self, raw: bytes) -> tuple[str, list[tuple[int, float]]]:
         """Name and samples of one series, decoded as a message; learns its label bytes when it has one sample."""
@@ -149,10 +151,11 @@ class RemoteWriteDecoder:
             ts.ParseFromString(raw)
         except DecodeError as exc:
             raise MetricNameError(f"the series is not a protobuf TimeSeries ({exc})") from None
+        self.limits.check_labels(len(ts.labels))  # before any work per label: 100,000 of them cost seconds
         props = {lab.name: lab.value for lab in ts.labels}
         if "__name__" not in props:
             raise MetricNameError("the series has no __name__ label")
-        name = canonical(parse(props))
+        name = canonical(parse(props, limits=self.limits))
         samples = [(s.timestamp, s.value) for s in ts.samples]
         if len(samples) == 1 and len(self._names) < _CACHE_MAX:
             for tail in (_TAIL_FULL, _TAIL_ZERO):
@@ -220,6 +223,8 @@ class RemoteWriteDecoder:
         for i in slow:
             try:
                 name, samples = self._full(series[i])
+            except ControlCharacterError as exc:  # refused as a whole, as the JSON routes do
+                raise RemoteWriteError(f"timeseries[{i}]: labels: {exc}") from None
             except MetricNameError as exc:
                 out.rejected += 1
                 if len(out.errors) < 1000:

@@ -3,7 +3,8 @@
 - ``stormeye_points_received_total{source}``: points accepted, by source (json, remote_write, graphite);
 - ``stormeye_points_rejected_total{reason}``: points or requests refused — ``invalid`` (a point that
   cannot be read), ``refused`` (too old, too far ahead, or a step already scored), ``not_finite``
-  (NaN or infinity), and for whole requests ``bad_request``, ``too_large``, ``unauthorized``;
+  (NaN or infinity), ``unavailable`` (answered 503: Redis or the database failed; the sender retries),
+  and for whole requests ``bad_request``, ``too_large``, ``unauthorized``;
 - ``stormeye_stale_markers_total``: Prometheus stale markers seen (series that ended; never stored);
 - ``stormeye_alerts_received_total{source}`` and ``stormeye_alert_repeats_total{source}``;
 - ``stormeye_anomalies_open``, ``stormeye_incidents_open{priority}``;
@@ -62,7 +63,7 @@ class SelfMetrics:
             "stormeye's own StormeyeIncident alerts that came back (a routing loop) and were skipped",
             registry=self.registry,
         )
-        for reason in ("invalid", "refused", "not_finite", "bad_request", "too_large", "unauthorized"):
+        for reason in ("invalid", "refused", "not_finite", "unavailable", "bad_request", "too_large", "unauthorized"):
             self.rejected.labels(reason)
         for source in ("json", "remote_write", "graphite"):
             self.points.labels(source)
@@ -109,7 +110,11 @@ class _StateCollector(Collector):
         tick = GaugeMetricFamily("stormeye_tick_duration_seconds", "How long the newest tick took (embedded mode)")
         tick.add_metric([], float(svc.backend.last_tick_s or 0.0))
         yield tick
-        for name, value in svc.backend.gauges().items():
+        try:
+            gauges = svc.backend.gauges()
+        except Unavailable:  # Redis down: the counters are still served (the backlog is unknown until it is back)
+            gauges = {}
+        for name, value in gauges.items():
             gauge = GaugeMetricFamily(f"stormeye_{name}", _GAUGES[name])
             gauge.add_metric([], value)
             yield gauge

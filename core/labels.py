@@ -55,7 +55,73 @@ class MetricNameError(BadInput):
     """A metric name could not be read; the message says what is wrong and how to write it."""
 
 
-def parse(name: str | Mapping[str, object], graphite: PathTemplates | None = None) -> dict[str, str]:
+class ControlCharacterError(MetricNameError):
+    """A name or label holds a control character (NUL, newline, escape, ...). No sender means one: the
+    edges refuse the whole request with it (400 naming where), as PostgreSQL refuses NUL in text."""
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f]")
+
+
+def check_text(text: str, what: str) -> None:
+    """Raise :class:`ControlCharacterError` naming ``what`` when ``text`` holds a C0 control character
+    other than tab."""
+    m = _CONTROL.search(text)
+    if m is not None:
+        raise ControlCharacterError(
+            f"{what} holds the control character U+{ord(m.group()):04X} at position {m.start()}: names and label "
+            "values are printable text (tab is the only control character allowed); remove it"
+        )
+
+
+@dataclass(frozen=True)
+class LabelLimits:
+    """How large a metric name may be (``STORMEYE_MAX_NAME_CHARS``, ``STORMEYE_MAX_LABELS``,
+    ``STORMEYE_MAX_LABEL_VALUE_CHARS``): far above what real senders use (Mimir's defaults are 30
+    labels and 2,048-character values), low enough that one name cannot cost megabytes."""
+
+    name_chars: int = 16_384  # the whole name as sent
+    labels: int = 128  # labels of one series, the metric name included
+    value_chars: int = 4096  # one label's value (and the metric name itself)
+
+    def check_size(self, chars: int) -> None:
+        if chars > self.name_chars:
+            raise MetricNameError(
+                f"the metric name is {chars} characters long; at most {self.name_chars} are accepted "
+                "(STORMEYE_MAX_NAME_CHARS)"
+            )
+
+    def check_labels(self, count: int) -> None:
+        if count > self.labels:
+            raise MetricNameError(
+                f"the series has {count} labels; at most {self.labels} are accepted (STORMEYE_MAX_LABELS): "
+                "drop the labels that do not say what is measured"
+            )
+
+    def check_value(self, key: str, value: str) -> None:
+        if len(value) > self.value_chars:
+            raise MetricNameError(
+                f"label {key!r} has a value of {len(value)} characters; at most {self.value_chars} are accepted "
+                "(STORMEYE_MAX_LABEL_VALUE_CHARS)"
+            )
+
+    def check(self, props: Mapping[str, str]) -> None:
+        """Every limit on parsed labels (the size: of the canonical text they make, about)."""
+        self.check_labels(len(props))
+        for key, value in props.items():
+            self.check_value(key, value)
+            if len(key) > self.value_chars:
+                raise MetricNameError(f"a label name is {len(key)} characters long; at most {self.value_chars}")
+        self.check_size(sum(len(k) + len(v) + 4 for k, v in props.items()))
+
+
+#: the limits the edges apply unless settings say otherwise
+DEFAULT_LIMITS = LabelLimits()
+
+
+def parse(
+    name: str | Mapping[str, object], graphite: PathTemplates | None = None, limits: LabelLimits | None = None
+) -> dict[str, str]:
     """Read a metric name into its properties.
 
     Accepted forms:
@@ -70,12 +136,28 @@ def parse(name: str | Mapping[str, object], graphite: PathTemplates | None = Non
     - a dotted path ``eu.web-3.cpu.load``: with ``graphite`` it is read by those templates
       (positional ``node0``, ``node1``, … when none matches); without, it is one metric name.
 
+    Names holding control characters (:class:`ControlCharacterError`) are refused, and with ``limits``
+    (the edges: what a sender may send) names larger than they allow.
+
     Raises :class:`MetricNameError` with a message that says what to fix.
     """
     if isinstance(name, Mapping):
-        return _from_mapping(name)
-    if not isinstance(name, str):
+        if limits is not None:
+            limits.check_labels(len(name))
+        props = _from_mapping(name)
+    elif isinstance(name, str):
+        if limits is not None:
+            limits.check_size(len(name))
+        check_text(name, "the metric name")
+        props = _parse_text(name, graphite)
+    else:
         raise MetricNameError(f"a metric name must be text or a label object, got {type(name).__name__}")
+    if limits is not None:
+        limits.check(props)
+    return props
+
+
+def _parse_text(name: str, graphite: PathTemplates | None) -> dict[str, str]:
     text = name.strip()
     if not text:
         raise MetricNameError('empty metric name: give a name like cpu_usage{host="a"}')
@@ -122,6 +204,8 @@ def _from_mapping(obj: Mapping[str, object]) -> dict[str, str]:
 
 def _set(props: dict[str, str], key: str, value: str) -> None:
     key = NAME_KEY if key in NAME_ALIASES else key
+    check_text(key, "a label name")
+    check_text(value, "the metric name" if key == NAME_KEY else f"label {key!r}")
     if key != NAME_KEY and not _LABEL_KEY.fullmatch(key):
         raise MetricNameError(f"label key {key!r} must start with a letter or _ and hold letters, digits, _ . -")
     if value == "":
@@ -264,9 +348,11 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def normalize(name: str | Mapping[str, object], graphite: PathTemplates | None = None) -> str:
+def normalize(
+    name: str | Mapping[str, object], graphite: PathTemplates | None = None, limits: LabelLimits | None = None
+) -> str:
     """Parse a name in any accepted form and return its canonical text."""
-    return canonical(parse(name, graphite))
+    return canonical(parse(name, graphite, limits))
 
 
 class PathTemplates(Protocol):

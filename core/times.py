@@ -34,7 +34,10 @@ def parse_time(raw: Any, what: str = "time", form: str = "ISO 8601") -> float:
     if isinstance(raw, bool) or raw is None:
         raise BadTime(f"{what} must be epoch seconds or {form} text, got {raw!r}")
     if isinstance(raw, (int, float)):
-        t = float(raw)
+        try:
+            t = float(raw)
+        except OverflowError:  # an integer beyond any float, 10**400
+            raise BadTime(f"{what} {raw} is too large to be a time: send epoch seconds") from None
     elif isinstance(raw, str):
         text = raw.strip()
         try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stormeye.core.errors import BadInput
+from stormeye.core.labels import ControlCharacterError, LabelLimits, check_text
 from stormeye.core.times import BadTime, seconds_from
 from stormeye.core.times import parse_time as read_time
 from stormeye.detectors.events import Anomaly
@@ -48,6 +50,14 @@ class AlertError(BadInput):
     """One alert is unusable; the message says what to send instead."""
 
 
+class UnsafeAlert(AlertError):
+    """An alert's label or annotation holds a control character: the whole request is refused (400)."""
+
+
+#: annotations are prose: newlines and tabs are fine there, other control characters (NUL) are not
+_PROSE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 @dataclass
 class Alert:
     """One alert as a sender described it (times in UTC epoch seconds; ``ends_at`` None: still firing)."""
@@ -60,14 +70,14 @@ class Alert:
     annotations: dict[str, str] = field(default_factory=dict)
     where: str = ""  # its place in the request, for error messages
 
-    def metric(self, ignore: Iterable[str] = ()) -> str:
+    def metric(self, ignore: Iterable[str] = (), limits: LabelLimits | None = None) -> str:
         """The metric name of the alert: ``alertname`` is the name, the other labels (but ``ignore``) its properties."""
         skip = {"alertname", *ignore}
         props = {k: v for k, v in self.labels.items() if k not in skip}
         name = self.labels.get("alertname") or self.labels.get(NAME_KEY) or "alert"
         props[NAME_KEY] = name
         try:
-            return canonical(parse(props))
+            return canonical(parse(props, limits=limits))
         except MetricNameError as exc:
             raise AlertError(f"labels: {exc}") from None
 
@@ -114,7 +124,19 @@ def _labels(raw: Any, what: str) -> dict[str, str]:
         if not isinstance(v, (str, int, float)) or isinstance(v, bool):
             raise AlertError(f"{what}.{k} must be text, got {type(v).__name__}")
         out[str(k)] = str(v)
+    for k, v in out.items():
+        _check_text(k, f"a name in {what}", what == "annotations")
+        _check_text(v, f"{what}.{k}", what == "annotations")
     return out
+
+
+def _check_text(text: str, what: str, prose: bool) -> None:
+    """:class:`UnsafeAlert` when ``text`` holds a control character (in prose, newlines and tabs are fine)."""
+    try:
+        check_text(text, what)
+    except ControlCharacterError as exc:
+        if not prose or _PROSE_CONTROL.search(text):
+            raise UnsafeAlert(str(exc)) from None
 
 
 def _alert(
@@ -159,6 +181,8 @@ def read_alertmanager(body: Any) -> tuple[list[Alert], list[tuple[str, str]]]:
             ends = parse_time(a.get("endsAt"), "endsAt")
             out.append(_alert(labels, starts, ends, a.get("status"), a.get("annotations"), "alertmanager"))
             out[-1].where = where
+        except UnsafeAlert as exc:
+            raise UnsafeAlert(f"{where}: {exc}") from None
         except AlertError as exc:
             bad.append((where, str(exc)))
     return out, bad
@@ -210,6 +234,7 @@ def read_generic(body: Any, mapping: Mapping[str, str], now: float) -> tuple[lis
             name = _get(a, m["name"])
             if name is not None:
                 labels["alertname"] = str(name)
+                _check_text(labels["alertname"], m["name"], False)
             if "alertname" not in labels:
                 raise AlertError(f"no alert name: set {m['name']!r} (or the 'alertname' label)")
             raw_start = _get(a, m["starts_at"])
@@ -222,6 +247,8 @@ def read_generic(body: Any, mapping: Mapping[str, str], now: float) -> tuple[lis
                 status = "firing"
             out.append(_alert(labels, starts, ends, status, _get(a, m["annotations"]), "generic"))
             out[-1].where = where
+        except UnsafeAlert as exc:
+            raise UnsafeAlert(f"{where}: {exc}") from None
         except AlertError as exc:
             bad.append((where, str(exc)))
     return out, bad

@@ -15,6 +15,7 @@ Both build their stages in one place (:func:`workers.pipeline.build_trackers`,
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
-from stormeye.core.errors import StormeyeError
+from stormeye.core.errors import StormeyeError, Unavailable
 from stormeye.grouping.names import NameIndex
 from stormeye.grouping.topology import Topology
 from stormeye.workers.alerts import Alert
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
     from stormeye.workers.notify.runner import NotifyLoop
 
 T = TypeVar("T")
+log = logging.getLogger("stormeye.tick")
+#: steps the live tick scores under one hold of the lock
+TICK_CHUNK = 50
 
 
 class MetricRows(Protocol):
@@ -151,10 +155,16 @@ class EmbeddedBackend:
         self.lock = threading.Lock()
         self.last_tick: float | None = None
         self.last_tick_s: float | None = None
+        self.started: float | None = None
+        self.failures = 0  # ticks failed in a row
+        self.tick_errors = 0  # ticks failed since start
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self.started = time.time()
         self._thread = threading.Thread(target=self._run, name="stormeye-tick", daemon=True)
         self._thread.start()
 
@@ -164,17 +174,41 @@ class EmbeddedBackend:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.settings.tick_s):
-            self.tick()
+        """The live tick: a failing tick (the database locked or down) is logged and counted, and the
+        next is tried after a back-off (twice the wait per failure in a row, at most 10 ticks)."""
+        wait = self.settings.tick_s
+        while not self._stop.wait(wait):
+            try:
+                self.tick(max_steps=self.settings.max_catchup_steps)
+            except Exception as exc:
+                self.failures += 1
+                self.tick_errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error_at = time.time()
+                wait = self.settings.tick_s * min(2**self.failures, 10)
+                log.exception("tick failed (%d in a row); next try in %.1f s", self.failures, wait)
+            else:
+                self.failures = 0
+                wait = self.settings.tick_s
 
-    def tick(self, until: float | None = None) -> int:
-        """Score every step due (up to ``until``); returns how many steps were scored."""
+    def tick(self, until: float | None = None, max_steps: int | None = None) -> int:
+        """Score every step due (up to ``until``); returns how many steps were scored. ``max_steps`` bounds a
+        catch-up (older steps are left unscored). The lock is let go every :data:`TICK_CHUNK` steps, so
+        points and reads are served during a long catch-up, and a stop is seen."""
         began = time.perf_counter()
-        with self.lock:
-            results = self.pipeline.tick(until)
+        p = self.pipeline
+        if until is None:
+            until = due_slot(p.clock(), p.step, self.settings.grace_s) * p.step
+        done = 0
+        while True:
+            with self.lock:
+                results = p.tick(until, max_steps=max_steps, chunk=TICK_CHUNK)
+            done += len(results)
+            if len(results) < TICK_CHUNK or self._stop.is_set():
+                break
         self.last_tick = time.time()
         self.last_tick_s = time.perf_counter() - began
-        return len(results)
+        return done
 
     def newest_point(self) -> float | None:
         return self.pipeline.store.newest()
@@ -211,10 +245,33 @@ class EmbeddedBackend:
             "open_incidents": len(p.incidents.open_incidents()),
             "last_tick": self.last_tick,
             "newest_point": p.store.newest(),
+            **self.tick_health(),
+        }
+
+    def tick_health(self) -> dict[str, object]:
+        """How the live tick is doing: its age, steps behind, errors, and ``stalled`` when it has not
+        completed for 3 ticks (``/readyz`` answers 503 then)."""
+        since = self.last_tick or self.started
+        age = None if since is None else round(time.time() - since, 3)
+        return {
+            "tick_age_s": age,
+            "steps_behind": int(self.gauges()["backlog_steps"]),
+            "steps_skipped": self.pipeline.skipped_steps,
+            "unsaved_ticks": len(self.pipeline.unsaved),
+            "tick_errors": self.tick_errors,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "stalled": self._thread is not None and age is not None and age > 3 * self.settings.tick_s,
         }
 
     def ready(self) -> None:
-        return None  # nothing beyond the database
+        """Not ready when the live tick has not completed for 3 ticks (a tick hung or failing)."""
+        h = self.tick_health()
+        if h["stalled"]:
+            raise Unavailable(
+                f"the tick has not completed for {h['tick_age_s']:.0f} s (more than 3 ticks of "
+                f"{self.settings.tick_s:g} s); last error: {h['last_error'] or 'none (a tick is still running)'}"
+            )
 
     def gauges(self) -> dict[str, float]:
 

@@ -765,7 +765,8 @@ class DistributedBackend:
 
     def receive_alerts(self, alerts: Sequence[Alert]) -> dict[str, int]:
         """Queued in Redis; the next correlate step counts the repeats."""
-        receive_distributed(self.runtime, alerts)
+        with self._redis("Redis at {url} failed, the alerts were not queued; send them again: {exc}"):
+            receive_distributed(self.runtime, alerts)
         return {"alerts": len(alerts), "queued": len(alerts)}
 
     def series(self) -> Runtime:
@@ -787,7 +788,8 @@ class DistributedBackend:
             self.runtime.r.ping()
 
     def gauges(self) -> dict[str, float]:
-        h = self.runtime.health()
+        with self._redis("Redis at {url} failed: {exc}"):
+            h = self.runtime.health()
         return {"backlog_steps": float(h["steps_behind"] or 0), "backlog_batches": float(h["pending_batches"])}
 
     def notify_loop(self) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from stormeye.core.errors import BadInput
+from stormeye.core.labels import ControlCharacterError, LabelLimits
 from stormeye.core.times import BadTime, parse_time, seconds_from
 from stormeye.grouping.graphite import GraphiteTemplates
 from stormeye.grouping.names import MetricNameError, canonical, parse
@@ -37,6 +38,10 @@ _VALUE_FIELDS = ("value", "v", "val")
 
 class PointError(BadInput):
     """One point is unusable; the message says why and what to send instead."""
+
+
+class UnsafeText(PointError):
+    """A point's name holds a control character: the whole request is refused (400), not just the point."""
 
 
 @dataclass
@@ -72,16 +77,24 @@ class PointBatch:
 
 
 class PointReader:
-    """Validates points one by one, caching parsed metric names (``graphite``: templates for dotted names)."""
+    """Validates points one by one, caching parsed metric names (``graphite``: templates for dotted names;
+    ``limits``: how large a name may be)."""
 
-    def __init__(self, graphite: GraphiteTemplates | None = None) -> None:
+    def __init__(
+        self, graphite: GraphiteTemplates | None = None, limits: LabelLimits | None = None, refuse: bool = True
+    ) -> None:
         self._names: dict[str, str] = {}
         self.graphite = graphite
+        self.limits = limits
+        self.refuse = refuse  # False (files): a control character rejects its point only
 
     def metric(self, raw: Any) -> str:
+        """The canonical name; :class:`UnsafeText` for a control character, :class:`PointError` else."""
         if isinstance(raw, Mapping):
             try:
-                return canonical(parse(raw))
+                return canonical(parse(raw, limits=self.limits))
+            except ControlCharacterError as exc:
+                raise UnsafeText(f"metric: {exc}") from None
             except MetricNameError as exc:
                 raise PointError(f"metric: {exc}") from None
         if not isinstance(raw, str):
@@ -89,7 +102,9 @@ class PointReader:
         got = self._names.get(raw)
         if got is None:
             try:
-                got = canonical(parse(raw, self.graphite))
+                got = canonical(parse(raw, self.graphite, self.limits))
+            except ControlCharacterError as exc:
+                raise UnsafeText(f"metric: {exc}") from None
             except MetricNameError as exc:
                 raise PointError(f"metric: {exc}") from None
             if len(self._names) < 2_000_000:
@@ -97,10 +112,17 @@ class PointReader:
         return got
 
     def add(self, batch: PointBatch, where: str, metric: Any, timestamp: Any, value: Any) -> None:
+        """Keep the point or reject it with the reason; raises :class:`UnsafeText` (naming ``where``) for
+        a control character, which refuses the whole request."""
         try:
             name = self.metric(metric)
             ts = parse_timestamp(timestamp)
             val = parse_value(value)
+        except UnsafeText as exc:
+            if not self.refuse:
+                batch.reject(where, str(exc))
+                return
+            raise UnsafeText(f"{where}: {exc}") from None
         except PointError as exc:
             batch.reject(where, str(exc))
             return
@@ -230,7 +252,10 @@ def parse_value(raw: Any) -> float:
     if isinstance(raw, bool) or raw is None:
         raise PointError(f"value must be a number, got {raw!r}")
     if isinstance(raw, (int, float)):
-        v = float(raw)
+        try:
+            v = float(raw)
+        except OverflowError:  # an integer beyond any float, 10**400
+            raise PointError(f"value {raw} is too large: values are 64-bit floats (at most about 1.8e308)") from None
     elif isinstance(raw, str):
         try:
             v = float(raw.strip())
@@ -264,7 +289,7 @@ def read_points(path: str | Path, graphite: GraphiteTemplates | None = None) -> 
 
 def read_jsonl(lines: Iterable[str], graphite: GraphiteTemplates | None = None) -> PointBatch:
     batch = PointBatch()
-    reader = PointReader(graphite)
+    reader = PointReader(graphite, refuse=False)
     for n, line in enumerate(lines, start=1):
         text = line.strip()
         if not text:
@@ -282,7 +307,7 @@ def read_jsonl(lines: Iterable[str], graphite: GraphiteTemplates | None = None) 
 
 def read_csv(f: Iterable[str] | io.TextIOBase, graphite: GraphiteTemplates | None = None) -> PointBatch:
     batch = PointBatch()
-    reader = PointReader(graphite)
+    reader = PointReader(graphite, refuse=False)
     rows: Iterator[list[str]] = csv.reader(f)
     cols = (0, 1, 2)
     width = 3

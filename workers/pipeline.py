@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from stormeye.core.errors import Unavailable
 from stormeye.detectors import AnomalyTracker, Detector, Scores, default_detector
 from stormeye.detectors.collective import CollectiveEvidence
 from stormeye.detectors.ensemble import Ensemble
@@ -343,6 +344,10 @@ class MetricStages:
         return self._rules
 
 
+class UnsavedTick(Unavailable):
+    """The database refused a tick's writes; they are kept and written first at the next tick."""
+
+
 class Pipeline:
     """One process running every stage: the embedded mode, and the reference for the distributed one."""
 
@@ -382,6 +387,9 @@ class Pipeline:
         self.anomaly_archive: dict[tuple[str, float], dict[str, Any]] | None = {} if keep_archive else None
         # called after each write of a tick's results (embedded notifications wake up; must return at once)
         self.after_persist: list[Callable[[], None]] = []
+        self.skipped_steps = 0  # steps a bounded catch-up left unscored (tick's max_steps)
+        #: ticks scored whose writes the database refused, oldest first: written before anything is scored again
+        self.unsaved: list[tuple[list[Anomaly], list[Any], list[IncidentChange]]] = []
 
     @property
     def step(self) -> int:
@@ -457,8 +465,15 @@ class Pipeline:
 
         return read
 
-    def tick(self, until: float | None = None) -> list[TickResult]:
-        """Score every step not yet scored up to the step of ``until`` (default: the newest complete step)."""
+    def tick(
+        self, until: float | None = None, max_steps: int | None = None, chunk: int | None = None
+    ) -> list[TickResult]:
+        """Score every step not yet scored up to the step of ``until`` (default: the newest complete step).
+
+        ``max_steps`` bounds a catch-up (the live tick): when more steps are due, the older ones are
+        left unscored (their points stay as history) and counted in ``skipped_steps``. ``chunk``: score
+        at most that many steps in this call (the rest at the next).
+        """
         if until is None:
             until = due_slot(self.clock(), self.step, self.settings.grace_s) * self.step
         top = math.floor(until / self.step)
@@ -468,9 +483,19 @@ class Pipeline:
             if newest is None:
                 return []
             self.last_scored = min(top, int(newest // self.step)) - 1
+        if max_steps is not None and top - self.last_scored > max_steps:
+            self.skipped_steps += top - max_steps - self.last_scored
+            self.last_scored = top - max_steps
+        self.flush()  # the writes a database error left, before anything more is scored
+        if chunk is not None:
+            top = min(top, self.last_scored + chunk)
         results = []
         for slot in range(self.last_scored + 1, top + 1):
-            results.append(self.score_step(slot * self.step))
+            try:
+                results.append(self.score_step(slot * self.step))
+            except UnsavedTick:  # scored: its writes wait in self.unsaved for the next tick
+                self.last_scored = slot
+                raise
             self.last_scored = slot
         return results
 
@@ -525,7 +550,21 @@ class Pipeline:
             for inc in incs:
                 self.archive[inc.id] = inc.to_dict()
         if self.database is not None:
-            self.database.save_tick(anomalies, incs, changes)
+            self.unsaved.append((anomalies, incs, changes))
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the scored ticks not yet written, oldest first; :class:`UnsavedTick` when the database
+        refuses (they stay queued, and the tick that scored them counts as scored)."""
+        while self.unsaved and self.database is not None:
+            anomalies, incs, changes = self.unsaved[0]
+            try:
+                self.database.save_tick(anomalies, incs, changes)
+            except Exception as exc:
+                raise UnsavedTick(
+                    f"{len(self.unsaved)} scored tick(s) not written to the database: {type(exc).__name__}: {exc}"
+                ) from exc
+            self.unsaved.pop(0)
             for hook in self.after_persist:
                 hook()
 

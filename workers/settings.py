@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stormeye.core.labels import DEFAULT_LIMITS, LabelLimits
 from stormeye.detectors.rules import DetectorRuleError, DetectorRules
 from stormeye.grouping.graph import GroupingConfig
 from stormeye.grouping.graphite import GraphiteTemplateError, GraphiteTemplates
@@ -61,6 +62,12 @@ class Settings(BaseSettings):
     # time
     step_s: int = Field(60, ge=1, description="seconds between two points of a metric (the window step)")
     tick_s: float = Field(60.0, gt=0, description="seconds between two ticks of the live service")
+    max_catchup_steps: int = Field(
+        120,
+        ge=1,
+        description="most steps the live tick scores to catch up (after a restart, or a first point far in the "
+        "past); older steps stay unscored history: replay them with `stormeye ingest`",
+    )
     grace_s: float = Field(0.0, ge=0, description="how long a tick waits for late points of a step")
     retention_points: int = Field(
         480,
@@ -209,6 +216,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="largest request body accepted (after snappy decompression too)"
     )
+    max_name_chars: int = Field(
+        DEFAULT_LIMITS.name_chars,
+        ge=64,
+        description="longest metric name accepted, as sent (characters); longer ones are rejected",
+    )
+    max_labels: int = Field(
+        DEFAULT_LIMITS.labels, ge=2, description="most labels one series may have, its metric name included"
+    )
+    max_label_value_chars: int = Field(
+        DEFAULT_LIMITS.value_chars, ge=64, description="longest label value (and metric name) accepted, in characters"
+    )
     http_keepalive_s: int = Field(
         330,
         ge=1,
@@ -330,6 +348,11 @@ class Settings(BaseSettings):
         """A new service topology holding the declared dependencies (``STORMEYE_DEPENDENCIES_FILE``);
         the tracker adds what service-graph metrics and history teach."""
         return Topology(self.dependencies, cooccur_min=self.cooccur_min)
+
+    @property
+    def label_limits(self) -> LabelLimits:
+        """How large a metric name may be (``max_name_chars``, ``max_labels``, ``max_label_value_chars``)."""
+        return LabelLimits(self.max_name_chars, self.max_labels, self.max_label_value_chars)
 
     @cached_property
     def dependencies(self) -> list[tuple[str, str]]:

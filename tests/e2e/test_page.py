@@ -72,11 +72,24 @@ def page(browser: Any) -> Iterator[Any]:
     pg.set_default_timeout(WAIT_MS)
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
+    # the Content-Security-Policy refusing a script, style or request shows as a console error only
+    pg.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     try:
         yield pg
     finally:
         ctx.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def wait_until(page: Any, expression: str) -> None:
+    """Poll a JavaScript expression until it is true (at most WAIT_MS). Playwright's wait_for_function
+    evaluates its predicate as a string, which the page's Content-Security-Policy (no 'unsafe-eval')
+    refuses; page.evaluate is not subject to it."""
+    end = time.monotonic() + WAIT_MS / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {WAIT_MS} ms waiting for {expression}")
+        time.sleep(0.05)
 
 
 def shot(page: Any, name: str, full: bool = True) -> Path:
@@ -115,7 +128,7 @@ def test_list_incident_acknowledge_and_search(page: Any, storm_server: tuple[str
     page.wait_for_selector(f"body[data-incident='{first_id}']")
     inc = pipe.incidents.incidents[first_id]
     n = len(inc.metrics)
-    page.wait_for_function(f"document.querySelectorAll('#members .member[data-metric] canvas').length >= {n}")
+    wait_until(page, f"document.querySelectorAll('#members .member[data-metric] canvas').length >= {n}")
     assert page.locator("#members .member[data-metric]").count() == n
     assert page.locator("#members .member[data-metric] .chart canvas").count() == n  # a chart per member
     assert page.locator("svg.graph circle").count() == n  # the evidence graph: one node per member metric
@@ -134,11 +147,11 @@ def test_list_incident_acknowledge_and_search(page: Any, storm_server: tuple[str
 
     # filters: status acknowledged shows just that one; a label matcher narrows the list
     page.select_option("select[name=status]", "acknowledged")
-    page.wait_for_function("document.body.dataset.listRows === '1'")
+    wait_until(page, "document.body.dataset.listRows === '1'")
     page.select_option("select[name=status]", "open")
     page.fill("input[name=match]", 'service="search"')
     page.click("#filters button[type=submit]")
-    page.wait_for_function(f"Number(document.body.dataset.listRows) < {len(rows)}")
+    wait_until(page, f"Number(document.body.dataset.listRows) < {len(rows)}")
     shown = page.eval_on_selector_all("#incidents tr.row", "rs => rs.map(r => r.dataset.id)")
     want = [i.id for i in held if any('service="search"' in m for m in i.metrics)]
     assert shown == want
@@ -197,16 +210,16 @@ def test_page_speed_with_1000_incidents_and_a_200_member_incident(page: Any, tmp
     with storm_helpers.serving(app) as base:
         t = time.perf_counter()
         page.goto(base + "/")
-        page.wait_for_function("document.body.dataset.listRows === '1000'", timeout=WAIT_MS)
+        wait_until(page, "document.body.dataset.listRows === '1000'")
         list_s = time.perf_counter() - t
         list_ms = page.evaluate("window.stormeyeTimings.listRenderMs")
         shot(page, "5-list-1000", full=False)
         t = time.perf_counter()
         page.goto(base + f"/#/incident/{wide}")
-        page.wait_for_function(
+        wait_until(
+            page,
             "document.querySelectorAll('#members .member[data-metric] canvas').length >= 200 && "
             "document.querySelectorAll('svg.graph circle').length >= 200",
-            timeout=WAIT_MS,
         )
         inc_s = time.perf_counter() - t
         inc_ms = page.evaluate("window.stormeyeTimings.incidentRenderMs")

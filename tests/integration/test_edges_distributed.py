@@ -69,3 +69,27 @@ def test_remote_write_and_alerts_reach_the_workers(deployment) -> None:  # type:
     services_of = sorted(sorted({m["metric"].split('service="')[1].split('"')[0] for m in i["members"]}) for i in got)
     assert services_of == [["checkout"], ["search"]], got
     assert int(rt.r.llen(rt.k("alerts", "inbox"))) == 0
+
+
+def test_a_nul_alert_is_refused_and_correlate_keeps_running(deployment) -> None:  # type: ignore[no-untyped-def]
+    """Issue 31.2: an alert whose label held NUL was queued (200), then every correlate failed on
+    PostgreSQL ("text fields cannot contain NUL"). The edge refuses it now; the next alert is grouped."""
+    rt = deployment.runtime
+    step = 60
+    last = (int(time.time()) // step - 1) * step
+    names = [f'http_requests{{service="checkout",instance="{i}"}}' for i in range(3)]
+    hist_t = last - step * np.arange(30, 0, -1, dtype=np.float64)
+    rt.load_history(names, hist_t, 10 + np.random.default_rng(0).normal(size=(len(names), len(hist_t))))
+    deployment.start_worker(concurrency=1)
+    with TestClient(create_app(deployment.settings)) as client:
+        bad = {"labels": {"alertname": "Down", "service": "a\u0000b"}, "startsAt": _iso(last - 3 * step)}
+        r = client.post("/api/v1/alerts", json=[bad])
+        assert r.status_code == 400 and "alerts[0]" in r.json()["detail"] and "labels.service" in r.json()["detail"]
+        r = client.post("/api/v1/alerts/alertmanager", json={"version": "4", "alerts": [bad]})
+        assert r.status_code == 400, r.text
+        assert int(rt.r.llen(rt.k("alerts", "inbox"))) == 0  # nothing reached Redis
+        good = {"labels": {"alertname": "Down", "service": "checkout"}, "startsAt": _iso(last - 3 * step)}
+        r = client.post("/api/v1/alerts/alertmanager", json={"version": "4", "alerts": [good]})
+        assert r.status_code == 200 and r.json()["queued"] == 1, r.text
+        deployment.tick_until(last, timeout=60)  # correlate ran: before, it failed on every tick from here
+    assert int(rt.r.llen(rt.k("alerts", "inbox"))) == 0  # the good alert was taken in

@@ -17,9 +17,15 @@ STALE = float(np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0])
 values = st.one_of(
     st.just(0.0), st.just(STALE), st.just(math.nan), st.floats(allow_nan=False, width=64), st.integers(-5, 5)
 )
+# label values hold no C0 control character but tab: a request with one is refused as a whole (issue 31)
+label_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters=[chr(c) for c in range(32) if c != 9]),
+    min_size=1,
+    max_size=5,
+)
 series_st = st.lists(
     st.tuples(
-        st.dictionaries(st.sampled_from(["job", "instance", "le", "x"]), st.text(min_size=1, max_size=5), max_size=3),
+        st.dictionaries(st.sampled_from(["job", "instance", "le", "x"]), label_text, max_size=3),
         st.lists(st.tuples(st.integers(0, 2**45), values), max_size=3),
     ),
     max_size=8,
