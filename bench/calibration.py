@@ -20,7 +20,7 @@ causal, on its timestamps' step grid, as the issue measured it):
 - **nezha**: Nezha-OB (``../shared/data/nezha-ob``), 60 s; normal: the points of a service's
   metrics before each fault, outside ``[inject - 2 min, inject + 10 min]`` of every fault;
   the events are the faults (peak over the faulted service's metrics within 10 min);
-- **sim**: the simulator (:func:`stormeye.workers.simulator.simulate_storm`, seed 0, three
+- **sim**: the simulator (:func:`stormeye.sim.simulator.simulate_storm`, seed 0, three
   days of history so the seasonal members run); normal: the metrics no incident touched;
   events: each incident member's peak within its span.
 
@@ -190,7 +190,7 @@ def nezha_set(out: Path) -> dict[str, np.ndarray]:
 
 
 def sim_set(quick: bool) -> dict[str, np.ndarray]:
-    from stormeye.workers.simulator import simulate_storm
+    from stormeye.sim.simulator import simulate_storm
 
     storm = simulate_storm(seed=0, n_metrics=60 if quick else 200, history_steps=3 * 1440)
     touched = {m for inc in storm.incidents for m in inc.members}
