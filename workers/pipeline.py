@@ -458,7 +458,13 @@ class Pipeline:
         return read
 
     def tick(self, until: float | None = None) -> list[TickResult]:
-        """Score every step not yet scored up to the step of ``until`` (default: the newest complete step)."""
+        """Score every step not yet scored up to the step of ``until`` (default: the newest complete step).
+
+        Live (no ``until``), alerts that arrived since the last tick are grouped at once, at the
+        step in progress, without waiting for it to complete: an alert is already confirmed by its
+        sender, so its incident opens in the first tick after it arrives (the step is scored
+        again, metrics and alerts, when it completes)."""
+        live = until is None
         if until is None:
             until = due_slot(self.clock(), self.step, self.settings.grace_s) * self.step
         top = math.floor(until / self.step)
@@ -472,13 +478,18 @@ class Pipeline:
         for slot in range(self.last_scored + 1, top + 1):
             results.append(self.score_step(slot * self.step))
             self.last_scored = slot
+        if live and self.alerts.fresh():
+            at = (top + 1) * self.step  # the step in progress
+            results.append(self.group(at, self.alerts.changed(at), 0, 0, 0))
         return results
 
     def score_step(self, at: float) -> TickResult:
         n = len(self.registry)
         alerts = self.alerts.changed(at)
         if n == 0:
-            return self.group(at, alerts, 0, 0, 0) if alerts else TickResult(at, 0)
+            # alerts only (no series yet): open incidents still get their tick, to resolve
+            busy = alerts or self.incidents.open_incidents()
+            return self.group(at, alerts, 0, 0, 0) if busy else TickResult(at, 0)
         detected = detect(self.detector, self.store, np.arange(n), at, self.seasons)
         membership = self.membership() if self.collective is not None else None
         symptoms = self.incidents.symptom_candidates if self.settings.symptoms else None
