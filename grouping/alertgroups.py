@@ -155,7 +155,9 @@ def service_title(
 
 
 class InstanceBook:
-    """The instances seen of each service (from metric names): the ``of N`` of a service's title."""
+    """The instances of each service seen in anomalies and alerts: the ``of N`` of a service's title
+    (kept with the tracker's state; all registered series would make that state as large as the
+    metric registry)."""
 
     def __init__(self) -> None:
         self.seen: dict[str, set[str]] = {}

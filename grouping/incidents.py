@@ -275,7 +275,7 @@ class IncidentTracker:
         self.last_edges: Edges | None = None  # the newest tick's graph, for explanations
         #: metric pairs a person split apart: never linked or put in one incident again (grouping.feedback)
         self.apart: set[Pair] = set()
-        #: the instances seen of each service: the "of N instances" of a service incident (grouping.alertgroups)
+        #: the instances of each service seen anomalous or alerting: the "of N instances" of a service incident
         self.instances = alertgroups.InstanceBook()
 
     # -- queries -------------------------------------------------------------------------
@@ -338,11 +338,7 @@ class IncidentTracker:
             self._props[m] = dict(kv[c] for c in cols[ptr[k] : ptr[k + 1]])
 
     def learn_names(self, metrics: Sequence[str]) -> int:
-        """Read service dependencies from service-graph metrics among ``metrics`` (registered names),
-        and note the instances of each service they name."""
-        for m in metrics:
-            if any(f'{k}="' in m for k in MACHINE_KEYS):
-                self.instances.note(parse(m))
+        """Read service dependencies from service-graph metrics among ``metrics`` (registered names)."""
         return self.topology.learn_names(self.props(m) for m in metrics if Topology.may_name_edge(m))
 
     def _services(self, metrics: Sequence[str]) -> tuple[np.ndarray, list[tuple[str, str | None]]] | None:
