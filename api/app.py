@@ -29,7 +29,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from stormeye.api import auth, ingest_routes, selfmetrics
+from stormeye.api import alertmanager_api, auth, ingest_routes, selfmetrics
 from stormeye.api.actions import router as actions_router
 from stormeye.api.graphite_listener import GraphiteListener
 from stormeye.api.lookup import incident_or_404
@@ -173,6 +173,7 @@ def create_app(
     app.state.selfmetrics = selfmetrics.SelfMetrics(service)
     auth.install(app, settings, on_reject=app.state.selfmetrics.reject)  # tokens, request.state.actor, size limit
     ingest_routes.install(app)  # remote write, Alertmanager and generic alerts
+    alertmanager_api.install(app)  # Alertmanager API v2 (Prometheus, Grafana) and Grafana's webhook
     app.include_router(selfmetrics.router)  # /metrics, /readyz
     app.include_router(actions_router)
     app.include_router(page_router)

@@ -67,7 +67,7 @@ class SelfMetrics:
             self.rejected.labels(reason)
         for source in ("json", "remote_write", "graphite"):
             self.points.labels(source)
-        for source in ("alertmanager", "generic"):
+        for source in ("alertmanager", "generic", "prometheus", "grafana"):
             self.alerts.labels(source)
             self.repeats.labels(source)
         self.registry.register(_StateCollector(service))

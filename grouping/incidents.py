@@ -64,8 +64,9 @@ import numpy as np
 
 from stormeye.core.errors import Conflict
 from stormeye.core.labels import ENTITY_KEYS, MACHINE_KEYS
+from stormeye.grouping import alertgroups
 from stormeye.grouping.correlation import shape_similarity_pairs
-from stormeye.grouping.feedback import Pair, allowed_targets, drop_apart, separate_apart
+from stormeye.grouping.feedback import Pair, allowed_targets, drop_apart, pair, separate_apart
 from stormeye.grouping.graph import (
     Edges,
     GroupingConfig,
@@ -274,6 +275,8 @@ class IncidentTracker:
         self.last_edges: Edges | None = None  # the newest tick's graph, for explanations
         #: metric pairs a person split apart: never linked or put in one incident again (grouping.feedback)
         self.apart: set[Pair] = set()
+        #: the instances of each service seen anomalous or alerting: the "of N instances" of a service incident
+        self.instances = alertgroups.InstanceBook()
 
     # -- queries -------------------------------------------------------------------------
 
@@ -409,6 +412,9 @@ class IncidentTracker:
             # waiting anomalies restored from a saved state may predate the index
             self.index.add(sorted({a.metric for a in new + waiting if a.metric not in self.index}))
             self._learn_props([a.metric for a in new])
+            for a in new:
+                alertgroups.note_severity(a, self.props(a.metric))
+                self.instances.note(self.props(a.metric))
             if new and self.topology.cooccur_min > 0:
                 onsets = [Topology.entity_of(self.props(a.metric)) for a in new]
                 self.topology.observe([s for s in onsets if s])
@@ -576,12 +582,24 @@ class IncidentTracker:
         comps = components(n_new, inner, self.config, explained)
         if self.apart:
             comps = separate_apart(comps, inner, [a.metric for a in new], self.apart)
+        is_alert = [alertgroups.is_alert(a) for a in new] + [alertgroups.is_alert(m) for m in old]
+        links = alertgroups.service_links(
+            [nd.metric for nd in nodes], [nd.start for nd in nodes], self.props, n_new, is_alert
+        )
+        if self.apart:
+            links = [(i, j) for i, j in links if pair(nodes[i].metric, nodes[j].metric) not in self.apart]
+        comps = alertgroups.join_components(comps, [(i, j) for i, j in links if j < n_new])
         for k, comp in enumerate(comps):
             comp_of[comp] = k
         old_nodes_of: dict[str, list[int]] = {}
         for j in range(n_new, len(nodes)):
             old_nodes_of.setdefault(str(nodes[j].incident), []).append(j)
         targets = self._targets(cross, comp_of, incident_of_node, edges.hotness, old_nodes_of, comps)
+        for i, j in links:  # one service's instances failing together join its open incident
+            if j >= n_new:
+                got = targets.setdefault(int(comp_of[i]), [])
+                if nodes[j].incident not in got:
+                    got.append(str(nodes[j].incident))
         if self.apart:
             incs = self.incidents
             targets = allowed_targets(
@@ -640,7 +658,8 @@ class IncidentTracker:
         )
         for i, peer, ev in zip(placed, peers.tolist(), edges.evidence_many(k_edges)):
             key = (new[i].metric, new[i].start)
-            self.incidents[self._of[key]].members[key].evidence = {"to": nodes[peer].metric, **ev}
+            mem = self.incidents[self._of[key]].members[key]
+            mem.evidence = {**({"alert": True} if mem.evidence.get("alert") else {}), "to": nodes[peer].metric, **ev}
         return changes
 
     def _cascade(self, services: np.ndarray, names: list[str]) -> bool:
@@ -683,7 +702,7 @@ class IncidentTracker:
             return growing
         if self._opens(anomalies, each) is not None:
             return []
-        if (self.samples(anomalies) < self.config.confirm_points).any():
+        if not self.confirmed(anomalies).all():
             return None  # too young to tell: it waits a tick for its evidence to be confirmed
         return targets  # confirmed and too weak to be a problem of its own: a late symptom of the old one
 
@@ -759,6 +778,7 @@ class IncidentTracker:
     @staticmethod
     def _member(a: AnomalyLike, now: float) -> Member:
         return Member(
+            evidence={"alert": True} if alertgroups.is_alert(a) else {},
             symptom=bool(getattr(a, "symptom", False)),
             metric=a.metric,
             start=a.start,
@@ -775,6 +795,12 @@ class IncidentTracker:
         lasted = np.fromiter((a.end - a.start for a in anomalies), np.float64, len(anomalies))
         return np.floor(lasted / self.step + 1e-6).astype(np.int64) + 1
 
+    def confirmed(self, anomalies: Sequence[AnomalyLike]) -> np.ndarray:
+        """Which anomalies count fully: seen on ``confirm_points`` samples, or alerts (their sender
+        already waited for them: :func:`grouping.alertgroups.is_alert`)."""
+        seen = self.samples(anomalies) >= self.config.confirm_points
+        return seen | np.fromiter((alertgroups.is_alert(a) for a in anomalies), bool, len(anomalies))
+
     def weight(self, metric: str) -> float:
         """The metric's priority weight (the rules of :class:`PriorityModel`), remembered."""
         w = self._weights.get(metric)
@@ -789,7 +815,7 @@ class IncidentTracker:
         n = len(anomalies)
         peak = np.fromiter((a.peak_score for a in anomalies), np.float64, n)
         weight = np.fromiter((self.weight(a.metric) for a in anomalies), np.float64, n)
-        confirmed = self.samples(anomalies) >= cfg.confirm_points
+        confirmed = self.confirmed(anomalies)
         return peak * weight * np.where(confirmed, 1.0, cfg.unconfirmed_weight)
 
     def evidence(self, anomalies: Sequence[AnomalyLike], each: np.ndarray | None = None) -> float:
@@ -994,6 +1020,13 @@ class IncidentTracker:
             inc.root = root_metric([m for m in own if props[m.metric].get(key) == svc] or own, importance)
             inc.root_entity = f"{key}={svc}"
         inc.title = title(own, props, inc.root, inc.root_entity)
+        alerting = any(alertgroups.is_alert(m) for m in own)
+        service = alertgroups.service_scope(own, props) if cascade_root is None and alerting else None
+        if service is not None:  # one service failing on several of its instances
+            key, svc, instances = service
+            inc.root_entity = f"{key}={svc}"
+            known = self.instances.count(key, svc)
+            inc.title = alertgroups.service_title(own, props, svc, instances, known)
         inc.root_service = root_service(
             props[inc.root] if inc.root else None, shared_scope(metrics, props), inc.root_entity
         )
@@ -1134,6 +1167,7 @@ class IncidentTracker:
             "last_of_metric": dict(self._last_of_metric),
             "pending": [asdict(m) for m in self.pending()],
             "topology": self.topology.to_state(),
+            "instances": self.instances.to_state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -1151,3 +1185,4 @@ class IncidentTracker:
             self._pending[mem.key] = mem
         if "topology" in state:
             self.topology.load_state(state["topology"])
+        self.instances.load_state(state.get("instances", {}))

@@ -15,19 +15,25 @@ An incident's score is the product of five parts, all stored so a person can see
 - ``duration``: 1 + log1p(minutes from first start to last activity) / 4.
 
 Levels: P1 >= 40, P2 >= 15, P3 >= 6, P4 >= 2.5, else P5.
+
+An alert's ``severity`` label multiplies its weight (:data:`SEVERITY_FACTOR`: ``page`` and
+``critical`` x3, ``error`` x2, ``warning`` x0.5, ``info`` x0.25).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from stormeye.core.errors import BadInput
 from stormeye.core.labels import Matcher, MatcherError, matchers_from_map, matches_all
 
 LEVELS: tuple[tuple[float, int], ...] = ((40.0, 1), (15.0, 2), (6.0, 3), (2.5, 4))
+#: an alert's ``severity`` label multiplies its metric's weight (the rule's, or the default): one
+#: ``page`` or ``critical`` alert is enough to open an incident, ``warning`` alerts need company
+SEVERITY_FACTOR = {"page": 3.0, "critical": 3.0, "error": 2.0, "high": 2.0, "warning": 0.5, "info": 0.25, "none": 0.25}
 DIRECTIONS = ("up", "down", "both")
 
 
@@ -145,7 +151,7 @@ class PriorityModel:
         self.default_weight = default_weight
         self._cache: dict[str, MetricImportance] = {}
         # the rules read a few labels only: metrics that agree on them share their importance
-        self._keys = tuple(sorted({k for rule in self.rules for k in rule.match}))
+        self._keys = tuple(sorted({"severity"} | {k for rule in self.rules for k in rule.match}))
         self._by_labels: dict[tuple[str | None, ...], MetricImportance] = {}
 
     @classmethod
@@ -163,6 +169,11 @@ class PriorityModel:
                     if rule.matches(props):
                         got = MetricImportance(float(rule.weight), rule.kpi, rule.bad, rule.name)
                         break
+                factor = SEVERITY_FACTOR.get(str(props.get("severity", "")).lower())
+                if factor is not None:
+                    got = replace(
+                        got, weight=got.weight * factor, rule=f"{got.rule} severity={props['severity']}".strip()
+                    )
                 self._by_labels[labels] = got
             self._cache[metric] = got
         return got

@@ -9,7 +9,8 @@ resolved`` ends it. Its score is 1: the sender's rule already decided it is anom
 Repeats of one alert (Alertmanager resends every ``repeat_interval``, and one outage arrives
 in many of its groups) are one anomaly: alerts are identified by a fingerprint of their labels
 (``STORMEYE_ALERT_FINGERPRINT_IGNORE`` leaves labels such as ``replica`` out) and counted.
-A fingerprint whose alert resolved and fires again with a later start is a new anomaly.
+An alert that resolved and fires again within ``FLAP_S`` (15 minutes) flaps: it stays one
+anomaly, open again (its ``flaps`` counted); one firing again later is a new anomaly.
 
 :class:`AlertBook` holds them between ticks; each tick takes :meth:`AlertBook.changed` — the
 alerts that arrived, still fire (their end moves to the tick) or resolved since the last tick —
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 #: the zero time Go (and so Alertmanager) writes for "no end yet": year 1
 _GO_ZERO = "0001-"
 ALERT_SCORE = 1.0
+#: an alert that fires again at most this long after it resolved flaps: it stays one anomaly
+FLAP_S = 900.0
 MAX_ALERTS_PER_REQUEST = 10_000
 
 
@@ -159,10 +162,28 @@ def read_alertmanager(body: Any) -> tuple[list[Alert], list[tuple[str, str]]]:
     if not isinstance(body, Mapping):
         raise AlertError("the body must be Alertmanager's webhook JSON object (version 4)")
     version = body.get("version")
+    if version == "1" and "orgId" in body:
+        return read_grafana(body)  # Grafana's webhook contact point, pointed at this path
     if version != "4":
         raise AlertError(
             f'webhook payload version {version!r} is not supported: stormeye reads Alertmanager\'s version "4"'
+            ' (and Grafana\'s webhook contact point, version "1", on /api/v1/alerts/grafana)'
         )
+    return _read_webhook(body, "alertmanager")
+
+
+def read_grafana(body: Any) -> tuple[list[Alert], list[tuple[str, str]]]:
+    """Alerts of Grafana alerting's webhook contact point body (``version: "1"``: Alertmanager's
+    webhook fields plus ``orgId``, ``title``, ``state``, ``message`` and per alert ``values``,
+    ``dashboardURL``, ...); bad alerts as (where, what to fix)."""
+    if not isinstance(body, Mapping):
+        raise AlertError("the body must be Grafana's webhook contact point JSON object")
+    if str(body.get("version", "1")) != "1":
+        raise AlertError(f'Grafana webhook version {body.get("version")!r} is not supported: stormeye reads "1"')
+    return _read_webhook(body, "grafana")
+
+
+def _read_webhook(body: Mapping[str, Any], source: str) -> tuple[list[Alert], list[tuple[str, str]]]:
     alerts = body.get("alerts")
     if not isinstance(alerts, list):
         raise AlertError("the webhook body has no 'alerts' list")
@@ -179,7 +200,37 @@ def read_alertmanager(body: Any) -> tuple[list[Alert], list[tuple[str, str]]]:
             labels = {**common, **_labels(a.get("labels"), "labels")}
             starts = parse_time(a.get("startsAt"), "startsAt")
             ends = parse_time(a.get("endsAt"), "endsAt")
-            out.append(_alert(labels, starts, ends, a.get("status"), a.get("annotations"), "alertmanager"))
+            out.append(_alert(labels, starts, ends, a.get("status"), a.get("annotations"), source))
+            out[-1].where = where
+        except AlertError as exc:
+            bad.append((where, str(exc)))
+    return out, bad
+
+
+def read_postable(body: Any, now: float) -> tuple[list[Alert], list[tuple[str, str]]]:
+    """Alerts of Alertmanager's API v2 ``POST /api/v2/alerts`` (what Prometheus and Grafana push to
+    an Alertmanager): a JSON list of postableAlerts ``{labels, annotations, startsAt, endsAt,
+    generatorURL}``. There is no status: an alert whose ``endsAt`` has passed is resolved, one
+    whose ``endsAt`` lies ahead still fires (Prometheus sets it a few resends ahead and sends the
+    alert again before then); a missing ``startsAt`` is now, as Alertmanager takes it."""
+    if not isinstance(body, list):
+        raise AlertError("send a JSON list of alerts (Alertmanager API v2 postableAlerts), as Prometheus does")
+    if len(body) > MAX_ALERTS_PER_REQUEST:
+        raise AlertError(f"{len(body)} alerts in one request; send at most {MAX_ALERTS_PER_REQUEST}")
+    out: list[Alert] = []
+    bad: list[tuple[str, str]] = []
+    for i, a in enumerate(body):
+        where = f"alerts[{i}]"
+        try:
+            if not isinstance(a, Mapping):
+                raise AlertError(f"an alert must be an object, got {type(a).__name__}")
+            labels = _labels(a.get("labels"), "labels")
+            starts = parse_time(a.get("startsAt"), "startsAt")
+            ends = parse_time(a.get("endsAt"), "endsAt")
+            starts = min(now, ends) if starts is None and ends is not None else (now if starts is None else starts)
+            resolved = ends is not None and ends <= now
+            status = "resolved" if resolved else "firing"
+            out.append(_alert(labels, starts, ends if resolved else None, status, a.get("annotations"), "prometheus"))
             out[-1].where = where
         except UnsafeAlert as exc:
             raise UnsafeAlert(f"{where}: {exc}") from None
@@ -297,7 +348,15 @@ class AlertBook:
                 end = start
             e = self._entries.get(fp)
             if e is not None and e.resolved and start > (e.ends_at or e.anomaly.end):
-                e = None  # the alert fired again after it resolved: a new episode
+                if start - (e.ends_at or e.anomaly.end) <= FLAP_S:  # it flaps: the same anomaly fires again
+                    e.count += 1
+                    e.anomaly.evidence["count"] = e.count
+                    e.anomaly.evidence["flaps"] = int(e.anomaly.evidence.get("flaps", 0)) + 1
+                    e.resolved, e.ends_at, e.emitted_closed, e.dirty = al.resolved, end, False, True
+                    got.repeats += 1
+                    got.resolved += int(al.resolved)
+                    continue
+                e = None  # the alert fired again long after it resolved: a new episode
             if e is None:
                 a = Anomaly(
                     metric=al.metric(self.ignore),
@@ -343,6 +402,10 @@ class AlertBook:
             e.dirty = False
             out.append(a)
         return out
+
+    def fresh(self) -> bool:
+        """Whether alerts arrived or resolved since the last :meth:`changed`."""
+        return any(e.dirty for e in self._entries.values())
 
     def newest(self) -> float | None:
         """The latest start among the alerts held (lets a pipeline with no points yet start ticking)."""

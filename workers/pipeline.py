@@ -473,7 +473,13 @@ class Pipeline:
         ``max_steps`` bounds a catch-up (the live tick): when more steps are due, the older ones are
         left unscored (their points stay as history) and counted in ``skipped_steps``. ``chunk``: score
         at most that many steps in this call (the rest at the next).
+
+        Live (no ``until``), alerts that arrived since the last tick are grouped at once, at the
+        step in progress, without waiting for it to complete: an alert is already confirmed by its
+        sender, so its incident opens in the first tick after it arrives (the step is scored
+        again, metrics and alerts, when it completes); a chunked catch-up does that once caught up.
         """
+        live = until is None
         if until is None:
             until = due_slot(self.clock(), self.step, self.settings.grace_s) * self.step
         top = math.floor(until / self.step)
@@ -487,6 +493,7 @@ class Pipeline:
             self.skipped_steps += top - max_steps - self.last_scored
             self.last_scored = top - max_steps
         self.flush()  # the writes a database error left, before anything more is scored
+        due = top
         if chunk is not None:
             top = min(top, self.last_scored + chunk)
         results = []
@@ -497,13 +504,18 @@ class Pipeline:
                 self.last_scored = slot
                 raise
             self.last_scored = slot
+        if live and top == due and self.alerts.fresh():
+            at = (top + 1) * self.step  # the step in progress
+            results.append(self.group(at, self.alerts.changed(at), 0, 0, 0))
         return results
 
     def score_step(self, at: float) -> TickResult:
         n = len(self.registry)
         alerts = self.alerts.changed(at)
         if n == 0:
-            return self.group(at, alerts, 0, 0, 0) if alerts else TickResult(at, 0)
+            # alerts only (no series yet): open incidents still get their tick, to resolve
+            busy = alerts or self.incidents.open_incidents()
+            return self.group(at, alerts, 0, 0, 0) if busy else TickResult(at, 0)
         detected = detect(self.detector, self.store, np.arange(n), at, self.seasons)
         membership = self.membership() if self.collective is not None else None
         symptoms = self.incidents.symptom_candidates if self.settings.symptoms else None

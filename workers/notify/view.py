@@ -60,8 +60,10 @@ class IncidentView:
 
 
 def _why(evidence: list[dict[str, Any]], shared: Mapping[str, str], n: int) -> str:
-    by_name = [float(e["name"]) for e in evidence if e and float(e.get("name", 0)) >= float(e.get("shape", 0))]
-    by_shape = [float(e["shape"]) for e in evidence if e and float(e.get("shape", 0)) > float(e.get("name", 0))]
+    # an edge's or a symptom's evidence (an alert member that opened its incident holds neither)
+    evidence = [e for e in evidence if e and ("name" in e or "shape" in e)]
+    by_name = [float(e.get("name", 0)) for e in evidence if float(e.get("name", 0)) >= float(e.get("shape", 0))]
+    by_shape = [float(e["shape"]) for e in evidence if float(e.get("shape", 0)) > float(e.get("name", 0))]
     parts = []
     if by_name:
         parts.append(f"{len(by_name)} joined by name similarity (median {statistics.median(by_name):.2f})")
