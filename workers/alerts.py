@@ -202,6 +202,8 @@ def _read_webhook(body: Mapping[str, Any], source: str) -> tuple[list[Alert], li
             ends = parse_time(a.get("endsAt"), "endsAt")
             out.append(_alert(labels, starts, ends, a.get("status"), a.get("annotations"), source))
             out[-1].where = where
+        except UnsafeAlert as exc:  # a control character refuses the whole request (400), as the other paths
+            raise UnsafeAlert(f"{where}: {exc}") from None
         except AlertError as exc:
             bad.append((where, str(exc)))
     return out, bad
