@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse
-from sqlalchemy import select
+from fastapi.responses import FileResponse, Response
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
+from stormeye.api import auth
 from stormeye.api.lookup import incident_or_404
 from stormeye.core.errors import NotFound
 from stormeye.core.labels import ENTITY_KEYS, NAME_KEY, Matcher, MatcherError, matches_all, parse, parse_matchers
@@ -58,6 +60,32 @@ def _source(request: Request) -> SeriesSource:
 @router.get("/", include_in_schema=False)
 def index() -> FileResponse:
     return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> Response:
+    """Browsers ask for it unasked: nothing (and never counted as an unauthorized request)."""
+    return Response(status_code=204, headers={"cache-control": "max-age=86400"})
+
+
+@router.get("/api/v1/page/auth")
+def page_auth(request: Request) -> dict[str, Any]:
+    """The page's login: whether the server wants a token and, when the request carries one, whether
+    it is valid and whose it is. Open (no data in the answer); a wrong token counts as unauthorized."""
+    service = _service(request)
+    tokens = [(t.encode(), n) for t, n in auth.parse_tokens(service.settings).items()]
+    if not tokens:
+        return {"auth_required": False, "valid": True, "actor": auth.LOCAL_ACTOR}
+    header = request.headers.get("authorization", "").encode()
+    if not header:
+        return {"auth_required": True, "valid": False, "actor": None}
+    actor, problem = auth.check_bearer(tokens, header)
+    if actor is None:
+        meters = getattr(request.app.state, "selfmetrics", None)
+        if meters is not None:
+            meters.reject("unauthorized")
+        raise HTTPException(401, problem)
+    return {"auth_required": True, "valid": True, "actor": actor}
 
 
 @router.get("/api/v1/page/incidents")
@@ -102,6 +130,7 @@ def page_incidents(
         rows = [r for r in rows if r.id in acks]
     rows = rows[:limit]
     return {
+        "empty": None if rows else _why_empty(service, status, acks_total=len(acks)),
         "incidents": [
             {
                 "id": r.id,
@@ -117,7 +146,47 @@ def page_incidents(
                 "root_entity": r.root_entity,
             }
             for r in rows
-        ]
+        ],
+    }
+
+
+#: where ``stormeye demo`` keeps its incidents unless told otherwise (api/cli.py: DEMO_DATABASE)
+DEMO_FILE = "stormeye-demo.db"
+
+
+def _why_empty(service: Service, status: str, acks_total: int) -> dict[str, Any]:
+    """Why the list is empty, for the page to say: what the database holds by status, which database
+    that is (without a password), and whether a demo's database lies beside it (``stormeye demo``
+    keeps its own)."""
+    with service.database.sessions() as s:
+        counts = {
+            st: int(n) for st, n in s.execute(select(m.Incident.status, func.count()).group_by(m.Incident.status))
+        }
+        acked = int(
+            s.scalar(
+                select(func.count(func.distinct(m.IncidentAction.incident_id)))
+                .join(m.Incident, m.Incident.id == m.IncidentAction.incident_id)
+                .where(m.IncidentAction.kind == "acknowledge", m.Incident.status == "open")
+            )
+            or 0
+        )
+    url = make_url(service.settings.database_url)
+    demo = None
+    if sum(counts.values()) == 0 and Path(DEMO_FILE).exists() and Path(url.database or "").name != DEMO_FILE:
+        demo = {
+            "file": str(Path(DEMO_FILE).resolve()),
+            "serve": f"STORMEYE_DATABASE_URL=sqlite:///{DEMO_FILE} stormeye serve",
+        }
+    return {
+        "status": status,
+        "counts": {
+            "open": counts.get("open", 0) - acked,
+            "acknowledged": acked,
+            **{k: v for k, v in counts.items() if k != "open"},
+        },
+        "total": sum(counts.values()),
+        "database": url.render_as_string(hide_password=True),
+        "demo": demo,
     }
 
 
