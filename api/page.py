@@ -12,7 +12,8 @@
 - ``GET /api/v1/metrics/search?q=``: metrics whose name holds ``q``;
 - ``GET /api/v1/metrics/series?metric=``: one metric's recent series;
 - ``GET /api/v1/metrics/similar?metric=``: the metrics most like it by name (IDF-weighted cosine of
-  the name index) and by shape (lagged correlation of the windows), ranked, with the similarity.
+  the name index) and by shape (lagged correlation of the windows' step-to-step changes; flat series
+  and constant-rate counters are left out, they have no shape), ranked, with the similarity.
 
 The series and the shape search read the window store: the embedded pipeline's, or in distributed
 mode the one in Redis (every endpoint works in both modes).
@@ -20,6 +21,7 @@ mode the one in Redis (every endpoint works in both modes).
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,9 +35,9 @@ from sqlalchemy.engine import make_url
 from stormeye.api import auth
 from stormeye.api.lookup import incident_or_404
 from stormeye.core.errors import NotFound
-from stormeye.core.labels import ENTITY_KEYS, NAME_KEY, Matcher, MatcherError, matches_all, parse, parse_matchers
+from stormeye.core.labels import NAME_KEY, Matcher, MatcherError, matches_all, parse, parse_matchers
 from stormeye.grouping.correlation import shape_similarity_pairs
-from stormeye.grouping.report import shared_scope
+from stormeye.grouping.report import link_kinds, shared_scope
 from stormeye.workers import models as m
 from stormeye.workers.actions import Actions
 from stormeye.workers.backend import SeriesSource
@@ -236,20 +238,6 @@ def _onset(member: dict[str, Any]) -> tuple[float, float, str]:
     return (member["start"], -member["peak_score"], member["metric"])
 
 
-def _kinds(ev: dict[str, Any], a: dict[str, str], b: dict[str, str], cfg: Any, step: float) -> list[str]:
-    """What linked two members: names, shape, time (onsets within the lag tolerance), topology."""
-    out = []
-    if ev.get("name", 0.0) >= cfg.min_name:
-        out.append("names")
-    if abs(ev.get("shape", 0.0)) >= cfg.min_shape:
-        out.append("shape")
-    if ev.get("onset_gap_s", 1e18) <= max(cfg.max_lag_steps * step, cfg.co_onset_s):
-        out.append("time")
-    if any(k in a and a.get(k) == b.get(k) for k in ENTITY_KEYS):
-        out.append("topology")
-    return out
-
-
 @router.get("/api/v1/incidents/{incident_id}/graph")
 def incident_graph(incident_id: str, request: Request) -> dict[str, Any]:
     """Why grouped: members as nodes (by onset), each one's recorded evidence as an edge."""
@@ -284,7 +272,7 @@ def incident_graph(incident_id: str, request: Request) -> dict[str, Any]:
             {
                 "source": first[x["metric"]],
                 "target": first[to],
-                "kinds": _kinds(ev, parse(x["metric"]), parse(to), cfg, step),
+                "kinds": link_kinds(ev, parse(x["metric"]), parse(to), cfg, step),
                 **{k: ev.get(k) for k in ("weight", "name", "shape", "lag_s", "onset_gap_s")},
             }
         )
@@ -351,22 +339,46 @@ def metric_similar(
         newest = pipe.store.newest()
         n = len(pipe.registry.names)
         by_shape: list[dict[str, Any]] = []
+        note = ""
         if newest is not None and n > 1:
             width = min(points, pipe.store.length)
-            windows = pipe.store.windows(np.arange(n), newest, width)
-            others = np.array([i for i in range(n) if i != row], dtype=np.int64)
-            corr, lag = shape_similarity_pairs(
-                windows, np.full(len(others), row), others, cfg.max_lag_steps, cfg.shape_kinds, absolute=True
-            )
-            order = np.argsort(-np.abs(corr), kind="stable")[:limit]
-            names = pipe.registry.names
-            by_shape = [
-                {
-                    "metric": names[int(others[k])],
-                    "similarity": round(float(corr[k]), 4),
-                    "lag_s": int(lag[k]) * pipe.step,
-                }
-                for k in order
-                if abs(corr[k]) > 0
-            ]
-    return {"metric": metric, "by_name": by_name, "by_shape": by_shape}
+            changes = _changes(pipe.store.windows(np.arange(n), newest, width))
+            moving = _moving(changes)
+            if not moving[row]:
+                note = "its recent series is flat or changes at a constant rate: nothing to compare its shape with"
+            others = np.array([i for i in range(n) if i != row and moving[i]], dtype=np.int64)
+            if moving[row] and len(others):
+                corr, lag = shape_similarity_pairs(
+                    changes, np.full(len(others), row), others, cfg.max_lag_steps, ("raw",), absolute=True
+                )
+                order = np.argsort(-np.abs(corr), kind="stable")[:limit]
+                names = pipe.registry.names
+                by_shape = [
+                    {
+                        "metric": names[int(others[k])],
+                        "similarity": round(float(corr[k]), 4),
+                        "lag_s": int(lag[k]) * pipe.step,
+                    }
+                    for k in order
+                    if abs(corr[k]) > 0
+                ]
+    return {"metric": metric, "by_name": by_name, "by_shape": by_shape, "by_shape_note": note}
+
+
+def _changes(windows: np.ndarray) -> np.ndarray:
+    """Step-to-step changes of each window (NaN where either point is missing). The shape search
+    correlates these, not the levels: two unrelated counters that both only grow correlate at r = 1.00
+    on their levels, and at about 0 on their changes; a shared jump or dip still lines up."""
+    return np.diff(np.asarray(windows, dtype=np.float64), axis=1)
+
+
+def _moving(changes: np.ndarray, min_changes: int = 8) -> np.ndarray:
+    """Rows whose changes vary: at least ``min_changes`` of them, and not all (nearly) equal — a flat
+    series or a counter growing at a constant rate has no shape to compare."""
+    finite = np.isfinite(changes)
+    enough = finite.sum(axis=1) >= min_changes
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows with no finite change: NaN, not moving
+        spread = np.nanstd(changes, axis=1)
+        scale = np.nanmean(np.abs(changes), axis=1)
+    return np.asarray(enough & (spread > 1e-9 * (1.0 + np.nan_to_num(scale))), dtype=bool)

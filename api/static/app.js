@@ -547,7 +547,7 @@ async function showMetric(metric) {
   <div class="card"><h2 class="mono">${esc(metric)}</h2><div id="metric-chart"></div></div>
   <div class="grid2">
     <div class="card"><h2>Most similar by name</h2><div class="meta">IDF-weighted cosine of the names' label pairs</div><div id="by-name">${rank(sim.by_name, "")}</div></div>
-    <div class="card"><h2>Most similar by shape</h2><div class="meta">lagged correlation of the recent series (r; negative: mirrored)</div><div id="by-shape">${rank(sim.by_shape, "shape")}</div></div>
+    <div class="card"><h2>Most similar by shape</h2><div class="meta">lagged correlation of the recent changes (r; negative: mirrored)</div><div id="by-shape">${sim.by_shape_note ? `<div class="meta">${esc(sim.by_shape_note)}</div>` : rank(sim.by_shape, "shape")}</div></div>
   </div>`;
   const xs = s.values.map((_, i) => s.start + i * s.step);
   const el = $("#metric-chart");
