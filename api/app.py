@@ -5,7 +5,9 @@
   are kept even when others are rejected; the answer lists every rejected one with its index
   and what to fix. 202 when at least one point was accepted, 422 when none was.
 - ``GET /api/v1/incidents``: incidents, open ones first, most urgent first (``status``: open,
-  acknowledged, unacknowledged, resolved or merged; ``limit``, ``offset``).
+  acknowledged, unacknowledged, resolved, merged or all (all but merged, the default); ``limit``,
+  ``offset``); each with ``acknowledged`` (who and when, or null) and ``state`` (``acknowledged``
+  for an open incident someone acknowledged, else its status).
 - ``GET /api/v1/incidents/{id}``: one incident with its members, evidence, history and a
   readable summary.
 - ``GET /healthz``: liveness and a few counters.
@@ -94,11 +96,19 @@ class Service:
             return self._accept_batch(batch, now, source)
         except Unavailable:
             for hook in self.intake_hooks:
-                hook(source, 0, {"invalid": batch.rejected, "unavailable": len(batch)})
+                hook(
+                    source,
+                    0,
+                    {
+                        "invalid": batch.rejected - batch.not_finite,
+                        "not_finite": batch.not_finite,
+                        "unavailable": len(batch),
+                    },
+                )
             raise
 
     def _accept_batch(self, batch: PointBatch, now: float, source: str) -> dict[str, Any]:
-        invalid = batch.rejected
+        invalid = batch.rejected  # unreadable points and (counted apart) values that are not finite
         names, ts, vals = batch.arrays()
         newest = self.backend.newest_point()
         length, step = self.settings.retention_points, self.settings.step_s
@@ -130,7 +140,15 @@ class Service:
                 batch.reject(batch.sources[where[i]], why)
         errors = [{"where": e.where, "error": e.message} for e in batch.errors]
         for hook in self.intake_hooks:
-            hook(source, accepted, {"invalid": invalid, "refused": batch.rejected - invalid})
+            hook(
+                source,
+                accepted,
+                {
+                    "invalid": invalid - batch.not_finite,
+                    "not_finite": batch.not_finite,
+                    "refused": batch.rejected - invalid,
+                },
+            )
         # the embedded pipeline keeps a point that arrived after its step was scored as history only: say so
         return {"accepted": accepted, "late": late, "merged": merged, "rejected": batch.rejected, "errors": errors}
 
@@ -203,7 +221,7 @@ def create_app(
 
     @app.get("/api/v1/incidents")
     def list_incidents(
-        status: str | None = Query(None, pattern="^(open|acknowledged|unacknowledged|resolved|merged)$"),
+        status: str | None = Query(None, pattern="^(open|acknowledged|unacknowledged|resolved|merged|all)$"),
         limit: int = Query(100, ge=1, le=1000),
         offset: int = Query(0, ge=0),
     ) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 - Tokens: ``STORMEYE_API_TOKEN`` (one bearer token, named ``api``) and/or
   ``STORMEYE_API_TOKENS="alice=tok1,bob=tok2"`` (named ones). When any is set, every request
-  but ``/healthz``, ``/readyz``, ``/metrics`` and the page's shell (``GET /``, ``/static/*``: no data
-  in them) needs ``Authorization: Bearer <token>``;
+  but ``/healthz``, ``/readyz``, ``/metrics`` and the page's shell (``GET /``, ``/static/*``,
+  ``/favicon.ico``, ``/api/v1/page/auth``: no data in them) needs ``Authorization: Bearer <token>``;
   without one the answer is 401 saying so. With no token configured everyone is ``local``.
 - ``request.state.actor`` is the name of the token that authenticated the request (``api``,
   ``alice``, …; ``local`` without auth; ``anonymous`` on the open paths): whoever records an
@@ -25,9 +25,9 @@ from stormeye.core.errors import StormeyeError
 from stormeye.workers.settings import Settings
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-#: the on-call page's shell and static files carry no data (its API calls need the token), so a
-#: browser can load it and be asked for the token
-PAGE_PATHS = frozenset({"/", "/index.html"})
+#: the on-call page's shell, its static files and the browser's icon carry no data (its API calls need
+#: the token), so a browser can load it and be asked for the token; they are never counted unauthorized
+PAGE_PATHS = frozenset({"/", "/index.html", "/favicon.ico", "/api/v1/page/auth"})
 LOCAL_ACTOR = "local"
 SINGLE_TOKEN_NAME = "api"
 
@@ -131,19 +131,7 @@ class AuthMiddleware:
             if k == b"authorization":
                 header = v
                 break
-        if not header:
-            return None, "this endpoint needs a token: send 'Authorization: Bearer <STORMEYE_API_TOKEN>'"
-        scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not token.strip():
-            return None, "send the token as 'Authorization: Bearer <token>'"
-        token = token.strip()
-        found = None
-        for known, name in self.tokens:  # compare with every token, in constant time each
-            if hmac.compare_digest(known, token):
-                found = name
-        if found is None:
-            return None, "the token is not valid: check STORMEYE_API_TOKEN / STORMEYE_API_TOKENS on the server"
-        return found, ""
+        return check_bearer(self.tokens, header)
 
     def _too_large(self, size: int) -> str:
         return f"the body ({size} bytes) is larger than STORMEYE_MAX_BODY_BYTES={self.max_body}: send smaller batches"
@@ -151,6 +139,26 @@ class AuthMiddleware:
     def _count(self, reason: str) -> None:
         if self.on_reject is not None:
             self.on_reject(reason)
+
+
+def check_bearer(tokens: list[tuple[bytes, str]], header: bytes) -> tuple[str | None, str]:
+    """The name of the token in an ``Authorization`` header (None and what is wrong when none is valid)."""
+    if not header:
+        return None, (
+            "this endpoint needs a token: send 'Authorization: Bearer <STORMEYE_API_TOKEN>' "
+            "(on the page: log in with the token)"
+        )
+    scheme, _, token = header.partition(b" ")
+    if scheme.lower() != b"bearer" or not token.strip():
+        return None, "send the token as 'Authorization: Bearer <token>'"
+    token = token.strip()
+    found = None
+    for known, name in tokens:  # compare with every token, in constant time each
+        if hmac.compare_digest(known, token):
+            found = name
+    if found is None:
+        return None, "the token is not valid: check STORMEYE_API_TOKEN / STORMEYE_API_TOKENS on the server"
+    return found, ""
 
 
 def _content_length(scope: Scope) -> int | None:

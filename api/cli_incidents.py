@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -183,34 +184,69 @@ def _when(t: float | None) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S") if t else ""
 
 
+def _console() -> Console:
+    """A console made at the command's call, so it reads the terminal's width (COLUMNS) then."""
+    return Console()
+
+
+def _state(i: dict[str, Any]) -> str:
+    """What the page shows: ``acknowledged`` for an open incident someone acknowledged, else the status."""
+    return str(i.get("state") or ("acknowledged" if i["status"] == "open" and i.get("acknowledged") else i["status"]))
+
+
 @app.command("list")
 def list_(
     status: str | None = typer.Option(
-        None, help="open, acknowledged, unacknowledged, resolved or merged (default: all but merged)"
+        None, help="open, acknowledged, unacknowledged, resolved, merged or all (default: all but merged, as all)"
     ),
     limit: int = typer.Option(50, help="at most this many, most urgent first"),
     url: str | None = URL,
     database: str | None = DATABASE,
     as_json: bool = JSON,
 ) -> None:
-    """Incidents, most urgent first."""
+    """Incidents, most urgent first (acknowledged ones say so). Titles are cut to the terminal's width."""
     if status is not None and status not in LIST_STATUSES:
         err.print(f"[red]--status {status!r}: use one of {', '.join(LIST_STATUSES)}[/red]")
         raise typer.Exit(2)
-    rows = _do(_backend(url, database, None).list, status, limit)
+    rows = _do(_backend(url, database, None).list, None if status == "all" else status, limit)
     rows.sort(key=lambda i: i["status"] != "open")  # open first, each part most urgent first
     if as_json:
         print(json.dumps({"incidents": rows}))
         return
-    t = Table(title=f"incidents ({len(rows)} shown)")
-    t.add_column("id", no_wrap=True)
-    for col in ("prio", "status", "size", "start (UTC)", "title", "root"):
-        t.add_column(col, overflow="fold")
-    for i in rows:
-        t.add_row(
-            i["id"], f"P{i['priority']}", i["status"], str(i["member_count"]), _when(i["start"]), i["title"], i["root"]
-        )
-    out.print(t)
+    con = _console()
+    table = [[i["id"], f"P{i['priority']}", _state(i), str(i["member_count"]), _when(i["start"])[:16]] for i in rows]
+    heads = ["id", "prio", "status", "size", "start (UTC)"]
+    fixed = [max([len(h)] + [len(r[k]) for r in table]) for k, h in enumerate(heads)]
+    # one line per incident: the title gets what the fixed columns leave (cut with …), the root
+    # metric a third of it where the terminal is wide enough
+    room = con.width - sum(fixed) - 2 * (len(fixed) + 1) - 4  # a space each side of a column, the box's edges
+    root_w = room // 3 if room >= 90 else 0
+    title_w = max(12, room - (root_w + 2 if root_w else 0))
+    t = Table(title=f"incidents ({len(rows)} shown)", box=box.SIMPLE_HEAD, pad_edge=False)
+    for h, w in zip(heads, fixed, strict=True):
+        t.add_column(h, no_wrap=True, width=w, justify="right" if h == "size" else "left")
+    t.add_column("title", no_wrap=True, overflow="ellipsis", width=title_w)
+    if root_w:
+        t.add_column("root", no_wrap=True, overflow="ellipsis", width=root_w)
+    for i, cells in zip(rows, table, strict=True):
+        t.add_row(*cells, i["title"], *([i["root"] or ""] if root_w else []))
+    con.print(t)
+
+
+def _detail(value: Any, most: int = 4) -> str:
+    """One timeline detail, whole: lists show their first few items and how many there are (as the page)."""
+    if isinstance(value, list):
+        shown = ", ".join(str(v) for v in value[:most])
+        return shown + (f" … ({len(value)})" if len(value) > most else "")
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _details(details: dict[str, Any]) -> str:
+    """A timeline entry's details, one ``key: value`` a line, never cut inside a value."""
+    skip = {"by", "manual"}
+    return "\n".join(f"{k}: {_detail(v)}" for k, v in details.items() if k not in skip and v not in ("", None))
 
 
 @app.command()
@@ -220,8 +256,11 @@ def show(incident: str, url: str | None = URL, database: str | None = DATABASE, 
     if as_json:
         print(json.dumps(inc))
         return
-    out.print(f"[bold][P{inc['priority']}] {inc['title']}[/bold]")
-    out.print(f"{inc['id']} · {inc['status']} · {len(inc['members'])} anomalies · root {inc.get('root')}")
+    con = _console()
+    con.print(f"[bold][P{inc['priority']}] {inc['title']}[/bold]")
+    ack = inc.get("acknowledged")
+    who = f" by {ack['by']} at {_when(ack['at'])} UTC" if ack else ""
+    con.print(f"{inc['id']} · {_state(inc)}{who} · {len(inc['members'])} anomalies · root {inc.get('root')}")
     t = Table(title="members, by onset")
     for col in ("onset (UTC)", "metric", "peak", "dir"):
         t.add_column(col, overflow="fold")
@@ -229,13 +268,13 @@ def show(incident: str, url: str | None = URL, database: str | None = DATABASE, 
         t.add_row(
             _when(mem["start"]), mem["metric"], f"{mem['peak_score']:.2f}", {1: "↑", -1: "↓"}.get(mem["direction"], "·")
         )
-    out.print(t)
+    con.print(t)
     tl = Table(title="timeline")
     for col in ("at (UTC)", "what", "who", "details"):
         tl.add_column(col, overflow="fold")
     for e in inc["timeline"]:
-        tl.add_row(_when(e["at"]), e["kind"], e.get("actor") or "stormeye", json.dumps(e["details"])[:200])
-    out.print(tl)
+        tl.add_row(_when(e["at"]), e["kind"], e.get("actor") or "stormeye", _details(e.get("details") or {}))
+    con.print(tl)
 
 
 def _report(res: dict[str, Any], as_json: bool, text: str) -> None:

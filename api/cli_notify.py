@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from stormeye.api.cli_incidents import URL, Refused, Remote, Unreachable
 from stormeye.core.times import EXAMPLE, BadTime, parse_time
 from stormeye.workers.notify.config import parse_duration
 
@@ -29,6 +30,24 @@ def _db(database: str | None) -> Any:
         err.print(f"[red]bad setting:[/red] {exc}")
         raise typer.Exit(2) from None
     return Database(settings.database_url)
+
+
+def _remote(url: str, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+    """A call to a running server (``--url``; the token in STORMEYE_API_TOKEN): exit 1 refused, 2 unreachable."""
+    try:
+        return Remote(url).call(method, path, body, query)
+    except Refused as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except Unreachable as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _one_place(url: str | None, database: str | None) -> None:
+    if url and database:
+        err.print("[red]give either --url (a server) or --database (the database directly), not both[/red]")
+        raise typer.Exit(2)
 
 
 def _when(text: str | None, default: float) -> float:
@@ -55,18 +74,28 @@ def add(
     author: str = typer.Option("", "--by", help="who"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     database: str | None = typer.Option(None, help="database URL (default: STORMEYE_DATABASE_URL)"),
+    url: str | None = URL,
 ) -> None:
     """Silence incidents matching every matcher."""
     from stormeye.workers.notify import silences as sil
 
+    _one_place(url, database)
     now = time.time()
     starts = _when(start, now)
     try:
         ends = _when(end, 0.0) if end else starts + parse_duration(duration)
-        s = sil.add(_db(database), matchers, starts, ends, author, comment, now)
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+    if url:
+        body = {"matchers": matchers, "starts_at": starts, "ends_at": ends, "created_by": author, "comment": comment}
+        s = _remote(url, "POST", "/api/v1/silences", body)
+    else:
+        try:
+            s = sil.add(_db(database), matchers, starts, ends, author, comment, now)
+        except ValueError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
     out.print_json(json.dumps(s)) if as_json else out.print(f"silence {s['id']} until {_fmt(s['ends_at'])}")
 
 
@@ -75,11 +104,16 @@ def list_(
     show_all: bool = typer.Option(False, "--all", help="with expired silences"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     database: str | None = typer.Option(None, help="database URL (default: STORMEYE_DATABASE_URL)"),
+    url: str | None = URL,
 ) -> None:
     """Silences in force or to come (``--all``: expired ones too)."""
     from stormeye.workers.notify import silences as sil
 
-    got = sil.list_silences(_db(database), time.time(), include_expired=show_all)
+    _one_place(url, database)
+    if url:
+        got = _remote(url, "GET", "/api/v1/silences", query={"all": str(show_all).lower()})["silences"]
+    else:
+        got = sil.list_silences(_db(database), time.time(), include_expired=show_all)
     if as_json:
         out.print_json(json.dumps({"silences": got}))
         return
@@ -96,10 +130,18 @@ def list_(
 def expire(
     silence_id: str = typer.Argument(..., help="the silence's id"),
     database: str | None = typer.Option(None, help="database URL (default: STORMEYE_DATABASE_URL)"),
+    url: str | None = URL,
 ) -> None:
     """End a silence now."""
     from stormeye.workers.notify import silences as sil
 
+    _one_place(url, database)
+    if url:
+        import urllib.parse
+
+        s = _remote(url, "DELETE", f"/api/v1/silences/{urllib.parse.quote(silence_id)}")
+        out.print(f"silence {s['id']} expired at {_fmt(s['ends_at'])}")
+        return
     try:
         s = sil.expire(_db(database), silence_id, time.time())
     except sil.SilenceError as exc:
@@ -112,15 +154,22 @@ def notifications(
     incident: str = typer.Argument(..., help="the incident's id"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     database: str | None = typer.Option(None, help="database URL (default: STORMEYE_DATABASE_URL)"),
+    url: str | None = URL,
 ) -> None:
     """Every notification about an incident, each attempt, and what suppresses it."""
     from stormeye.workers.notify.notifier import notifications as log
 
-    db = _db(database)
-    if db.get_incident(incident) is None:
-        err.print(f"[red]no incident {incident!r}[/red]")
-        raise typer.Exit(2)
-    got = log(db, incident)
+    _one_place(url, database)
+    if url:
+        import urllib.parse
+
+        got = _remote(url, "GET", f"/api/v1/incidents/{urllib.parse.quote(incident)}/notifications")
+    else:
+        db = _db(database)
+        if db.get_incident(incident) is None:
+            err.print(f"[red]no incident {incident!r}[/red]")
+            raise typer.Exit(2)
+        got = log(db, incident)
     if as_json:
         out.print_json(json.dumps(got))
         return

@@ -85,7 +85,7 @@ def parse_lines(reader: PointReader, lines: list[bytes], peer: str, first_line: 
             batch.reject(w, f"value {vals[i]!r} is not a number")
             continue
         if not np.isfinite(val):
-            batch.reject(w, f"value {vals[i]!r} is not finite: leave the line out when there is no value")
+            batch.reject(w, f"value {vals[i]!r} is not finite: leave the line out when there is no value", True)
             continue
         try:
             ts = parse_timestamp(tss[i])

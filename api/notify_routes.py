@@ -3,7 +3,8 @@
 - ``GET /api/v1/incidents/{id}/notifications``: what each receiver was told about the incident's
   thread, every attempt, and what suppresses it now (``suppressed_by``: silences, inhibiting incidents).
 - ``GET /api/v1/silences`` (``?all=true`` with expired ones), ``POST /api/v1/silences``
-  (``{"matchers": ["service=\\"checkout\\""], "ends_at": ..., or "duration_s": ..., "comment", "created_by"}``),
+  (``{"matchers": ["service=\\"checkout\\""], "ends_at": ..., or "duration_s": ..., "comment", "created_by"}``;
+  ``created_by`` defaults to the token's name),
   ``DELETE /api/v1/silences/{id}`` (expires it now).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from stormeye.api.lookup import incident_or_404
@@ -46,13 +47,14 @@ def notify_router(service: Service) -> APIRouter:
         return {"silences": silences.list_silences(service.database, time.time(), include_expired=all)}
 
     @router.post("/api/v1/silences", status_code=201)
-    def add_silence(body: SilenceIn) -> dict[str, Any]:
+    def add_silence(body: SilenceIn, request: Request) -> dict[str, Any]:
         now = time.time()
         start = body.starts_at if body.starts_at is not None else now
         if body.ends_at is None and body.duration_s is None:
             raise HTTPException(422, "give ends_at (UTC epoch seconds) or duration_s")
         end = body.ends_at if body.ends_at is not None else start + float(body.duration_s or 0)
-        return silences.add(service.database, body.matchers, start, end, body.created_by, body.comment, now)
+        by = body.created_by or getattr(request.state, "actor", "")  # the token's name when not given
+        return silences.add(service.database, body.matchers, start, end, by, body.comment, now)
 
     @router.delete("/api/v1/silences/{silence_id}")
     def expire_silence(silence_id: str) -> dict[str, Any]:

@@ -12,7 +12,8 @@
 - ``GET /api/v1/metrics/search?q=``: metrics whose name holds ``q``;
 - ``GET /api/v1/metrics/series?metric=``: one metric's recent series;
 - ``GET /api/v1/metrics/similar?metric=``: the metrics most like it by name (IDF-weighted cosine of
-  the name index) and by shape (lagged correlation of the windows), ranked, with the similarity.
+  the name index) and by shape (lagged correlation of the windows' step-to-step changes; flat series
+  and constant-rate counters are left out, they have no shape), ranked, with the similarity.
 
 The series and the shape search read the window store: the embedded pipeline's, or in distributed
 mode the one in Redis (every endpoint works in both modes).
@@ -20,20 +21,23 @@ mode the one in Redis (every endpoint works in both modes).
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse
-from sqlalchemy import select
+from fastapi.responses import FileResponse, Response
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
+from stormeye.api import auth
 from stormeye.api.lookup import incident_or_404
 from stormeye.core.errors import NotFound
-from stormeye.core.labels import ENTITY_KEYS, NAME_KEY, Matcher, MatcherError, matches_all, parse, parse_matchers
+from stormeye.core.labels import NAME_KEY, Matcher, MatcherError, matches_all, parse, parse_matchers
 from stormeye.grouping.correlation import shape_similarity_pairs
-from stormeye.grouping.report import shared_scope
+from stormeye.grouping.report import link_kinds, shared_scope
 from stormeye.workers import models as m
 from stormeye.workers.actions import Actions
 from stormeye.workers.backend import SeriesSource
@@ -58,6 +62,32 @@ def _source(request: Request) -> SeriesSource:
 @router.get("/", include_in_schema=False)
 def index() -> FileResponse:
     return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> Response:
+    """Browsers ask for it unasked: nothing (and never counted as an unauthorized request)."""
+    return Response(status_code=204, headers={"cache-control": "max-age=86400"})
+
+
+@router.get("/api/v1/page/auth")
+def page_auth(request: Request) -> dict[str, Any]:
+    """The page's login: whether the server wants a token and, when the request carries one, whether
+    it is valid and whose it is. Open (no data in the answer); a wrong token counts as unauthorized."""
+    service = _service(request)
+    tokens = [(t.encode(), n) for t, n in auth.parse_tokens(service.settings).items()]
+    if not tokens:
+        return {"auth_required": False, "valid": True, "actor": auth.LOCAL_ACTOR}
+    header = request.headers.get("authorization", "").encode()
+    if not header:
+        return {"auth_required": True, "valid": False, "actor": None}
+    actor, problem = auth.check_bearer(tokens, header)
+    if actor is None:
+        meters = getattr(request.app.state, "selfmetrics", None)
+        if meters is not None:
+            meters.reject("unauthorized")
+        raise HTTPException(401, problem)
+    return {"auth_required": True, "valid": True, "actor": actor}
 
 
 @router.get("/api/v1/page/incidents")
@@ -102,6 +132,7 @@ def page_incidents(
         rows = [r for r in rows if r.id in acks]
     rows = rows[:limit]
     return {
+        "empty": None if rows else _why_empty(service, status, acks_total=len(acks)),
         "incidents": [
             {
                 "id": r.id,
@@ -117,7 +148,47 @@ def page_incidents(
                 "root_entity": r.root_entity,
             }
             for r in rows
-        ]
+        ],
+    }
+
+
+#: where ``stormeye demo`` keeps its incidents unless told otherwise (api/cli.py: DEMO_DATABASE)
+DEMO_FILE = "stormeye-demo.db"
+
+
+def _why_empty(service: Service, status: str, acks_total: int) -> dict[str, Any]:
+    """Why the list is empty, for the page to say: what the database holds by status, which database
+    that is (without a password), and whether a demo's database lies beside it (``stormeye demo``
+    keeps its own)."""
+    with service.database.sessions() as s:
+        counts = {
+            st: int(n) for st, n in s.execute(select(m.Incident.status, func.count()).group_by(m.Incident.status))
+        }
+        acked = int(
+            s.scalar(
+                select(func.count(func.distinct(m.IncidentAction.incident_id)))
+                .join(m.Incident, m.Incident.id == m.IncidentAction.incident_id)
+                .where(m.IncidentAction.kind == "acknowledge", m.Incident.status == "open")
+            )
+            or 0
+        )
+    url = make_url(service.settings.database_url)
+    demo = None
+    if sum(counts.values()) == 0 and Path(DEMO_FILE).exists() and Path(url.database or "").name != DEMO_FILE:
+        demo = {
+            "file": str(Path(DEMO_FILE).resolve()),
+            "serve": f"STORMEYE_DATABASE_URL=sqlite:///{DEMO_FILE} stormeye serve",
+        }
+    return {
+        "status": status,
+        "counts": {
+            "open": counts.get("open", 0) - acked,
+            "acknowledged": acked,
+            **{k: v for k, v in counts.items() if k != "open"},
+        },
+        "total": sum(counts.values()),
+        "database": url.render_as_string(hide_password=True),
+        "demo": demo,
     }
 
 
@@ -167,20 +238,6 @@ def _onset(member: dict[str, Any]) -> tuple[float, float, str]:
     return (member["start"], -member["peak_score"], member["metric"])
 
 
-def _kinds(ev: dict[str, Any], a: dict[str, str], b: dict[str, str], cfg: Any, step: float) -> list[str]:
-    """What linked two members: names, shape, time (onsets within the lag tolerance), topology."""
-    out = []
-    if ev.get("name", 0.0) >= cfg.min_name:
-        out.append("names")
-    if abs(ev.get("shape", 0.0)) >= cfg.min_shape:
-        out.append("shape")
-    if ev.get("onset_gap_s", 1e18) <= max(cfg.max_lag_steps * step, cfg.co_onset_s):
-        out.append("time")
-    if any(k in a and a.get(k) == b.get(k) for k in ENTITY_KEYS):
-        out.append("topology")
-    return out
-
-
 @router.get("/api/v1/incidents/{incident_id}/graph")
 def incident_graph(incident_id: str, request: Request) -> dict[str, Any]:
     """Why grouped: members as nodes (by onset), each one's recorded evidence as an edge."""
@@ -215,7 +272,7 @@ def incident_graph(incident_id: str, request: Request) -> dict[str, Any]:
             {
                 "source": first[x["metric"]],
                 "target": first[to],
-                "kinds": _kinds(ev, parse(x["metric"]), parse(to), cfg, step),
+                "kinds": link_kinds(ev, parse(x["metric"]), parse(to), cfg, step),
                 **{k: ev.get(k) for k in ("weight", "name", "shape", "lag_s", "onset_gap_s")},
             }
         )
@@ -282,22 +339,46 @@ def metric_similar(
         newest = pipe.store.newest()
         n = len(pipe.registry.names)
         by_shape: list[dict[str, Any]] = []
+        note = ""
         if newest is not None and n > 1:
             width = min(points, pipe.store.length)
-            windows = pipe.store.windows(np.arange(n), newest, width)
-            others = np.array([i for i in range(n) if i != row], dtype=np.int64)
-            corr, lag = shape_similarity_pairs(
-                windows, np.full(len(others), row), others, cfg.max_lag_steps, cfg.shape_kinds, absolute=True
-            )
-            order = np.argsort(-np.abs(corr), kind="stable")[:limit]
-            names = pipe.registry.names
-            by_shape = [
-                {
-                    "metric": names[int(others[k])],
-                    "similarity": round(float(corr[k]), 4),
-                    "lag_s": int(lag[k]) * pipe.step,
-                }
-                for k in order
-                if abs(corr[k]) > 0
-            ]
-    return {"metric": metric, "by_name": by_name, "by_shape": by_shape}
+            changes = _changes(pipe.store.windows(np.arange(n), newest, width))
+            moving = _moving(changes)
+            if not moving[row]:
+                note = "its recent series is flat or changes at a constant rate: nothing to compare its shape with"
+            others = np.array([i for i in range(n) if i != row and moving[i]], dtype=np.int64)
+            if moving[row] and len(others):
+                corr, lag = shape_similarity_pairs(
+                    changes, np.full(len(others), row), others, cfg.max_lag_steps, ("raw",), absolute=True
+                )
+                order = np.argsort(-np.abs(corr), kind="stable")[:limit]
+                names = pipe.registry.names
+                by_shape = [
+                    {
+                        "metric": names[int(others[k])],
+                        "similarity": round(float(corr[k]), 4),
+                        "lag_s": int(lag[k]) * pipe.step,
+                    }
+                    for k in order
+                    if abs(corr[k]) > 0
+                ]
+    return {"metric": metric, "by_name": by_name, "by_shape": by_shape, "by_shape_note": note}
+
+
+def _changes(windows: np.ndarray) -> np.ndarray:
+    """Step-to-step changes of each window (NaN where either point is missing). The shape search
+    correlates these, not the levels: two unrelated counters that both only grow correlate at r = 1.00
+    on their levels, and at about 0 on their changes; a shared jump or dip still lines up."""
+    return np.diff(np.asarray(windows, dtype=np.float64), axis=1)
+
+
+def _moving(changes: np.ndarray, min_changes: int = 8) -> np.ndarray:
+    """Rows whose changes vary: at least ``min_changes`` of them, and not all (nearly) equal — a flat
+    series or a counter growing at a constant rate has no shape to compare."""
+    finite = np.isfinite(changes)
+    enough = finite.sum(axis=1) >= min_changes
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows with no finite change: NaN, not moving
+        spread = np.nanstd(changes, axis=1)
+        scale = np.nanmean(np.abs(changes), axis=1)
+    return np.asarray(enough & (spread > 1e-9 * (1.0 + np.nan_to_num(scale))), dtype=bool)

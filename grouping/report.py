@@ -150,3 +150,25 @@ def incident_report(incident: Mapping[str, Any], windows: Mapping[str, Mapping[s
         "members": members,
         "windows": {m["metric"]: windows[m["metric"]] for m in members if m["metric"] in windows},
     }
+
+
+#: what can link two members, in the order the page's legend and the notifications name them
+LINK_KINDS = ("names", "shape", "time", "topology")
+
+
+def link_kinds(ev: Mapping[str, Any], a: Mapping[str, str], b: Mapping[str, str], cfg: Any, step: float) -> list[str]:
+    """What linked two members by the evidence of the edge that brought one in: names (the name
+    similarity reached ``min_name``), shape (``|shape|`` reached ``min_shape``), time (onsets within
+    the lag tolerance) and topology (a shared host, service, ... label). The page's "why grouped"
+    and the notifications' "why" both say this."""
+    out = []
+    if float(ev.get("name", 0.0) or 0.0) >= cfg.min_name:
+        out.append("names")
+    if abs(float(ev.get("shape", 0.0) or 0.0)) >= cfg.min_shape:
+        out.append("shape")
+    gap = ev.get("onset_gap_s")
+    if gap is not None and float(gap) <= max(cfg.max_lag_steps * step, cfg.co_onset_s):
+        out.append("time")
+    if any(k in a and a.get(k) == b.get(k) for k in ENTITY_KEYS):
+        out.append("topology")
+    return out

@@ -37,7 +37,7 @@ from stormeye.grouping.names import NameIndex
 from stormeye.grouping.priority import MetricImportance, PriorityModel
 from stormeye.grouping.topology import Topology
 from stormeye.workers import models as m
-from stormeye.workers.db import Database
+from stormeye.workers.db import Database, acknowledgements
 from stormeye.workers.settings import Settings, get_settings
 
 #: how many metric pairs one merge or split records at most (200 x 200 members: 40,000)
@@ -303,16 +303,7 @@ def _action_dict(a: m.IncidentAction) -> dict[str, Any]:
 
 
 def _acks(s: Session, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for lo in range(0, len(ids), 900):
-        q = (
-            select(m.IncidentAction)
-            .where(m.IncidentAction.kind == "acknowledge", m.IncidentAction.incident_id.in_(ids[lo : lo + 900]))
-            .order_by(m.IncidentAction.id)
-        )
-        for a in s.scalars(q):
-            out.setdefault(str(a.incident_id), {"by": a.actor, "at": a.at, "note": a.details.get("note", "")})
-    return out
+    return acknowledgements(s, ids)
 
 
 def _member_metrics(s: Session, iid: str) -> set[str]:

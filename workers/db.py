@@ -273,7 +273,11 @@ class Database:
                 m.Incident.id,
             )
             q = q.limit(limit).offset(offset)
-            return [_incident_dict(i) for i in s.scalars(q)]
+            rows = [_incident_dict(i) for i in s.scalars(q)]
+            acks = acknowledgements(s, [r["id"] for r in rows])
+            for r in rows:
+                _with_ack(r, acks.get(r["id"]))
+            return rows
 
     def count_incidents(self, status: str | None = None) -> int:
         with self.sessions() as s:
@@ -284,7 +288,7 @@ class Database:
             inc = s.get(m.Incident, incident_id)
             if inc is None:
                 return None
-            out = _incident_dict(inc)
+            out = _with_ack(_incident_dict(inc), acknowledgements(s, [incident_id]).get(incident_id))
             rows = _member_rows(s, incident_id)
             out["members"] = [
                 {
@@ -404,12 +408,37 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-#: what ``status`` may ask of :meth:`Database.list_incidents`: a stored status, or an open incident
-#: someone has (``acknowledged``) or nobody has yet (``unacknowledged``) acknowledged
-LIST_STATUSES = ("open", "acknowledged", "unacknowledged", "resolved", "merged")
+#: what ``status`` may ask of :meth:`Database.list_incidents`: a stored status, an open incident
+#: someone has (``acknowledged``) or nobody has yet (``unacknowledged``) acknowledged, or ``all``
+#: (every incident but merged ones, as the page's "all")
+LIST_STATUSES = ("open", "acknowledged", "unacknowledged", "resolved", "merged", "all")
+
+
+def acknowledgements(s: Session, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The first acknowledgement of each of ``ids`` that has one: ``{"by", "at", "note"}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for lo in range(0, len(ids), 900):
+        q = (
+            select(m.IncidentAction)
+            .where(m.IncidentAction.kind == "acknowledge", m.IncidentAction.incident_id.in_(ids[lo : lo + 900]))
+            .order_by(m.IncidentAction.id)
+        )
+        for a in s.scalars(q):
+            out.setdefault(str(a.incident_id), {"by": a.actor, "at": a.at, "note": (a.details or {}).get("note", "")})
+    return out
+
+
+def _with_ack(row: dict[str, Any], ack: dict[str, Any] | None) -> dict[str, Any]:
+    """``acknowledged`` (who and when, or None) and ``state``: the stored status, or ``acknowledged``
+    for an open incident someone acknowledged (what the page and the CLI show)."""
+    row["acknowledged"] = ack
+    row["state"] = "acknowledged" if row["status"] == "open" and ack else row["status"]
+    return row
 
 
 def _with_status(q: Any, status: str | None, include_merged: bool = False) -> Any:
+    if status == "all":
+        status = None
     if status is None:
         return q if include_merged else q.where(m.Incident.status != "merged")
     if status not in LIST_STATUSES:

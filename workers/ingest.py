@@ -40,6 +40,10 @@ class PointError(BadInput):
     """One point is unusable; the message says why and what to send instead."""
 
 
+class NotFinite(PointError):
+    """A value is NaN or infinite (collectd writes ``nan`` for a value it has not got)."""
+
+
 class UnsafeText(PointError):
     """A point's name holds a control character: the whole request is refused (400), not just the point."""
 
@@ -63,12 +67,14 @@ class PointBatch:
     sources: list[str] = field(default_factory=list)  # where each kept point came from
     errors: list[RowError] = field(default_factory=list)
     rejected: int = 0
+    not_finite: int = 0  # of ``rejected``: values that were NaN or infinite (counted apart, docs/ingest.md)
 
     def __len__(self) -> int:
         return len(self.names)
 
-    def reject(self, where: str, message: str) -> None:
+    def reject(self, where: str, message: str, not_finite: bool = False) -> None:
         self.rejected += 1
+        self.not_finite += int(not_finite)
         if len(self.errors) < MAX_ERRORS_KEPT:
             self.errors.append(RowError(where, message))
 
@@ -124,7 +130,7 @@ class PointReader:
                 return
             raise UnsafeText(f"{where}: {exc}") from None
         except PointError as exc:
-            batch.reject(where, str(exc))
+            batch.reject(where, str(exc), isinstance(exc, NotFinite))
             return
         batch.names.append(name)
         batch.timestamps.append(ts)
@@ -264,7 +270,7 @@ def parse_value(raw: Any) -> float:
     else:
         raise PointError(f"value must be a number, got {type(raw).__name__}")
     if not math.isfinite(v):
-        raise PointError(
+        raise NotFinite(
             f"value {raw!r} is not finite: NaN and infinity are refused; leave the point out when there is no value"
         )
     return v

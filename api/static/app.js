@@ -22,7 +22,11 @@ const statusOf = (inc) => (inc.status === "open" && inc.acknowledged ? "acknowle
 const statusBadge = (inc) => `<span class="status ${statusOf(inc)}" title="${inc.acknowledged ? esc(`by ${inc.acknowledged.by} at ${when(inc.acknowledged.at)} UTC`) : ""}">${statusOf(inc)}</span>`;
 
 // -- talking to the API -------------------------------------------------------------------
-function token() { return localStorage.getItem("stormeye-token") || ""; }
+// The token lives in this tab's session storage (gone when the tab closes), sent as a bearer token.
+const TOKEN_KEY = "stormeye-token";
+function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+let auth = { auth_required: false, valid: true, actor: null };
+class NeedLogin extends Error {}
 async function api(path, opts = {}) {
   const headers = { accept: "application/json" };
   if (opts.body !== undefined) headers["content-type"] = "application/json";
@@ -31,8 +35,24 @@ async function api(path, opts = {}) {
   const data = await r.json().catch(() => ({}));
   if (!r.ok) {
     const detail = typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail || r.statusText);
+    if (r.status === 401) { // the token is missing or no longer valid: log in, then the same view
+      sessionStorage.removeItem(TOKEN_KEY);
+      auth = { auth_required: true, valid: false, actor: null };
+      showWho();
+      showLogin(`${detail}`);
+      throw new NeedLogin(`401: ${detail}`);
+    }
     throw new Error(`${r.status}: ${detail}`);
   }
+  return data;
+}
+async function checkAuth(candidate) {
+  const headers = { accept: "application/json" };
+  if (candidate) headers.authorization = `Bearer ${candidate}`;
+  const r = await fetch("/api/v1/page/auth", { headers });
+  const data = await r.json().catch(() => ({}));
+  if (r.status === 401) return { auth_required: true, valid: false, actor: null, problem: data.detail || "the token is not valid" };
+  if (!r.ok) throw new Error(`${r.status}: ${typeof data.detail === "string" ? data.detail : r.statusText}`);
   return data;
 }
 let flashTimer = 0;
@@ -44,14 +64,61 @@ function flash(text, error = false) {
   clearTimeout(flashTimer);
   flashTimer = setTimeout(() => { el.hidden = true; }, error ? 8000 : 3000);
 }
+const fail = (e) => { if (!(e instanceof NeedLogin)) flash(e.message, true); };
+
+// -- logging in: a form, the token checked by the server, the view drawn at once -----------------
+function showLogin(problem = "") {
+  clearView();
+  $("#nav-list").classList.remove("active");
+  $("#nav-search").classList.remove("active");
+  main.innerHTML = `
+  <div class="card login" id="login">
+    <h1>Log in</h1>
+    <p>This stormeye server wants an API token (<span class="mono">STORMEYE_API_TOKEN</span> or one of
+      <span class="mono">STORMEYE_API_TOKENS</span>). It is kept in this tab until you close it or log out,
+      and sent as <span class="mono">Authorization: Bearer …</span>.</p>
+    <form id="login-form" autocomplete="off">
+      <label>API token <input type="password" name="token" id="login-token" required autofocus></label>
+      <button class="act primary" type="submit" id="login-submit">Log in</button>
+    </form>
+    <p class="error" id="login-problem"${problem ? "" : " hidden"}>${esc(problem)}</p>
+    <p class="meta">After logging in you land on ${esc(describe(location.hash))}.</p>
+  </div>`;
+  $("#login-token").focus();
+  $("#login-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const t = $("#login-token").value.trim();
+    let got;
+    try { got = await checkAuth(t); } catch (err) { return showProblem(err.message); }
+    if (!got.valid) return showProblem(`${got.problem || "the token is not valid"}: check it and try again`);
+    sessionStorage.setItem(TOKEN_KEY, t);
+    auth = got;
+    showWho();
+    route(); // the view the address names, now
+  });
+}
+function showProblem(text) { const p = $("#login-problem"); p.textContent = text; p.hidden = false; }
+function describe(hash) {
+  const h = hash.slice(1) || "/";
+  if (h.startsWith("/incident/") || h.startsWith("/incidents/")) return `incident ${decodeURIComponent(h.split("/")[2] || "")}`;
+  if (h.startsWith("/search")) return "the metric search";
+  return "the incident list";
+}
+function showWho() {
+  const who = $("#who"), btn = $("#token");
+  if (!auth.auth_required) { who.textContent = ""; btn.hidden = true; return; }
+  btn.hidden = false;
+  who.textContent = auth.valid && token() ? `logged in as ${auth.actor}` : "not logged in";
+  btn.textContent = auth.valid && token() ? "log out" : "log in";
+}
 $("#token").addEventListener("click", () => {
-  const t = prompt("API token (sent as a bearer token; empty for none)", token());
-  if (t === null) return;
-  if (t) localStorage.setItem("stormeye-token", t); else localStorage.removeItem("stormeye-token");
-  showWho();
+  if (token()) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    auth = { ...auth, valid: false, actor: null };
+    showWho();
+  }
+  showLogin();
 });
-function showWho() { $("#who").textContent = token() ? "token set" : ""; }
-showWho();
 
 // -- routing ---------------------------------------------------------------------------------
 let refreshTimer = 0;
@@ -63,6 +130,7 @@ function clearView() {
 }
 function route() {
   clearView();
+  if (auth.auth_required && !(auth.valid && token())) return showLogin();
   const h = location.hash.slice(1) || "/";
   $("#nav-list").classList.toggle("active", !h.startsWith("/search"));
   $("#nav-search").classList.toggle("active", h.startsWith("/search"));
@@ -70,14 +138,41 @@ function route() {
   // links that notifications sent before 0.1.1 carried: #/incidents/ID
   if (h.startsWith("/incidents/")) return showIncident(decodeURIComponent(h.slice(11)));
   if (h.startsWith("/search")) return showSearch(new URLSearchParams(h.split("?")[1] || "").get("metric") || "");
-  return showList();
+  return showList(new URLSearchParams(h.split("?")[1] || ""));
 }
 window.addEventListener("hashchange", route);
 
 // -- the incident list ------------------------------------------------------------------------
+const STATUSES = ["open", "acknowledged", "resolved", "merged", "all"];
 const listState = { status: "open", prios: [], match: "", since: "", until: "", live: true };
 function toEpoch(v) { return v ? Date.parse(v + "Z") / 1000 : null; }
-function showList() {
+// the filters live in the address (#/?status=resolved&priority=1&match=region%3D%22eu%22): a link shares them
+function filtersFrom(q) {
+  const status = q.get("status");
+  listState.status = STATUSES.includes(status) ? status : "open";
+  listState.prios = (q.get("priority") || "").split(",").map(Number).filter((p) => p >= 1 && p <= 5);
+  listState.match = q.get("match") || "";
+  listState.since = q.get("from") || "";
+  listState.until = q.get("to") || "";
+  listState.live = q.get("live") !== "0";
+}
+function filtersHash() {
+  const q = new URLSearchParams();
+  if (listState.status !== "open") q.set("status", listState.status);
+  if (listState.prios.length) q.set("priority", listState.prios.join(","));
+  if (listState.match) q.set("match", listState.match);
+  if (listState.since) q.set("from", listState.since);
+  if (listState.until) q.set("to", listState.until);
+  if (!listState.live) q.set("live", "0");
+  const text = q.toString();
+  return text ? `#/?${text}` : "#/";
+}
+function keepFilters() { // in the address without drawing the view again (no hashchange)
+  const h = filtersHash();
+  if (location.hash !== h && !(h === "#/" && location.hash === "")) history.replaceState(null, "", h);
+}
+function showList(q = new URLSearchParams()) {
+  filtersFrom(q);
   main.innerHTML = `
   <div class="card"><form class="filters" id="filters">
     <label>status <select name="status">
@@ -93,8 +188,8 @@ function showList() {
   </form></div>
   <table class="list" id="incidents"><thead><tr><th>prio</th><th>title</th><th>status</th><th>size</th><th>start (UTC)</th><th>root</th></tr></thead><tbody></tbody></table>`;
   const form = $("#filters");
-  form.addEventListener("submit", (e) => { e.preventDefault(); readFilters(form); loadList(); });
-  form.addEventListener("change", () => { readFilters(form); loadList(); });
+  form.addEventListener("submit", (e) => { e.preventDefault(); readFilters(form); keepFilters(); loadList(); });
+  form.addEventListener("change", () => { readFilters(form); keepFilters(); loadList(); });
   $("#incidents").addEventListener("click", (e) => {
     const tr = e.target.closest("tr.row");
     if (tr) location.hash = `#/incident/${encodeURIComponent(tr.dataset.id)}`;
@@ -118,18 +213,42 @@ async function loadList() {
   if (listState.since) q.set("since", toEpoch(listState.since));
   if (listState.until) q.set("until", toEpoch(listState.until));
   let data;
-  try { data = await api(`/api/v1/page/incidents?${q}`); } catch (e) { flash(e.message, true); return; }
+  try { data = await api(`/api/v1/page/incidents?${q}`); } catch (e) { fail(e); return; }
   const body = $("#incidents tbody");
   if (!body) return; // the view changed meanwhile
-  renderList(body, data.incidents);
+  renderList(body, data.incidents, data.empty);
 }
-function renderList(body, rows) {
+const filtered = () => listState.prios.length || listState.match || listState.since || listState.until;
+// an empty list says why: what the database holds, which filters hide it, and offers the way out
+function whyEmpty(e) {
+  if (!e) return "no incidents match";
+  const held = Object.entries(e.counts || {}).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`).join(", ");
+  const parts = [];
+  if (!e.total) {
+    parts.push(`<b>No incidents yet</b> in the database this server uses (<span class="mono">${esc(e.database)}</span>).
+      An incident opens when anomalies or alerts with enough evidence arrive: send metrics (remote write, Graphite,
+      <span class="mono">POST /api/v1/points</span>) or alerts, and it appears here.`);
+    if (e.demo) parts.push(`<span class="demo-hint"><span class="mono">stormeye demo</span> keeps its incidents in a database of its own,
+      <span class="mono">${esc(e.demo.file)}</span>. To look at them: <span class="mono">${esc(e.demo.serve)}</span>
+      (the demo's series are not kept: its incidents show members and evidence, without charts).</span>`);
+    return parts.join("<br>");
+  }
+  const what = `${listState.status === "all" ? "" : `${esc(listState.status)} `}incidents${filtered() ? " with these filters" : ""}`;
+  parts.push(`<b>No ${what}.</b> The database holds ${esc(held)}.`);
+  if (listState.status !== "all") parts.push(`<button class="act" type="button" id="show-all">show all</button>`);
+  if (filtered()) parts.push(`<button class="act" type="button" id="clear-filters">clear filters</button>`);
+  return parts.join(" ");
+}
+function renderList(body, rows, empty) {
   const t0 = performance.now();
   body.innerHTML = rows.length ? rows.map((i) => `<tr class="row ${statusOf(i)}" data-id="${esc(i.id)}">
       <td>${prio(i.priority)}</td><td>${esc(i.title)}</td><td>${statusBadge(i)}</td>
       <td class="num">${i.size}</td><td class="when">${when(i.start)}</td>
       <td class="root">${esc(i.root || "")}${i.root_entity ? `<br><span class="meta">${esc(i.root_entity)}</span>` : ""}</td></tr>`).join("")
-    : `<tr><td colspan="6" class="empty">no incidents match</td></tr>`;
+    : `<tr><td colspan="6" class="empty" id="empty">${whyEmpty(empty)}</td></tr>`;
+  const all = $("#show-all"), clear = $("#clear-filters");
+  if (all) all.addEventListener("click", () => { listState.status = "all"; location.hash = filtersHash(); });
+  if (clear) clear.addEventListener("click", () => { location.hash = listState.status === "open" ? "#/" : `#/?status=${listState.status}`; });
   $("#count").textContent = `${rows.length} incident${rows.length === 1 ? "" : "s"} · refreshed ${when(Date.now() / 1000).slice(11)} UTC`;
   window.stormeyeTimings = { ...(window.stormeyeTimings || {}), listRenderMs: performance.now() - t0, listRows: rows.length };
   document.body.dataset.listRows = String(rows.length);
@@ -145,7 +264,7 @@ async function showIncident(id) {
       api(`/api/v1/incidents/${encodeURIComponent(id)}/series`).catch(() => ({ series: {}, step: 60 })),
       api(`/api/v1/incidents/${encodeURIComponent(id)}/graph`),
     ]);
-  } catch (e) { main.innerHTML = `<div class="card empty">${esc(e.message)}</div>`; return; }
+  } catch (e) { if (!(e instanceof NeedLogin)) main.innerHTML = `<div class="card empty">${esc(e.message)}</div>`; return; }
   const t0 = performance.now();
   renderIncident(inc, series, graph);
   window.stormeyeTimings = { ...(window.stormeyeTimings || {}), incidentRenderMs: performance.now() - t0, incidentMembers: inc.members.length };
@@ -173,13 +292,15 @@ function renderIncident(inc, series, graph) {
     <p>root metric <span class="mono"><a href="#/search?metric=${encodeURIComponent(inc.root || "")}">${esc(inc.root || "—")}</a></span>
       · root entity <b>${esc(inc.root_entity || "—")}</b></p>
     <div class="chips">${shared || '<span class="meta">no property shared by every member</span>'} ${common}</div>
-    <div class="actions">
-      <button class="act primary" id="ack" ${open && !inc.acknowledged ? "" : "disabled"}>Acknowledge</button>
-      <button class="act" id="resolve" ${open ? "" : "disabled"}>Resolve</button>
-      <span class="meta">merge into this one:</span><input type="text" id="merge-from" placeholder="inc-…" size="18" ${open ? "" : "disabled"}>
-      <button class="act" id="merge" ${open ? "" : "disabled"}>Merge</button>
-      <button class="act" id="split" ${open ? "" : "disabled"} title="tick members below first">Split ticked members off</button>
-    </div>
+    ${open ? `<div class="actions">
+      <button class="act primary" id="ack" ${inc.acknowledged ? "disabled" : ""}>Acknowledge</button>
+      <button class="act" id="resolve">Resolve</button>
+      <span class="meta">merge into this one:</span><input type="text" id="merge-from" placeholder="inc-…" size="18">
+      <button class="act" id="merge">Merge</button>
+      <button class="act" id="split" title="tick members below first">Split ticked members off</button>
+    </div>` : `<div class="actions meta" id="no-actions">${inc.status === "merged"
+      ? `merged into <a href="#/incident/${esc(inc.merged_into)}">${esc(inc.merged_into)}</a>: act on that one`
+      : `${esc(inc.status)}: nothing to act on`}</div>`}
   </div>
   <div class="grid2">
     <div class="card"><h2>Why grouped</h2>
@@ -223,7 +344,7 @@ function drawMembers(inc, metrics, byMetric, first, series) {
       <input type="checkbox" class="pick" value="${esc(m)}" title="tick to split off">
       <div class="who"><span class="rank">#${k + 1}</span> +${ago(a.start - first)} ${arrow} peak ${a.peak_score.toFixed(2)}${m === inc.root ? ' · <b>root</b>' : ""}${(a.evidence || {}).symptom ? ' · <span class="meta" title="joined at the release level while its machine had this incident open">symptom</span>' : ""}
         <span class="mono" title="${esc(m)}"><a href="#/search?metric=${encodeURIComponent(m)}">${esc(m)}</a></span></div>
-      <div class="chart">${s[m] ? "" : '<span class="meta">no series in the window store</span>'}</div></div>`;
+      <div class="chart">${s[m] || isAlert(a) ? "" : `<span class="meta">${NO_SERIES}</span>`}</div></div>`;
   }).join("");
   const width = Math.max(300, box.clientWidth - 340);
   const sync = uPlot.sync(`inc-${inc.id}`);
@@ -234,6 +355,13 @@ function drawMembers(inc, metrics, byMetric, first, series) {
     if (!w) continue;
     lo = Math.min(lo, w.start);
     hi = Math.max(hi, w.start + (w.values.length - 1) * w.step);
+  }
+  // an alert has no series: its firing spans are drawn as a 0/1 line on the same axis
+  const step = series.step || 60;
+  if (!Number.isFinite(lo)) { lo = inc.start - 30 * step; hi = inc.end; }
+  for (const m of metrics) {
+    if (s[m] || !isAlert(byMetric.get(m)[0])) continue;
+    s[m] = firing(byMetric.get(m), lo, hi, step);
   }
   box.querySelectorAll(".member").forEach((row) => {
     const m = row.dataset.metric;
@@ -246,7 +374,8 @@ function drawMembers(inc, metrics, byMetric, first, series) {
       cursor: { sync: { key: sync.key }, y: false },
       scales: { x: { time: true, range: [lo, hi] }, y: { range: yRange } },
       axes: [{ show: false }, { size: 44, ticks: { show: false }, font: "10px system-ui", values: (u, v) => v.map(short), splits: (u, i, min, max) => [min, max] }],
-      series: [{}, { stroke: m === inc.root ? "#b42318" : "#1f6feb", width: 1.2, spanGaps: false, points: { show: false } }],
+      series: [{}, { stroke: m === inc.root ? "#b42318" : "#1f6feb", width: 1.2, spanGaps: false, points: { show: false },
+        ...(w.firing ? { paths: uPlot.paths.stepped({ align: 1 }), fill: "rgba(217,45,32,.18)" } : {}) }],
       hooks: { drawClear: [(u) => shade(u, spans)] },
     };
     charts.push(new uPlot(opts, [xs, w.values], row.querySelector(".chart")));
@@ -261,9 +390,18 @@ function drawMembers(inc, metrics, byMetric, first, series) {
       series: [{}, { show: false }] }, [[lo, hi], [null, null]], axis.querySelector(".chart")));
   }
 }
+const NO_SERIES = "no series: the window store keeps a metric's points only while serve receives them (demo and ingest runs keep none)";
+const isAlert = (a) => Boolean(a && (a.anomaly_evidence || {}).alert);
+// an alert member as a series: 1 while firing (any of its spans), 0 otherwise, one point a step
+function firing(spans, lo, hi, step) {
+  const start = Math.floor(lo / step) * step, values = [];
+  for (let t = start; t <= hi + step; t += step) values.push(spans.some((a) => t >= a.start && t <= a.end) ? 1 : 0);
+  return { start, step, values, firing: true };
+}
 // y from the data (not from 0): a shift of a few percent must show
 function yRange(u, min, max) {
   if (min == null || max == null) return [0, 1];
+  if (min >= 0 && max <= 1 && u.series[1] && u.series[1].fill) return [0, 1.15]; // firing spans
   const pad = (max - min) * 0.08 || Math.abs(max) * 0.05 || 1;
   return [min - pad, max + pad];
 }
@@ -345,7 +483,12 @@ function drawGraph(box, g) {
 function wireActions(inc) {
   const id = encodeURIComponent(inc.id);
   const done = (text) => { flash(text); showIncident(inc.id); };
-  const fail = (e) => flash(e.message, true);
+  $("#prio-set").addEventListener("click", () => {
+    const w = $("#prio-weight").value;
+    const body = { metric: $("#prio-metric").value, weight: w ? Number(w) : null, kpi: $("#prio-kpi").checked };
+    api("/api/v1/metrics/priority", { method: "PUT", body }).then(() => flash(`priority of ${body.metric} set`), fail);
+  });
+  if (inc.status !== "open") return; // resolved and merged incidents offer no action
   $("#ack").addEventListener("click", () => api(`/api/v1/incidents/${id}/acknowledge`, { method: "POST", body: {} }).then((r) => done(`acknowledged by ${r.action.actor}`), fail));
   $("#resolve").addEventListener("click", () => {
     if (confirm(`Resolve ${inc.id}?`)) api(`/api/v1/incidents/${id}/resolve`, { method: "POST", body: {} }).then((r) => done(`resolved by ${r.action.actor}`), fail);
@@ -360,11 +503,6 @@ function wireActions(inc) {
     if (!metrics.length) return flash("tick the members to split off first", true);
     api(`/api/v1/incidents/${id}/split`, { method: "POST", body: { metrics } })
       .then((r) => { flash(`${metrics.length} metric(s) split off into ${r.incident}`); location.hash = `#/incident/${encodeURIComponent(r.incident)}`; }, fail);
-  });
-  $("#prio-set").addEventListener("click", () => {
-    const w = $("#prio-weight").value;
-    const body = { metric: $("#prio-metric").value, weight: w ? Number(w) : null, kpi: $("#prio-kpi").checked };
-    api("/api/v1/metrics/priority", { method: "PUT", body }).then(() => flash(`priority of ${body.metric} set`), fail);
   });
 }
 
@@ -385,7 +523,7 @@ function showSearch(metric) {
       const r = await api(`/api/v1/metrics/search?q=${encodeURIComponent(text)}&limit=30`);
       $("#results").innerHTML = r.metrics.length ? r.metrics.map((m) => `<a class="mono" href="#/search?metric=${encodeURIComponent(m)}">${esc(m)}</a>`).join("") + (r.more ? `<div class="meta">… more: type more of the name</div>` : "")
         : `<div class="meta">no metric name holds “${esc(text)}”</div>`;
-    } catch (e) { flash(e.message, true); }
+    } catch (e) { fail(e); }
   };
   q.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(search, 200); });
   $("#search-form").addEventListener("submit", (e) => { e.preventDefault(); search(); });
@@ -400,7 +538,7 @@ async function showMetric(metric) {
       api(`/api/v1/metrics/series?metric=${encodeURIComponent(metric)}`),
       api(`/api/v1/metrics/similar?metric=${encodeURIComponent(metric)}&limit=10`),
     ]);
-  } catch (e) { box.innerHTML = `<div class="card empty">${esc(e.message)}</div>`; return; }
+  } catch (e) { if (!(e instanceof NeedLogin)) box.innerHTML = `<div class="card empty">${esc(e.message)}</div>`; return; }
   const rank = (rows, kind) => rows.length ? rows.map((r) => `<div class="sim" data-metric="${esc(r.metric)}" title="${esc(r.metric)}">
       <span class="num">${r.similarity.toFixed(2)}</span>
       <span><span class="bar ${kind}" style="display:block;width:${Math.round(Math.abs(r.similarity) * 100)}%"></span><span class="mono">${esc(r.metric)}</span>${r.lag_s ? ` <span class="meta">lag ${r.lag_s}s</span>` : ""}</span></div>`).join("")
@@ -409,7 +547,7 @@ async function showMetric(metric) {
   <div class="card"><h2 class="mono">${esc(metric)}</h2><div id="metric-chart"></div></div>
   <div class="grid2">
     <div class="card"><h2>Most similar by name</h2><div class="meta">IDF-weighted cosine of the names' label pairs</div><div id="by-name">${rank(sim.by_name, "")}</div></div>
-    <div class="card"><h2>Most similar by shape</h2><div class="meta">lagged correlation of the recent series (r; negative: mirrored)</div><div id="by-shape">${rank(sim.by_shape, "shape")}</div></div>
+    <div class="card"><h2>Most similar by shape</h2><div class="meta">lagged correlation of the recent changes (r; negative: mirrored)</div><div id="by-shape">${sim.by_shape_note ? `<div class="meta">${esc(sim.by_shape_note)}</div>` : rank(sim.by_shape, "shape")}</div></div>
   </div>`;
   const xs = s.values.map((_, i) => s.start + i * s.step);
   const el = $("#metric-chart");
@@ -419,4 +557,11 @@ async function showMetric(metric) {
   box.querySelectorAll(".sim").forEach((row) => row.addEventListener("click", () => { location.hash = `#/search?metric=${encodeURIComponent(row.dataset.metric)}`; }));
 }
 
-route();
+// start: ask the server whether it wants a token (and whether the one this tab holds is valid)
+(async () => {
+  try { auth = await checkAuth(token()); } catch (e) { flash(e.message, true); }
+  if (!auth.valid) sessionStorage.removeItem(TOKEN_KEY);
+  showWho();
+  document.body.dataset.ready = "1";
+  route();
+})();

@@ -268,3 +268,129 @@ def test_the_link_in_a_real_notification_opens_its_incident(page: Any, tmp_path:
             page.wait_for_selector("body[data-incident='inc-linked']")
     finally:
         receiver.stop()
+
+
+def _oncall_db(url: str) -> tuple[Database, float]:
+    """Incidents of every state for the token-flow tests: open P1 and P3, a resolved P1 in eu, one merged
+    into the P1, and an open incident of two alerts (no series: drawn as their firing spans)."""
+    import notify_helpers
+
+    from stormeye.detectors.events import Anomaly
+
+    db = Database(url)
+    t0 = time.time() - 3600
+    eu = [f'errors{{service="pay",region="eu",host="h{i}"}}' for i in range(3)]
+    us = [f'latency{{service="cart",region="us",host="h{i}"}}' for i in range(2)]
+    notify_helpers.save(
+        db,
+        notify_helpers.incident("inc-open-p1", t0, eu, priority=1, title="errors rose for service=pay"),
+        notify_helpers.incident("inc-open-p3", t0, us, priority=3, title="latency rose for service=cart"),
+        notify_helpers.incident(
+            "inc-resolved-eu", t0 - 600, [m.replace("errors", "timeouts") for m in eu], "resolved", 1, resolved_at=t0
+        ),
+        notify_helpers.incident("inc-merged", t0, ['queue_depth{service="pay",region="eu"}'], "merged", 2),
+    )
+    alerts = [f'HighErrorRate{{instance="api-{i}",service="api"}}' for i in range(2)]
+    inc = notify_helpers.incident("inc-alerts", t0, alerts, priority=2, title="api: 2 alerts on 2 of 2 instances")
+    spans = [(t0 + 120, t0 + 900), (t0 + 300, t0 + 1500)]
+    anomalies = []
+    for (key, mem), (a, b) in zip(list(inc.members.items()), spans, strict=True):
+        del inc.members[key]
+        mem.start, mem.end, mem.open = a, b, False
+        inc.members[mem.key] = mem
+        labels = {"alertname": "HighErrorRate", "instance": mem.metric.split('"')[1], "service": "api"}
+        anomalies.append(Anomaly(mem.metric, a, b, 1.0, a, 1, "alertmanager", {"alert": labels}, False))
+    db.save_tick(anomalies, [inc], [])
+    return db, t0
+
+
+def _rows(page: Any) -> list[str]:
+    return list(page.eval_on_selector_all("#incidents tr.row", "rs => rs.map(r => r.dataset.id)"))
+
+
+def test_login_form_filters_in_the_address_empty_state_and_alert_spans(page: Any, tmp_path: Path) -> None:
+    """Issue 34.5 and 34.9, as they were found in Chromium: a link to an incident opened without a token
+    shows a login form (not prompt()); the right token draws that incident at once and is kept for the
+    tab's session (a reload stays logged in); a wrong one says so in the form. The list's filters are in
+    the address, so a link to "resolved P1" opens just that; an empty list says why and offers "all".
+    A merged incident offers no Acknowledge/Resolve; alert members are charted as their firing spans."""
+    url = f"sqlite:///{tmp_path / 'stormeye.db'}"
+    db, _ = _oncall_db(url)
+    app = create_app(Settings(database_url=url, step_s=60, api_token="s3cret"), start_ticker=False)
+    with storm_helpers.serving(app) as base:
+        page.goto(base + "/#/incident/inc-open-p1")  # a link from a notification, no token yet
+        page.wait_for_selector("#login-form")
+        assert "incident inc-open-p1" in page.inner_text("#login")
+        assert page.locator("#incidents").count() == 0 and page.inner_text("#who") == "not logged in"
+        page.fill("#login-token", "wrong")
+        page.click("#login-submit")
+        page.wait_for_selector("#login-problem:not([hidden])")
+        assert "not valid" in page.inner_text("#login-problem")
+        shot(page, "7-login", full=False)
+        page.fill("#login-token", "s3cret")
+        page.click("#login-submit")
+        page.wait_for_selector("body[data-incident='inc-open-p1']")  # at once, no reload
+        assert page.inner_text("#who") == "logged in as api"
+        page.reload()  # kept for the session
+        page.wait_for_selector("body[data-incident='inc-open-p1']")
+
+        # filters in the address: a shared link opens the same list; a change of filter updates the address
+        page.goto(base + "/#/?status=resolved&priority=1")
+        wait_until(page, "document.body.dataset.listRows === '1'")
+        assert _rows(page) == ["inc-resolved-eu"]
+        assert page.eval_on_selector("select[name=status]", "s => s.value") == "resolved"
+        assert page.is_checked("input[name=p][value='1']")
+        page.select_option("select[name=status]", "all")
+        wait_until(page, "location.hash === '#/?status=all&priority=1'")
+        wait_until(page, "document.body.dataset.listRows === '2'")
+        page.goto(base + "/#/?match=" + 'region%3D"eu"')
+        wait_until(page, "document.body.dataset.listRows === '1'")
+        assert _rows(page) == ["inc-open-p1"]
+        assert page.input_value("input[name=match]") == 'region="eu"'
+        shot(page, "8-list-logged-in", full=False)
+
+        # the empty state says why and offers "all"
+        page.goto(base + "/#/?status=acknowledged")
+        page.wait_for_selector("#empty")
+        text = page.inner_text("#empty")
+        assert "No acknowledged incidents" in text and "1 resolved" in text and "3 open" in text, text
+        page.click("#show-all")
+        wait_until(page, "document.body.dataset.listRows === '4'")
+        assert location_hash(page) == "#/?status=all"
+
+        # a merged incident offers no action; alert members are drawn as their firing spans
+        page.goto(base + "/#/incident/inc-merged")
+        page.wait_for_selector("body[data-incident='inc-merged']")
+        assert page.locator("#ack").count() == 0 and page.locator("#resolve").count() == 0
+        assert "act on that one" in page.inner_text("#no-actions")
+        page.goto(base + "/#/incident/inc-alerts")
+        page.wait_for_selector("body[data-incident='inc-alerts']")
+        wait_until(page, "document.querySelectorAll('#members .member[data-metric] canvas').length >= 2")
+        assert "no series" not in page.inner_text("#members")
+        shot(page, "9-incident-alert-spans", full=False)
+
+        # logging out: the next view asks again
+        page.click("#token")
+        page.wait_for_selector("#login-form")
+    db.dispose()
+
+
+def location_hash(page: Any) -> str:
+    return str(page.evaluate("location.hash"))
+
+
+def test_an_empty_database_says_where_the_demo_went(page: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """Issue 34.5: after `stormeye demo` then `serve`, the list was empty with no word why. The demo keeps
+    its own database beside serve's: the empty list names it and how to look at it."""
+    monkeypatch.chdir(tmp_path)
+    Database(f"sqlite:///{tmp_path / 'stormeye-demo.db'}").dispose()
+    url = f"sqlite:///{tmp_path / 'stormeye.db'}"
+    app = create_app(Settings(database_url=url, step_s=60), start_ticker=False)
+    with storm_helpers.serving(app) as base:
+        page.goto(base + "/")
+        page.wait_for_selector("#empty")
+        text = page.inner_text("#empty")
+        assert "No incidents yet" in text and "stormeye.db" in text
+        assert "STORMEYE_DATABASE_URL=sqlite:///stormeye-demo.db stormeye serve" in text, text
+        assert page.locator("#token").is_hidden()  # no token configured: no login
+        shot(page, "10-empty-after-demo", full=False)

@@ -71,6 +71,30 @@ def test_tokens_and_actor(sqlite_url: str) -> None:
     app.get("/actor")(actor)
     with TestClient(app) as c:
         assert c.get("/actor").json() == {"actor": "local"}
+        assert c.get("/api/v1/page/auth").json() == {"auth_required": False, "valid": True, "actor": "local"}
+
+
+def test_the_page_its_icon_and_its_login_are_not_counted_unauthorized(sqlite_url: str) -> None:
+    """Issue 34.10: a browser opening the page (and asking for /favicon.ico unasked) counted as
+    reason="unauthorized". The page's login check is open; a wrong token there still counts."""
+    settings = Settings(database_url=sqlite_url, api_tokens="alice=tok-a")
+    with TestClient(create_app(settings, start_ticker=False)) as c:
+
+        def unauthorized() -> float:
+            text = c.get("/metrics").text
+            return float(text.split('stormeye_points_rejected_total{reason="unauthorized"} ')[1].split()[0])
+
+        for path in ("/", "/favicon.ico", "/static/app.js", "/static/style.css", "/static/vendor/uPlot.min.css"):
+            assert c.get(path).status_code in (200, 204), path
+        assert c.get("/api/v1/page/auth").json() == {"auth_required": True, "valid": False, "actor": None}
+        assert unauthorized() == 0
+        ok = c.get("/api/v1/page/auth", headers={"authorization": "Bearer tok-a"}).json()
+        assert ok == {"auth_required": True, "valid": True, "actor": "alice"}
+        bad = c.get("/api/v1/page/auth", headers={"authorization": "Bearer guess"})
+        assert bad.status_code == 401 and "not valid" in bad.json()["detail"]
+        r = c.get("/api/v1/page/incidents")
+        assert r.status_code == 401 and "log in" in r.json()["detail"]  # the page's banner says how
+        assert unauthorized() == 2
 
 
 def test_remote_write_bad_input(client: TestClient) -> None:
@@ -236,7 +260,8 @@ def test_graphite_lines(sqlite_url: str) -> None:
         assert sorted(names) == ['cpu.load{host="web-1"}', 'mem.used{host="web-3"}']
         text = c.get("/metrics").text
         assert 'stormeye_points_received_total{source="graphite"} 2.0' in text
-        assert 'stormeye_points_rejected_total{reason="invalid"} 5.0' in text
+        assert 'stormeye_points_rejected_total{reason="invalid"} 4.0' in text
+        assert 'stormeye_points_rejected_total{reason="not_finite"} 1.0' in text  # the nan line (issue 34.10)
 
 
 def test_serve_refuses_a_public_address_without_a_token() -> None:

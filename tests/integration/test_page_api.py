@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import storm_helpers
 from fastapi.testclient import TestClient
@@ -105,3 +106,37 @@ def test_metric_search_and_what_else_looks_like_this(served: tuple[TestClient, P
     assert {x["metric"] for x in wide} & set(inc.metrics)
     assert c.get("/api/v1/metrics/similar", params={"metric": "nope"}).status_code == 404
     assert c.get("/api/v1/metrics/series", params={"metric": "nope"}).status_code == 404
+
+
+def test_shape_search_does_not_rank_flat_or_monotone_series_at_one(tmp_path: Path) -> None:
+    """Issue 34.9: "what else looks like this" ranked unrelated counters at r = ±1.00 — two counters
+    that only grow correlate perfectly on their levels, and a flat series came out at 1.00 too. The
+    search compares step-to-step changes and leaves out series whose changes do not vary."""
+    from stormeye.workers.db import Database
+
+    url = f"sqlite:///{tmp_path / 'stormeye.db'}"
+    pipe = Pipeline(Settings(database_url=url, step_s=60), database=Database(url))
+    rng = np.random.default_rng(3)
+    n = 120
+    steps = 1_767_225_600.0 + 60.0 * np.arange(n)
+    base = np.cumsum(rng.normal(0, 1, n)) + 50.0
+    series = {
+        'requests_total{service="a"}': np.cumsum(rng.poisson(100, n)).astype(float),  # a busy counter
+        'requests_total{service="b"}': np.cumsum(rng.poisson(40, n)).astype(float),  # an unrelated one
+        'bytes_total{service="c"}': 1000.0 + 7.0 * np.arange(n),  # a constant rate: no shape
+        'queue_depth{service="d"}': np.full(n, 3.0),  # flat
+        'latency{service="e"}': base,
+        'latency{service="f"}': np.concatenate([[base[0]], base[:-1]]) * 2.0 + rng.normal(0, 0.05, n),  # e, a step late
+    }
+    pipe.load_history(list(series), steps, np.array(list(series.values())))
+    app = create_app(Settings(database_url=url, step_s=60), pipeline=pipe, start_ticker=False)
+    with TestClient(app) as c:
+        got = c.get("/api/v1/metrics/similar", params={"metric": 'requests_total{service="a"}'}).json()
+        ranked = {x["metric"]: x["similarity"] for x in got["by_shape"]}
+        assert 'bytes_total{service="c"}' not in ranked and 'queue_depth{service="d"}' not in ranked
+        assert abs(ranked['requests_total{service="b"}']) < 0.5, ranked  # was 1.00 on the levels
+        got = c.get("/api/v1/metrics/similar", params={"metric": 'latency{service="e"}'}).json()
+        top = got["by_shape"][0]
+        assert top["metric"] == 'latency{service="f"}' and top["similarity"] > 0.9 and top["lag_s"] in (60, -60), got
+        flat = c.get("/api/v1/metrics/similar", params={"metric": 'queue_depth{service="d"}'}).json()
+        assert flat["by_shape"] == [] and "flat" in flat["by_shape_note"]

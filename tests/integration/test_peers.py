@@ -227,6 +227,7 @@ PIDFile "{tmp_path / "collectd.pid"}"
 TypesDB "/usr/share/collectd/types.db"
 LoadPlugin load
 LoadPlugin memory
+LoadPlugin interface
 LoadPlugin write_graphite
 <Plugin write_graphite>
   <Node "stormeye">
@@ -252,3 +253,13 @@ LoadPlugin write_graphite
     names = wait_for("collectd's load to arrive over Graphite plaintext", arrived, timeout=60)
     assert 'load.load.shortterm{host="web-1"}' in names
     assert any(n.startswith("memory.memory.used{") or n.startswith("memory.memory-used{") for n in names), names
+
+    # issue 34.10: a rate's first reading has no value yet and collectd writes `nan`: counted as
+    # not_finite (as docs/ingest.md says), never as invalid input
+    def rejected() -> dict[str, float] | None:
+        text = httpx.get(f"{se.url}/metrics", timeout=10).text
+        got = dict(re.findall(r'^stormeye_points_rejected_total\{reason="(\w+)"\} (\S+)$', text, re.M))
+        return {k: float(v) for k, v in got.items()} if float(got.get("not_finite", 0)) > 0 else None
+
+    counts = wait_for("collectd's nan lines (interface rates' first reading) to be counted", rejected, timeout=30)
+    assert counts["invalid"] == 0, counts

@@ -46,3 +46,12 @@ def test_repeat_until_acknowledged_and_resolve_once() -> None:
     assert decide(done, SENT, OPTS, FLAP, 3, False, 1300).kind is None  # flapping: the resolve waits the hold
     assert decide(done, SENT, OPTS, FLAP, 3, False, 1900).kind == "resolved"
     assert decide(done, StateView(), OPTS, FLAP, 1, False, 5000).kind is None  # never paged: nothing to resolve
+
+
+def test_reasons_say_the_real_times() -> None:
+    """Issue 34.7: "open for 10 s (group_wait)" on a message sent minutes later, after a silence expired;
+    "resolved for 60 s" five seconds after a manual resolve. The reason says how long it really was."""
+    late = decide(inc(opened_at=1000.0, seen_at=1000.0), StateView(), OPTS, FLAP, 1, False, 1000.0 + 25 * 60)
+    assert late.kind == "firing" and late.reason == "open for 25 min (group_wait 30 s)"
+    done = decide(inc("resolved", resolved_at=2000.0), SENT, OPTS, FLAP, 1, False, 2000.0 + 300 + 5)
+    assert done.kind == "resolved" and done.reason == "resolved for 5 min (group_interval 300 s)"

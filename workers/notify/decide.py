@@ -42,6 +42,16 @@ class Decision:
     reason: str
 
 
+def duration(seconds: float) -> str:
+    """A time span as people say it: 45 s, 12 min, 3.5 h."""
+    s = max(0.0, seconds)
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
 def flapping(opens_in_window: int, flap: Flapping) -> bool:
     return opens_in_window >= flap.threshold
 
@@ -75,7 +85,10 @@ def decide(
         if not state.firing:
             wait = max(opts.group_wait, flap.hold) if held else opts.group_wait
             if now >= inc.since + wait:
-                return Decision("firing", f"open for {wait:g} s (group_wait)" if not held else "flapping, held")
+                # the real time it has been open (a silence may have held it far longer than group_wait)
+                opened = f"open for {duration(now - inc.opened_at)}"
+                why = f"{opened} (group_wait {wait:g} s)" if not held else f"{opened}, flapping, held"
+                return Decision("firing", why)
             return Decision(None, "waiting for group_wait")
         since = now - (state.last_at if state.last_at is not None else now)
         change = None if held else real_change(inc, state, opts.update_growth)
@@ -88,5 +101,6 @@ def decide(
         return Decision(None, "never notified firing")
     hold = flap.hold if held else opts.group_interval
     if now >= inc.ended_at + hold:
-        return Decision("resolved", f"resolved for {hold:g} s" + (" (flapping hold-down)" if held else ""))
+        why = "flapping hold-down" if held else "group_interval"
+        return Decision("resolved", f"resolved for {duration(now - inc.ended_at)} ({why} {hold:g} s)")
     return Decision(None, "resolve held")

@@ -68,8 +68,12 @@ class Notifier:
         public_url: str = "",
         delivery: DeliverySettings | None = None,
         clock: Callable[[], float] = time.time,
+        grouping: Any = None,
+        step: float = 60.0,
     ) -> None:
         self.config = config
+        self.grouping = grouping  # what counts as a names/shape/time link in a message's "why" (GroupingConfig)
+        self.step = step
         self.db = database
         self.public_url = public_url
         self.delivery = delivery or DeliverySettings()
@@ -87,7 +91,14 @@ class Notifier:
             backoff_s=settings.notify_backoff_s,
             backoff_max_s=settings.notify_backoff_max_s,
         )
-        return cls(load_config(settings.notify_config), database, settings.public_url, delivery)
+        return cls(
+            load_config(settings.notify_config),
+            database,
+            settings.public_url,
+            delivery,
+            grouping=settings.grouping_config(),
+            step=settings.step_s,
+        )
 
     def run(self, now: float | None = None) -> dict[str, int]:
         """One pass: decide what is due and claim it, then deliver what is due."""
@@ -103,7 +114,9 @@ class Notifier:
         if not threads:
             return {"threads": 0, "claimed": 0}
         with self.db.sessions() as s:
-            views = load_views(s, [incs[-1][0] for incs in threads.values()], self.config.teams)
+            views = load_views(
+                s, [incs[-1][0] for incs in threads.values()], self.config.teams, self.grouping, self.step
+            )
             for incs in threads.values():
                 if incs[-1][0] in views:
                     views[incs[-1][0]].seen_at = incs[-1][2]

@@ -9,7 +9,7 @@ metric's, else the config's ``teams`` map by root service), ``status``, ``incide
 
 from __future__ import annotations
 
-import statistics
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from stormeye.core.labels import shared_labels
+from stormeye.grouping.graph import GroupingConfig
 from stormeye.grouping.names import NAME_KEY, parse
+from stormeye.grouping.report import LINK_KINDS, link_kinds
 from stormeye.workers import models as m
 
 ACTIVE = ("open", "acknowledged")
@@ -59,26 +61,51 @@ class IncidentView:
         return self.resolved_at if self.resolved_at is not None else self.updated_at
 
 
-def _why(evidence: list[dict[str, Any]], shared: Mapping[str, str], n: int) -> str:
-    # an edge's or a symptom's evidence (an alert member that opened its incident holds neither)
-    evidence = [e for e in evidence if e and ("name" in e or "shape" in e)]
-    by_name = [float(e.get("name", 0)) for e in evidence if float(e.get("name", 0)) >= float(e.get("shape", 0))]
-    by_shape = [float(e["shape"]) for e in evidence if float(e.get("shape", 0)) > float(e.get("name", 0))]
-    parts = []
-    if by_name:
-        parts.append(f"{len(by_name)} joined by name similarity (median {statistics.median(by_name):.2f})")
-    if by_shape:
-        parts.append(f"{len(by_shape)} by shape correlation (median {statistics.median(by_shape):.2f})")
-    opened = n - len(by_name) - len(by_shape)
-    text = f"{opened} anomalies opened it" + ("; " + ", ".join(parts) if parts else "")
+def _why(members: list[tuple[str, dict[str, Any]]], shared: Mapping[str, str], cfg: GroupingConfig, step: float) -> str:
+    """Why grouped, in the words of the page's evidence graph: each member's edge (the evidence that
+    brought it in, towards another member) counted by what linked it — names, shape, time, topology —
+    the members that opened the incident (no edge) and those that joined as symptoms."""
+    metrics = {x for x, _ in members}
+    kinds: Counter[str] = Counter()
+    opened = symptoms = edges = 0
+    for metric, ev in members:
+        ev = ev or {}
+        to = ev.get("to")
+        if ev.get("symptom"):
+            symptoms += 1
+        elif not to or to == metric or to not in metrics:
+            opened += 1
+        else:
+            edges += 1
+            kinds.update(link_kinds(ev, parse(metric), parse(str(to)), cfg, step) or ["weak evidence"])
+    n = len(members)
+    text = f"{n} member{'s' if n != 1 else ''}"
+    if edges:
+        text += f"; {edges} link{'s' if edges != 1 else ''} by " + ", ".join(
+            f"{k} {kinds[k]}" for k in (*LINK_KINDS, "weak evidence") if kinds[k]
+        )
+    if opened and edges:
+        text += f"; {opened} opened it"
+    elif opened > 1:
+        text += "; opened it together"
+    if symptoms:
+        text += f"; {symptoms} joined as symptom{'s' if symptoms != 1 else ''} of their machine"
     scope = {k: v for k, v in shared.items() if k != NAME_KEY}
     if scope:
         text += "; all share " + ", ".join(f"{k}={v}" for k, v in sorted(scope.items()))
     return text
 
 
-def load_views(session: Session, ids: Iterable[str], teams: Mapping[str, str]) -> dict[str, IncidentView]:
-    """Views of the incidents ``ids`` with their properties and top members (one query each)."""
+def load_views(
+    session: Session,
+    ids: Iterable[str],
+    teams: Mapping[str, str],
+    grouping: GroupingConfig | None = None,
+    step: float = 60.0,
+) -> dict[str, IncidentView]:
+    """Views of the incidents ``ids`` with their properties and top members (one query each);
+    ``grouping`` and ``step``: what counts as a names, shape or time link (the service's settings)."""
+    cfg = grouping or GroupingConfig()
     ids = sorted(set(ids))
     if not ids:
         return {}
@@ -103,7 +130,7 @@ def load_views(session: Session, ids: Iterable[str], teams: Mapping[str, str]) -
         kpi[inc.id] = "true" if float((inc.priority_parts or {}).get("kpi", 0) or 0) > 0 else "false"
     labels: dict[str, list[dict[str, str]]] = {i: [] for i in views}
     members: dict[str, list[dict[str, Any]]] = {i: [] for i in views}
-    evidence: dict[str, list[dict[str, Any]]] = {i: [] for i in views}
+    evidence: dict[str, list[tuple[str, dict[str, Any]]]] = {i: [] for i in views}
     rows = session.execute(
         select(
             m.IncidentMember.incident_id,
@@ -120,7 +147,7 @@ def load_views(session: Session, ids: Iterable[str], teams: Mapping[str, str]) -
     for iid, name, lab, peak, direction, ev in rows:
         labels[iid].append({str(k): str(v) for k, v in (lab or {}).items()})
         members[iid].append({"metric": name, "peak_score": round(float(peak), 3), "direction": int(direction)})
-        evidence[iid].append(ev or {})
+        evidence[iid].append((name, ev or {}))
     for iid, v in views.items():
         labs = labels[iid]
         shared = shared_labels(labs, skip=())
@@ -140,5 +167,5 @@ def load_views(session: Session, ids: Iterable[str], teams: Mapping[str, str]) -
             title=v.title,
         )
         v.top_members = sorted(members[iid], key=lambda x: (-x["peak_score"], x["metric"]))[:TOP_MEMBERS]
-        v.why = _why(evidence[iid], shared, len(labs))
+        v.why = _why(evidence[iid], shared, cfg, step)
     return views

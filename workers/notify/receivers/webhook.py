@@ -19,7 +19,7 @@ __all__ = ["body", "send", "severity"]
 
 STORMEYE_FIELDS = (
     "kind", "incident", "thread", "seq", "priority", "title", "members", "top_members", "root", "root_entity",
-    "why", "link", "flaps", "flapping", "reason", "merged_into", "opened_at", "at",
+    "why", "link", "flaps", "flapping", "reason", "merged_into", "opened_at", "resolved_at", "at",
 )  # fmt: skip
 
 
