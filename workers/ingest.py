@@ -415,6 +415,9 @@ def replay(
     merged = 0
     total = int(slots[-1] - slots[0] + 1)
     can_block = block and hasattr(pipeline, "replay_block")
+    ticks_blocked = getattr(pipeline, "block_ticks", None)
+    if ticks_blocked is not None:
+        pipeline.block_ticks = block  # step by step: a tick after a gap too
     most = max_block(pipeline) if can_block else 1
     k, shown = 0, -1
     while k < len(starts):
@@ -437,6 +440,8 @@ def replay(
             shown = j // 50
             progress(int(first_slots[j - 1] - slots[0] + 1), total)
         k = j
+    if ticks_blocked is not None:
+        pipeline.block_ticks = ticks_blocked
     if finish:
         pipeline.finish(float((slots[-1] + 1) * step))
     return ReplayResult(

@@ -546,6 +546,9 @@ class Pipeline:
         # called after each write of a tick's results (embedded notifications wake up; must return at once)
         self.after_persist: list[Callable[[], None]] = []
         self.skipped_steps = 0  # steps a bounded catch-up left unscored (tick's max_steps)
+        #: a tick with several steps due scores their windows in one detector call (False: one by
+        #: one, the reference the block paths are compared with)
+        self.block_ticks = True
         #: ticks scored whose writes the database refused, oldest first: written before anything is scored again
         self.unsaved: list[tuple[list[Anomaly], list[Any], list[IncidentChange]]] = []
 
@@ -654,17 +657,67 @@ class Pipeline:
         due = top
         if chunk is not None:
             top = min(top, self.last_scored + chunk)
-        results = []
-        for slot in range(self.last_scored + 1, top + 1):
+        results: list[TickResult] = []
+        slot = self.last_scored + 1
+        while slot <= top:
+            count = min(top - slot + 1, self._block_steps())
             try:
+                if count > 1:  # several steps due (a catch-up): their windows scored in one call
+                    results.extend(self.score_steps(slot, count))
+                    slot += count
+                    continue
                 results.append(self.score_step(slot * self.step))
             except UnsavedTick:  # scored: its writes wait in self.unsaved for the next tick
-                self.last_scored = slot
+                self.last_scored = slot if count == 1 else self.last_scored
                 raise
             self.last_scored = slot
+            slot += 1
         if live and top == due and self.alerts.fresh():
             at = (top + 1) * self.step  # the step in progress
             results.append(self.group(at, self.alerts.changed(at), 0, 0, 0))
+        return results
+
+    def _block_steps(self) -> int:
+        """Steps a tick may score in one detector call (1: one at a time; ``block_ticks`` False: always)."""
+        n = len(self.registry)
+        if n == 0 or not self.block_ticks or self.detector.history + 1 > self.store.length:
+            return 1
+        return max_block_steps(self.detector, n)
+
+    def score_steps(self, first_slot: int, count: int) -> list[TickResult]:
+        """Score ``count`` due steps from ``first_slot`` whose points are all in the store: the
+        detector scores their windows in one call (:func:`detect_block`, the same windows the store
+        gives each step), then each step goes to the trackers as :meth:`score_step` does."""
+        n = len(self.registry)
+        rows = np.arange(n)
+        last = first_slot + count - 1
+        strip = self.store.windows(rows, float(last * self.step), self.detector.history + count)
+        block = detect_block(self.detector, rows, strip, first_slot, self.seasons)
+        block_buckets(self.detector, self.seasons, rows, strip, first_slot)
+        membership = self.membership() if self.collective is not None else None
+        symptoms = self.incidents.symptom_candidates if self.settings.symptoms else None
+        results = []
+        for j in range(count):
+            slot = first_slot + j
+            at = float(slot * self.step)
+            alerts = self.alerts.changed(at)
+            detected = Detected(rows, block.step(j), 0)
+            try:
+                upd = track(
+                    self.anomalies,
+                    at,
+                    detected,
+                    self.registry.names,
+                    self.collective,
+                    membership,
+                    self.rules(),
+                    symptoms,
+                )
+                results.append(self.group(at, upd.changed + alerts, len(upd.opened), len(upd.closed), n))
+            except UnsavedTick:
+                self.last_scored = slot
+                raise
+            self.last_scored = slot
         return results
 
     def score_step(self, at: float) -> TickResult:

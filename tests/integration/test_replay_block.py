@@ -46,7 +46,7 @@ def run(batch: PointBatch, block: bool) -> tuple[Pipeline, list, list]:
 
 
 def test_block_replay_gives_the_incidents_of_the_step_by_step_replay_on_the_simulator() -> None:
-    storm = simulate_storm(seed=0, n_metrics=30, n_incidents=3, step=60, history_steps=560)
+    storm = simulate_storm(seed=0, n_metrics=20, n_incidents=3, step=60, history_steps=520)
     batch = batch_of(storm)
     block_pipe, block_incidents, block_anomalies = run(batch, block=True)
     _, step_incidents, step_anomalies = run(batch, block=False)
@@ -66,6 +66,26 @@ def test_gaps_and_merged_points_replay_the_same_either_way() -> None:
     _, step_incidents, step_anomalies = run(batch, block=False)
     assert block_anomalies == step_anomalies and len(step_anomalies) > 0
     assert block_incidents == step_incidents
+
+
+def test_a_tick_with_many_steps_due_scores_them_in_one_call_with_the_same_incidents() -> None:
+    storm = simulate_storm(seed=0, n_metrics=20, n_incidents=2, step=60, history_steps=520)
+    got = []
+    for blocks in (True, False):
+        pipe = Pipeline(Settings(**SETTINGS), keep_archive=True)  # type: ignore[arg-type]
+        pipe.block_ticks = blocks
+        rows = pipe.register(storm.names)
+        for lo in range(0, len(storm.timestamps), 150):  # a live service catching up 150 steps at a time
+            cols = np.arange(lo, min(lo + 150, len(storm.timestamps)))
+            vals = storm.values[:, cols]
+            ok = np.isfinite(vals)
+            r, c = np.nonzero(ok)
+            pipe.store.append(rows[r], storm.timestamps[cols][c].astype(float), vals[ok])
+            pipe.tick(float(storm.timestamps[cols[-1]]))
+        pipe.finish(float(storm.timestamps[-1]) + 60)
+        got.append((pipe.incident_list(include_merged=True), pipe.anomaly_list()))
+    assert len(got[1][1]) > 0
+    assert got[0] == got[1]
 
 
 def _people_reads(db: Database) -> list[str]:
