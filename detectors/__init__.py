@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from stormeye.detectors.base import Detector, Scores, Status
 from stormeye.detectors.deviation import PercentDeviation
@@ -13,7 +14,7 @@ from stormeye.detectors.esd import GeneralizedESD
 from stormeye.detectors.events import Anomaly, AnomalyTracker, TrackerUpdate
 from stormeye.detectors.iforest import IsolationForestDetector
 from stormeye.detectors.robust_z import RobustZScore
-from stormeye.detectors.seasonal import CoarseSeasonalReference, HoltWinters, SeasonalReference
+from stormeye.detectors.seasonal import CoarseSeasonalReference, HoltWinters, SeasonalReference, bucket_means
 from stormeye.detectors.shifts import LevelShift, TrendChange
 from stormeye.detectors.spot import DSPOT, SPOT
 from stormeye.detectors.twosample import KSTest, MannWhitney
@@ -43,6 +44,7 @@ __all__ = [
     "TrendChange",
     "available",
     "default_detector",
+    "default_window_points",
     "opt_in",
     "score_series",
     "score_series_info",
@@ -89,6 +91,27 @@ def seasonal_members_fit(step: int, season_s: int = DAY_S, max_points: int | Non
         return False
     need = max(SeasonalReference(period=period).history, HoltWinters(period=period).history) + 1
     return max_points is None or need <= max_points
+
+
+#: the most points of retention the service's default grows to, to hold the seasonal members' windows
+MAX_AUTO_RETENTION = 1024
+
+
+def default_window_points(step: int, season_s: int = DAY_S, default: int = 480) -> int:
+    """The window store's default retention at ``step``: ``default``, or what the seasonal members'
+    windows need when that costs at most :data:`MAX_AUTO_RETENTION` points.
+
+    At a 5-minute step a day is 288 points: two seasons plus the calibration part are 723 points
+    (2.9 kB a metric in the float32 store instead of 1.9 kB). At one minute a day is 1,440
+    points: two days would be 11.6 kB a metric (12 GB for a million metrics), so retention stays
+    at ``default`` and the ensemble reads earlier days from the coarse seasonal history instead.
+    """
+    season_s = season_s or DAY_S
+    if not seasonal_members_fit(step, season_s):
+        return default
+    period = season_s // step
+    need = max(SeasonalReference(period=period).history, HoltWinters(period=period).history) + 1
+    return max(default, need) if need <= MAX_AUTO_RETENTION else default
 
 
 def default_detector(
@@ -168,10 +191,11 @@ def _as_floats(what: str, raw: object) -> np.ndarray:
         raise ValueError(f"{what} must be numbers ({exc})") from None
 
 
-def _grid(values: np.ndarray, timestamps: object) -> tuple[np.ndarray, np.ndarray, int, int, int]:
+def _grid(values: np.ndarray, timestamps: object) -> tuple[np.ndarray, np.ndarray, int, int, int, int]:
     """Put a timestamped series on its regular step grid.
 
-    Returns (grid values, grid index of each input point, step, merged, reordered). Points are
+    Returns (grid values, grid index of each input point, step, merged, reordered, the grid's first
+    slot: ``floor(timestamp / step)`` of its first point). Points are
     sorted by time; points sharing a step are merged, the last one given (in input order) with
     a value standing for the step (NaN marks a missing point: it replaces nothing).
     """
@@ -190,7 +214,8 @@ def _grid(values: np.ndarray, timestamps: object) -> tuple[np.ndarray, np.ndarra
         if step <= 0:
             raise ValueError("distinct timestamps must be at least one second apart")
     slot = np.floor(ts / step).astype(np.int64)
-    slot -= slot.min() if len(slot) else 0
+    first_slot = int(slot.min()) if len(slot) else 0
+    slot -= first_slot
     order = np.argsort(slot, kind="stable")  # equal steps keep their input order
     s_sorted = slot[order]
     steps = int(np.count_nonzero(np.diff(s_sorted))) + 1 if len(ts) else 0
@@ -209,7 +234,7 @@ def _grid(values: np.ndarray, timestamps: object) -> tuple[np.ndarray, np.ndarra
         last = np.zeros(len(ts), dtype=bool)
         last[np.flatnonzero(finite)[last_f]] = True
     grid[s_sorted[last]] = v_sorted[last]
-    return grid, slot, step, merged, reordered
+    return grid, slot, step, merged, reordered, first_slot
 
 
 def score_series(
@@ -234,19 +259,56 @@ def score_series_info(
     """:func:`score_series`, with how many points were merged and reordered (:class:`SeriesScores`)."""
     x = _as_floats("values", values)
     if timestamps is None:
-        grid, idx, step, merged, reordered = x, np.arange(len(x)), 60, 0, 0
+        grid, idx, step, merged, reordered, first_slot = x, np.arange(len(x)), 60, 0, 0, 0
     else:
-        grid, idx, step, merged, reordered = _grid(x, timestamps)
+        grid, idx, step, merged, reordered, first_slot = _grid(x, timestamps)
     if isinstance(detector, Detector):
         det = detector
-    elif detector == "default":
-        det = default_detector(step, season_s)
-    elif isinstance(detector, str) and detector in available() and detector != "ensemble":
+    elif detector in ("default", "ensemble"):
+        det = default_detector(step, season_s, default_window_points(step, season_s))
+    elif isinstance(detector, str) and detector in available():
         cls = available()[detector]
         det = cls(period=season_s // step) if cls in (SeasonalReference, HoltWinters) else cls()
-    elif detector == "ensemble":
-        det = default_detector(step, season_s)
     else:
         raise ValueError(f"unknown detector {detector!r}; use 'default', one of {sorted(available())} or a Detector")
-    scores = det.score_series(grid)[idx] if len(grid) else np.zeros(0)
+    if not len(grid):
+        scores = np.zeros(0)
+    elif isinstance(det, Ensemble) and det.season is not None:
+        scores = _score_with_season(det, grid, first_slot)[idx]
+    else:
+        scores = det.score_series(grid)[idx]
     return SeriesScores(scores=scores, merged=merged, reordered=reordered, step=step)
+
+
+def _score_with_season(det: Ensemble, grid: np.ndarray, first_slot: int, budget: int = 500_000) -> np.ndarray:
+    """Per-step scores of a series by an ensemble that reads a coarse seasonal history
+    (:class:`CoarseSeasonalReference`), the history being the series' own bucket means.
+
+    What the service keeps beside its window store (``workers.pipeline``: the means of each
+    bucket as it completes) is here computed from the whole series at once; every step reads
+    only buckets a season or more before it, so the scores stay causal. ``grid[j]`` is slot
+    ``first_slot + j``. Windows are scored about 2,000 at a time (``budget`` values).
+    """
+    season = det.season
+    assert season is not None
+    f, n = season.factor, len(grid)
+    points = det.history + 1
+    b0, b1 = first_slot // f, (first_slot + n) // f + 1
+    means = bucket_means(grid[None, :], first_slot, f, b0, b1)[0]
+    count = season.spans(first_slot)[0][1]
+    padded = np.concatenate([np.full(points - 1, np.nan), grid])
+    view = sliding_window_view(padded, points)
+    out = np.empty(n)
+    chunk = max(1, budget // points)
+    offsets = np.arange(count) - count + 1
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        ends = first_slot + np.arange(lo, hi)
+        coarse = []
+        for k in range(1, season.seasons + 1):
+            idx = ((ends - k * season.period * f) // f + 1 - b0)[:, None] + offsets  # buckets read
+            ok = (idx >= 0) & (idx < len(means))
+            seg = np.where(ok, means[np.clip(idx, 0, len(means) - 1)], np.nan)
+            coarse.append(seg)
+        out[lo:hi] = det.score_season(np.ascontiguousarray(view[lo:hi]), coarse, ends).score
+    return out

@@ -149,6 +149,25 @@ class CollectiveEvidence:
         self.seen_[: len(sizes)] += 1
         return out, GroupEvidence(hot, counts[hot], mean[hot].copy(), hot_score, raised)
 
+    def idle(self, membership: sp.csr_matrix, steps: int) -> None:
+        """``steps`` calls of :meth:`update` in which no metric watched: no group counts anyone, so
+        every group learns a count of 0 (the same arithmetic as :meth:`update`, without the
+        scores; a replay skips the steps where nothing happens, see ``workers.pipeline``)."""
+        if steps <= 0:
+            return
+        sizes = np.asarray(membership.sum(axis=0)).ravel()
+        self._grow(sizes)
+        n = len(sizes)
+        alpha = 1.0 - 0.5 ** (1.0 / self.halflife)
+        mean, var, rate = self.mean_[:n], self.var_[:n], self.rate_[:n]
+        zero = np.zeros(n)
+        for _ in range(steps):
+            diff = zero - mean
+            mean += alpha * diff
+            var[:] = (1 - alpha) * (var + alpha * diff**2)
+            rate += alpha * (zero - rate)
+        self.seen_[:n] += steps
+
     def to_state(self) -> dict[str, list[float]]:
         """The learned per-group history, JSON-ready (for a runtime that restarts between steps)."""
         return {

@@ -207,11 +207,14 @@ class Ensemble(Detector):
             return self.members[0].score(windows)
         return super().score(windows)
 
-    def score_season(self, windows: np.ndarray, coarse: Sequence[np.ndarray] | None, end_slot: int) -> Scores:
+    def score_season(
+        self, windows: np.ndarray, coarse: Sequence[np.ndarray] | None, end_slot: int | np.ndarray
+    ) -> Scores:
         """:meth:`score`, with the coarse seasonal history of every row (see :attr:`season`).
 
         ``coarse``: the bucket means of each span of ``season.spans(end_slot)`` (rows x buckets),
-        ``end_slot`` being the windows' newest fine slot; None: not kept.
+        ``end_slot`` being the windows' newest fine slot (or one per row: a block of steps scored
+        in one call, see ``workers.pipeline.detect_block``); None: not kept.
         """
         season = self.season
         others = [m for m in self.members if m is not season]
@@ -223,7 +226,10 @@ class Ensemble(Detector):
         return self._finish(arr, status, self._score(clean, status, (coarse, end_slot)))
 
     def _score(
-        self, windows: np.ndarray, status: np.ndarray, season: tuple[Sequence[np.ndarray] | None, int] | None = None
+        self,
+        windows: np.ndarray,
+        status: np.ndarray,
+        season: tuple[Sequence[np.ndarray] | None, int | np.ndarray] | None = None,
     ) -> Scores:
         outs = {}
         n_hist = windows.shape[1] - 1

@@ -317,20 +317,36 @@ class CoarseSeasonalReference(SeasonalReference):
         count = -(-c // f) + 3
         return [((end_slot - k * self.period * f) // f + 1, count) for k in range(1, self.seasons + 1)]
 
-    def coarse_residuals(self, windows: np.ndarray, coarse: Sequence[np.ndarray], end_slot: int) -> np.ndarray:
+    def coarse_residuals(
+        self, windows: np.ndarray, coarse: Sequence[np.ndarray], end_slot: int | np.ndarray
+    ) -> np.ndarray:
         """Fine residuals of the last ``calibration + 1`` points against the coarse earlier days.
 
         ``coarse``: for each span of :meth:`spans`, rows x buckets of bucket means ending at the
-        span's last bucket (NaN: unknown).
+        span's last bucket (NaN: unknown). ``end_slot``: the windows' newest fine slot, one for
+        every row or one per row (a block of steps scored at once, each row its own step).
+        Where a point falls between bucket centres depends only on ``end_slot`` modulo the
+        bucket's ``factor`` (the arithmetic is done relative to the span), so rows are scored a
+        residue at a time with the same arithmetic as one step: the residuals are the same.
         """
+        if np.ndim(end_slot) > 0:
+            ends = np.asarray(end_slot, dtype=np.int64)
+            out = np.empty((windows.shape[0], min(self.calibration + 1, windows.shape[1])))
+            residue = ends % self.factor
+            for r in np.unique(residue):
+                sel = np.flatnonzero(residue == r)
+                out[sel] = self.coarse_residuals(windows[sel], [seg[sel] for seg in coarse], int(ends[sel[0]]))
+            return out
+        end_slot = int(end_slot)
         m, n = windows.shape
         f, c = self.factor, min(self.calibration + 1, n)
         cur = windows[:, n - c :]
         u = np.arange(end_slot - c + 1, end_slot + 1)
         refs = np.empty((self.seasons, m, c))  # every element is written below
         for k, ((last, count), seg) in enumerate(zip(self.spans(end_slot), coarse, strict=True), start=1):
-            # a bucket's mean stands at its centre; interpolate between the two centres around the point
-            x = (u - k * self.period * f - (f - 1) / 2.0) / f - (last - count + 1)
+            # a bucket's mean stands at its centre; interpolate between the two centres around the
+            # point (in buckets from the span's first, whole numbers first: one rounding)
+            x = (u - k * self.period * f - f * (last - count + 1) - (f - 1) / 2.0) / f
             i0 = np.floor(x).astype(np.int64)
             w1 = x - i0
             ok = (i0 >= 0) & (i0 + 1 < count)
@@ -365,7 +381,7 @@ class CoarseSeasonalReference(SeasonalReference):
         self,
         windows: np.ndarray,
         coarse: Sequence[np.ndarray] | None,
-        end_slot: int,
+        end_slot: int | np.ndarray,
         quantum: np.ndarray | None = None,
     ) -> Scores:
         """Score the newest point of every row against the coarse history (:meth:`coarse_residuals`; None:
@@ -378,7 +394,8 @@ class CoarseSeasonalReference(SeasonalReference):
         rows = np.flatnonzero(known)
         if len(rows):
             sub = clean[rows]
-            resid = self.coarse_residuals(sub, [seg[rows] for seg in segs], end_slot)
+            ends = end_slot[rows] if np.ndim(end_slot) > 0 else end_slot  # type: ignore[index]
+            resid = self.coarse_residuals(sub, [seg[rows] for seg in segs], ends)
             q = quantum[rows] if quantum is not None else None
             new, med, z, scale, score, st = self._score_residuals(sub, status[rows], resid, q)
             out.score[rows], out.status[rows] = score, st

@@ -62,7 +62,7 @@ import scipy.sparse as sp
 from scipy.linalg import eigh
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from stormeye.grouping.correlation import PAIR_BLOCK, in_blocks, shape_similarity_pairs
 from stormeye.grouping.names import NAME_KEY, NameIndex
@@ -651,10 +651,21 @@ def components(
     # the guard's eigen-solves are small (ARPACK on a component, dense ones under 150 nodes): BLAS
     # threads cost more in hand-offs than they save, most on a shared 2-core machine (10k-anomaly
     # bench: 1.15 s -> 0.73 s per tick with one thread); the results do not depend on it
-    with threadpool_limits(1, user_api="blas"):
+    with _blas().limit(limits=1, user_api="blas"):
         for comp in _split_components(adj, np.arange(n_nodes)):
             out.extend(_guard(adj, hot, comp, config, 0, explained))
     return sorted(out, key=lambda c: int(c.min()))
+
+
+_CONTROLLER: list[ThreadpoolController] = []
+
+
+def _blas() -> ThreadpoolController:
+    """The process's thread pools, found once (each ``threadpool_limits`` reads /proc/self/maps
+    again: 2 ms a call, most of a quiet replay step's grouping)."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
 
 
 def _split_components(adj: sp.csr_matrix, nodes: np.ndarray) -> list[np.ndarray]:

@@ -352,6 +352,7 @@ class PeopleSync:
         self._apart: set[Pair] = set()
         self._priority: OverriddenPriority | None = None
         self._changed: set[str] = set()
+        self._seen: int | None = None  # the newest action id when the actions and feedback were last read
 
     def feedback(self, tracker: IncidentTracker) -> None:
         """Apart pairs and priority overrides on the tracker (read again only when they changed)."""
@@ -363,6 +364,9 @@ class PeopleSync:
             old = self._priority.overrides if self._priority is not None else {}
             self._changed = {k for k in set(old) | set(overrides) if old.get(k) != overrides.get(k)}
             self._priority = OverriddenPriority(self.base, overrides) if overrides or old else None
+        self._apply_feedback(tracker)
+
+    def _apply_feedback(self, tracker: IncidentTracker) -> None:
         tracker.apart = self._apart
         if self._priority is not None and tracker.priority is not self._priority:
             tracker.priority = self._priority
@@ -371,8 +375,19 @@ class PeopleSync:
 
     def sync(self, tracker: IncidentTracker, now: float, save: bool = True) -> list[IncidentChange]:
         """Replay actions newer than the cursor on the tracker; store the incidents they touched
-        (``save``; else the caller stores them with its own writes)."""
+        (``save``; else the caller stores them with its own writes).
+
+        One indexed read a tick while nobody acts: the newest action's id. Every action, feedback
+        verdict and priority override is recorded as an action in the same transaction
+        (:meth:`Actions._record`), so while that id stays the same there is nothing new to read
+        and the feedback read last is put on the tracker again.
+        """
+        newest = self.actions.last_action_id()
+        if newest == self._seen and self._version is not None:
+            self._apply_feedback(tracker)
+            return []
         self.feedback(tracker)
+        self._seen = newest
         todo = self.actions.actions_since(self.cursor)
         if not todo:
             return []

@@ -385,13 +385,24 @@ class ReplayResult:
 
 
 def replay(
-    pipeline: Any, batch: PointBatch, progress: Callable[[int, int], None] | None = None, finish: bool = True
+    pipeline: Any,
+    batch: PointBatch,
+    progress: Callable[[int, int], None] | None = None,
+    finish: bool = True,
+    block: bool = True,
 ) -> ReplayResult:
-    """Feed a history through the pipeline in time order, one step at a time, as if live.
+    """Feed a history through the pipeline in time order, as if live.
 
     Rows may come in any order: they are sorted by step. Points of one metric that share a
     step (a repeated timestamp, or two within one step) are merged: the last one given wins,
     and the others are counted in ``merged``.
+
+    ``block`` (default): runs of consecutive steps are scored many at once
+    (:meth:`Pipeline.replay_block`: one vectorized pass of the detector, then each step's
+    anomalies to the trackers in order), which gives the same incidents as ``block=False``, the
+    reference that stores and ticks one step at a time. A step after a gap (no point of any
+    metric in the steps before it) goes the step-by-step way, and so does every step of a
+    pipeline that cannot score blocks (alerts, another window store).
     """
     names, ts, vals = batch.arrays()
     if not len(ts):
@@ -405,21 +416,50 @@ def replay(
     bounds = np.flatnonzero(np.diff(slots)) + 1
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(ts)]])
+    first_slots = slots[starts]
     before = pipeline.rejected_too_old
     merged = 0
     total = int(slots[-1] - slots[0] + 1)
-    for k, (lo, hi) in enumerate(zip(starts, ends)):
-        res = pipeline.store.append(rows[lo:hi], ts[lo:hi], vals[lo:hi])
-        pipeline.rejected_too_old += res.too_old
-        merged += res.merged
-        pipeline.tick(float(slots[lo] * step))
-        if progress is not None and (k % 50 == 0 or hi == len(ts)):
-            progress(int(slots[lo] - slots[0] + 1), total)
+    can_block = block and hasattr(pipeline, "replay_block")
+    ticks_blocked = getattr(pipeline, "block_ticks", None)
+    if ticks_blocked is not None:
+        pipeline.block_ticks = block  # step by step: a tick after a gap too
+    most = max_block(pipeline) if can_block else 1
+    k, shown = 0, -1
+    while k < len(starts):
+        lo = int(starts[k])
+        s0 = int(first_slots[k])
+        if can_block and pipeline.can_replay_block(s0):
+            # the run of consecutive steps from here, at most `most` of them
+            j = k + 1
+            while j < len(starts) and j - k < most and first_slots[j] == first_slots[j - 1] + 1:
+                j += 1
+            hi = int(ends[j - 1])
+            merged += pipeline.replay_block(rows[lo:hi], ts[lo:hi], vals[lo:hi], s0, j - k)
+        else:
+            j, hi = k + 1, int(ends[k])
+            res = pipeline.store.append(rows[lo:hi], ts[lo:hi], vals[lo:hi])
+            pipeline.rejected_too_old += res.too_old
+            merged += res.merged
+            pipeline.tick(float(s0 * step))
+        if progress is not None and (j // 50 != shown or hi == len(ts)):
+            shown = j // 50
+            progress(int(first_slots[j - 1] - slots[0] + 1), total)
+        k = j
+    if ticks_blocked is not None:
+        pipeline.block_ticks = ticks_blocked
     if finish:
         pipeline.finish(float((slots[-1] + 1) * step))
     return ReplayResult(
         len(ts), total, pipeline.rejected_too_old - before, float(ts.min()), float(ts.max()), merged, reordered
     )
+
+
+def max_block(pipeline: Any) -> int:
+    """Steps :meth:`Pipeline.replay_block` scores at once for the pipeline's metrics."""
+    from stormeye.workers.pipeline import max_block_steps
+
+    return max_block_steps(pipeline.detector, max(1, len(pipeline.registry)))
 
 
 def _reordered(rows: np.ndarray, order: np.ndarray) -> int:

@@ -32,7 +32,7 @@ from stormeye.detectors.collective import CollectiveEvidence
 from stormeye.detectors.ensemble import Ensemble
 from stormeye.detectors.events import Anomaly, TrackerUpdate
 from stormeye.detectors.rules import CompiledRules
-from stormeye.detectors.seasonal import bucket_means
+from stormeye.detectors.seasonal import WRITE_BUCKETS, bucket_means
 from stormeye.grouping.incidents import Incident, IncidentChange, IncidentTracker
 from stormeye.grouping.names import NAME_KEY, NameIndex, parse
 from stormeye.grouping.topology import Topology
@@ -40,7 +40,7 @@ from stormeye.workers.actions import PeopleSync
 from stormeye.workers.alerts import AlertBook, windows_with_alerts
 from stormeye.workers.db import Database
 from stormeye.workers.settings import Settings
-from stormeye.workers.store import MemoryWindowStore, WindowStore
+from stormeye.workers.store import MemoryWindowStore, WindowStore, last_of_each
 
 
 class MetricRegistry:
@@ -127,6 +127,164 @@ def detect(
             coarse = seasons.segments(rows, [(float(last * seasons.step), count) for last, count in spans])
         scores = detector.score_season(windows, coarse, end_slot)
     return Detected(rows, scores, int(np.isfinite(windows[:, -1]).sum()) if len(rows) else 0)
+
+
+@dataclass
+class BlockScores:
+    """The detector's scores of a block of consecutive steps for the same metric rows, in parts.
+
+    Each part holds some of the block's steps (``steps``: their indexes in the block) and their
+    scores, step-major (step ``steps[i]`` is rows ``i * m`` to ``(i + 1) * m``). Steps go to the
+    part whose call the step-by-step :func:`detect` would have made (a seasonal detector skips
+    its combination while no metric has its earlier days), so every step's scores are those of
+    :func:`detect`.
+    """
+
+    rows: np.ndarray
+    parts: list[tuple[np.ndarray, Scores]]
+
+    def step(self, j: int) -> Scores:
+        """The :class:`Scores` of the block's step ``j`` (rows in ``rows`` order)."""
+        m = len(self.rows)
+        for steps, sc in self.parts:
+            hit = np.flatnonzero(steps == j)
+            if len(hit):
+                lo, hi = int(hit[0]) * m, (int(hit[0]) + 1) * m
+                return Scores(
+                    score=sc.score[lo:hi],
+                    direction=sc.direction[lo:hi],
+                    status=sc.status[lo:hi],
+                    raw={k: v[lo:hi] for k, v in sc.raw.items()},
+                )
+        raise IndexError(f"step {j} is not in the block")
+
+
+def block_windows(strip: np.ndarray, points: int) -> np.ndarray:
+    """The windows of ``points`` points ending at each of the strip's last columns, step-major:
+    ``strip`` (rows x (points - 1 + steps)) → (steps * rows) x points, a contiguous copy."""
+    m, width = strip.shape
+    steps = width - points + 1
+    view = np.lib.stride_tricks.sliding_window_view(strip, points, axis=1)  # rows x steps x points
+    return np.ascontiguousarray(view.transpose(1, 0, 2)).reshape(steps * m, points)
+
+
+def detect_block(
+    detector: Detector,
+    rows: np.ndarray,
+    strip: np.ndarray,
+    first_slot: int,
+    seasons: WindowStore | None = None,
+) -> BlockScores:
+    """Score consecutive steps from slot ``first_slot`` for metric ``rows`` in one vectorized pass.
+
+    ``strip``: rows x (``detector.history`` + steps) values as the window store gives them (float32
+    precision, NaN missing): the history before ``first_slot``, then the block. Each step's window
+    is the strip's slice ending at it, so each step's scores are those :func:`detect` gives from
+    the store. ``seasons``: the coarse seasonal history as it is before the block; it is read, not
+    written (the caller writes the block's buckets, :func:`block_buckets`). The block must be short
+    enough that its reads of earlier days only reach buckets complete before it
+    (:func:`max_block_steps`).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    m = len(rows)
+    points = detector.history + 1
+    steps = strip.shape[1] - points + 1
+    season = getattr(detector, "season", None)
+    idx = np.arange(steps)
+    if not m or steps <= 0:
+        return BlockScores(rows, [])
+    if season is None or seasons is None or not isinstance(detector, Ensemble):
+        return BlockScores(rows, [(idx, detector.score(block_windows(strip, points)))])
+    slots = first_slot + idx
+    f = season.factor
+    oldest = seasons.oldest()
+    oldest_at = np.full(steps, np.inf if oldest is None else oldest)
+    if oldest is None:  # the block's first bucket write marks it, from that step on
+        for j in np.flatnonzero((slots + 1) % f == 0):
+            end = int(slots[j])
+            first, means = season.bucket_means(strip[:, j : j + points], end)
+            written = np.flatnonzero(np.isfinite(means).any(axis=0))
+            if len(written):
+                oldest_at[j:] = float((first + written[0]) * seasons.step)
+                break
+    count = season.spans(int(slots[0]))[0][1]
+    # per season back (nearest first), the last bucket each step reads (season.spans)
+    lasts_k = np.array([(slots - k * season.period * f) // f + 1 for k in range(1, season.seasons + 1)])
+    # detect reads no coarse history while nothing was written as far back as the oldest day
+    has_coarse = oldest_at <= lasts_k[-1] * float(seasons.step)
+    windows = block_windows(strip, points)
+    parts: list[tuple[np.ndarray, Scores]] = []
+    if (~has_coarse).any():
+        none = np.flatnonzero(~has_coarse)
+        parts.append((none, detector.score_season(windows[_step_rows(none, m)], None, np.repeat(slots[none], m))))
+    with_coarse = np.flatnonzero(has_coarse)
+    if len(with_coarse):
+        coarse = []
+        for k in range(season.seasons):
+            lasts = lasts_k[k][with_coarse]
+            lo, hi = int(lasts.min()) - count + 1, int(lasts.max())
+            wide = seasons.windows(rows, float(hi * seasons.step), hi - lo + 1)  # rows x buckets
+            view = np.lib.stride_tricks.sliding_window_view(wide, count, axis=1)[:, lasts - count + 1 - lo, :]
+            coarse.append(np.ascontiguousarray(view.transpose(1, 0, 2)).reshape(len(with_coarse) * m, count))
+        ready = season.ready(coarse).reshape(len(with_coarse), m).any(axis=1)
+        for pick in (~ready, ready):  # the call :func:`detect` makes with no metric ready, and with some
+            if not pick.any():
+                continue
+            sel = with_coarse[pick]
+            r = _step_rows(np.flatnonzero(pick), m)
+            parts.append(
+                (
+                    sel,
+                    detector.score_season(
+                        windows[_step_rows(sel, m)], [c[r] for c in coarse], np.repeat(slots[sel], m)
+                    ),
+                )
+            )
+    return BlockScores(rows, parts)
+
+
+def _step_rows(steps: np.ndarray, m: int) -> np.ndarray:
+    """The rows of ``steps`` in a step-major stack of ``m`` rows a step."""
+    return (np.asarray(steps, dtype=np.int64)[:, None] * m + np.arange(m)).reshape(-1)
+
+
+def block_buckets(
+    detector: Detector, seasons: WindowStore | None, rows: np.ndarray, strip: np.ndarray, first_slot: int
+) -> None:
+    """Write what :func:`detect` writes into the coarse seasonal history at the block's steps: at
+    each step that completes a bucket, the means of the last few buckets (from the strip of
+    :func:`detect_block`)."""
+    season = getattr(detector, "season", None)
+    if season is None or seasons is None or not isinstance(detector, Ensemble) or not len(rows):
+        return
+    points = detector.history + 1
+    steps = strip.shape[1] - points + 1
+    f = season.factor
+    ends = [first_slot + j for j in range(steps) if (first_slot + j + 1) % f == 0]
+    if not ends:
+        return
+    # each write covers the newest WRITE_BUCKETS buckets from the window ending at that step; a
+    # bucket written twice gets the same mean (its points are all in the strip), so one write of
+    # every bucket of those windows, oldest first, leaves what the writes one by one leave
+    last = (ends[-1] + 1) // f - 1
+    first = (ends[0] + 1) // f - 1 - WRITE_BUCKETS + 1
+    strip_first = first_slot - points + 1
+    means = bucket_means(strip, strip_first, f, first, last + 1)
+    write_buckets(seasons, rows, first, means)
+
+
+def max_block_steps(detector: Detector, rows: int, budget: int = 500_000) -> int:
+    """How many steps :func:`detect_block` may score at once for ``rows`` metrics: the windows'
+    copy bounded to ``budget`` values (4 MB: about 2,000 windows, where the detector runs fastest;
+    larger calls leave the caches), and for a detector with a coarse seasonal history,
+    short enough that every earlier day it reads was complete before the block."""
+    points = detector.history + 1
+    n = max(1, budget // max(1, rows * points))
+    season = getattr(detector, "season", None)
+    if season is not None and isinstance(detector, Ensemble):
+        f = season.factor
+        n = min(n, season.period * f - (WRITE_BUCKETS + 3) * f)
+    return max(1, n)
 
 
 def write_buckets(seasons: WindowStore, rows: np.ndarray, first: int, means: np.ndarray) -> None:
@@ -388,6 +546,9 @@ class Pipeline:
         # called after each write of a tick's results (embedded notifications wake up; must return at once)
         self.after_persist: list[Callable[[], None]] = []
         self.skipped_steps = 0  # steps a bounded catch-up left unscored (tick's max_steps)
+        #: a tick with several steps due scores their windows in one detector call (False: one by
+        #: one, the reference the block paths are compared with)
+        self.block_ticks = True
         #: ticks scored whose writes the database refused, oldest first: written before anything is scored again
         self.unsaved: list[tuple[list[Anomaly], list[Any], list[IncidentChange]]] = []
 
@@ -496,17 +657,67 @@ class Pipeline:
         due = top
         if chunk is not None:
             top = min(top, self.last_scored + chunk)
-        results = []
-        for slot in range(self.last_scored + 1, top + 1):
+        results: list[TickResult] = []
+        slot = self.last_scored + 1
+        while slot <= top:
+            count = min(top - slot + 1, self._block_steps())
             try:
+                if count > 1:  # several steps due (a catch-up): their windows scored in one call
+                    results.extend(self.score_steps(slot, count))
+                    slot += count
+                    continue
                 results.append(self.score_step(slot * self.step))
             except UnsavedTick:  # scored: its writes wait in self.unsaved for the next tick
-                self.last_scored = slot
+                self.last_scored = slot if count == 1 else self.last_scored
                 raise
             self.last_scored = slot
+            slot += 1
         if live and top == due and self.alerts.fresh():
             at = (top + 1) * self.step  # the step in progress
             results.append(self.group(at, self.alerts.changed(at), 0, 0, 0))
+        return results
+
+    def _block_steps(self) -> int:
+        """Steps a tick may score in one detector call (1: one at a time; ``block_ticks`` False: always)."""
+        n = len(self.registry)
+        if n == 0 or not self.block_ticks or self.detector.history + 1 > self.store.length:
+            return 1
+        return max_block_steps(self.detector, n)
+
+    def score_steps(self, first_slot: int, count: int) -> list[TickResult]:
+        """Score ``count`` due steps from ``first_slot`` whose points are all in the store: the
+        detector scores their windows in one call (:func:`detect_block`, the same windows the store
+        gives each step), then each step goes to the trackers as :meth:`score_step` does."""
+        n = len(self.registry)
+        rows = np.arange(n)
+        last = first_slot + count - 1
+        strip = self.store.windows(rows, float(last * self.step), self.detector.history + count)
+        block = detect_block(self.detector, rows, strip, first_slot, self.seasons)
+        block_buckets(self.detector, self.seasons, rows, strip, first_slot)
+        membership = self.membership() if self.collective is not None else None
+        symptoms = self.incidents.symptom_candidates if self.settings.symptoms else None
+        results = []
+        for j in range(count):
+            slot = first_slot + j
+            at = float(slot * self.step)
+            alerts = self.alerts.changed(at)
+            detected = Detected(rows, block.step(j), 0)
+            try:
+                upd = track(
+                    self.anomalies,
+                    at,
+                    detected,
+                    self.registry.names,
+                    self.collective,
+                    membership,
+                    self.rules(),
+                    symptoms,
+                )
+                results.append(self.group(at, upd.changed + alerts, len(upd.opened), len(upd.closed), n))
+            except UnsavedTick:
+                self.last_scored = slot
+                raise
+            self.last_scored = slot
         return results
 
     def score_step(self, at: float) -> TickResult:
@@ -523,6 +734,114 @@ class Pipeline:
             self.anomalies, at, detected, self.registry.names, self.collective, membership, self.rules(), symptoms
         )
         return self.group(at, upd.changed + alerts, len(upd.opened), len(upd.closed), n)
+
+    # -- replay: many steps at once ------------------------------------------------------
+
+    def can_replay_block(self, first_slot: int) -> bool:
+        """Whether :meth:`replay_block` may score steps from ``first_slot``: the embedded store, the
+        previous step scored and stored, no alerts (they join ticks by the clock), nothing unsaved."""
+        return (
+            isinstance(self.store, MemoryWindowStore)
+            and self.last_scored == first_slot - 1
+            and self.store.newest() == float((first_slot - 1) * self.step)
+            and self.detector.history + 1 <= self.store.length
+            and not len(self.alerts)
+            and not self.unsaved
+            and len(self.registry) > 0
+        )
+
+    def replay_block(
+        self, rows: np.ndarray, timestamps: np.ndarray, values: np.ndarray, first_slot: int, steps: int
+    ) -> int:
+        """Store and score ``steps`` consecutive steps from ``first_slot`` whose points (registered
+        ``rows``, sorted by step) are given at once: the same anomalies, incidents and writes as
+        storing each step's points and ticking it (:func:`workers.ingest.replay` step by step).
+
+        The detector scores the whole block in one vectorized pass (:func:`detect_block`); then
+        every step goes to the trackers in order. A step where no metric reaches the collective
+        watch level (or the release level without collective evidence) while no anomaly and no
+        incident is open changes nothing but the groups' learned counts: it is not handed over
+        one by one (:meth:`CollectiveEvidence.idle`), and people's actions are read at the next
+        step that is (they can only act on what is open). Points enter the window store when a
+        step needs it (incident shapes read it) and at the end. Returns the points merged
+        (a later point of the same metric and step given after them).
+        """
+        n = len(self.registry)
+        step = self.step
+        rows = np.asarray(rows, dtype=np.int64)
+        ts = np.asarray(timestamps, dtype=np.float64)
+        vals = np.asarray(values, dtype=np.float64)
+        slots = np.floor(ts / step).astype(np.int64)
+        last, merged = last_of_each(rows, slots)
+        grid = np.full((n, steps), np.nan)
+        grid[rows[last], slots[last] - first_slot] = vals[last].astype(np.float32)
+        all_rows = np.arange(n)
+        past = self.store.windows(all_rows, float((first_slot - 1) * step), self.detector.history)
+        strip = np.concatenate([past, grid], axis=1)
+        block = detect_block(self.detector, all_rows, strip, first_slot, self.seasons)
+        block_buckets(self.detector, self.seasons, all_rows, strip, first_slot)
+        rules = self.rules()
+        watch = self.anomalies.release
+        if self.collective is not None:
+            watch = min(watch, self.collective.watch)
+        busy = np.zeros(steps, dtype=bool)
+        for k, (idx, sc) in enumerate(block.parts):
+            if rules is not None:
+                sc = rules.apply(sc, np.tile(all_rows, len(idx)), sc.raw.get("present"))
+                block.parts[k] = (idx, sc)
+            busy[idx] = (sc.score.reshape(len(idx), n) >= watch).any(axis=1)
+        membership = self.membership() if self.collective is not None else None
+        symptoms = self.incidents.symptom_candidates if self.settings.symptoms else None
+        stored = 0  # points of the block in the store so far
+        idle = 0  # steps skipped since the last one handed over
+        skipping = False
+        names = self.registry.names
+        for j in range(steps):
+            slot = first_slot + j
+            if not busy[j] and (skipping or not (self.anomalies.open_anomalies or self.incidents.open_incidents())):
+                skipping = True
+                idle += 1
+                self.last_scored = slot
+                continue
+            skipping = False
+            if idle and self.collective is not None and membership is not None:
+                self.collective.idle(membership, idle)
+            idle = 0
+            stored = self._store_block(rows, ts, vals, slots, stored, slot)
+            scores = block.step(j)
+            try:
+                upd = track(
+                    self.anomalies,
+                    slot * step,
+                    Detected(all_rows, scores, 0),
+                    names,
+                    self.collective,
+                    membership,
+                    None,
+                    symptoms,
+                )
+                self.group(float(slot * step), upd.changed, len(upd.opened), len(upd.closed), n)
+            except UnsavedTick:
+                self._store_block(rows, ts, vals, slots, stored, first_slot + steps - 1)
+                self.last_scored = slot
+                raise
+            self.last_scored = slot
+        if idle and self.collective is not None and membership is not None:
+            self.collective.idle(membership, idle)
+        self._store_block(rows, ts, vals, slots, stored, first_slot + steps - 1)
+        self.last_scored = first_slot + steps - 1
+        return merged
+
+    def _store_block(
+        self, rows: np.ndarray, ts: np.ndarray, vals: np.ndarray, slots: np.ndarray, done: int, upto: int
+    ) -> int:
+        """Append the block's points from index ``done`` up to slot ``upto`` (those the store still keeps)."""
+        hi = int(np.searchsorted(slots, upto, side="right"))
+        if hi > done:
+            lo = done + int(np.searchsorted(slots[done:hi], upto - self.store.length, side="right"))
+            if hi > lo:
+                self.store.append(rows[lo:hi], ts[lo:hi], vals[lo:hi])
+        return max(hi, done)
 
     def _windows_with_alerts(self, metrics: Sequence[str], end: float, points: int) -> np.ndarray:
         def series(names: Sequence[str]) -> np.ndarray:

@@ -412,26 +412,12 @@ class Settings(BaseSettings):
         return PriorityModel.from_config(rules)
 
 
-MAX_AUTO_RETENTION = 1024
-
-
 def auto_retention(step_s: int, season_s: int, default: int = 480) -> int:
-    """Retention that holds the seasonal detectors' windows when that costs at most 1,024 points.
+    """Retention that holds the seasonal detectors' windows when that costs at most 1,024 points
+    (:func:`detectors.default_window_points`, which ``score_series`` sizes its default detector by too)."""
+    from stormeye.detectors import default_window_points
 
-    At a 5-minute step a day is 288 points: two seasons plus the calibration part are 723 points
-    (2.9 kB a metric in the float32 store instead of 1.9 kB). At one minute a day is 1,440
-    points: two days would be 11.6 kB a metric (12 GB for a million metrics), so retention stays
-    at ``default`` and the ensemble runs without its seasonal members.
-    """
-    from stormeye.detectors import DAY_S, seasonal_members_fit
-    from stormeye.detectors.seasonal import HoltWinters, SeasonalReference
-
-    season_s = season_s or DAY_S
-    if not seasonal_members_fit(step_s, season_s):
-        return default
-    period = season_s // step_s
-    need = max(SeasonalReference(period=period).history, HoltWinters(period=period).history) + 1
-    return max(default, need) if need <= MAX_AUTO_RETENTION else default
+    return default_window_points(step_s, season_s, default)
 
 
 def get_settings(**overrides: Any) -> Settings:

@@ -85,3 +85,30 @@ def test_membership_columns_stay_put_when_new_metric_names_arrive() -> None:
     tokens = {index.column_token(c) for c in after.nonzero()[1]}
     assert tokens == {"host=a", "host=b", "host=c", "service=x", "service=y"}  # no metric-name groups
     assert after.sum(axis=1).tolist() == [[2.0], [2.0], [2.0]]
+
+
+def test_idle_steps_teach_what_updates_without_watchers_teach() -> None:
+    """A replay skips steps where no metric watches (issue 33): ``idle`` must leave the same state."""
+    rng = np.random.default_rng(0)
+    membership = sp.random(40, 9, density=0.3, format="csr", random_state=1)
+    membership.data[:] = 1.0
+    a, b = CollectiveEvidence(halflife=30.0), CollectiveEvidence(halflife=30.0)
+    for step in range(200):
+        crowd = step % 37 == 0  # now and then a crowd, so that groups have something to forget
+        score = np.where(rng.random(40) < (0.5 if crowd else 0.0), 0.6, 0.05)
+        s = Scores(score=score, direction=np.ones(40, dtype=np.int8), status=np.zeros(40, dtype=np.uint8))
+        a.update(s, membership)
+        if crowd:
+            b.update(s, membership)
+        else:
+            b.idle(membership, 1)
+    for k in ("mean_", "var_", "seen_", "rate_"):
+        assert np.array_equal(getattr(a, k), getattr(b, k)), k
+    a2 = CollectiveEvidence(halflife=30.0)
+    a2.load_state(a.to_state())
+    quiet = Scores(score=np.zeros(40), direction=np.zeros(40, dtype=np.int8), status=np.zeros(40, dtype=np.uint8))
+    for _ in range(25):
+        a.update(quiet, membership)
+    a2.idle(membership, 25)
+    assert all(np.array_equal(getattr(a, k), getattr(a2, k)) for k in ("mean_", "var_", "seen_", "rate_"))
+    assert a.mean_.max() > 0

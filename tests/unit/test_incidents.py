@@ -549,3 +549,30 @@ def test_a_blip_before_the_problem_does_not_date_the_incident() -> None:
     for m in (member("a", 100.0, 100.0), member("b", 160.0, 160.0)):
         blips.members[m.key] = m
     assert blips.start == 100.0  # nothing lasted: the first blip it is
+
+
+def test_to_dict_is_what_asdict_gives_field_by_field() -> None:
+    """``Incident.to_dict`` copies field by field (issue 33: asdict was a third of a replay); same result."""
+    from dataclasses import asdict
+
+    inc = Incident(id="inc-1", opened_at=10.0, updated_at=70.0, merged_from=["inc-0"], priority_parts={"kpi": 1.0})
+    for k, metric in enumerate(['b{host="x"}', 'a{host="x"}', "c"]):
+        inc.members[(metric, 60.0 * k)] = Member(
+            metric=metric,
+            start=60.0 * k,
+            end=60.0 * k + 60,
+            peak_score=0.7,
+            peak_at=60.0 * k,
+            direction=1,
+            open=k == 0,
+            joined_at=60.0,
+            evidence={"z": 8.5, "kind": None, "spans": [1, 2]},
+            symptom=k == 2,
+        )
+    want = asdict(inc)
+    want["members"] = [asdict(m) for m in sorted(inc.members.values(), key=lambda m: (m.start, m.metric))]
+    want["start"], want["end"] = inc.start, inc.end
+    got = inc.to_dict()
+    assert got == want and list(got) == list(want)
+    got["members"][0]["evidence"]["spans"].append(3)  # a copy: the incident is not changed through it
+    assert inc.members[('b{host="x"}', 0.0)].evidence["spans"] == [1, 2]
