@@ -1,7 +1,7 @@
 """Calibration bench: do the scores mean the tail probabilities they claim? Before and after, in one run.
 
     python bench/calibration.py [--quick] [--json] [--only smd,asd,nezha,sim] [--base DIR] [--no-base]
-                                [--profile]
+                                [--profile] [--ledger-halflife S]
 
 A score is ``-log10(p) / 10``: a point scored at least ``k / 10`` claims a tail probability of at
 most ``10^-k`` for its metric. On points nobody labelled, the share scored at least ``k / 10``
@@ -27,9 +27,14 @@ causal, on its timestamps' step grid, as the issue measured it):
 The first 240 steps of every series (warm-up) and missing points are left out. ``calib_ratio_k1``
 ... ``calib_ratio_k5`` and ``saturated_share`` in ``--json`` are the worst of smd, asd and nezha.
 
-**Before and after**: ``--base DIR`` (default ``/work/base``, the build before calibrated tails,
-with its own ``.venv``) scores the same series in a subprocess running that build's Python and
-its top-level ``detectors`` package; the table prints both. ``--no-base`` skips it.
+**Before and after**: ``--base DIR`` (default ``/work/base``, an earlier build: a checkout with its
+own ``.venv``, or one with the package's ``.typecheck/stormeye`` links, read first by this Python)
+scores the same series in a subprocess; the table prints both. ``--no-base`` skips it.
+
+**The tail ledger** (``ledger`` rows, ``ledger_calib_ratio_k*`` in ``--json``): the same levels
+calibrated by :class:`~stormeye.detectors.calibration.TailLedger` as the service does with
+``STORMEYE_CALIBRATION_HALFLIFE_S`` (``--ledger-halflife``, 3 days), over every series of the data
+set at once, step by step. It is off by default; docs/detectors.md says why.
 ``--profile``: also each residual member alone (``robust_z``, ``seasonal``, ``holt_winters``),
 for where a miscalibration comes from. ``--quick``: every 4th series of each data set.
 """
@@ -59,10 +64,16 @@ MEMBERS = ("robust_z", "seasonal", "holt_winters")
 
 def measure(data: dict[str, np.ndarray], score: Any, detector: str = "default") -> dict[str, Any]:
     """The calibration figures of one data set (``data``: values, steps, normal, events) under ``score``."""
-    values, steps, normal, events = data["values"], data["steps"], data["normal"], data["events"]
+    values, steps = data["values"], data["steps"]
     scores = np.zeros(values.shape)
     for i in range(values.shape[0]):
         scores[i] = score(values[i], steps, detector)
+    return figures(data, scores)
+
+
+def figures(data: dict[str, np.ndarray], scores: np.ndarray) -> dict[str, Any]:
+    """The calibration figures of one data set's ``scores`` (rows x steps)."""
+    values, normal, events = data["values"], data["normal"], data["events"]
     keep = normal.copy()
     keep[:, :WARM] = False
     keep &= np.isfinite(values)
@@ -88,11 +99,54 @@ def measure(data: dict[str, np.ndarray], score: Any, detector: str = "default") 
 
 
 def run_child(base: Path, data_path: Path, profile: bool) -> None:
-    """In the base build's Python: score every data set with its ``detectors`` and print the figures."""
-    sys.path.insert(0, str(base))
-    from detectors import score_series  # type: ignore[import-not-found]  # the base build's top-level name
+    """In the base build's Python: score every data set with its detectors and print the figures."""
+    if (base / ".typecheck" / "stormeye").is_dir():  # one package (issue 32 on): its own source first
+        sys.path.insert(0, str(base / ".typecheck"))
+        from stormeye.detectors import score_series
+    else:
+        sys.path.insert(0, str(base))
+        from detectors import score_series  # type: ignore[import-not-found,no-redef]  # the old top-level name
 
     print(json.dumps(measure_all(load_npz(data_path), score_series, profile)))
+
+
+def measure_ledger(
+    sets: dict[str, dict[str, np.ndarray]], halflife_s: float, profile: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """This build: (its default scores' figures, the figures with the tail ledger), from one scoring.
+
+    The ledger runs as the service runs it (``STORMEYE_CALIBRATION_HALFLIFE_S``): over every series
+    of the data set at once, step by step, each metric against its own record and, while young,
+    the pooled record of all of them.
+    """
+    from stormeye.detectors import score_series, score_series_info
+    from stormeye.detectors.calibration import TailLedger, ledger_config
+
+    plain: dict[str, Any] = {}
+    ledger: dict[str, Any] = {}
+    for name, data in sets.items():
+        t = time.perf_counter()
+        values, steps = data["values"], data["steps"]
+        scores, levels = np.zeros(values.shape), np.zeros(values.shape)
+        counted = np.zeros(values.shape, dtype=bool)
+        step = 60
+        for i in range(values.shape[0]):
+            info = score_series_info(values[i], steps)
+            scores[i], levels[i], counted[i], step = info.scores, info.levels, info.counted, info.step
+        plain[name] = figures(data, scores)
+        if profile:
+            for member in MEMBERS:
+                plain[f"{name}:{member}"] = measure(data, lambda v, ts, d: score_series(v, ts, d), member)
+        plain[name]["seconds"] = round(time.perf_counter() - t, 1)
+        led = TailLedger(ledger_config(step, halflife_s))
+        rows = np.arange(values.shape[0])
+        cal = scores.copy()
+        for j in range(values.shape[1]):
+            c = counted[:, j]
+            cal[c, j] = np.minimum(led.calibrate(rows[c], levels[c, j]), 1.0)
+            led.update(rows, levels[:, j], c)
+        ledger[name] = figures(data, cal)
+    return plain, ledger
 
 
 def measure_all(sets: dict[str, dict[str, np.ndarray]], score_series: Any, profile: bool) -> dict[str, Any]:
@@ -244,12 +298,12 @@ def headline(res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def table(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
+def table(before: dict[str, Any] | None, after: dict[str, Any], ledger: dict[str, Any] | None = None) -> str:
     lines = []
     head = ["k1", "k2", "k3", "k4", "k5", "sat", "p99.99", "ev>p99.99", "ev med"]
     lines.append(f"{'set':<22} {'build':<7} " + " ".join(f"{h:>9}" for h in head))
     for name in after:
-        for label, res in (("before", before), ("after", after)):
+        for label, res in (("before", before), ("after", after), ("ledger", ledger)):
             if res is None or name not in res:
                 continue
             r = res[name]
@@ -269,13 +323,18 @@ def main() -> None:
     ap.add_argument("--base", type=Path, default=Path("/work/base"), help="the build to compare with (its .venv)")
     ap.add_argument("--no-base", action="store_true", help="measure this build only")
     ap.add_argument("--profile", action="store_true", help="also each residual member alone")
+    ap.add_argument(
+        "--ledger-halflife",
+        type=float,
+        default=259200.0,
+        help="the tail ledger's memory in seconds for the 'ledger' rows (STORMEYE_CALIBRATION_HALFLIFE_S)",
+    )
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
         run_child(args.base, args.child, args.profile)
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from stormeye.detectors import score_series
 
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(only) - set(SETS))
@@ -289,29 +348,35 @@ def main() -> None:
         data_path = Path(tmp) / "sets.npz"
         np.savez(data_path, **{f"{n}/{k}": v for n, d in sets.items() for k, v in d.items()})
         python = args.base / ".venv" / "bin" / "python"
+        if not python.exists() and (args.base / ".typecheck" / "stormeye").is_dir():
+            python = Path(sys.executable)  # this Python, reading the base build's source first
         if not args.no_base and python.exists():
             cmd = [str(python), __file__, "--child", str(data_path), "--base", str(args.base)]
             if args.profile:
                 cmd.append("--profile")
             env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            if (args.base / ".typecheck" / "stormeye").is_dir():
+                env["PYTHONPATH"] = str(args.base / ".typecheck")
             child = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=str(args.base), env=env, text=True)
         elif not args.no_base:
             print(f"no build to compare with at {args.base} (no {python}): after only", file=sys.stderr)
-        after = measure_all(sets, score_series, args.profile)
+        after, ledger = measure_ledger(sets, args.ledger_halflife, args.profile)
         if child is not None:
             stdout, _ = child.communicate()
             if child.returncode != 0:
                 raise SystemExit(f"the base build's measurement failed (exit {child.returncode})")
             before = json.loads(stdout)
     result: dict[str, Any] = {**headline(after), "quick": args.quick, "seconds": round(time.perf_counter() - t0, 1)}
+    result.update({f"ledger_{k}": v for k, v in headline(ledger).items()})
     if before is not None:
         result.update({f"before_{k}": v for k, v in headline(before).items()})
         result["before"] = before
     result["after"] = after
+    result["ledger"] = ledger
     if args.json:
         print(json.dumps(result))
     else:
-        print(table(before, after))
+        print(table(before, after, ledger))
         print(json.dumps({k: v for k, v in result.items() if k not in ("before", "after")}))
 
 

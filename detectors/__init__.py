@@ -8,6 +8,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from stormeye.detectors.base import Detector, Scores, Status
+from stormeye.detectors.calibration import calibrate_series, ledger_config
 from stormeye.detectors.deviation import PercentDeviation
 from stormeye.detectors.ensemble import DeciderConfig, Ensemble, default_members
 from stormeye.detectors.esd import GeneralizedESD
@@ -45,6 +46,7 @@ __all__ = [
     "available",
     "default_detector",
     "default_window_points",
+    "for_ledger",
     "opt_in",
     "score_series",
     "score_series_info",
@@ -151,6 +153,22 @@ def default_detector(
     return Ensemble(members=[RobustZScore(memory=memory)])
 
 
+def for_ledger(detector: Detector) -> Detector:
+    """``detector`` as the tail ledger wants it: its residual members without the window's
+    recurrence rule (set to None, in place; returned for chaining).
+
+    The recurrence rule silences a deviation seen twice in the window (hours) by replacing its
+    probability with the episodes' rate, taken at 70% of the newest deviation: a repeat-silencer,
+    not a calibration (on Gaussian noise it scores a one-in-100 point as one in 13). The ledger
+    does the silencing of routine moves over days, from the levels actually reached, so with the
+    ledger on the rule would only count a repeat twice and bend the scale (docs/detectors.md).
+    """
+    for member in getattr(detector, "members", [detector]):
+        if hasattr(member, "recurrence"):
+            member.recurrence = None
+    return detector
+
+
 def season_bucket(step: int, season_s: int = DAY_S, season_step: int | None = 300) -> int | None:
     """Seconds of one bucket of the coarse seasonal history at ``step`` (None: none).
 
@@ -182,6 +200,10 @@ class SeriesScores:
     merged: int = 0
     reordered: int = 0
     step: int = 60
+    #: the detector's level of each input point (its score not clipped at 1; before the ledger)
+    levels: np.ndarray | None = None
+    #: which input points the detector analysed (warming-up and missing points were not)
+    counted: np.ndarray | None = None
 
 
 def _as_floats(what: str, raw: object) -> np.ndarray:
@@ -238,7 +260,11 @@ def _grid(values: np.ndarray, timestamps: object) -> tuple[np.ndarray, np.ndarra
 
 
 def score_series(
-    values: object, timestamps: object = None, detector: str | Detector = "default", season_s: int = DAY_S
+    values: object,
+    timestamps: object = None,
+    detector: str | Detector = "default",
+    season_s: int = DAY_S,
+    calibration_halflife_s: float = 0.0,
 ) -> np.ndarray:
     """Per-point scores in [0, 1] of a whole series, strictly causal (streaming semantics).
 
@@ -248,20 +274,33 @@ def score_series(
     step (a repeated timestamp) are merged, the last one given winning, and each gets the score
     of its step (:func:`score_series_info` also says how many were merged). ``detector``:
     ``"default"`` (the ensemble for that step), a strategy name of :func:`available`, or a
-    :class:`Detector`.
+    :class:`Detector`. ``calibration_halflife_s`` > 0 calibrates the scores against the series' own
+    record with the tail ledger, as the service does with ``STORMEYE_CALIBRATION_HALFLIFE_S``
+    (:func:`score_series_info`; 0, the default as in the service: the detector's scores).
     """
-    return score_series_info(values, timestamps, detector, season_s).scores
+    return score_series_info(values, timestamps, detector, season_s, calibration_halflife_s).scores
 
 
 def score_series_info(
-    values: object, timestamps: object = None, detector: str | Detector = "default", season_s: int = DAY_S
+    values: object,
+    timestamps: object = None,
+    detector: str | Detector = "default",
+    season_s: int = DAY_S,
+    calibration_halflife_s: float = 0.0,
 ) -> SeriesScores:
-    """:func:`score_series`, with how many points were merged and reordered (:class:`SeriesScores`)."""
+    """:func:`score_series`, with how many points were merged and reordered (:class:`SeriesScores`).
+
+    ``calibration_halflife_s``: the memory of the tail ledger that calibrates the detector's
+    levels against the series' own record (:class:`~stormeye.detectors.calibration.TailLedger`,
+    as the service does with every metric's when ``STORMEYE_CALIBRATION_HALFLIFE_S`` is set; 0:
+    the detector's scores as they are). A detector given by name then runs without the window's
+    recurrence rule, as the service runs it with the ledger (:func:`for_ledger`)."""
     x = _as_floats("values", values)
     if timestamps is None:
         grid, idx, step, merged, reordered, first_slot = x, np.arange(len(x)), 60, 0, 0, 0
     else:
         grid, idx, step, merged, reordered, first_slot = _grid(x, timestamps)
+    named = not isinstance(detector, Detector)
     if isinstance(detector, Detector):
         det = detector
     elif detector in ("default", "ensemble"):
@@ -271,18 +310,32 @@ def score_series_info(
         det = cls(period=season_s // step) if cls in (SeasonalReference, HoltWinters) else cls()
     else:
         raise ValueError(f"unknown detector {detector!r}; use 'default', one of {sorted(available())} or a Detector")
+    if named and calibration_halflife_s > 0:
+        det = for_ledger(det)
     if not len(grid):
-        scores = np.zeros(0)
-    elif isinstance(det, Ensemble) and det.season is not None:
-        scores = _score_with_season(det, grid, first_slot)[idx]
+        return SeriesScores(scores=np.zeros(0), merged=merged, reordered=reordered, step=step)
+    if isinstance(det, Ensemble) and det.season is not None:
+        out = _score_with_season(det, grid, first_slot)
     else:
-        scores = det.score_series(grid)[idx]
-    return SeriesScores(scores=scores, merged=merged, reordered=reordered, step=step)
+        out = det.series(grid)
+    scores = out.score
+    counted = (out.status == Status.OK) | (out.status == Status.CONSTANT)
+    if calibration_halflife_s > 0:
+        cal = calibrate_series(out.raw["level"], counted, ledger_config(step, calibration_halflife_s))
+        scores = np.where(counted, np.minimum(cal, 1.0), scores)
+    return SeriesScores(
+        scores=scores[idx],
+        merged=merged,
+        reordered=reordered,
+        step=step,
+        levels=out.raw["level"][idx],
+        counted=counted[idx],
+    )
 
 
-def _score_with_season(det: Ensemble, grid: np.ndarray, first_slot: int, budget: int = 500_000) -> np.ndarray:
-    """Per-step scores of a series by an ensemble that reads a coarse seasonal history
-    (:class:`CoarseSeasonalReference`), the history being the series' own bucket means.
+def _score_with_season(det: Ensemble, grid: np.ndarray, first_slot: int, budget: int = 500_000) -> Scores:
+    """Per-step scores, levels and statuses of a series by an ensemble that reads a coarse seasonal
+    history (:class:`CoarseSeasonalReference`), the history being the series' own bucket means.
 
     What the service keeps beside its window store (``workers.pipeline``: the means of each
     bucket as it completes) is here computed from the whole series at once; every step reads
@@ -298,7 +351,8 @@ def _score_with_season(det: Ensemble, grid: np.ndarray, first_slot: int, budget:
     count = season.spans(first_slot)[0][1]
     padded = np.concatenate([np.full(points - 1, np.nan), grid])
     view = sliding_window_view(padded, points)
-    out = np.empty(n)
+    score, level = np.empty(n), np.empty(n)
+    status = np.empty(n, dtype=np.uint8)
     chunk = max(1, budget // points)
     offsets = np.arange(count) - count + 1
     for lo in range(0, n, chunk):
@@ -310,5 +364,7 @@ def _score_with_season(det: Ensemble, grid: np.ndarray, first_slot: int, budget:
             ok = (idx >= 0) & (idx < len(means))
             seg = np.where(ok, means[np.clip(idx, 0, len(means) - 1)], np.nan)
             coarse.append(seg)
-        out[lo:hi] = det.score_season(np.ascontiguousarray(view[lo:hi]), coarse, ends).score
-    return out
+        part = det.score_season(np.ascontiguousarray(view[lo:hi]), coarse, ends)
+        score[lo:hi], status[lo:hi] = part.score, part.status
+        level[lo:hi] = part.raw.get("level", part.score)
+    return Scores(score=score, direction=np.zeros(n, dtype=np.int8), status=status, raw={"level": level})

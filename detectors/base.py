@@ -72,6 +72,21 @@ def pvalue_to_score(log_p: np.ndarray) -> np.ndarray:
     return np.clip(-log_p / (LOG10 * SCORE_DECADES), 0.0, 1.0)
 
 
+#: the most decades a level carries (1e-300: float64's floor)
+MAX_LEVEL = 30.0
+
+
+def pvalue_to_level(log_p: np.ndarray) -> np.ndarray:
+    """Natural-log tail probabilities as *levels*: ``-log10(p) / 10`` not clipped at 1 (at most 30).
+
+    A strategy returns levels as its scores; :meth:`Detector._finish` keeps them in
+    ``raw["level"]`` and clips the score to [0, 1]. Beyond a score of 1 (p below 1e-10) the level
+    still orders moves by how rare the strategy's model says they are, which is what the tail
+    ledger (:class:`~stormeye.detectors.calibration.TailLedger`) calibrates per metric.
+    """
+    return np.clip(-log_p / (LOG10 * SCORE_DECADES), 0.0, MAX_LEVEL)
+
+
 def normal_two_sided_score(z: np.ndarray) -> np.ndarray:
     """Calibrated score of a z statistic under a standard normal null, two-sided."""
     return pvalue_to_score(np.log(2.0) + log_ndtr(-np.abs(z)))
@@ -139,7 +154,9 @@ class Detector(ABC):
         if out.status is not status and len(out.status) == len(status):
             status = np.maximum(status, np.asarray(out.status, dtype=np.uint8))  # a strategy's own warm-up
         bad = (status != Status.OK) & (status != Status.CONSTANT)
-        out.score = np.where(bad, 0.0, np.nan_to_num(out.score, nan=0.0))
+        level = np.where(bad, 0.0, np.nan_to_num(out.score, nan=0.0))
+        out.raw["level"] = level
+        out.score = np.minimum(level, 1.0)
         out.direction = np.where(out.score > 0, out.direction, 0).astype(np.int8)
         out.status = status
         out.raw.setdefault("present", np.isfinite(arr).sum(axis=1).astype(np.float64))
@@ -151,15 +168,23 @@ class Detector(ABC):
         The score at ``t`` is the batch score of the window ending at ``t``; the first points,
         before a full window exists, see a NaN-padded window and warm up as the status says.
         """
+        return self.series(values, chunk).score
+
+    def series(self, values: np.ndarray, chunk: int | None = None) -> Scores:
+        """:meth:`score_series` with each point's level (``raw["level"]``) and status."""
         x = np.asarray(values, dtype=np.float64).ravel()
         pad = np.full(self.history, np.nan)
         view = sliding_window_view(np.concatenate([pad, x]), self.history + 1)
-        out = np.empty(len(x))
+        score, level = np.empty(len(x)), np.empty(len(x))
+        status = np.empty(len(x), dtype=np.uint8)
         if chunk is None:  # bound the sliding windows' copies to about 32 MB
             chunk = max(1, 4_000_000 // (self.history + 1))
         for lo in range(0, len(x), chunk):
-            out[lo : lo + chunk] = self.score(view[lo : lo + chunk]).score
-        return out
+            out = self.score(view[lo : lo + chunk])
+            score[lo : lo + chunk] = out.score
+            level[lo : lo + chunk] = out.raw.get("level", out.score)
+            status[lo : lo + chunk] = out.status
+        return Scores(score=score, direction=np.zeros(len(x), dtype=np.int8), status=status, raw={"level": level})
 
     def get_params(self) -> dict[str, object]:
         """The constructor settings, for reports and evidence."""

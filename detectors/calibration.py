@@ -42,6 +42,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.signal import lfilter
 from scipy.special import log_ndtr, ndtri
 
 from stormeye.detectors.rowstats import nan_median, nan_quantiles
@@ -213,3 +214,256 @@ def _runs_reaching(big: np.ndarray, length: np.ndarray) -> np.ndarray:
     idx = np.arange(big.shape[1])
     last_off = np.maximum.accumulate(np.where(big, -1, idx), axis=1)
     return np.count_nonzero((idx - last_off) == length[:, None], axis=1)
+
+
+# ---------------------------------------------------------------- the tail ledger: calibration over days
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    """The knobs of :class:`TailLedger`."""
+
+    #: half-life of the ledger's memory, in steps (3 days at a 60-second step)
+    halflife_steps: float = 4320.0
+    #: levels (``-log10(p) / 10`` of the detector) at which a metric's points are counted
+    #: (the last is the highest level a detector gives: 1e-300, float64's floor)
+    thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0)
+    #: weight, in points, of the prior that the detector's own claim is right (a metric with few
+    #: points seen is taken at the detector's word, not at a chance exceedance or two)
+    prior_points: float = 100.0
+    #: points after which a metric's own record outweighs the estate's (every metric's, pooled)
+    warm_points: float = 1440.0
+    #: an episode (points in a row at or above the lowest threshold) is counted when it ends, so an
+    #: ongoing anomaly does not teach its metric that it is normal while it lasts; one that lasts
+    #: this many steps is counted anyway (it has become the metric's normal)
+    max_pending: int = 720
+
+    def __post_init__(self) -> None:
+        if not self.halflife_steps > 0:
+            raise ValueError(f"halflife_steps must be positive, got {self.halflife_steps}")
+        t = np.asarray(self.thresholds, dtype=np.float64)
+        if t.ndim != 1 or not len(t) or np.any(t <= 0) or np.any(np.diff(t) <= 0):
+            raise ValueError(f"thresholds must be positive and increasing, got {self.thresholds}")
+        if self.prior_points < 0 or self.warm_points < 0:
+            raise ValueError("prior_points and warm_points must be >= 0")
+        if self.max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, got {self.max_pending}")
+
+
+#: the ledger's memory by default: three days (``STORMEYE_CALIBRATION_HALFLIFE_S``)
+LEDGER_HALFLIFE_S = 3 * 86400.0
+
+
+def ledger_config(step_s: float, halflife_s: float = LEDGER_HALFLIFE_S) -> LedgerConfig:
+    """The ledger for a step: a half-life of ``halflife_s``, a metric's own record outweighing the
+    estate's after a third of it, an episode counted anyway after a sixth of it."""
+    steps = max(halflife_s / step_s, 1.0)
+    return LedgerConfig(halflife_steps=steps, warm_points=max(steps / 3.0, 1.0), max_pending=max(int(steps / 6), 1))
+
+
+class TailLedger:
+    """Per metric, how often its detector's levels were reached over the last days; calibrates new ones.
+
+    A detector's level claims a tail probability under the detector's model of the window
+    (``p = 10^(-10 level)``). The window holds hours; a metric's days hold what hours cannot
+    foresee (a quiet night then a busy morning, a nightly batch, a counter that bursts every few
+    hours). The ledger keeps, per metric, the decayed count of points seen and of points whose
+    level reached each of :attr:`LedgerConfig.thresholds`, and answers: how often does *this
+    metric* reach this level? The calibrated tail probability of a level ``L`` is
+
+    - at each threshold ``t``: the metric's observed rate of reaching it, shrunk towards the
+      detector's claim ``10^(-10 t)`` by ``prior_points`` and, while the metric is young (few
+      points against ``warm_points``), blended (in log) with every metric's pooled rate;
+    - between thresholds, interpolated in log, but never falling faster than the detector's own
+      slope from the lower one (a decade of probability per decade of its model); beyond the
+      last threshold, that slope;
+    - never smaller than the detector's claim: the ledger only ever discounts.
+
+    So a metric whose model is right keeps its scores; a metric that reaches 1e-10-levels once a
+    day (1 point in 1,440) has them scored about ``p = 7e-4`` (0.32), and a move far beyond
+    anything it did before still scores high. Points at or above the lowest threshold are held
+    until their episode ends (``max_pending``). Vectorized over metrics; the state is a few floats
+    per metric (:meth:`to_state`). No clock: one :meth:`update` call is one step.
+    """
+
+    def __init__(self, cfg: LedgerConfig | None = None) -> None:
+        self.cfg = cfg or LedgerConfig()
+        self._t = np.asarray(self.cfg.thresholds, dtype=np.float64) * 10.0  # in decades
+        self._decay = 0.5 ** (1.0 / self.cfg.halflife_steps)
+        k = len(self._t)
+        self.n = np.zeros(0)
+        self.c = np.zeros((0, k))
+        self.pend_n = np.zeros(0)
+        self.pend_c = np.zeros((0, k))
+        self.run = np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.n)
+
+    def _grow(self, m: int) -> None:
+        extra = m - len(self.n)
+        if extra <= 0:
+            return
+        k = len(self._t)
+        self.n = np.concatenate([self.n, np.zeros(extra)])
+        self.pend_n = np.concatenate([self.pend_n, np.zeros(extra)])
+        self.run = np.concatenate([self.run, np.zeros(extra, dtype=np.int64)])
+        self.c = np.vstack([self.c, np.zeros((extra, k))])
+        self.pend_c = np.vstack([self.pend_c, np.zeros((extra, k))])
+
+    def log10_rates(self, rows: np.ndarray) -> np.ndarray:
+        """(rows x thresholds): the calibrated log10 tail probability of reaching each threshold."""
+        rows = np.asarray(rows, dtype=np.int64)
+        self._grow(int(rows.max()) + 1 if len(rows) else 0)
+        total = float(self.n.sum())
+        pooled = self.c.sum(axis=0) / total if total > 0 else None
+        return _log10_rates(self.n[rows], self.c[rows], pooled, self._t, self.cfg)
+
+    def calibrate(self, rows: np.ndarray, level: np.ndarray) -> np.ndarray:
+        """The calibrated levels of ``level`` (the detector's, not clipped) for metrics ``rows``."""
+        level = np.nan_to_num(np.asarray(level, dtype=np.float64), nan=0.0)
+        if not len(level):
+            return level.copy()
+        return _calibrated(self.log10_rates(rows), level, self._t)
+
+    def update(self, rows: np.ndarray, level: np.ndarray, counted: np.ndarray | None = None) -> None:
+        """One step: every metric's record decays and ``rows`` add their level.
+
+        ``counted``: which of ``rows`` were analysed (a warming-up or missing point teaches nothing).
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        self._grow(int(rows.max()) + 1 if len(rows) else 0)
+        lv = np.nan_to_num(np.asarray(level, dtype=np.float64), nan=0.0)
+        g = self._decay
+        self.n *= g
+        self.c *= g
+        self.pend_n *= g
+        self.pend_c *= g
+        if counted is not None:
+            rows, lv = rows[counted], lv[counted]
+        hit = lv[:, None] * 10.0 >= self._t[None, :]
+        inside = hit[:, 0]
+        r_in = rows[inside]
+        self.pend_n[r_in] += 1.0
+        self.pend_c[r_in] += hit[inside]
+        self.run[r_in] += 1
+        # an episode ends on a point below the lowest threshold; every max_pending steps of one
+        # that goes on are counted anyway
+        long = r_in[self.run[r_in] % self.cfg.max_pending == 0]
+        r_out = rows[~inside]
+        self.n[r_out] += 1.0
+        self.run[r_out] = 0
+        for r in (r_out, long):
+            self.n[r] += self.pend_n[r]
+            self.c[r] += self.pend_c[r]
+            self.pend_n[r] = 0.0
+            self.pend_c[r] = 0.0
+
+    def to_state(self) -> dict[str, np.ndarray]:
+        return {
+            "n": self.n.copy(),
+            "c": self.c.copy(),
+            "pend_n": self.pend_n.copy(),
+            "pend_c": self.pend_c.copy(),
+            "run": self.run.copy(),
+        }
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        n = np.asarray(state["n"], dtype=np.float64)
+        k = len(self._t)
+        c, pn, pc = (np.asarray(state[x], dtype=np.float64) for x in ("c", "pend_n", "pend_c"))
+        run = np.asarray(state["run"], dtype=np.int64)
+        if c.shape != (len(n), k) or pc.shape != (len(n), k) or pn.shape != n.shape or run.shape != n.shape:
+            raise ValueError(f"ledger state does not match this ledger's {k} thresholds")
+        self.n, self.c, self.pend_n, self.pend_c, self.run = n, c, pn, pc, run
+
+
+def _log10_rates(
+    n: np.ndarray, c: np.ndarray, pooled: np.ndarray | None, t: np.ndarray, cfg: LedgerConfig
+) -> np.ndarray:
+    """(rows x thresholds) calibrated log10 rates from each row's counts (``n`` points, ``c`` at each
+    threshold ``t``, in decades) and the pooled rates (thresholds, or rows x thresholds; None: none yet)."""
+    a = cfg.prior_points
+    n = n[:, None]
+    denom = n + a
+    with np.errstate(divide="ignore", invalid="ignore"):
+        own = np.log10(np.maximum(c + a * 10.0**-t, 1e-300) / np.where(denom > 0, denom, 1.0))
+    own = np.maximum(np.where(denom > 0, own, -t), -t)
+    if pooled is not None and cfg.warm_points > 0:
+        pool = np.maximum(np.log10(np.maximum(pooled, 1e-300)), -t)
+        w = n / (n + cfg.warm_points)
+        own = w * own + (1.0 - w) * pool
+    # how much more often than claimed a metric reaches a level never shrinks further out (a tail
+    # heavier than the model's at 1e-3 is not lighter at 1e-4, where too few points were seen to
+    # tell), and reaching a higher level is never more likely
+    own = np.maximum.accumulate(own + t, axis=1) - t
+    return np.minimum.accumulate(own, axis=1)
+
+
+def _calibrated(lr: np.ndarray, level: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Levels calibrated by the rates ``lr`` (rows x thresholds, log10) at ``thresholds`` (decades)."""
+    d = level * 10.0
+    t = np.concatenate([[0.0], thresholds])
+    lr = np.hstack([np.zeros((len(d), 1)), lr])
+    last = len(t) - 1
+    k = np.clip(np.searchsorted(t, d, side="right") - 1, 0, last)  # the highest threshold <= d
+    i = np.arange(len(d))
+    nxt = np.minimum(k + 1, last)
+    top = k == last
+    # between two thresholds, interpolated in log; but never falling faster than the detector's
+    # own slope (a decade of probability per decade of its model) from the lower one: a metric
+    # that reaches 1e-12 every day has its 1e-12 moves scored from its 1e-10 record, not from the
+    # 1e-13 it never reached; beyond the last threshold, that slope
+    frac = (d - t[k]) / np.where(top, 1.0, t[nxt] - t[k])
+    slope = lr[i, k] - (d - t[k])
+    lp = np.where(top, slope, np.maximum(lr[i, k] + frac * (lr[i, nxt] - lr[i, k]), slope))
+    lp = np.maximum(lp, -d)  # never more surprising than the detector says
+    return np.maximum(-lp / 10.0, 0.0)
+
+
+def calibrate_series(level: np.ndarray, counted: np.ndarray, cfg: LedgerConfig | None = None) -> np.ndarray:
+    """What a fresh :class:`TailLedger` gives one series point by point (``calibrate`` then ``update``
+    at every point), computed for the whole series at once: the ledger's counts are exponentially
+    decayed sums (one linear filter), minus the points of the episode still pending at each step.
+    """
+    cfg = cfg or LedgerConfig()
+    lv = np.nan_to_num(np.asarray(level, dtype=np.float64), nan=0.0)
+    ok = np.asarray(counted, dtype=bool)
+    n_pts = len(lv)
+    if not n_pts:
+        return lv.copy()
+    t = np.asarray(cfg.thresholds, dtype=np.float64) * 10.0
+    g = 0.5 ** (1.0 / cfg.halflife_steps)
+    hit = (lv[:, None] * 10.0 >= t[None, :]) & ok[:, None]
+    x = np.hstack([ok[:, None].astype(np.float64), hit.astype(np.float64)])
+    full = lfilter([1.0], [1.0, -g], x, axis=0)  # after each point's update, nothing held back
+    # the episode pending after each point: counted points at or above the lowest threshold in a
+    # row (points not counted are skipped), cut every max_pending of them
+    inside = hit[:, 0]
+    cidx = np.flatnonzero(ok)
+    pend_start = np.full(n_pts, -1, dtype=np.int64)  # first point of the pending part (-1: none)
+    if len(cidx):
+        ins = inside[cidx]
+        starts = ins & ~np.concatenate([[False], ins[:-1]])
+        first = np.maximum.accumulate(np.where(starts, np.arange(len(cidx)), 0))
+        pos = np.arange(len(cidx)) - first + 1  # 1-based position in its run (inside points)
+        chunk_first = first + ((pos - 1) // cfg.max_pending) * cfg.max_pending
+        active = ins & (pos % cfg.max_pending != 0)
+        at = np.where(active, cidx[np.minimum(chunk_first, len(cidx) - 1)], -1)
+        # a point not counted keeps the pending part of the last counted point before it
+        last_c = np.maximum.accumulate(np.where(ok, np.arange(n_pts), -1))
+        has = last_c >= 0
+        pos_in_c = np.searchsorted(cidx, np.where(has, last_c, 0))
+        pend_start = np.where(has, at[np.minimum(pos_in_c, len(cidx) - 1)], -1)
+    j = np.arange(n_pts)
+    before = np.where(pend_start > 0, pend_start - 1, 0)
+    decay = g ** (j - pend_start + 1)
+    base = np.where((pend_start > 0)[:, None], full[before] * decay[:, None], 0.0)
+    pending = np.where((pend_start >= 0)[:, None], full - base, 0.0)
+    visible = full - pending  # after each point's update
+    # the state each point is calibrated with: after the previous point's update
+    state = np.vstack([np.zeros((1, x.shape[1])), visible[:-1]])
+    n, c = state[:, 0], state[:, 1:]
+    pooled = c / np.where(n > 0, n, 1.0)[:, None]  # one series: the estate is the series itself
+    lr = _log10_rates(n, c, pooled, t, cfg)
+    return _calibrated(lr, lv, t)

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stormeye.detectors.base import Detector, Scores, Status, pvalue_to_score
+from stormeye.detectors.base import Detector, Scores, Status, pvalue_to_level
 from stormeye.detectors.calibration import QUANTUM_POINTS, value_quantum
 from stormeye.detectors.robust_z import RobustZScore
 from stormeye.detectors.rowstats import nan_median
@@ -157,14 +157,16 @@ def decide(
 
 
 def cauchy_combine(scores: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted Cauchy combination of calibrated scores (members x rows) → (score, top member)."""
+    """Weighted Cauchy combination of calibrated levels (members x rows) → (level, top member).
+
+    Levels are scores not clipped at 1 (:func:`~stormeye.detectors.base.pvalue_to_level`)."""
     p = np.clip(10.0 ** (-10.0 * scores), 1e-300, 0.5)
     # tan((1/2 - p) pi) = 1 / tan(p pi); for p <= 1/2 it is >= 0
     terms = weights / np.tan(np.pi * p)
     t = terms.sum(axis=0)
     with np.errstate(divide="ignore"):
         p_comb = np.where(t > 1e6, 1.0 / (np.pi * np.maximum(t, 1e-300)), 0.5 - np.arctan(t) / np.pi)
-    return pvalue_to_score(np.log(np.maximum(p_comb, 1e-300))), np.argmax(terms, axis=0)
+    return pvalue_to_level(np.log(np.maximum(p_comb, 1e-300))), np.argmax(terms, axis=0)
 
 
 class Ensemble(Detector):
@@ -278,7 +280,7 @@ class Ensemble(Detector):
         fallback = total <= 0
         w[names.index("robust_z"), fallback] = 1.0
         w /= np.maximum(w.sum(axis=0), 1e-12)
-        sc = np.stack([o.score for o in outs.values()])
+        sc = np.stack([o.raw.get("level", o.score) for o in outs.values()])
         score, top = cauchy_combine(sc, w)
         # one member alone: its own score (the combination would floor a zero at p = 1/2, score 0.03)
         alone = (w > 0).sum(axis=0) == 1
@@ -310,7 +312,8 @@ class Ensemble(Detector):
             raw[key] = base.raw[key]
         for o in outs.values():
             for key, v in o.raw.items():
-                raw.setdefault(key, v)
+                if key != "level":  # the ensemble's own level is set by _finish
+                    raw.setdefault(key, v)
         return Scores(score=score, direction=direction, status=base.status, raw=raw)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stormeye.detectors.base import Detector, Scores, pvalue_to_score
+from stormeye.detectors.base import Detector, Scores, pvalue_to_level
 from stormeye.detectors.calibration import CalibrationConfig, calibrated_log_p, robust_location_scale, value_quantum
 
 __all__ = ["RobustZScore", "robust_location_scale"]
@@ -97,6 +97,6 @@ class RobustZScore(Detector):
             quantum = value_quantum(hist)
         memory = full - med[:, None] if full.shape[1] > hist.shape[1] else None
         log_p, z = calibrated_log_p(hist - med[:, None], newest - med, scale, cfg, quantum, memory)
-        score = pvalue_to_score(log_p)
+        score = pvalue_to_level(log_p)
         direction = np.sign(z).astype(np.int8)
         return Scores(score=score, direction=direction, status=status, raw={"z": z, "median": med, "scale": scale})

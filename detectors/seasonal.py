@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from stormeye.detectors.base import Detector, Scores, pvalue_to_score
+from stormeye.detectors.base import Detector, Scores, pvalue_to_level
 from stormeye.detectors.calibration import CalibrationConfig, calibrated_log_p, robust_location_scale, value_quantum
 from stormeye.detectors.rowstats import nan_median
 
@@ -140,7 +140,7 @@ class _ResidualDetector(Detector):
         elif quantum is None:
             quantum = value_quantum(windows[:, :-1])
         log_p, z = calibrated_log_p(hist - med[:, None], new - med, scale, cfg, quantum)
-        score = np.where(short, 0.0, pvalue_to_score(log_p))
+        score = np.where(short, 0.0, pvalue_to_level(log_p))
         status = status.copy()
         status[short & (status == 0)] = 1  # Status.TOO_FEW_POINTS
         return new, med, z, scale, score, status

@@ -80,6 +80,7 @@ from stormeye.grouping.graph import (
 from stormeye.grouping.names import NameIndex, parse
 from stormeye.grouping.priority import PriorityModel
 from stormeye.grouping.report import root_entity, root_metric, root_service, shared_scope, title
+from stormeye.grouping.signals import signal_key
 from stormeye.grouping.topology import LOCATION_KEYS, Topology
 
 Key = tuple[str, float]
@@ -292,6 +293,7 @@ class IncidentTracker:
         self._props: dict[str, dict[str, str]] = {}
         self._pair_of_column: dict[int, tuple[str, str]] = {}
         self._weights: dict[str, float] = {}
+        self._signals: dict[str, object] = {}
         #: within one update: each machine's open incident for symptoms (see :meth:`_attach_symptom`)
         self._machine_incident: dict[str, Incident] | None = None
         #: anomalies whose cluster has too little evidence to open an incident yet (see ``update``)
@@ -843,17 +845,25 @@ class IncidentTracker:
         return peak * weight * np.where(confirmed, 1.0, cfg.unconfirmed_weight)
 
     def evidence(self, anomalies: Sequence[AnomalyLike], each: np.ndarray | None = None) -> float:
-        """How much a group of anomalies says that something is wrong: the sum over its metrics of
-        :meth:`member_evidence` (a metric counts once, by its strongest anomaly). ``each``: the
-        anomalies' member evidence when already known."""
+        """How much a group of anomalies says that something is wrong: the sum over its *signals* of
+        :meth:`member_evidence`. A signal is one measurement (:func:`grouping.signals.signal_key`:
+        a metric, or the quantiles or histogram buckets of one latency) and counts once, by its
+        strongest anomaly. ``each``: the anomalies' member evidence when already known."""
         e = self.member_evidence(anomalies) if each is None else each
-        metrics = [a.metric for a in anomalies]
-        if len(set(metrics)) == len(metrics):
+        keys = [self.signal(a.metric) for a in anomalies]
+        if len(set(keys)) == len(keys):
             return float(e.sum())
-        best: dict[str, float] = {}
-        for m, v in zip(metrics, e.tolist()):
-            best[m] = max(best.get(m, 0.0), v)
+        best: dict[object, float] = {}
+        for k, v in zip(keys, e.tolist()):
+            best[k] = max(best.get(k, 0.0), v)
         return float(sum(best.values()))
+
+    def signal(self, metric: str) -> object:
+        """The measurement ``metric`` is one view of (:func:`grouping.signals.signal_key`), remembered."""
+        key = self._signals.get(metric)
+        if key is None:
+            key = self._signals[metric] = signal_key(self.props(metric))
+        return key
 
     def _opens(self, anomalies: Sequence[AnomalyLike], each: np.ndarray) -> float | None:
         """The evidence of a cluster linked to no open incident when it is worth an incident (a page)

@@ -11,8 +11,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 IN_CI = bool(os.environ.get("CI"))
+
+# no timings in tests: hypothesis' per-example deadline fails property tests on a loaded machine
+settings.register_profile("stormeye", deadline=None)
+settings.load_profile("stormeye")
 
 
 def _need(var: str, what: str) -> str:

@@ -31,6 +31,7 @@ Within a step, shards run in parallel on any worker; while step ``s`` is correla
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -49,10 +50,9 @@ import redis
 import scipy.sparse as sp
 
 from stormeye.core.errors import Unavailable
-from stormeye.detectors import AnomalyTracker, Detector, Scores
-from stormeye.detectors.collective import CollectiveEvidence
+from stormeye.detectors import Detector, Scores
+from stormeye.detectors.calibration import TailLedger
 from stormeye.detectors.rules import CompiledRules
-from stormeye.grouping.incidents import IncidentTracker
 from stormeye.grouping.names import MetricNameError, NameIndex, normalize, parse
 from stormeye.grouping.topology import Topology
 from stormeye.workers.actions import PeopleSync, own_changes
@@ -62,6 +62,7 @@ from stormeye.workers.db import Database
 from stormeye.workers.pipeline import (
     Detected,
     MetricStages,
+    Trackers,
     build_trackers,
     correlate,
     detect,
@@ -155,7 +156,7 @@ class Runtime:
         self.topology = settings.topology()  # declared, plus what service-graph metrics name (see warm)
         # (step they are at, anomaly tracker, incident tracker, collective evidence): kept while this
         # process commits steps
-        self._state: tuple[int, AnomalyTracker, IncidentTracker, CollectiveEvidence | None] | None = None
+        self._state: tuple[int, Trackers] | None = None
         self._people: PeopleSync | None = None
         self._accept = self.r.register_script(_ACCEPT)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
@@ -567,25 +568,29 @@ class Runtime:
         """The groups of collective evidence over every registered metric, in registration order."""
         return self.per_metric.membership(self.registry.names)
 
-    def _trackers(self, at_slot: int | None) -> tuple[AnomalyTracker, IncidentTracker, CollectiveEvidence | None]:
-        """The anomaly and incident trackers and the collective evidence as committed for ``at_slot``:
-        this process's copy when current, else Redis'."""
+    def _trackers(self, at_slot: int | None) -> Trackers:
+        """The anomaly and incident trackers, the collective evidence and the tail ledger as committed
+        for ``at_slot``: this process's copy when current, else Redis'."""
         self.warm()
         cached, self._state = self._state, None
         if cached is not None and cached[0] == at_slot:
-            return cached[1], cached[2], cached[3]
+            return cached[1]
         trackers = build_trackers(self.settings, self.detector, self.index, self.topology.copy())
-        anomalies, incidents, collective = trackers.anomalies, trackers.incidents, trackers.collective
         raw = self.r.get(self.k("tick", "state"))
         if raw:
             state = json.loads(zlib.decompress(as_bytes(raw)))
             if state.get("slot") != at_slot:
                 log.warning("tracker state is at step %s, expected %s", state.get("slot"), at_slot)
-            anomalies.load_state(state["anomalies"])
-            incidents.load_state(state["incidents"])
-            if collective is not None and "collective" in state:
-                collective.load_state(state["collective"])
-        return anomalies, incidents, collective
+            trackers.anomalies.load_state(state["anomalies"])
+            trackers.incidents.load_state(state["incidents"])
+            if trackers.collective is not None and "collective" in state:
+                trackers.collective.load_state(state["collective"])
+        if trackers.ledger is not None:
+            blob = self.r.get(self.k("tick", "ledger"))
+            if blob:
+                with np.load(io.BytesIO(zlib.decompress(as_bytes(blob)))) as z:
+                    trackers.ledger.load_state({k: z[k] for k in z.files})
+        return trackers
 
     def _people_sync(self) -> PeopleSync:
         """This process's reader of people's actions, at the cursor committed with the tracker's state."""
@@ -633,12 +638,15 @@ class Runtime:
             return {"slot": slot, "missing": missing}
         det = merge_detected([unpack_detected(as_bytes(b)) for b in blobs if b is not None])
         at = float(slot * self.step)
-        anomalies, incidents, collective = self._trackers(scored)
+        trackers = self._trackers(scored)
+        anomalies, incidents, collective = trackers.anomalies, trackers.incidents, trackers.collective
         people = self._people_sync()  # people's actions and feedback (workers.actions) onto the tracker
         manual = people.sync(incidents, at, save=False)
         membership = self.membership() if collective is not None else None
         symptoms = incidents.symptom_candidates if self.settings.symptoms else None
-        upd = track(anomalies, at, det, self.registry.names, collective, membership, self.rules(), symptoms)
+        upd = track(
+            anomalies, at, det, self.registry.names, collective, membership, self.rules(), symptoms, trackers.ledger
+        )
         book, inbox = self._alert_book()  # alerts others fired (workers/alerts.py)
         changed = upd.changed + book.changed(at)
         changes = correlate(incidents, at, changed, self.windows_at(at, self.settings.shape_points, book))
@@ -654,6 +662,8 @@ class Runtime:
             if now_scored is None or int(now_scored) < slot:
                 pipe.multi()
                 pipe.set(self.k("tick", "state"), zlib.compress(json.dumps(state).encode()))
+                if trackers.ledger is not None:
+                    pipe.set(self.k("tick", "ledger"), ledger_blob(trackers.ledger))
                 pipe.set(self.k("tick", "people"), people.cursor)
                 pipe.set(self.k("tick", "scored"), slot)
                 pipe.set(self.k("alerts", "book"), zlib.compress(json.dumps(book.to_state()).encode()))
@@ -669,7 +679,7 @@ class Runtime:
                 except redis.WatchError:
                     pass
         if committed:
-            self._state = (slot, anomalies, incidents, collective)
+            self._state = (slot, trackers)
             self.r.hdel(self.k("tick", "done"), slot - 10_000)  # keep the last 10,000 completion times
             if int(self.r.scard(self.k("step", slot + 1, "done"))) >= self.settings.shards:
                 dispatcher.correlate(slot + 1)  # its shards finished while this step was correlated
@@ -811,6 +821,13 @@ def pack_detected(det: Detected) -> bytes:
         *(np.asarray(sc.raw[k], dtype="<f8").tobytes() for k in keys),
     ]
     return b"".join(parts)
+
+
+def ledger_blob(ledger: TailLedger) -> bytes:
+    """The tail ledger's state as compressed bytes (numpy's own format: its arrays, one per metric)."""
+    buf = io.BytesIO()
+    np.savez(buf, **ledger.to_state())  # type: ignore[arg-type]
+    return zlib.compress(buf.getvalue(), 1)
 
 
 def unpack_detected(blob: bytes) -> Detected:

@@ -27,7 +27,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from stormeye.core.errors import Unavailable
-from stormeye.detectors import AnomalyTracker, Detector, Scores, default_detector
+from stormeye.detectors import AnomalyTracker, Detector, Scores, default_detector, for_ledger
+from stormeye.detectors.base import Status
+from stormeye.detectors.calibration import TailLedger, ledger_config
 from stormeye.detectors.collective import CollectiveEvidence
 from stormeye.detectors.ensemble import Ensemble
 from stormeye.detectors.events import Anomaly, TrackerUpdate
@@ -343,11 +345,14 @@ def track(
     membership: sp.csr_matrix | None = None,
     rules: CompiledRules | None = None,
     symptoms: Callable[[list[str]], np.ndarray] | None = None,
+    ledger: TailLedger | None = None,
 ) -> TrackerUpdate:
     """The step's scores of every metric → anomaly events (``names[row]``: a row's metric).
 
     Stages that look across metrics go here, before the tracker: in distributed mode this runs
-    once per step over all shards' scores, in row order. ``collective`` raises metrics that move
+    once per step over all shards' scores, in row order. ``ledger`` calibrates every metric's
+    scores against how often it reached them over its last days (:func:`calibrate_step`); it
+    comes first, so rules and the collective layer see calibrated scores. ``collective`` raises metrics that move
     with a surprising crowd of their group (``membership``: rows x groups, see
     :func:`group_membership`). ``rules`` (per-metric settings, :func:`compile_rules`) come first.
     ``symptoms`` (the incident tracker's :meth:`~grouping.incidents.IncidentTracker.symptom_candidates`)
@@ -355,6 +360,8 @@ def track(
     an open incident on their machine (:mod:`detectors.events`).
     """
     scores = detected.scores
+    if ledger is not None and len(detected.rows):
+        scores = calibrate_step(ledger, detected.rows, scores)
     if rules is not None and len(detected.rows):
         scores = rules.apply(scores, detected.rows, scores.raw.get("present"))
     if collective is not None and membership is not None and len(detected.rows):
@@ -370,6 +377,30 @@ def track(
             symptom_rows = np.zeros(len(detected.rows), dtype=bool)
             symptom_rows[warm] = symptoms([names[int(detected.rows[i])] for i in warm])
     return tracker.update(at, detected.rows, scores, names, symptom_rows=symptom_rows)
+
+
+def calibrate_step(ledger: TailLedger, rows: np.ndarray, scores: Scores) -> Scores:
+    """One step's scores calibrated by the tail ledger, which then records them (one call per step).
+
+    The detector's uncapped level (``raw["level"]``) is what the ledger reads; rows the detector
+    could not analyse keep their score (0) and teach the ledger nothing. The detector's own
+    score stays in ``raw["detector_score"]``, for evidence.
+    """
+    level = scores.raw.get("level", scores.score)
+    counted = (scores.status == Status.OK) | (scores.status == Status.CONSTANT)
+    cal = ledger.calibrate(rows, level)
+    ledger.update(rows, level, counted)
+    score = np.where(counted, np.minimum(cal, 1.0), scores.score)
+    direction = np.where(score > 0, scores.direction, 0).astype(np.int8)
+    raw = {**scores.raw, "detector_score": scores.score, "level": np.where(counted, cal, level)}
+    return Scores(score=score, direction=direction, status=scores.status, raw=raw)
+
+
+def make_ledger(settings: Settings) -> TailLedger | None:
+    """The tail ledger the settings ask for (None when ``STORMEYE_CALIBRATION_HALFLIFE_S`` is 0)."""
+    if settings.calibration_halflife_s <= 0:
+        return None
+    return TailLedger(ledger_config(settings.step_s, settings.calibration_halflife_s))
 
 
 def group_membership(index: NameIndex, names: Sequence[str]) -> sp.csr_matrix:
@@ -421,7 +452,13 @@ def make_collective(settings: Settings) -> CollectiveEvidence | None:
 def make_detector(settings: Settings) -> Detector:
     """The detector ``STORMEYE_DETECTOR`` names: ``default`` (the ensemble sized to the step and the
     store's retention), a strategy name of :func:`detectors.available` (``robust_z``, ``seasonal``,
-    ``holt_winters``, ...: one strategy alone, for an ablation) or a detector class name."""
+    ``holt_winters``, ...: one strategy alone, for an ablation) or a detector class name; with the
+    tail ledger on (``STORMEYE_CALIBRATION_HALFLIFE_S``) without the window's recurrence rule."""
+    det = _named_detector(settings)
+    return for_ledger(det) if settings.calibration_halflife_s > 0 else det
+
+
+def _named_detector(settings: Settings) -> Detector:
     from stormeye import detectors
 
     step, season = settings.step_s, settings.season_s
@@ -462,6 +499,7 @@ class Trackers:
     anomalies: AnomalyTracker
     incidents: IncidentTracker
     collective: CollectiveEvidence | None
+    ledger: TailLedger | None = None
 
 
 def build_trackers(settings: Settings, detector: Detector, index: NameIndex, topology: Topology) -> Trackers:
@@ -478,6 +516,7 @@ def build_trackers(settings: Settings, detector: Detector, index: NameIndex, top
             index, settings.grouping_config(), settings.priority_model, step=settings.step_s, topology=topology
         ),
         collective=make_collective(settings),
+        ledger=make_ledger(settings),
     )
 
 
@@ -528,6 +567,7 @@ class Pipeline:
         self.index = NameIndex(graphite=settings.graphite)
         trackers = build_trackers(settings, self.detector, self.index, settings.topology())
         self.anomalies, self.incidents, self.collective = trackers.anomalies, trackers.incidents, trackers.collective
+        self.ledger = trackers.ledger
         self.per_metric = MetricStages(settings, self.index)
         # people's actions and feedback (workers.actions): replayed on the tracker every tick
         self.people = PeopleSync(database, settings.priority_model) if database is not None else None
@@ -712,6 +752,7 @@ class Pipeline:
                     membership,
                     self.rules(),
                     symptoms,
+                    self.ledger,
                 )
                 results.append(self.group(at, upd.changed + alerts, len(upd.opened), len(upd.closed), n))
             except UnsavedTick:
@@ -731,7 +772,15 @@ class Pipeline:
         membership = self.membership() if self.collective is not None else None
         symptoms = self.incidents.symptom_candidates if self.settings.symptoms else None
         upd = track(
-            self.anomalies, at, detected, self.registry.names, self.collective, membership, self.rules(), symptoms
+            self.anomalies,
+            at,
+            detected,
+            self.registry.names,
+            self.collective,
+            membership,
+            self.rules(),
+            symptoms,
+            self.ledger,
         )
         return self.group(at, upd.changed + alerts, len(upd.opened), len(upd.closed), n)
 
@@ -739,9 +788,11 @@ class Pipeline:
 
     def can_replay_block(self, first_slot: int) -> bool:
         """Whether :meth:`replay_block` may score steps from ``first_slot``: the embedded store, the
-        previous step scored and stored, no alerts (they join ticks by the clock), nothing unsaved."""
+        previous step scored and stored, no alerts (they join ticks by the clock), nothing unsaved, and
+        no tail ledger (it learns from every step, which the block's quiet steps skip)."""
         return (
-            isinstance(self.store, MemoryWindowStore)
+            self.ledger is None
+            and isinstance(self.store, MemoryWindowStore)
             and self.last_scored == first_slot - 1
             and self.store.newest() == float((first_slot - 1) * self.step)
             and self.detector.history + 1 <= self.store.length

@@ -122,6 +122,14 @@ class Settings(BaseSettings):
     )
     collective: bool = Field(True, description="raise metrics that move with a surprising crowd of their group")
     collective_halflife_steps: float = Field(1440.0, gt=0, description="memory of each group's usual crowd")
+    calibration_halflife_s: float = Field(
+        0.0,
+        ge=0,
+        description="memory of the tail ledger that calibrates every metric's scores against how often it "
+        "reached them over its last days, e.g. 259200 (3 days); 0 (the default): off, the detector's scores "
+        "stand (docs/detectors.md, 'What a score means': measured, it trades recall for quiet as a higher "
+        "threshold does)",
+    )
 
     # grouping: defaults from GroupingConfig (GROUPING_SETTINGS)
     min_name: float = Field(_GROUPING["min_name"], ge=0, le=1)
