@@ -87,6 +87,53 @@ class Database:
                     self._metric_ids.update({name: mid for name, mid in rows})
         return {n: self._metric_ids[n] for n in names}
 
+    # -- distributed mode's durable registry and tick state (see workers/distributed.py) -------
+
+    def save_registry_rows(self, prefix: str, pairs: Sequence[tuple[str, int]]) -> list[tuple[str, int, str]]:
+        """Record the rows Redis gave these names (idempotent). Returns the conflicts: ``(name, row, what
+        the database holds)`` where the database already gives the name another row or the row another
+        name (then Redis' registry is not the one the database knows, and must not be trusted)."""
+        conflicts: list[tuple[str, int, str]] = []
+        with self.sessions.begin() as s:
+            for lo in range(0, len(pairs), 2000):
+                chunk = pairs[lo : lo + 2000]
+                values = [{"prefix": prefix, "name": n, "row": r} for n, r in chunk]
+                stmt = self._insert(s, m.RegistryRow).values(values)
+                s.execute(stmt.on_conflict_do_nothing())
+                want = dict(chunk)
+                rows = {r: n for n, r in chunk}
+                q = select(m.RegistryRow.name, m.RegistryRow.row).where(
+                    m.RegistryRow.prefix == prefix,
+                    (m.RegistryRow.name.in_(list(want))) | (m.RegistryRow.row.in_(list(rows))),
+                )
+                for name, row in s.execute(q):
+                    if want.get(name, row) != row:
+                        conflicts.append((name, want[name], f"row {row}"))
+                    elif rows.get(row, name) != name:
+                        conflicts.append((rows[row], row, f"name {name!r}"))
+        return conflicts
+
+    def registry_rows(self, prefix: str) -> list[tuple[int, str]]:
+        """Every (row, name) a deployment gave out, by row."""
+        with self.sessions() as s:
+            q = select(m.RegistryRow.row, m.RegistryRow.name).where(m.RegistryRow.prefix == prefix)
+            return [(int(r), str(n)) for r, n in s.execute(q.order_by(m.RegistryRow.row))]
+
+    def save_runtime_state(self, prefix: str, key: str, value: bytes, at: float | None = None) -> None:
+        with self.sessions.begin() as s:
+            stmt = self._insert(s, m.RuntimeState).values(prefix=prefix, key=key, value=value, at=at or time.time())
+            s.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["prefix", "key"], set_={"value": stmt.excluded.value, "at": stmt.excluded.at}
+                )
+            )
+
+    def runtime_state(self, prefix: str, key: str) -> bytes | None:
+        with self.sessions() as s:
+            q = select(m.RuntimeState.value).where(m.RuntimeState.prefix == prefix, m.RuntimeState.key == key)
+            v = s.execute(q).scalar_one_or_none()
+            return None if v is None else bytes(v)
+
     def save_tick(
         self, anomalies: Iterable[Any], incidents: Iterable[IncidentState], changes: Iterable[IncidentChange]
     ) -> None:

@@ -205,6 +205,12 @@ class Settings(BaseSettings):
     )
     resend_after_s: float = Field(120.0, gt=0, description="a step still unfinished this long is handed out again")
     task_retries: int = Field(8, ge=0, description="retries (with backoff) of a task on Redis or database errors")
+    poison_attempts: int = Field(
+        3,
+        ge=1,
+        description="a step whose correlate fails this often for a reason other than a lost connection is "
+        "dead-lettered with the reason, and the tick goes on with the next step",
+    )
 
     # the edges: auth, limits, inputs from Prometheus, Alertmanager and Graphite (docs/ingest.md)
     api_token: str | None = Field(
