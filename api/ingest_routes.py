@@ -261,7 +261,8 @@ def start_graphite(service: Service) -> GraphiteListener | None:
     port = service.settings.graphite_port
     if port is None:
         return None
-    listener = GraphiteListener(service, service.settings.graphite_host, port)
+    st = service.settings
+    listener = GraphiteListener(service, st.graphite_host, port, st.graphite_max_connections, st.graphite_idle_s)
     listener.start()
     service.graphite = listener
     return listener

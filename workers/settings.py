@@ -243,7 +243,17 @@ class Settings(BaseSettings):
     graphite_port: int | None = Field(
         None, ge=0, le=65535, description="TCP port of the Graphite plaintext listener (off when unset; 0: any free)"
     )
-    graphite_host: str = Field("127.0.0.1", description="address the Graphite listener binds")
+    graphite_host: str = Field(
+        "127.0.0.1",
+        description="address the Graphite listener binds (beyond this machine only with a token or --insecure, "
+        "as serve's own address: the plaintext protocol has no authentication)",
+    )
+    graphite_max_connections: int = Field(
+        1000, ge=1, description="Graphite connections held at once; more are closed at once (logged every 10 s)"
+    )
+    graphite_idle_s: float = Field(
+        300.0, gt=0, description="a Graphite connection that sends nothing this long is closed"
+    )
     alert_fingerprint_ignore: list[str] = Field(
         default_factory=lambda: ["severity", "prometheus", "replica", "alertstate"],
         description="labels left out of an alert's fingerprint and metric name, as a JSON list: they say how "
