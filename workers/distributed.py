@@ -49,7 +49,7 @@ import redis
 import scipy.sparse as sp
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from stormeye.core.errors import Unavailable
+from stormeye.core.errors import Backlogged, Unavailable
 from stormeye.detectors import AnomalyTracker, Detector, Scores
 from stormeye.detectors.collective import CollectiveEvidence
 from stormeye.detectors.rules import CompiledRules
@@ -883,6 +883,14 @@ class DistributedBackend:
 
     def store_points(self, names: Sequence[str], timestamps: np.ndarray, values: np.ndarray) -> Stored:
         with self._redis(self._POINTS_LOST):
+            pending = self.runtime.pending()
+            if pending >= self.settings.max_pending_batches:
+                raise Backlogged(
+                    f"{pending} accepted batches wait for the workers (STORMEYE_MAX_PENDING_BATCHES="
+                    f"{self.settings.max_pending_batches}): the workers are behind or down; nothing of this "
+                    "request was kept, send it again after Retry-After seconds",
+                    retry_after=max(1.0, self.settings.tick_s),
+                )
             res = self.runtime.accept(names, timestamps, values, self.dispatcher)
         step = self.runtime.step
         refused = [

@@ -240,6 +240,17 @@ class Settings(BaseSettings):
         "(Prometheus' remote write: 5 minutes), so the sender closes first and never writes into a "
         "connection the server is closing (uvicorn's 5 s default reset Prometheus' batches)",
     )
+    max_inflight_requests: int = Field(
+        32,
+        ge=1,
+        description="ingest requests (points, remote write) served at once; more get 429 with Retry-After",
+    )
+    max_pending_batches: int = Field(
+        10_000,
+        ge=1,
+        description="distributed mode: accepted batches waiting for the workers; beyond, points get 503 with "
+        "Retry-After (the workers are behind)",
+    )
     graphite_port: int | None = Field(
         None, ge=0, le=65535, description="TCP port of the Graphite plaintext listener (off when unset; 0: any free)"
     )
