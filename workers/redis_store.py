@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 import redis
 
-from stormeye.core.errors import Conflict
+from stormeye.core.errors import Conflict, Unavailable
 from stormeye.workers.sharding import shards_of
 from stormeye.workers.store import AppendResult, last_of_each
 
@@ -359,7 +359,7 @@ class RedisWindowStore:
         return int(sum(v or 0 for v in pipe.execute()))
 
 
-class RegistryStale(RuntimeError):
+class RegistryStale(Unavailable, RuntimeError):
     """Redis' registry is not the one the caller's rows came from (Redis lost its data, or it was rebuilt)."""
 
 
