@@ -290,11 +290,12 @@ class Chaos:
         for _name, p in self.procs.items():
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs.values():
+        for p in self.procs.values():  # nothing to keep: no long goodbyes
             try:
-                p.wait(15)
+                p.wait(3)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
         self.rt.close()
         self.redis.kill()
         with contextlib.suppress(Exception):
