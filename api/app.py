@@ -251,8 +251,9 @@ def create_app(
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         """Liveness: always 200 while the process answers; ``status`` says "degraded" when the tick has
-        stalled (``/readyz`` answers 503 then), with the tick's age and last error."""
-        health = service.backend.health()
+        stalled (``/readyz`` answers 503 then), with the tick's age and last error. In a thread (a Redis
+        that hangs must not hold the event loop); ingest leaves threads free (``admit``)."""
+        health = await run_in_threadpool(service.backend.health)
         return {"status": "degraded" if health.get("stalled") else "ok", "mode": settings.mode, **health}
 
     return app
