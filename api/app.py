@@ -21,8 +21,10 @@ that reason.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,6 +32,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from stormeye.api import alertmanager_api, auth, ingest_routes, selfmetrics
 from stormeye.api.actions import router as actions_router
@@ -38,7 +41,7 @@ from stormeye.api.lookup import incident_or_404
 from stormeye.api.notify_routes import notify_router
 from stormeye.api.page import STATIC
 from stormeye.api.page import router as page_router
-from stormeye.core.errors import StormeyeError, Unavailable
+from stormeye.core.errors import Overloaded, StormeyeError, Unavailable
 from stormeye.grouping.report import incident_report, summary
 from stormeye.workers.backend import Backend, open_backend
 from stormeye.workers.ingest import PointBatch, PointReader
@@ -60,6 +63,7 @@ class Service:
         #: called after every intake as ``hook(source, accepted, {reason: rejected})`` (api/selfmetrics.py)
         self.intake_hooks: list[Callable[[str, int, dict[str, int]], None]] = []
         self.graphite: GraphiteListener | None = None
+        self.inflight = 0  # ingest requests being served (see admit)
 
     def member_windows(self, incident: dict[str, Any], before: int) -> dict[str, dict[str, Any]]:
         """Series of an incident's members from ``before`` steps ahead of its start to its end."""
@@ -82,6 +86,25 @@ class Service:
             }
             for i, m in enumerate(metrics)
         }
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """One ingest request in flight; beyond ``STORMEYE_MAX_INFLIGHT_REQUESTS`` at once, 429 with
+        Retry-After (counted as rejected, ``overloaded``). Entered on the event loop's thread only."""
+        if self.inflight >= self.settings.max_inflight_requests:
+            for hook in self.intake_hooks:
+                hook("http", 0, {"overloaded": 1})
+            raise Overloaded(
+                f"{self.inflight} ingest requests are being served (STORMEYE_MAX_INFLIGHT_REQUESTS="
+                f"{self.settings.max_inflight_requests}); nothing of this one was kept: send it again after "
+                "Retry-After seconds",
+                retry_after=1.0,
+            )
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
 
     def accept(self, records: list[Any], now: float, source: str = "json") -> dict[str, Any]:
         batch = PointBatch()
@@ -156,7 +179,9 @@ class Service:
 async def _stormeye_error(_: Request, exc: Exception) -> JSONResponse:
     """Any of stormeye's own errors reaching a route: its HTTP status and the message (what to fix)."""
     status = exc.http_status if isinstance(exc, StormeyeError) else 500
-    return JSONResponse({"detail": str(exc)}, status_code=status)
+    retry = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(max(1, math.ceil(retry)))} if retry is not None else None
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
 def create_app(
@@ -215,7 +240,8 @@ def create_app(
             raise HTTPException(
                 413, f"{len(records)} points in one request; send at most {MAX_POINTS_PER_REQUEST} per request"
             )
-        result = service.accept(records, time.time())
+        with service.admit():  # the work in a thread: the event loop (and /healthz) never waits for the tick
+            result = await run_in_threadpool(service.accept, records, time.time())
         status = 202 if result["accepted"] or not records else 422
         return JSONResponse(result, status_code=status)
 
@@ -241,10 +267,11 @@ def create_app(
         return incident_report(inc, service.member_windows(inc, before))
 
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
         """Liveness: always 200 while the process answers; ``status`` says "degraded" when the tick has
-        stalled (``/readyz`` answers 503 then), with the tick's age and last error."""
-        health = service.backend.health()
+        stalled (``/readyz`` answers 503 then), with the tick's age and last error. In a thread (a Redis
+        that hangs must not hold the event loop); ingest leaves threads free (``admit``)."""
+        health = await run_in_threadpool(service.backend.health)
         return {"status": "degraded" if health.get("stalled") else "ok", "mode": settings.mode, **health}
 
     return app

@@ -248,6 +248,14 @@ def serve(
             "--insecure if something in front of stormeye already checks who calls."
         )
         raise typer.Exit(2)
+    if settings.graphite_port is not None and not tokens and not is_loopback(settings.graphite_host) and not insecure:
+        err.print(
+            f"[red]refusing to listen for Graphite on {settings.graphite_host} without a token:[/red] anyone who "
+            "reaches it could write points (the plaintext protocol has no authentication). Keep "
+            "STORMEYE_GRAPHITE_HOST=127.0.0.1, set STORMEYE_API_TOKEN to show the deployment is meant to be "
+            "reached (and firewall the Graphite port to your senders), or pass --insecure."
+        )
+        raise typer.Exit(2)
     try:
         application = create_app(settings)
     except StormeyeError as exc:  # Redis unreachable, a bad notification config, a missing extra

@@ -8,7 +8,10 @@ path that cannot be a name) is logged with the sender and counted in
 ``stormeye_points_rejected_total`` and the good lines are kept.
 
 The listener runs its own event loop in a thread: the lines of one read (up to 1 MiB) are
-parsed together and stored as one batch, the same path the HTTP points take.
+parsed together and stored as one batch, the same path the HTTP points take. It holds at most
+``STORMEYE_GRAPHITE_MAX_CONNECTIONS`` connections (more are closed at once, and logged at most every
+10 s), closes one idle for ``STORMEYE_GRAPHITE_IDLE_S``, and skips a line longer than 64 KiB up to its
+end with one log line and one rejected point.
 """
 
 from __future__ import annotations
@@ -102,10 +105,18 @@ def parse_lines(reader: PointReader, lines: list[bytes], peer: str, first_line: 
 class GraphiteListener:
     """A TCP server in a thread of its own, handing each read's lines to ``service.accept_batch``."""
 
-    def __init__(self, service: Service, host: str, port: int) -> None:
+    def __init__(
+        self, service: Service, host: str, port: int, max_connections: int = 1000, idle_s: float = 300.0
+    ) -> None:
         self.service = service
         self.host = host
         self.port = port
+        self.max_connections = max_connections
+        self.idle_s = idle_s
+        self.connections = 0
+        self.refused = 0  # connections closed because max_connections were held
+        self.idle_closed = 0
+        self._refusal_logged = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -148,30 +159,61 @@ class GraphiteListener:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = writer.get_extra_info("peername")[:2]
         peer = f"{host}:{port}"
+        if self.connections >= self.max_connections:
+            self.refused += 1
+            now = time.monotonic()
+            if now - self._refusal_logged >= 10:
+                self._refusal_logged = now
+                log.warning(
+                    "graphite: %d connections held (STORMEYE_GRAPHITE_MAX_CONNECTIONS); closing %s (%d refused so far)",
+                    self.connections,
+                    peer,
+                    self.refused,
+                )
+            writer.close()
+            return
+        self.connections += 1
         rest = b""
         line_no = 1
+        skipping = False  # inside a line too long to keep: dropped up to its end
         try:
             while True:
-                chunk = await reader.read(READ_BYTES)
+                try:
+                    chunk = await asyncio.wait_for(reader.read(READ_BYTES), self.idle_s)
+                except TimeoutError:
+                    self.idle_closed += 1
+                    log.info("graphite: %s sent nothing for %.0f s; closing it", peer, self.idle_s)
+                    break
                 if not chunk:
                     break
                 data = rest + chunk
+                if skipping:
+                    end = data.find(b"\n")
+                    if end < 0:
+                        rest = b""
+                        continue
+                    data, skipping = data[end + 1 :], False
+                    line_no += 1
                 cut = data.rfind(b"\n")
+                rest = data[cut + 1 :] if cut >= 0 else data
+                if len(rest) > MAX_LINE:
+                    self._count_bad(
+                        peer,
+                        line_no + (data[: cut + 1].count(b"\n") if cut >= 0 else 0),
+                        "a line longer than 64 KiB: skipped up to its end",
+                    )
+                    rest, skipping = b"", True
                 if cut < 0:
-                    if len(data) > MAX_LINE:
-                        self._count_bad(peer, line_no, "a line longer than 64 KiB")
-                        data = b""
-                    rest = data
                     continue
-                rest = data[cut + 1 :]
                 lines = data[:cut].split(b"\n")
                 await asyncio.to_thread(self._store, lines, peer, line_no)
                 line_no += len(lines)
-            if rest.strip():
+            if rest.strip() and not skipping:
                 await asyncio.to_thread(self._store, [rest], peer, line_no)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self.connections -= 1
             writer.close()
 
     def _store(self, lines: list[bytes], peer: str, first_line: int) -> None:

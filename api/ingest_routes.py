@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from stormeye.api.graphite_listener import GraphiteListener
 from stormeye.api.remote_write import RemoteWriteDecoder, RemoteWriteError, RemoteWriteTooLarge, decompress
@@ -116,7 +117,8 @@ async def remote_write(request: Request) -> JSONResponse:
     for where, msg in decoded.errors:
         batch.reject(where, msg)
     batch.rejected = decoded.rejected
-    result = svc.accept_batch(batch, time.time(), "remote_write")
+    with svc.admit():  # in a thread: the event loop (and /healthz) never waits for the tick
+        result = await run_in_threadpool(svc.accept_batch, batch, time.time(), "remote_write")
     result["stale"] = decoded.stale
     result["not_finite"] = decoded.not_finite
     usable = result["accepted"] or decoded.stale or decoded.not_finite or not (result["rejected"])
@@ -261,7 +263,8 @@ def start_graphite(service: Service) -> GraphiteListener | None:
     port = service.settings.graphite_port
     if port is None:
         return None
-    listener = GraphiteListener(service, service.settings.graphite_host, port)
+    st = service.settings
+    listener = GraphiteListener(service, st.graphite_host, port, st.graphite_max_connections, st.graphite_idle_s)
     listener.start()
     service.graphite = listener
     return listener

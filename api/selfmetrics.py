@@ -4,7 +4,8 @@
 - ``stormeye_points_rejected_total{reason}``: points or requests refused — ``invalid`` (a point that
   cannot be read), ``refused`` (too old, too far ahead, or a step already scored), ``not_finite``
   (NaN or infinity), ``unavailable`` (answered 503: Redis or the database failed; the sender retries),
-  and for whole requests ``bad_request``, ``too_large``, ``unauthorized``;
+  and for whole requests ``bad_request``, ``too_large``, ``unauthorized``, ``overloaded`` (429: more
+  than ``STORMEYE_MAX_INFLIGHT_REQUESTS`` ingest requests at once);
 - ``stormeye_stale_markers_total``: Prometheus stale markers seen (series that ended; never stored);
 - ``stormeye_alerts_received_total{source}`` and ``stormeye_alert_repeats_total{source}``;
 - ``stormeye_anomalies_open``, ``stormeye_incidents_open{priority}``;
@@ -63,7 +64,16 @@ class SelfMetrics:
             "stormeye's own StormeyeIncident alerts that came back (a routing loop) and were skipped",
             registry=self.registry,
         )
-        for reason in ("invalid", "refused", "not_finite", "unavailable", "bad_request", "too_large", "unauthorized"):
+        for reason in (
+            "invalid",
+            "refused",
+            "not_finite",
+            "unavailable",
+            "bad_request",
+            "too_large",
+            "unauthorized",
+            "overloaded",
+        ):
             self.rejected.labels(reason)
         for source in ("json", "remote_write", "graphite"):
             self.points.labels(source)

@@ -37,3 +37,21 @@ class Unavailable(StormeyeError):
     """A service stormeye needs is not reachable now; retrying later may work (HTTP 503 at the edge)."""
 
     http_status = 503
+
+
+class Overloaded(StormeyeError):
+    """Too many requests at once: sent again after ``retry_after`` seconds (HTTP 429 with Retry-After)."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Backlogged(Unavailable):
+    """The workers are behind: more points would only wait (HTTP 503 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -60,13 +60,18 @@ class ControlCharacterError(MetricNameError):
     edges refuse the whole request with it (400 naming where), as PostgreSQL refuses NUL in text."""
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\ud800-\udfff]")
 
 
 def check_text(text: str, what: str) -> None:
     """Raise :class:`ControlCharacterError` naming ``what`` when ``text`` holds a C0 control character
     other than tab."""
     m = _CONTROL.search(text)
+    if m is not None and "\ud800" <= m.group() <= "\udfff":
+        raise ControlCharacterError(
+            f"{what} holds a lone UTF-16 surrogate U+{ord(m.group()):04X} at position {m.start()} (a \\u escape "
+            "of half a character): it is not text and cannot be stored; send the whole character"
+        )
     if m is not None:
         raise ControlCharacterError(
             f"{what} holds the control character U+{ord(m.group()):04X} at position {m.start()}: names and label "

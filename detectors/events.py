@@ -147,7 +147,7 @@ class AnomalyTracker:
                 a.direction = int(scores.direction[i])
                 a.evidence = self._evidence(scores, int(i), evidence_keys)
             out.updated.append(a)
-        quiet_rows = rows[is_open & ~warm]
+        quiet_rows = np.unique(rows[is_open & ~warm])  # a row given twice closes once
         if len(quiet_rows):
             self._quiet[quiet_rows] += 1
             for row in quiet_rows[self._quiet[quiet_rows] >= self.quiet_steps]:

@@ -1046,6 +1046,8 @@ class IncidentTracker:
         importance = lambda m: self.priority.importance(m, props[m])  # noqa: E731
         inc.root = root_metric(own, importance)
         own_metrics = sorted({m.metric for m in own})
+        # members restored from a saved state (another process committed them) may predate this index
+        self.index.add([m for m in own_metrics if m not in self.index])
         hot = hot_properties(self.index, own_metrics, self.config) if len(own_metrics) > 1 else []
         inc.root_entity = root_entity(own_metrics, props, hot)
         cascade_root = self._cascade_root(own, props)

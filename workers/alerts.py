@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from stormeye.core.times import BadTime, seconds_from
 from stormeye.core.times import parse_time as read_time
 from stormeye.detectors.events import Anomaly
 from stormeye.grouping.names import NAME_KEY, MetricNameError, canonical, parse
+from stormeye.workers.redis_store import as_bytes
 
 if TYPE_CHECKING:
     from stormeye.workers.distributed import Runtime
@@ -484,8 +486,34 @@ INBOX_BATCH = 10_000
 def take_inbox(runtime: Runtime, book: AlertBook) -> int:
     """Receive the alerts the API queued in Redis into ``book``; returns how many were read (to trim after commit)."""
     raw = runtime.r.lrange(runtime.k("alerts", "inbox"), 0, INBOX_BATCH - 1)
-    book.receive(Alert(**json.loads(b)) for b in raw)
-    return len(raw)
+    dead = 0
+    for b in raw:
+        try:
+            al = Alert(**json.loads(b))
+            al.metric(book.ignore)  # what receive needs of it: refused here, it cannot fail the book
+        except (ValueError, TypeError, AlertError) as exc:
+            # one alert this worker cannot read (queued by another version, or past an older edge) leaves
+            # the inbox for the dead letters with its reason; the others and the step go on
+            pipe = runtime.r.pipeline(transaction=True)
+            pipe.xadd(
+                runtime.k("deadletter"),
+                {
+                    "kind": "alert",
+                    "ref": "inbox",
+                    "reason": f"{type(exc).__name__}: {exc}"[:2000],
+                    "at": time.time(),
+                    "alert": as_bytes(b),
+                },
+                maxlen=100_000,
+                approximate=True,
+            )
+            pipe.lrem(runtime.k("alerts", "inbox"), 1, b)  # type: ignore[arg-type]  # the bytes read
+            pipe.hincrby(runtime.k("stats"), "alerts_dead", 1)
+            pipe.execute()
+            dead += 1
+            continue
+        book.receive([al])
+    return len(raw) - dead
 
 
 def _summary(al: Alert) -> dict[str, str]:

@@ -16,8 +16,11 @@ Both build their stages in one place (:func:`workers.pipeline.build_trackers`,
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -139,6 +142,30 @@ class Backend(Protocol):
         ...
 
 
+LEASE_KEY = "embedded-tick"
+
+
+class TickLeaseHeld(StormeyeError, RuntimeError):
+    """Another ``serve`` process ticks this database."""
+
+    http_status = 409
+
+
+def _gone(holder: str) -> bool:
+    """Whether a lease holder (``host:pid:nonce``) was a process of this machine that no longer runs."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class MissingExtra(StormeyeError, ImportError):
     """A mode or feature needs a package of an extra that is not installed."""
 
@@ -162,16 +189,69 @@ class EmbeddedBackend:
         self.last_error_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._beat: threading.Thread | None = None
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_ttl_s = max(30.0, 3 * settings.tick_s)
+        self.lease_lost: str | None = None
+        self.reconciled: list[str] = []
 
     def start(self) -> None:
+        """Take the database's tick lease (or refuse: another ``serve`` ticks it), close the incidents a
+        crashed process left open, then start the tick and its heartbeat."""
         self.started = time.time()
+        holder = self.database.take_lease(LEASE_KEY, self.owner, time.time(), self.lease_ttl_s, _gone)
+        if holder is not None:
+            raise TickLeaseHeld(
+                f"another stormeye serve ticks the database {self.settings.database_url}: {holder}. Two would "
+                "score and page every outage twice; stop it first, or give this one its own STORMEYE_DATABASE_URL "
+                f"(a holder that stopped without letting go is taken over {self.lease_ttl_s:.0f} s after its last "
+                "heartbeat)"
+            )
+        self._reconcile()
         self._thread = threading.Thread(target=self._run, name="stormeye-tick", daemon=True)
         self._thread.start()
+        self._beat = threading.Thread(target=self._heartbeat, name="stormeye-lease", daemon=True)
+        self._beat.start()
+
+    def _reconcile(self) -> None:
+        """Incidents open in the database that this process's tracker does not hold were left by a process
+        that stopped without closing them (a crash, kill -9): nothing will update them any more, so
+        they are resolved now with the reason in their timeline (the anomaly data before the restart
+        is gone with that process; a problem that goes on opens a new incident)."""
+        keep = set(self.pipeline.incidents.incidents)
+        now = time.time()
+        reason = (
+            "closed when stormeye serve started again: the process that tracked this incident stopped "
+            "without closing it, and its recent data went with it; if the problem goes on, a new incident opens"
+        )
+        closed = self.database.close_left_open(keep, now, reason)
+        if closed:
+            log.warning("closed %d incidents left open by a process that stopped: %s", len(closed), closed[:10])
+        self.reconciled = closed
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.lease_ttl_s / 3):
+            try:
+                holder = self.database.take_lease(LEASE_KEY, self.owner, time.time(), self.lease_ttl_s, _gone)
+            except Exception as exc:  # the database is down: the tick fails too and says so
+                log.warning("renewing the tick lease failed: %s", exc)
+                continue
+            if holder is not None:
+                self.lease_lost = holder
+                self.last_error = f"the tick lease was taken by {holder}; this process stopped ticking"
+                self.last_error_at = time.time()
+                log.error(self.last_error)
+                self._stop.set()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._thread is not None and self.lease_lost is None:
+            try:
+                self.database.drop_lease(LEASE_KEY, self.owner)
+            except Exception:
+                log.warning("could not let the tick lease go; it is taken over after %.0f s", self.lease_ttl_s)
 
     def _run(self) -> None:
         """The live tick: a failing tick (the database locked or down) is logged and counted, and the

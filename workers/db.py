@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -86,6 +86,106 @@ class Database:
                     rows = s.execute(select(m.Metric.name, m.Metric.id).where(m.Metric.name.in_(chunk)))
                     self._metric_ids.update({name: mid for name, mid in rows})
         return {n: self._metric_ids[n] for n in names}
+
+    # -- distributed mode's durable registry and tick state (see workers/distributed.py) -------
+
+    def save_registry_rows(self, prefix: str, pairs: Sequence[tuple[str, int]]) -> list[tuple[str, int, str]]:
+        """Record the rows Redis gave these names (idempotent). Returns the conflicts: ``(name, row, what
+        the database holds)`` where the database already gives the name another row or the row another
+        name (then Redis' registry is not the one the database knows, and must not be trusted)."""
+        conflicts: list[tuple[str, int, str]] = []
+        with self.sessions.begin() as s:
+            for lo in range(0, len(pairs), 2000):
+                chunk = pairs[lo : lo + 2000]
+                values = [{"prefix": prefix, "name": n, "row": r} for n, r in chunk]
+                stmt = self._insert(s, m.RegistryRow).values(values)
+                s.execute(stmt.on_conflict_do_nothing())
+                want = dict(chunk)
+                rows = {r: n for n, r in chunk}
+                q = select(m.RegistryRow.name, m.RegistryRow.row).where(
+                    m.RegistryRow.prefix == prefix,
+                    (m.RegistryRow.name.in_(list(want))) | (m.RegistryRow.row.in_(list(rows))),
+                )
+                for name, row in s.execute(q):
+                    if want.get(name, row) != row:
+                        conflicts.append((name, want[name], f"row {row}"))
+                    elif rows.get(row, name) != name:
+                        conflicts.append((rows[row], row, f"name {name!r}"))
+        return conflicts
+
+    def registry_rows(self, prefix: str) -> list[tuple[int, str]]:
+        """Every (row, name) a deployment gave out, by row."""
+        with self.sessions() as s:
+            q = select(m.RegistryRow.row, m.RegistryRow.name).where(m.RegistryRow.prefix == prefix)
+            return [(int(r), str(n)) for r, n in s.execute(q.order_by(m.RegistryRow.row))]
+
+    def save_runtime_state(self, prefix: str, key: str, value: bytes, at: float | None = None) -> None:
+        with self.sessions.begin() as s:
+            stmt = self._insert(s, m.RuntimeState).values(prefix=prefix, key=key, value=value, at=at or time.time())
+            s.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["prefix", "key"], set_={"value": stmt.excluded.value, "at": stmt.excluded.at}
+                )
+            )
+
+    def runtime_state(self, prefix: str, key: str) -> bytes | None:
+        with self.sessions() as s:
+            q = select(m.RuntimeState.value).where(m.RuntimeState.prefix == prefix, m.RuntimeState.key == key)
+            v = s.execute(q).scalar_one_or_none()
+            return None if v is None else bytes(v)
+
+    # -- embedded mode: one process ticks a database (a lease with a heartbeat) -----------------
+
+    def take_lease(self, key: str, owner: str, now: float, ttl: float, dead: Callable[[str], bool]) -> str | None:
+        """Take or renew the lease ``key`` for ``owner``; None when held now, else who holds it.
+
+        Taken when free, already ours, its heartbeat is older than ``ttl`` seconds, or ``dead(holder)``
+        says its holder is gone (a process of this machine that no longer runs). Compare-and-swap
+        updates, so two processes never both hold it.
+        """
+        me = owner.encode()
+        rs = m.RuntimeState
+        where = (rs.prefix == "lease") & (rs.key == key)
+        with self.sessions.begin() as s:
+            got = s.execute(update(rs).where(where & ((rs.value == me) | (rs.at < now - ttl))).values(value=me, at=now))
+            if getattr(got, "rowcount", 0):
+                return None
+            ins = self._insert(s, rs).values(prefix="lease", key=key, value=me, at=now)
+            if getattr(s.execute(ins.on_conflict_do_nothing()), "rowcount", 0):
+                return None
+            row = s.execute(select(rs.value, rs.at).where(where)).first()
+            if row is None:
+                return None
+            holder = bytes(row[0]).decode()
+            if dead(holder):
+                got = s.execute(update(rs).where(where & (rs.value == row[0])).values(value=me, at=now))
+                if getattr(got, "rowcount", 0):
+                    return None
+            return f"{holder} (its heartbeat {now - float(row[1]):.0f} s ago)"
+
+    def drop_lease(self, key: str, owner: str) -> None:
+        rs = m.RuntimeState
+        with self.sessions.begin() as s:
+            s.execute(delete(rs).where((rs.prefix == "lease") & (rs.key == key) & (rs.value == owner.encode())))
+
+    def close_left_open(self, keep: Iterable[str], at: float, reason: str) -> list[str]:
+        """Resolve the open incidents no tracker holds any more (a process that tracked them crashed),
+        each with ``reason`` in its timeline; returns their ids."""
+        keep = set(keep)
+        with self.sessions.begin() as s:
+            ids = [i for i in s.scalars(select(m.Incident.id).where(m.Incident.status == "open")) if i not in keep]
+            if not ids:
+                return []
+            for lo in range(0, len(ids), 500):
+                chunk = ids[lo : lo + 500]
+                s.execute(
+                    update(m.Incident)
+                    .where(m.Incident.id.in_(chunk), m.Incident.status == "open")
+                    .values(status="resolved", resolved_at=at, updated_at=at, version=m.Incident.version + 1)
+                )
+            changes = [IncidentChange(i, "resolved", at, {"reason": reason, "restart": True}) for i in ids]
+            self._record_changes(s, changes)
+        return ids
 
     def save_tick(
         self, anomalies: Iterable[Any], incidents: Iterable[IncidentState], changes: Iterable[IncidentChange]

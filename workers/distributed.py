@@ -48,8 +48,9 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import redis
 import scipy.sparse as sp
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from stormeye.core.errors import Unavailable
+from stormeye.core.errors import Backlogged, Unavailable
 from stormeye.detectors import Detector, Scores
 from stormeye.detectors.calibration import TailLedger
 from stormeye.detectors.rules import CompiledRules
@@ -72,7 +73,14 @@ from stormeye.workers.pipeline import (
     touched_incidents,
     track,
 )
-from stormeye.workers.redis_store import Keys, RedisMetricRegistry, RedisWindowStore, as_bytes, as_text
+from stormeye.workers.redis_store import (
+    Keys,
+    RedisMetricRegistry,
+    RedisWindowStore,
+    RegistryStale,
+    as_bytes,
+    as_text,
+)
 from stormeye.workers.settings import Settings
 
 log = logging.getLogger("stormeye.distributed")
@@ -80,6 +88,16 @@ T = TypeVar("T")
 
 RESULT_TTL_S = 86400  # per-step shard results and markers: kept a day for inspection
 MAX_INGEST_ATTEMPTS = 5  # a batch whose task died this often (its worker with it) is poison: dead-lettered
+
+
+# failures that say nothing about the work itself: the task is retried (workers/tasks.py), never dead-lettered
+CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    OperationalError,
+    InterfaceError,
+)
 
 
 class RedisUnavailable(Unavailable, RuntimeError):
@@ -146,7 +164,10 @@ class Runtime:
         self.r = client if client is not None else connect_redis(settings.redis_url)
         self.keys = Keys(settings.redis_prefix)
         self.step = settings.step_s
-        self.registry = RedisMetricRegistry(self.r, settings.redis_prefix, settings.shards)
+        durable = _DurableRegistry(self)
+        self.registry = RedisMetricRegistry(self.r, settings.redis_prefix, settings.shards, durable=durable)
+        self._index_generation = 0
+        self._indexed = 0  # registry names in the index
         self.store = RedisWindowStore(self.r, settings.redis_prefix, settings.step_s, settings.retention_points)
         self._database = database
         self._detector: Detector | None = None
@@ -265,6 +286,7 @@ class Runtime:
         load_seasons(self.detector, self.seasons, rows, timestamps, values)
         last = math.floor(float(np.max(timestamps)) / self.step)
         self.r.set(self.k("tick", "scored"), max(last, self.scored_slot() or last))
+        self.r.set(self.k("tick", "committed_at"), time.time(), nx=True)  # the tick's age counts from here
 
     def pending(self) -> int:
         return int(self.r.zcard(self.k("ingest", "pending")))
@@ -308,10 +330,19 @@ class Runtime:
         stored = too_old = late = 0
         if good:
             sel = np.asarray(good)
-            rows, new = self.registry.rows(canon)
-            if new:
-                self.database.ensure_metrics(new)  # the metric table knows every metric too
-            res = self.store.append(rows, ts[sel], vals[sel])
+            for attempt in range(5):
+                rows, new = self.registry.rows(canon)  # their rows are in the database before any point
+                if new:
+                    self.database.ensure_metrics(new)  # the metric table knows every metric too
+                try:
+                    # written only while Redis' registry is the one the rows came from
+                    epoch = (self.registry.epoch_key, self.registry.epoch or "")
+                    res = self.store.append(rows, ts[sel], vals[sel], epoch)
+                    break
+                except RegistryStale:
+                    if attempt == 4:
+                        raise
+                    log.warning("batch %s: Redis' registry changed while it was stored; storing it again", batch_id)
             stored, too_old = res.accepted, res.too_old
             scored = self.scored_slot()
             if scored is not None:
@@ -553,11 +584,23 @@ class Runtime:
         """Load every metric name and index it (a new process does this once; later calls add new ones)."""
         with self._index_lock:
             self.registry.refresh()
-            known = len(self.index)
-            if known < len(self.registry.names):  # the name index knows every metric, in registration order
-                self.index.add(self.registry.names[known:])
+            if self.registry.generation != self._index_generation:
+                if self._indexed:  # the registry was rebuilt: index its names afresh
+                    self.index = NameIndex(graphite=self.settings.graphite)
+                    self.per_metric = MetricStages(self.settings, self.index)
+                    self.topology = self.settings.topology()
+                    self._state = None
+                    self._indexed = 0
+                self._index_generation = self.registry.generation
+            # registered names are indexed in registration order; the incident tracker adds alerts'
+            # metrics to the same index, so count what was taken from the registry, not the index
+            known = self._indexed
+            if known < len(self.registry.names):
+                added = self.registry.names[known:]
+                self.index.add([n for n in added if n not in self.index])
+                self._indexed = len(self.registry.names)
                 # service-graph metrics name dependencies
-                self.topology.learn_names(parse(n) for n in self.registry.names[known:] if Topology.may_name_edge(n))
+                self.topology.learn_names(parse(n) for n in added if Topology.may_name_edge(n))
             return len(self.index)
 
     def rules(self) -> CompiledRules | None:
@@ -619,6 +662,64 @@ class Runtime:
         return book, take_inbox(self, book)
 
     def correlate(self, slot: int, dispatcher: Dispatcher) -> dict[str, Any]:
+        """:meth:`_correlate`; a step that keeps failing for a reason other than a lost connection
+        (bad data the database refuses, a bug) is dead-lettered after ``poison_attempts`` attempts
+        and the tick goes on, rather than failing every step after it."""
+        try:
+            return self._correlate(slot, dispatcher)
+        except CONNECTION_FAILURES:
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"[:2000]
+            attempts = int(self.r.hincrby(self.k("tick", "failures"), str(slot), 1))
+            self.r.expire(self.k("tick", "failures"), RESULT_TTL_S)
+            if attempts < self.settings.poison_attempts:
+                log.warning("correlate of step %d failed (attempt %d): %s", slot, attempts, reason)
+                raise
+            log.exception("correlate of step %d failed %d times: dead-lettered", slot, attempts)
+            return self.dead_letter_step(slot, reason, dispatcher)
+
+    def dead_letter_step(self, slot: int, reason: str, dispatcher: Dispatcher) -> dict[str, Any]:
+        """Give up on one step's incidents: record it with the reason, and commit the step with the
+        trackers' state and the alert book unchanged so the next step proceeds (alerts queued meanwhile
+        stay in the inbox for it; one that cannot be read leaves it alone, see
+        :func:`workers.alerts.take_inbox`). ``stormeye deadletter`` lists it."""
+        committed = False
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.watch(self.k("tick", "scored"))
+            now_scored = pipe.get(self.k("tick", "scored"))
+            if now_scored is None or int(now_scored) < slot:
+                pipe.multi()
+                pipe.xadd(
+                    self.k("deadletter"),
+                    {
+                        "kind": "step",
+                        "ref": slot,
+                        "reason": f"the incidents of step {slot} (t={slot * self.step}) were not made: {reason}",
+                        "at": time.time(),
+                    },
+                    maxlen=100_000,
+                    approximate=True,
+                )
+                pipe.set(self.k("tick", "scored"), slot)
+                pipe.hset(self.k("tick", "done"), slot, time.time())
+                pipe.set(self.k("tick", "committed_at"), time.time())
+                pipe.hset(self.k("tick", "last_error"), mapping={"at": time.time(), "step": slot, "error": reason})
+                pipe.hdel(self.k("tick", "failures"), str(slot))
+                self.stat(pipe, "steps_dead")
+                try:
+                    pipe.execute()
+                    committed = True
+                except redis.WatchError:
+                    pass
+        self._state = None
+        if committed:
+            if int(self.r.scard(self.k("step", slot + 1, "done"))) >= self.settings.shards:
+                dispatcher.correlate(slot + 1)
+            self.advance(dispatcher, drive_only=True)
+        return {"slot": slot, "committed": committed, "dead": True, "reason": reason}
+
+    def _correlate(self, slot: int, dispatcher: Dispatcher) -> dict[str, Any]:
         """Every shard's scores of one step → anomalies → incidents; store them; queue what follows.
 
         Idempotent: database writes are upserts; the trackers' state, the step number and the
@@ -640,6 +741,7 @@ class Runtime:
         at = float(slot * self.step)
         trackers = self._trackers(scored)
         anomalies, incidents, collective = trackers.anomalies, trackers.incidents, trackers.collective
+        det = known_rows(det, len(self.registry.names))
         people = self._people_sync()  # people's actions and feedback (workers.actions) onto the tracker
         manual = people.sync(incidents, at, save=False)
         membership = self.membership() if collective is not None else None
@@ -655,6 +757,11 @@ class Runtime:
         state = {"slot": slot, "anomalies": anomalies.to_state(), "incidents": incidents.to_state()}
         if collective is not None:
             state["collective"] = collective.to_state()
+        book_state = book.to_state()
+        # the same, durable: a Redis that loses its data restores the tick from here (_DurableRegistry)
+        durable = {"slot": slot, "state": state, "people": people.cursor, "book": book_state}
+        blob = zlib.compress(json.dumps(durable).encode())
+        self.database.save_runtime_state(self.settings.redis_prefix, "tick", blob)
         committed = False
         with self.r.pipeline(transaction=True) as pipe:
             pipe.watch(self.k("tick", "scored"))
@@ -666,10 +773,11 @@ class Runtime:
                     pipe.set(self.k("tick", "ledger"), ledger_blob(trackers.ledger))
                 pipe.set(self.k("tick", "people"), people.cursor)
                 pipe.set(self.k("tick", "scored"), slot)
-                pipe.set(self.k("alerts", "book"), zlib.compress(json.dumps(book.to_state()).encode()))
+                pipe.set(self.k("alerts", "book"), zlib.compress(json.dumps(book_state).encode()))
                 if inbox:
                     pipe.ltrim(self.k("alerts", "inbox"), inbox, -1)
                 pipe.hset(self.k("tick", "done"), slot, time.time())
+                pipe.set(self.k("tick", "committed_at"), time.time())
                 self.stat(pipe, "steps_scored")
                 self.stat(pipe, "anomaly_changes", len(changed))
                 self.stat(pipe, "incident_changes", len(changes))
@@ -704,10 +812,35 @@ class Runtime:
         workers = [as_text(w) for w in self.r.zrangebyscore(wkey, now - 30, "+inf")]
         newest = self.store.newest()
         due = due_slot(now, self.step, self.settings.grace_s)
+        behind = None if scored is None else max(0, due - scored)
+        raw_at = self.r.get(self.k("tick", "committed_at"))
+        committed_at = None if raw_at is None else float(raw_at)
+        age = None if committed_at is None else round(now - committed_at, 3)
+        last = self.r.xrevrange(self.k("errors"), count=1)
+        last_error = None
+        if last:
+            fields = {as_text(k): as_text(v) for k, v in (last[0][1] or {}).items()}
+            last_error = f"{fields.get('task', '?')}{fields.get('args', '')}: {fields.get('error', '')}"
+            last_error_at: float | None = float(fields.get("at", 0)) or None
+        else:
+            last_error_at = None
+        dead = {as_text(k): as_text(v) for k, v in self.r.hgetall(self.k("tick", "last_error")).items()}
+        if dead and (last_error_at is None or float(dead["at"]) > last_error_at):
+            last_error = f"step {dead['step']} dead-lettered: {dead['error']}"
+            last_error_at = float(dead["at"])
+        epoch = self.r.get(self.registry.epoch_key)
+        rebuilt = self.r.get(self.k("registry", "rebuilt_at"))
         return {
             "metrics": len(self.registry),
             "scored_step": None if scored is None else scored * self.step,
-            "steps_behind": None if scored is None else max(0, due - scored),
+            "steps_behind": behind,
+            # the pipeline has not committed a step for 3 ticks while steps are due: /readyz answers 503
+            "tick_age_s": age,
+            "stalled": bool(behind and age is not None and age > 3 * self.settings.tick_s),
+            "last_error": last_error,
+            "last_error_at": last_error_at,
+            "redis_epoch": None if epoch is None else as_text(epoch),
+            "redis_data_lost_at": None if rebuilt is None else float(rebuilt),
             "inflight_step": inflight.get("slot", 0) * self.step if inflight else None,
             "pending_batches": self.pending(),
             "dead_letters": int(self.r.xlen(self.k("deadletter"))),
@@ -760,6 +893,14 @@ class DistributedBackend:
 
     def store_points(self, names: Sequence[str], timestamps: np.ndarray, values: np.ndarray) -> Stored:
         with self._redis(self._POINTS_LOST):
+            pending = self.runtime.pending()
+            if pending >= self.settings.max_pending_batches:
+                raise Backlogged(
+                    f"{pending} accepted batches wait for the workers (STORMEYE_MAX_PENDING_BATCHES="
+                    f"{self.settings.max_pending_batches}): the workers are behind or down; nothing of this "
+                    "request was kept, send it again after Retry-After seconds",
+                    retry_after=max(1.0, self.settings.tick_s),
+                )
             res = self.runtime.accept(names, timestamps, values, self.dispatcher)
         step = self.runtime.step
         refused = [
@@ -794,8 +935,17 @@ class DistributedBackend:
         return {**h, "open_incidents": self.database.count_incidents("open")}
 
     def ready(self) -> None:
+        """Not ready when Redis does not answer, or the pipeline has not committed a step for 3 ticks while
+        steps are due (workers down or every correlate failing)."""
         with self._redis("Redis at {url} does not answer: {exc}"):
             self.runtime.r.ping()
+            h = self.runtime.health()
+        if h["stalled"]:
+            raise Unavailable(
+                f"the pipeline has not committed a step for {h['tick_age_s']:.0f} s (more than 3 ticks of "
+                f"{self.settings.tick_s:g} s) and is {h['steps_behind']} steps behind; workers alive: "
+                f"{len(h['workers'])}; last error: {h['last_error'] or 'none'}"
+            )
 
     def gauges(self) -> dict[str, float]:
         with self._redis("Redis at {url} failed: {exc}"):
@@ -804,6 +954,62 @@ class DistributedBackend:
 
     def notify_loop(self) -> None:
         return None  # Celery beat decides and sends notifications (workers/notify/tasks.py)
+
+
+class _DurableRegistry:
+    """The registry's rows and the tick's committed state in the database (tables registry_row and
+    runtime_state, one deployment per Redis prefix), for :class:`RedisMetricRegistry` to rebuild from."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def save(self, pairs: Sequence[tuple[str, int]]) -> list[tuple[str, int, str]]:
+        return self.rt.database.save_registry_rows(self.rt.settings.redis_prefix, pairs)
+
+    def load(self) -> list[tuple[int, str]]:
+        return self.rt.database.registry_rows(self.rt.settings.redis_prefix)
+
+    def restored(self) -> None:
+        """Put the tick back where the database says it was committed: its step, the trackers' state,
+        the people's-actions cursor and the alert book (else open incidents would be opened again)."""
+        rt = self.rt
+        raw = rt.database.runtime_state(rt.settings.redis_prefix, "tick")
+        if raw is None:
+            return
+        saved = json.loads(zlib.decompress(raw))
+        pipe = rt.r.pipeline(transaction=True)
+        pipe.set(rt.k("tick", "state"), zlib.compress(json.dumps(saved["state"]).encode()))
+        pipe.set(rt.k("tick", "people"), int(saved["people"]))
+        pipe.set(rt.k("alerts", "book"), zlib.compress(json.dumps(saved["book"]).encode()))
+        pipe.set(rt.k("tick", "scored"), int(saved["slot"]))
+        pipe.hincrby(rt.k("stats"), "redis_data_lost", 1)
+        pipe.set(rt.k("registry", "rebuilt_at"), time.time())
+        pipe.execute()
+        rt._state = None
+        log.error("tick restored from the database at step %d after Redis lost its data", saved["slot"])
+
+
+def known_rows(det: Detected, n: int) -> Detected:
+    """Scores of rows this process knows a name for, each row once (a shard's scores from another
+    registry would otherwise fail the trackers; they are dropped with a warning)."""
+    rows = det.rows
+    keep = rows < n
+    if len(rows) > 1:
+        keep[1:] &= rows[1:] != rows[:-1]  # merge_detected sorts by row
+    if keep.all():
+        return det
+    log.warning("%d scores for rows without a name or repeated were dropped", int((~keep).sum()))
+    sc = det.scores
+    return Detected(
+        rows[keep],
+        Scores(
+            score=sc.score[keep],
+            direction=sc.direction[keep],
+            status=sc.status[keep],
+            raw={k: v[keep] for k, v in sc.raw.items()},
+        ),
+        det.with_newest,
+    )
 
 
 def pack_detected(det: Detected) -> bytes:

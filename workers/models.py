@@ -9,7 +9,19 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, SmallInteger, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -24,6 +36,29 @@ class Metric(Base):
     name: Mapped[str] = mapped_column(Text, unique=True)
     labels: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class RegistryRow(Base):
+    """Distributed mode: the row a deployment (Redis prefix) gave a metric name; Redis' registry is rebuilt
+    from these when Redis lost its data (workers/distributed.py)."""
+
+    __tablename__ = "registry_row"
+    __table_args__ = (UniqueConstraint("prefix", "name", name="uq_registry_row_name"),)
+
+    prefix: Mapped[str] = mapped_column(String(200), primary_key=True)
+    row: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(Text)
+
+
+class RuntimeState(Base):
+    """Distributed mode: the tick's committed state (step, trackers, alert book) per deployment, as Redis holds it."""
+
+    __tablename__ = "runtime_state"
+
+    prefix: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    at: Mapped[float] = mapped_column(Float)
 
 
 class Anomaly(Base):

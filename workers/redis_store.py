@@ -21,15 +21,19 @@ so that concurrent registrations never give a name two rows.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import redis
 
-from stormeye.core.errors import Conflict
+from stormeye.core.errors import Conflict, Unavailable
 from stormeye.workers.sharding import shards_of
 from stormeye.workers.store import AppendResult, last_of_each
+
+log = logging.getLogger("stormeye.registry")
 
 _NAN32 = np.array([np.nan], dtype="<f4").tobytes()
 
@@ -40,22 +44,32 @@ if (not v) or tonumber(v) > tonumber(ARGV[1]) then redis.call('SET', KEYS[1], AR
 return 0
 """
 
-# KEYS[1] = newest-slot key, KEYS[2..] = metric keys (distinct).
-# ARGV: length, ttl_ms, NaN bytes, counts (uint32 per metric), slots (uint32, ascending per
-# metric), values (float32). Returns {accepted, too_old, newest slot}.
-_APPEND = """
-local L = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
+# KEYS[1] = the registry's epoch; ARGV[1] = the epoch expected, then any script's arguments: the
+# guard put in front of the append so points are written under rows of the registry Redis holds now
+_EPOCH_GUARD = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0, 0} end
+"""
+
+
+# KEYS[1] = the registry's epoch, KEYS[2] = newest-slot key, KEYS[3..] = metric keys (distinct).
+# ARGV: the epoch expected ('' = do not check), length, ttl_ms, NaN bytes, counts (uint32 per metric),
+# slots (uint32, ascending per metric), values (float32). Returns {accepted, too_old, newest slot},
+# or {-1, 0, 0} when the registry's epoch is not the one expected (nothing written).
+_APPEND = (
+    _EPOCH_GUARD
+    + """
+local L = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
 local RENEW = 8  -- the expiry is renewed every 8th step (and the TTL covers 8 more steps)
-local NAN = ARGV[3]
-local counts, slots, vals = ARGV[4], ARGV[5], ARGV[6]
+local NAN = ARGV[4]
+local counts, slots, vals = ARGV[5], ARGV[6], ARGV[7]
 local npts = #slots / 4
 local top = -1
 for p = 0, npts - 1 do
   local s = struct.unpack('<I4', slots, 4 * p + 1)
   if s > top then top = s end
 end
-local g = redis.call('GET', KEYS[1])
+local g = redis.call('GET', KEYS[2])
 local newest = top
 if g and tonumber(g) > newest then newest = tonumber(g) end
 local minslot = newest - L + 1
@@ -68,9 +82,9 @@ local function fill(key, a, n)
 end
 local accepted, old = 0, 0
 local p = 0
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   local key = KEYS[i]
-  local n = struct.unpack('<I4', counts, 4 * (i - 2) + 1)
+  local n = struct.unpack('<I4', counts, 4 * (i - 3) + 1)
   local hb = redis.call('GETRANGE', key, 0, 3)
   local head = -1
   if #hb == 4 then head = struct.unpack('<I4', hb) end
@@ -98,22 +112,25 @@ for i = 2, #KEYS do
   end
   if renew and ttl > 0 then redis.call('PEXPIRE', key, ttl) end
 end
-if accepted > 0 and (not g or newest > tonumber(g)) then redis.call('SET', KEYS[1], newest) end
+if accepted > 0 and (not g or newest > tonumber(g)) then redis.call('SET', KEYS[2], newest) end
 return {accepted, old, newest}
 """
+)
 
-# KEYS[1] = name->row hash, KEYS[2] = row->name list, KEYS[3..] = shard row lists.
-# ARGV: pairs of (name, shard). Returns rows and, last, how many names were new.
+# KEYS[1] = the registry's epoch, KEYS[2] = name->row hash, KEYS[3] = row->name list, KEYS[4..] = shard
+# row lists. ARGV: the epoch the caller's rows belong to, then pairs of (name, shard). Returns {-1} when
+# the epoch is not that one (Redis lost or rebuilt its registry), else {0, rows..., how many were new}.
 _REGISTER = """
-local out = {}
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+local out = {0}
 local new = 0
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   local name = ARGV[i]
-  local row = redis.call('HGET', KEYS[1], name)
+  local row = redis.call('HGET', KEYS[2], name)
   if not row then
-    row = redis.call('RPUSH', KEYS[2], name) - 1
-    redis.call('HSET', KEYS[1], name, row)
-    redis.call('RPUSH', KEYS[3 + tonumber(ARGV[i + 1])], row)
+    row = redis.call('RPUSH', KEYS[3], name) - 1
+    redis.call('HSET', KEYS[2], name, row)
+    redis.call('RPUSH', KEYS[4 + tonumber(ARGV[i + 1])], row)
     new = new + 1
   end
   out[#out + 1] = tonumber(row)
@@ -180,7 +197,11 @@ class RedisWindowStore:
         v = self.r.get(self.keys("oldest_slot"))
         return None if v is None else float(int(v) * self.step)
 
-    def append(self, rows: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> AppendResult:
+    def append(
+        self, rows: np.ndarray, timestamps: np.ndarray, values: np.ndarray, epoch: tuple[str, str] | None = None
+    ) -> AppendResult:
+        """Store points; with ``epoch`` (the registry's epoch key and the epoch ``rows`` belong to) only
+        while Redis' registry is still that one, else :class:`RegistryStale` and nothing is written."""
         rows = np.asarray(rows, dtype=np.int64)
         if not len(rows):
             return AppendResult(0, 0)
@@ -195,8 +216,10 @@ class RedisWindowStore:
         order = np.lexsort((np.arange(len(rows)), slots, rows))
         rows, slots, vals = rows[order], slots[order], vals[order]
         uniq, counts = np.unique(rows, return_counts=True)
-        keys = [self._newest_key, *(self.keys.window(int(r)) for r in uniq)]
+        keys = [epoch[0] if epoch else self.keys("registry", "epoch"), self._newest_key]
+        keys += [self.keys.window(int(r)) for r in uniq]
         args: list[bytes | str | int | float] = [
+            epoch[1] if epoch else "",
             self.length,
             self.ttl_ms,
             _NAN32,
@@ -205,6 +228,8 @@ class RedisWindowStore:
             vals.astype("<f4").tobytes(),
         ]
         accepted, old, _ = self._append(keys=keys, args=args)
+        if int(accepted) < 0:
+            raise RegistryStale(f"the registry's epoch is no longer {epoch[1] if epoch else ''!r}; nothing was written")
         return AppendResult(int(accepted), int(old), merged)
 
     def load(self, rows: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> AppendResult:
@@ -334,6 +359,24 @@ class RedisWindowStore:
         return int(sum(v or 0 for v in pipe.execute()))
 
 
+class RegistryStale(Unavailable, RuntimeError):
+    """Redis' registry is not the one the caller's rows came from (Redis lost its data, or it was rebuilt)."""
+
+
+class Durable(Protocol):
+    """Where the registry keeps every row it gives out, to rebuild Redis' copy from (the database)."""
+
+    def save(self, pairs: Sequence[tuple[str, int]]) -> list[tuple[str, int, str]]: ...
+
+    def load(self) -> list[tuple[int, str]]: ...
+
+    def restored(self) -> None:
+        """Called, under the rebuild lock, after Redis' registry was rebuilt (restore what else Redis lost)."""
+
+
+LOST_ROW = "stormeye_lost_row"  # the placeholder name of a row the database never heard of
+
+
 class ShardConfigError(Conflict, RuntimeError):
     """The Redis deployment was set up with another shard count than this process has."""
 
@@ -341,17 +384,28 @@ class ShardConfigError(Conflict, RuntimeError):
 class RedisMetricRegistry:
     """Metric names ↔ dense rows ↔ shards, shared by every process through Redis.
 
-    Each process keeps a copy of the append-only lists and fetches only what is new.
+    Each process keeps a copy of the append-only lists and fetches only what is new. The copy
+    belongs to one *epoch* of Redis' registry (a random id in ``<prefix>:registry:epoch``): a Redis
+    that lost its data has no epoch, and the first process to notice rebuilds the registry from
+    ``durable`` (the database, where every row is written before a point is stored under it) under a
+    lock, with a new epoch; every process then drops its copy. Registration and the window store's
+    append refuse to work under another epoch than the caller's, so no name gets a row that
+    another name holds, and no point is written under a row that means another metric now.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str, shards: int) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, shards: int, durable: Durable | None = None) -> None:
         self.r = client
         self.keys = Keys(prefix)
         self.shards = int(shards)
+        self.durable = durable
         self._register = client.register_script(_REGISTER)
         self._rows: dict[str, int] = {}
         self.names: list[str] = []
         self._shard_rows: dict[int, list[int]] = {}
+        self.epoch_key = self.keys("registry", "epoch")
+        self.epoch: str | None = None
+        self.generation = 0  # bumped whenever this process's copy is dropped (the names may differ now)
+        self.rebuilds = 0  # how many times this process rebuilt Redis' registry
         self._list_keys = [self.keys("metric", "rows"), self.keys("metric", "names")]
         self._shard_keys = [self.keys("shard", k, "rows") for k in range(self.shards)]
 
@@ -370,8 +424,80 @@ class RedisMetricRegistry:
     def __len__(self) -> int:
         return int(self.r.llen(self._list_keys[1]))
 
-    def refresh(self) -> list[str]:
-        """Fetch the names registered since the last call (by any process); returns them."""
+    # -- the epoch ---------------------------------------------------------------------------
+
+    def sync(self) -> str:
+        """Make this process's copy belong to the registry Redis holds now (rebuilt first if Redis lost it)."""
+        raw = self.r.get(self.epoch_key)
+        epoch = as_text(raw) if raw is not None else self._recover()
+        if epoch != self.epoch:
+            if self.epoch is not None:
+                log.warning("Redis' metric registry changed (epoch %s -> %s): reloading it", self.epoch, epoch)
+            self._rows = {}
+            self.names = []
+            self._shard_rows = {}
+            self.epoch = epoch
+            self.generation += 1
+            self._fetch()
+        return epoch
+
+    def _recover(self) -> str:
+        """Redis holds no epoch: a new deployment, one from before epochs, or a Redis that lost its data."""
+        with self.r.lock(self.keys("registry", "rebuild"), timeout=300, blocking_timeout=300):
+            raw = self.r.get(self.epoch_key)
+            if raw is not None:
+                return as_text(raw)  # another process rebuilt it meanwhile
+            held = [as_text(b) for b in self.r.lrange(self._list_keys[1], 0, -1)]
+            if held:
+                # a deployment from before the epoch: Redis' registry stands; the database learns it
+                if self.durable is not None:
+                    conflicts = self.durable.save(list(zip(held, range(len(held)))))
+                    if conflicts:
+                        raise RuntimeError(
+                            f"Redis' metric registry under {self.keys.prefix!r} holds {len(held)} names without an "
+                            f"epoch and disagrees with the database (e.g. {conflicts[0]}): delete Redis' keys "
+                            f"{self.keys.prefix}:metric:* and {self.keys.prefix}:shard:* to rebuild them from "
+                            "the database"
+                        )
+                log.warning("metric registry of %d names adopted as it is in Redis", len(held))
+            else:
+                pairs = self.durable.load() if self.durable is not None else []
+                if pairs:
+                    self._rebuild(pairs)
+                    self.rebuilds += 1
+                    log.error(
+                        "Redis lost its data (no registry epoch under %r): rebuilt the registry of %d metric "
+                        "rows from the database; points and batches that were only in Redis are gone",
+                        self.keys.prefix,
+                        len(pairs),
+                    )
+                if self.durable is not None:
+                    self.durable.restored()
+            self.r.set(self.epoch_key, uuid.uuid4().hex, nx=True)
+            return as_text(self.r.get(self.epoch_key))
+
+    def _rebuild(self, pairs: Sequence[tuple[int, str]]) -> None:
+        """Write the registry ``pairs`` (row, name) back into Redis; a row missing there gets a placeholder name."""
+        by_row = dict(pairs)
+        n = max(by_row) + 1
+        names = [by_row.get(r, f'{LOST_ROW}{{row="{r}"}}') for r in range(n)]
+        shards = shards_of(names, self.shards)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.delete(*self._list_keys, *self._shard_keys)
+        for lo in range(0, n, 5000):
+            chunk = names[lo : lo + 5000]
+            pipe.rpush(self._list_keys[1], *chunk)
+            pipe.hset(self._list_keys[0], mapping={nm: lo + i for i, nm in enumerate(chunk)})
+            pipe.execute()
+        for k in range(self.shards):
+            rows = np.flatnonzero(shards == k)
+            for lo in range(0, len(rows), 5000):
+                pipe.rpush(self._shard_keys[k], *(int(r) for r in rows[lo : lo + 5000]))
+        pipe.execute()
+
+    # -- names and rows ----------------------------------------------------------------------
+
+    def _fetch(self) -> list[str]:
         new = self.r.lrange(self._list_keys[1], len(self.names), -1)
         added = [as_text(b) for b in new]
         for n in added:
@@ -379,8 +505,27 @@ class RedisMetricRegistry:
             self.names.append(n)
         return added
 
+    def refresh(self) -> list[str]:
+        """Fetch the names registered since the last call (by any process); returns them."""
+        gen = self.generation
+        self.sync()
+        added = self._fetch()
+        return list(self.names) if gen != self.generation else added
+
     def rows(self, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-        """Rows of ``names``, registering unknown ones; returns (rows, names new to the deployment)."""
+        """Rows of ``names``, registering unknown ones; returns (rows, names new to the deployment).
+
+        Rows of new names are written to ``durable`` before they are returned, so no point is ever
+        stored under a row the database does not know.
+        """
+        for _ in range(5):
+            got = self._rows_once(names)
+            if got is not None:
+                return got
+        raise RegistryStale("Redis' metric registry kept changing while names were registered; retry")
+
+    def _rows_once(self, names: Sequence[str]) -> tuple[np.ndarray, list[str]] | None:
+        epoch = self.sync()
         out = np.empty(len(names), dtype=np.int64)
         unknown: dict[str, list[int]] = {}
         get = self._rows.get
@@ -396,18 +541,35 @@ class RedisMetricRegistry:
             shards = shards_of(todo, self.shards)
             for lo in range(0, len(todo), 5000):
                 chunk = todo[lo : lo + 5000]
-                args: list[Any] = []
+                args: list[Any] = [epoch]
                 for n, s in zip(chunk, shards[lo : lo + 5000]):
                     args += [n, int(s)]
-                res = self._register(keys=self._list_keys + self._shard_keys, args=args)
+                res = self._register(keys=[self.epoch_key, *self._list_keys, *self._shard_keys], args=args)
+                if int(res[0]) < 0:
+                    return None  # Redis lost or rebuilt its registry meanwhile: start again
+                got = [int(r) for r in res[1:-1]]
                 n_new = int(res[-1])
-                for n, r in zip(chunk, res[:-1]):
-                    out[unknown[n]] = int(r)
+                for n, r in zip(chunk, got):
+                    out[unknown[n]] = r
                 # names new to the deployment were given the highest rows of this chunk
-                if n_new:
-                    fresh = sorted(zip(res[:-1], chunk))[-n_new:]
-                    new += [n for _, n in fresh]
-            self.refresh()
+                fresh = sorted(zip(got, chunk))[-n_new:] if n_new else []
+                new += [n for _, n in fresh]
+                if self.durable is not None:
+                    # every row of the chunk: a row given out by a process that died before writing it is kept too
+                    conflicts = self.durable.save(list(zip(chunk, got)))
+                    if conflicts:
+                        # Redis' registry is not the database's: make every process rebuild it from the database
+                        log.error("Redis' registry disagrees with the database (%s): rebuilding it", conflicts[:3])
+                        self.r.eval(
+                            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2], "
+                            "KEYS[3]) end return 0",
+                            3,
+                            self.epoch_key,
+                            *self._list_keys,
+                            epoch,
+                        )
+                        return None
+            self._fetch()
         return out, new
 
     def known(self, name: str) -> bool:
@@ -423,6 +585,7 @@ class RedisMetricRegistry:
 
     def shard_rows(self, shard: int) -> np.ndarray:
         """Rows of one shard, in registration order."""
+        self.sync()
         have = self._shard_rows.setdefault(shard, [])
         new = self.r.lrange(self._shard_keys[shard], len(have), -1)
         have.extend(int(b) for b in new)

@@ -213,6 +213,12 @@ class Settings(BaseSettings):
     )
     resend_after_s: float = Field(120.0, gt=0, description="a step still unfinished this long is handed out again")
     task_retries: int = Field(8, ge=0, description="retries (with backoff) of a task on Redis or database errors")
+    poison_attempts: int = Field(
+        3,
+        ge=1,
+        description="a step whose correlate fails this often for a reason other than a lost connection is "
+        "dead-lettered with the reason, and the tick goes on with the next step",
+    )
 
     # the edges: auth, limits, inputs from Prometheus, Alertmanager and Graphite (docs/ingest.md)
     api_token: str | None = Field(
@@ -242,10 +248,31 @@ class Settings(BaseSettings):
         "(Prometheus' remote write: 5 minutes), so the sender closes first and never writes into a "
         "connection the server is closing (uvicorn's 5 s default reset Prometheus' batches)",
     )
+    max_inflight_requests: int = Field(
+        32,
+        ge=1,
+        description="ingest requests (points, remote write) served at once; more get 429 with Retry-After",
+    )
+    max_pending_batches: int = Field(
+        10_000,
+        ge=1,
+        description="distributed mode: accepted batches waiting for the workers; beyond, points get 503 with "
+        "Retry-After (the workers are behind)",
+    )
     graphite_port: int | None = Field(
         None, ge=0, le=65535, description="TCP port of the Graphite plaintext listener (off when unset; 0: any free)"
     )
-    graphite_host: str = Field("127.0.0.1", description="address the Graphite listener binds")
+    graphite_host: str = Field(
+        "127.0.0.1",
+        description="address the Graphite listener binds (beyond this machine only with a token or --insecure, "
+        "as serve's own address: the plaintext protocol has no authentication)",
+    )
+    graphite_max_connections: int = Field(
+        1000, ge=1, description="Graphite connections held at once; more are closed at once (logged every 10 s)"
+    )
+    graphite_idle_s: float = Field(
+        300.0, gt=0, description="a Graphite connection that sends nothing this long is closed"
+    )
     alert_fingerprint_ignore: list[str] = Field(
         default_factory=lambda: ["severity", "prometheus", "replica", "alertstate"],
         description="labels left out of an alert's fingerprint and metric name, as a JSON list: they say how "

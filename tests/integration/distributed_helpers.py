@@ -202,3 +202,53 @@ def snapshot(db: Any) -> dict[str, Any]:
         got = db.get_incident(iid)
         events += [(iid, e["kind"], e["at"], json.dumps(e["details"], sort_keys=True)) for e in got["events"]]
     return {"incidents": incidents, "members": members, "events": sorted(events), "counts": db.counts()}
+
+
+class OwnRedis:
+    """A redis-server process of the test's own on a free port, to restart (with or without its data)."""
+
+    def __init__(self, tmp: Path, persistence: bool = False) -> None:
+        import shutil
+        import socket
+
+        server = shutil.which("redis-server")
+        if server is None:
+            raise AssertionError("redis-server is not installed: this test needs a real one to restart")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.dir = tmp / f"redis-{self.port}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.argv = [server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+        self.argv += ["--appendonly", "yes", "--appendfsync", "always"] if persistence else ["--save", ""]
+        self.argv += ["--appendonly", "no"] if not persistence else []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redis
+
+        log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - the server writes it until it ends
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def answers() -> bool:
+            try:
+                return bool(redis.Redis(port=self.port, socket_connect_timeout=1).ping())
+            except redis.RedisError:
+                return False
+
+        wait_for("redis-server to answer", answers, timeout=20)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        """SIGKILL and start again: without persistence, everything Redis held is gone."""
+        self.kill()
+        self.start()

@@ -75,6 +75,27 @@ def test_control_characters_in_points_are_refused_naming_where(client: TestClien
     assert client.get("/healthz").json()["metrics"] == 0  # the whole request is refused
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"metric":"cpu{host=\\"a\\ud800\\"}","timestamp":%d,"value":1}]',  # in the name text
+        b'[{"metric":{"__name__":"cpu","host":"a\\udc00"},"timestamp":%d,"value":1}]',  # a label's value
+    ],
+)
+def test_lone_surrogates_in_points_are_refused_not_500(client: TestClient, body: bytes) -> None:
+    """A JSON \\u escape of half a UTF-16 pair is no text: it gave 500 (UnicodeEncodeError) in serve and
+    poisoned the workers in distributed mode."""
+    r = client.post("/api/v1/points", content=body % now(), headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert "points[0]" in r.json()["detail"] and "surrogate" in r.json()["detail"]
+    r = client.post(
+        "/api/v1/alerts",
+        content=b'[{"labels":{"alertname":"Down","job":"a\\ud800"}}]',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400 and "surrogate" in r.json()["detail"], r.text
+
+
 def test_tab_is_allowed(client: TestClient) -> None:
     r = client.post(
         "/api/v1/points", json=[{"metric": {"__name__": "cpu", "host": "a\tb"}, "timestamp": now(), "value": 1}]
