@@ -138,15 +138,17 @@ def service_title(
     members: Sequence[Any], props: Mapping[str, Mapping[str, str]], service: str, instances: Sequence[str], known: int
 ) -> str:
     """E.g. ``checkout: 8 alerts on 5 of 5 instances (instance=checkout-0:8080, ...)``: the distinct
-    signals (alert names or measures) and the instances they fire on, of the ``known`` ones."""
+    signals (alert names or measures; one is named: ``checkout: HighErrorRate on 2 of 2 instances``)
+    and the instances they fire on, of the ``known`` ones."""
     names = {props[m.metric].get(NAME_KEY, m.metric) for m in members}
     alerts = {props[m.metric].get(NAME_KEY, m.metric) for m in members if is_alert(m)}
     measures = names - alerts
     what = []
-    if alerts:
-        what.append(f"{len(alerts)} alert{'s' if len(alerts) != 1 else ''}")
-    if measures:
-        what.append(f"{len(measures)} measure{'s' if len(measures) != 1 else ''}")
+    for kind, found in (("alert", alerts), ("measure", measures)):
+        if len(found) == 1:
+            what.append(next(iter(found)))
+        elif found:
+            what.append(f"{len(found)} {kind}s")
     cut = len(instances) if len(instances) <= 5 else 3
     listed = ", ".join(i.split("=", 1)[1] for i in instances[:cut])
     listed += f", … {len(instances) - cut} more" if cut < len(instances) else ""

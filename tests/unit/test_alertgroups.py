@@ -219,3 +219,12 @@ def test_grafana_webhook_body() -> None:
         assert a.annotations == {"summary": "CPU above 90%"} and a.source == "grafana"
     with pytest.raises(AlertError, match="version"):
         read_alertmanager({**body, "version": "2"})
+
+
+def test_one_alert_on_several_instances_is_named_in_the_title() -> None:
+    now = [T0 + 110.0]
+    p = live(now)
+    p.alerts.receive(alert("HighErrorRate", "checkout", i, T0 + 60 + 10 * i) for i in range(2))
+    p.tick()
+    (inc,) = incidents(p)
+    assert inc["title"].startswith("checkout: HighErrorRate on 2 of 2 instances (checkout-0:8080")
