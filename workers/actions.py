@@ -258,9 +258,14 @@ class Actions:
             tracker = self._tracker(s, [iid])
             props = {mem.metric: tracker.props(mem.metric) for mem in members}
             prof = learn(iid, members, props, sc)
+            marked = s.scalar(
+                select(m.NoiseProfile).where(m.NoiseProfile.incident_id == iid, m.NoiseProfile.forgotten_at.is_(None))
+            )
+            if marked is not None:
+                raise Conflict(
+                    f"incident {iid} was marked noise already (profile {marked.id}, by {marked.actor}); forget it first"
+                )
             old = s.get(m.NoiseProfile, prof.id)
-            if old is not None and old.forgotten_at is None:
-                raise Conflict(f"incident {iid} was marked noise already (profile {prof.id}, by {old.actor})")
             live = inc.status in LIVE
             if live:
                 self._decide(s, [iid], lambda t: t.resolve(iid, now, actor))

@@ -307,6 +307,17 @@ class Database:
                 }
                 for name, a, joined, ev in rows
             ]
+            prof = s.get(m.NoiseProfile, inc.profile_id) if inc.profile_id else None
+            if prof is not None:  # the noise profile it matched (recognised), as the page shows it
+                out["profile_detail"] = {
+                    "id": prof.id,
+                    "incident": prof.incident_id,
+                    "by": prof.actor,
+                    "at": prof.at,
+                    "scope": (prof.profile.get("scope") or {}).get("kind", "any"),
+                    "members": prof.profile.get("members", []),
+                    "forgotten_at": prof.forgotten_at,
+                }
             out["events"] = [
                 {"kind": e.kind, "at": e.at, "details": e.details}
                 for e in s.scalars(
