@@ -132,7 +132,7 @@ def _incidents(db: Database) -> list[tuple[Any, ...]]:
 
 
 def test_an_ingest_in_two_parts_gives_the_incidents_of_one(tmp_path: Path) -> None:
-    batch = points([Day(), Day(size=1.5), Day(beyond=True)])
+    batch = points([Day(), Day(beyond=True)])
     one_url, two_url = f"sqlite:///{tmp_path / 'one.db'}", f"sqlite:///{tmp_path / 'two.db'}"
     one = _pipeline(one_url)
     replay(one, batch)
@@ -145,4 +145,4 @@ def test_an_ingest_in_two_parts_gives_the_incidents_of_one(tmp_path: Path) -> No
     replay(again, rest)
     assert one.database is not None and again.database is not None
     got, want = _incidents(again.database), _incidents(one.database)
-    assert len(want) >= 3 and got == want
+    assert len(want) >= 2 and got == want
