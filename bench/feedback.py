@@ -121,7 +121,7 @@ class Labels:
 
 def figures(labels: Labels, truth_after: Path, incs: list[dict[str, Any]], cut: float) -> dict[str, Any]:
     """The scorer's figures on the rest: incidents that paged, opened after the cut."""
-    paged = [dict(i) for i in incs if i["paged"] and i["start"] >= cut]
+    paged = [{**i, "members": [{"metric": x} for x in i["members"]]} for i in incs if i["paged"] and i["start"] >= cut]
     return rd.score_with(labels.tool, truth_after, rd.as_prediction(paged))
 
 
