@@ -484,9 +484,13 @@ class Actions:
             fp = s.execute(select(func.count(), func.max(m.FeedbackPair.at))).one()
             mp = s.execute(select(func.count(), func.max(m.MetricPriority.at))).one()
             npf = s.execute(
-                select(func.count(), func.max(m.NoiseProfile.at), func.count(m.NoiseProfile.forgotten_at))
+                select(
+                    func.count(),
+                    func.max(m.NoiseProfile.at),
+                    func.count(m.NoiseProfile.forgotten_at),
+                    func.max(m.NoiseProfile.forgotten_at),
+                )
             ).one()
-            forgot = s.scalar(select(func.max(m.NoiseProfile.forgotten_at)))
         return (
             int(fp[0]),
             float(fp[1] or 0),
@@ -495,7 +499,7 @@ class Actions:
             int(npf[0]),
             float(npf[1] or 0),
             int(npf[2]),
-            float(forgot or 0),
+            float(npf[3] or 0),
         )
 
     def priority_overrides(self) -> dict[str, tuple[float | None, bool | None]]:
