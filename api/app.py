@@ -5,9 +5,10 @@
   are kept even when others are rejected; the answer lists every rejected one with its index
   and what to fix. 202 when at least one point was accepted, 422 when none was.
 - ``GET /api/v1/incidents``: incidents, open ones first, most urgent first (``status``: open,
-  acknowledged, unacknowledged, resolved, merged or all (all but merged, the default); ``limit``,
-  ``offset``); each with ``acknowledged`` (who and when, or null) and ``state`` (``acknowledged``
-  for an open incident someone acknowledged, else its status).
+  acknowledged, unacknowledged, recognised (a known routine: pages nobody), resolved, merged or
+  all (all but merged, the default); ``limit``, ``offset``); each with ``acknowledged`` (who and
+  when, or null) and ``state`` (``acknowledged`` for an open incident someone acknowledged, else
+  its status).
 - ``GET /api/v1/incidents/{id}``: one incident with its members, evidence, history and a
   readable summary.
 - ``GET /healthz``: liveness and a few counters.
@@ -247,7 +248,9 @@ def create_app(
 
     @app.get("/api/v1/incidents")
     def list_incidents(
-        status: str | None = Query(None, pattern="^(open|acknowledged|unacknowledged|resolved|merged|all)$"),
+        status: str | None = Query(
+            None, pattern="^(open|acknowledged|unacknowledged|recognised|resolved|merged|all)$"
+        ),
         limit: int = Query(100, ge=1, le=1000),
         offset: int = Query(0, ge=0),
     ) -> dict[str, Any]:

@@ -163,10 +163,17 @@ def ingest(
     database: str = typer.Option(
         INGEST_DATABASE, help="database URL (its own by default, never the service's STORMEYE_DATABASE_URL)"
     ),
+    keep_open: bool = typer.Option(
+        False, "--keep-open", help="leave what is still going on open: the next ingest into this database goes on"
+    ),
+    fresh: bool = typer.Option(False, "--fresh", help="start anew, not from where the last ingest here stopped"),
 ) -> None:
-    """Replay a history through the pipeline as if live: "this history becomes N incidents"."""
+    """Replay a history through the pipeline as if live: "this history becomes N incidents".
+
+    An ingest into a database that an earlier ingest used continues from where that one stopped (its
+    windows, open anomalies and incidents, learnt topology, and people's actions since, such as noise)."""
     from stormeye.workers.db import Database
-    from stormeye.workers.ingest import infer_step, read_points, replay
+    from stormeye.workers.ingest import infer_step, read_points, replay, resume, save_replay_state
     from stormeye.workers.pipeline import Pipeline
 
     settings = _settings(database_url=database)
@@ -185,9 +192,12 @@ def ingest(
     names, ts, _ = batch.arrays()
     settings = _settings(database_url=database, step_s=step or infer_step(names, ts))  # now with the step
     pipe = Pipeline(settings, database=Database(settings.database_url), keep_archive=True)
+    if not fresh and resume(pipe):
+        err.print(f"continuing from where the last ingest into {database} stopped (--fresh: start anew)")
     with _progress("replay", not as_json and err.is_terminal) as prog:
         task = prog.add_task("replay", total=None)
-        res = replay(pipe, batch, progress=lambda k, n: prog.update(task, completed=k, total=n))
+        res = replay(pipe, batch, progress=lambda k, n: prog.update(task, completed=k, total=n), finish=not keep_open)
+    save_replay_state(pipe)
     incidents = pipe.incident_list()
     if res.rejected_too_old:
         err.print(f"[yellow]{res.rejected_too_old} points arrived later than the window store keeps[/yellow]")

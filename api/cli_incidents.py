@@ -10,6 +10,7 @@ database could not be reached.
 
 from __future__ import annotations
 
+import builtins
 import getpass
 import json
 import os
@@ -89,6 +90,15 @@ class Remote:
     def priority(self, metric: str, weight: float | None, kpi: bool | None) -> dict[str, Any]:
         return dict(self.call("PUT", "/api/v1/metrics/priority", {"metric": metric, "weight": weight, "kpi": kpi}))
 
+    def missed(self, metric: str, start: float, end: float, note: str) -> dict[str, Any]:
+        return dict(self.call("POST", "/api/v1/missed", {"metric": metric, "start": start, "end": end, "note": note}))
+
+    def profiles(self, forgotten: bool) -> builtins.list[dict[str, Any]]:
+        return list(self.call("GET", "/api/v1/profiles", query={"forgotten": str(forgotten).lower()})["profiles"])
+
+    def forget(self, profile: str) -> dict[str, Any]:
+        return dict(self.call("POST", f"/api/v1/profiles/{urllib.parse.quote(profile)}/forget", {}))
+
 
 class Local:
     """The database, changed directly (no server needed)."""
@@ -135,6 +145,12 @@ class Local:
             if action == "split":
                 act = a.split(iid, body["metrics"], self.actor)
                 return {"action": act, "incident": act["details"]["into"]}
+            if action == "noise":
+                window = tuple(body["window"]) if body.get("window") else None
+                act = a.noise(iid, self.actor, body.get("scope"), window, body.get("note", ""))
+                return {"action": act, "profile": act["details"]["profile"]}
+            if action == "real":
+                return {"action": a.real(iid, self.actor, body.get("note", ""))}
         except ActionError as exc:
             raise Refused(f"{exc.http_status}: {exc}") from None
         raise ValueError(action)
@@ -144,6 +160,25 @@ class Local:
 
         try:
             return {"action": self.actions.set_metric_priority(metric, self.actor, weight, kpi)}
+        except ActionError as exc:
+            raise Refused(f"{exc.http_status}: {exc}") from None
+
+    def missed(self, metric: str, start: float, end: float, note: str) -> dict[str, Any]:
+        from stormeye.workers.actions import ActionError
+
+        try:
+            return {"action": self.actions.missed(metric, start, end, self.actor, note)}
+        except ActionError as exc:
+            raise Refused(f"{exc.http_status}: {exc}") from None
+
+    def profiles(self, forgotten: bool) -> builtins.list[dict[str, Any]]:
+        return self.actions.profiles(include_forgotten=forgotten)
+
+    def forget(self, profile: str) -> dict[str, Any]:
+        from stormeye.workers.actions import ActionError
+
+        try:
+            return {"action": self.actions.forget(profile, self.actor)}
         except ActionError as exc:
             raise Refused(f"{exc.http_status}: {exc}") from None
 
@@ -353,3 +388,99 @@ def priority(
     """Set a metric's priority weight and/or KPI flag (what is not given goes back to the rules)."""
     res = _do(_backend(url, database, actor).priority, metric, weight, kpi)
     _report(res, as_json, f"{metric}: weight {weight}, kpi {kpi} (set by {res['action']['actor']})")
+
+
+@app.command()
+def noise(
+    incident: str,
+    scope: str | None = typer.Option(
+        None, help="any, daily (its time of day) or HH:MM-HH:MM UTC (default: daily when it repeats daily)"
+    ),
+    window: tuple[float, float] | None = typer.Option(None, help="FROM UNTIL epoch seconds: a deploy window"),
+    note: str = typer.Option("", help="a note for the timeline"),
+    url: str | None = URL,
+    database: str | None = DATABASE,
+    actor: str | None = ACTOR,
+    as_json: bool = JSON,
+) -> None:
+    """Not a problem (routine, expected): learn its noise profile; its repeats page nobody (docs/feedback.md)."""
+    body: dict[str, Any] = {"scope": scope, "note": note}
+    if window:
+        body["window"] = list(window)
+    res = _do(_backend(url, database, actor).act, incident, "noise", body)
+    det = res["action"]["details"]
+    _report(
+        res, as_json, f"{incident} marked noise by {res['action']['actor']}: profile {det['profile']} ({det['scope']})"
+    )
+
+
+@app.command()
+def real(
+    incident: str,
+    note: str = typer.Option("", help="a note for the timeline"),
+    url: str | None = URL,
+    database: str | None = DATABASE,
+    actor: str | None = ACTOR,
+    as_json: bool = JSON,
+) -> None:
+    """This one is real: a recognised incident (a known routine) becomes open and pages."""
+    res = _do(_backend(url, database, actor).act, incident, "real", {"note": note})
+    _report(res, as_json, f"{incident} marked real by {res['action']['actor']}: it pages")
+
+
+@app.command()
+def missed(
+    metric: str,
+    start: float = typer.Argument(..., help="epoch seconds"),
+    end: float = typer.Argument(..., help="epoch seconds"),
+    note: str = typer.Option("", help="what happened"),
+    url: str | None = URL,
+    database: str | None = DATABASE,
+    actor: str | None = ACTOR,
+    as_json: bool = JSON,
+) -> None:
+    """This should have paged: keep METRIC from START to END as a labelled event."""
+    res = _do(_backend(url, database, actor).missed, metric, start, end, note)
+    _report(res, as_json, f"missed on {metric} kept (by {res['action']['actor']})")
+
+
+@app.command()
+def profiles(
+    forgotten: bool = typer.Option(False, help="list forgotten profiles too"),
+    url: str | None = URL,
+    database: str | None = DATABASE,
+    as_json: bool = JSON,
+) -> None:
+    """Noise profiles learnt from incidents marked noise, with what each matched since."""
+    rows = _do(_backend(url, database, None).profiles, forgotten)
+    if as_json:
+        print(json.dumps({"profiles": rows}))
+        return
+    table = Table(title=f"noise profiles ({len(rows)})")
+    for col in ("id", "learnt from", "by", "when", "matched", "escalated", "what"):
+        table.add_column(col, overflow="fold")
+    for p in rows:
+        gone = f" (forgotten by {p['forgotten_by']})" if p.get("forgotten_at") else ""
+        table.add_row(
+            p["id"],
+            p["incident"],
+            p["actor"],
+            _when(p["at"]),
+            str(p["matched"]),
+            str(p["escalated"]),
+            p["description"] + gone,
+        )
+    out.print(table)
+
+
+@app.command()
+def forget(
+    profile: str,
+    url: str | None = URL,
+    database: str | None = DATABASE,
+    actor: str | None = ACTOR,
+    as_json: bool = JSON,
+) -> None:
+    """Forget a noise profile: what matches it pages again."""
+    res = _do(_backend(url, database, actor).forget, profile)
+    _report(res, as_json, f"profile {profile} forgotten by {res['action']['actor']}")

@@ -93,7 +93,7 @@ def page_auth(request: Request) -> dict[str, Any]:
 @router.get("/api/v1/page/incidents")
 def page_incidents(
     request: Request,
-    status: str = Query("all", pattern="^(open|acknowledged|resolved|merged|all)$"),
+    status: str = Query("all", pattern="^(open|acknowledged|recognised|resolved|merged|all)$"),
     priority: str | None = Query(None, pattern=r"^[1-5](,[1-5])*$", description="e.g. 1,2"),
     match: str | None = Query(None, description='label matchers: service="checkout",region=~"eu.*"'),
     since: float | None = Query(None, description="epoch seconds"),
@@ -146,6 +146,7 @@ def page_incidents(
                 "end": r.end,
                 "root": r.root,
                 "root_entity": r.root_entity,
+                "profile": r.profile_id,
             }
             for r in rows
         ],

@@ -79,6 +79,7 @@ from stormeye.grouping.graph import (
 )
 from stormeye.grouping.names import NameIndex, parse
 from stormeye.grouping.priority import PriorityModel
+from stormeye.grouping.profiles import Profile, move_size, recognise, why_not
 from stormeye.grouping.report import root_entity, root_metric, root_service, shared_scope, title
 from stormeye.grouping.signals import signal_key
 from stormeye.grouping.topology import LOCATION_KEYS, Topology
@@ -130,6 +131,8 @@ class Member:
     evidence: dict[str, Any] = field(default_factory=dict)
     #: joined as a symptom of the incident (see the module doc)
     symptom: bool = False
+    #: how far it moved (:func:`~stormeye.grouping.profiles.move_size`, the largest seen): noise profiles compare it
+    size: float = 0.0
 
     @property
     def key(self) -> Key:
@@ -157,7 +160,7 @@ class Incident:
     id: str
     opened_at: float
     updated_at: float
-    status: str = "open"  # open | resolved | merged
+    status: str = "open"  # open | recognised | resolved | merged
     resolved_at: float | None = None
     merged_into: str | None = None
     merged_from: list[str] = field(default_factory=list)
@@ -174,6 +177,8 @@ class Incident:
     version: int = 0
     #: the evidence of the anomalies that opened it (see :meth:`IncidentTracker.evidence`)
     evidence: float = 0.0
+    #: the noise profile it matched (status ``recognised``: it pages nobody), or matched until it escalated
+    profile: str | None = None
 
     @property
     def start(self) -> float:
@@ -252,6 +257,9 @@ class Decision:
     changes: list[IncidentChange]
 
 
+#: statuses of an incident still going on: ``recognised`` is open, but a known routine that pages nobody
+LIVE = ("open", "recognised")
+
 #: share of a group's anomalies that must hold a hot pair for it to be the group's scope
 SCOPE_SHARE = 0.8
 
@@ -303,11 +311,13 @@ class IncidentTracker:
         self.apart: set[Pair] = set()
         #: the instances of each service seen anomalous or alerting: the "of N instances" of a service incident
         self.instances = alertgroups.InstanceBook()
+        #: routines people marked ``noise`` (grouping.profiles): a cluster matching one opens ``recognised``
+        self.profiles: list[Profile] = []
 
     # -- queries -------------------------------------------------------------------------
 
     def open_incidents(self) -> list[Incident]:
-        return [i for i in self.incidents.values() if i.status == "open"]
+        return [i for i in self.incidents.values() if i.status in LIVE]
 
     def pending(self) -> list[Member]:
         """Anomalies waiting for enough evidence to open an incident, oldest first."""
@@ -415,6 +425,7 @@ class IncidentTracker:
                     held.end, held.open = max(held.end, a.end), a.open
                     if a.peak_score > held.peak_score:
                         held.peak_score, held.peak_at, held.direction = a.peak_score, a.peak_at, a.direction
+                        held.size = move_size(a)
                 else:
                     new.append(a)
                 continue
@@ -423,6 +434,9 @@ class IncidentTracker:
             mem.end, mem.open = max(mem.end, a.end), a.open
             if a.peak_score > mem.peak_score:
                 mem.peak_score, mem.peak_at, mem.direction = a.peak_score, a.peak_at, a.direction
+                mem.size = move_size(a)  # at the peak, as the anomaly's evidence
+            elif not mem.size:
+                mem.size = move_size(a)
             inc.updated_at = now
             touched.add(iid)
         if symptoms:
@@ -447,8 +461,10 @@ class IncidentTracker:
             changes += self._group_new(now, new + waiting, windows, touched)
         for iid in sorted(touched):
             inc = self.incidents[iid]
-            if inc.status == "open":
+            if inc.status in LIVE:
                 changes += self._refresh(now, inc)
+                if inc.status == "recognised":
+                    changes += self._still_routine(now, inc)
         changes += self._resolve(now)
         self._prune(now)
         return changes
@@ -542,7 +558,7 @@ class IncidentTracker:
         anomaly, it is grouped like any other."""
         iid = self._last_of_metric.get(a.metric)  # the incident its symptom was in, if it was one
         inc = self.incidents.get(iid) if iid is not None else None
-        if inc is None or inc.status != "open":
+        if inc is None or inc.status not in LIVE:
             return None
         was = [m for m in inc.members.values() if m.symptom and m.metric == a.metric]
         if not was or max(m.end for m in was) < a.start - self.step - 1e-6:
@@ -563,7 +579,7 @@ class IncidentTracker:
         horizon = self.config.link_window_s
         out: list[Member] = []
         for inc in self.incidents.values():
-            if inc.status != "open":
+            if inc.status not in LIVE:
                 continue
             out.extend(m for m in inc.members.values() if not m.symptom and (m.open or now - m.end <= horizon))
         return out
@@ -656,6 +672,9 @@ class IncidentTracker:
                     follows=self._follows([new[i].metric for i in fresh]),
                     evidence=round(opened_on, 4),
                 )
+                routine = self._routine([new[i] for i in fresh])
+                if routine is not None:  # a known routine: recorded, pages nobody
+                    inc.status, inc.profile = "recognised", routine.id
                 self.incidents[iid] = inc
                 kind = "opened"
             else:
@@ -687,6 +706,26 @@ class IncidentTracker:
             mem = self.incidents[self._of[key]].members[key]
             mem.evidence = {**({"alert": True} if mem.evidence.get("alert") else {}), "to": nodes[peer].metric, **ev}
         return changes
+
+    def _routine(self, anomalies: Sequence[AnomalyLike]) -> Profile | None:
+        """The noise profile a cluster about to open an incident matches (:func:`grouping.profiles.recognise`)."""
+        if not self.profiles or not anomalies:
+            return None
+        props = {a.metric: self.props(a.metric) for a in anomalies}
+        return recognise(self.profiles, anomalies, props, problem_start(anomalies))
+
+    def _still_routine(self, now: float, inc: Incident) -> list[IncidentChange]:
+        """A recognised incident that grew beyond its profile (a member the profile does not know, a
+        clearly larger move) or whose profile was forgotten pages after all: it becomes ``open``."""
+        prof = next((p for p in self.profiles if p.id == inc.profile), None)
+        every = list(inc.members.values())  # symptoms too: the routine does not drag them along
+        props = {m.metric: self.props(m.metric) for m in every}
+        why = "its profile was forgotten" if prof is None else why_not(prof, every, props, inc.start)
+        if why is None:
+            return []
+        inc.status = "open"
+        inc.version += 1
+        return [IncidentChange(inc.id, "escalated", now, {"profile": inc.profile, "why": why})]
 
     def _cascade(self, services: np.ndarray, names: list[str]) -> bool:
         """Whether a group of anomalies is one failure spread along the topology: nearly all (80%) of
@@ -814,6 +853,7 @@ class IncidentTracker:
             direction=a.direction,
             open=a.open,
             joined_at=now,
+            size=move_size(a),
         )
 
     def samples(self, anomalies: Sequence[AnomalyLike]) -> np.ndarray:
@@ -1115,7 +1155,9 @@ class IncidentTracker:
 
     def _prune(self, now: float) -> None:
         """Forget incidents that ended long ago (they live on in the database)."""
-        old = [i for i, inc in self.incidents.items() if inc.status != "open" and now - inc.updated_at > self.retain_s]
+        old = [
+            i for i, inc in self.incidents.items() if inc.status not in LIVE and now - inc.updated_at > self.retain_s
+        ]
         for iid in old:
             inc = self.incidents.pop(iid)
             for key in inc.members:
@@ -1146,7 +1188,7 @@ class IncidentTracker:
         inc = self.incidents.get(iid)
         if inc is None:
             raise ActionRefused(f"incident {iid!r} is not held by the tracker")
-        if inc.status != "open":
+        if inc.status not in LIVE:
             raise ActionRefused(f"incident {iid!r} is {inc.status}")
         return inc
 
@@ -1194,6 +1236,16 @@ class IncidentTracker:
             IncidentChange(new_id, "opened", now, {"split_from": iid, "added": moved, "by": actor}),
         ]
         return Decision([src, new], changes + self._refresh(now, src) + self._refresh(now, new))
+
+    def confirm(self, iid: str, now: float, actor: str = "") -> Decision:
+        """ "This one is real": a ``recognised`` incident becomes ``open`` (it pages from now on)."""
+        inc = self._open(iid)
+        if inc.status != "recognised":
+            raise ActionRefused(f"incident {iid!r} is {inc.status}, not recognised as a known routine")
+        inc.status, inc.updated_at = "open", now
+        inc.version += 1
+        change = IncidentChange(iid, "escalated", now, {"profile": inc.profile, "by": actor, "manual": True})
+        return Decision([inc], [change])
 
     # -- state ---------------------------------------------------------------------------
 

@@ -32,9 +32,10 @@ from sqlalchemy.orm import Session
 from stormeye.core import errors
 from stormeye.core.errors import StormeyeError
 from stormeye.grouping.feedback import Pair, cross_pairs
-from stormeye.grouping.incidents import ActionRefused, Decision, IncidentChange, IncidentTracker
+from stormeye.grouping.incidents import LIVE, ActionRefused, Decision, IncidentChange, IncidentTracker
 from stormeye.grouping.names import NameIndex
 from stormeye.grouping.priority import MetricImportance, PriorityModel
+from stormeye.grouping.profiles import DAY_S, DAY_SLACK_S, Profile, Scope, learn, parse_time_of_day
 from stormeye.grouping.topology import Topology
 from stormeye.workers import models as m
 from stormeye.workers.db import Database, acknowledgements
@@ -135,7 +136,7 @@ class Actions:
     def _must_be_open(self, inc: m.Incident, doing: str) -> None:
         if inc.status == "merged":
             raise Conflict(f"incident {inc.id} was merged into {inc.merged_into}; {doing} that one instead")
-        if inc.status != "open":
+        if inc.status not in LIVE:
             raise Conflict(f"incident {inc.id} is {inc.status}; only an open incident can be {doing}")
 
     def _record(
@@ -226,6 +227,204 @@ class Actions:
                 )
             )
 
+    # -- learning from the on-call (grouping.profiles) ------------------------------------
+
+    def noise(
+        self,
+        iid: str,
+        actor: str,
+        scope: str | None = None,
+        window: tuple[float, float] | None = None,
+        note: str = "",
+        at: float | None = None,
+    ) -> dict[str, Any]:
+        """ "Not a problem": learn the incident's noise profile (later clusters matching it open
+        ``recognised`` and page nobody) and resolve the incident if it is still going on.
+
+        ``scope``: ``any`` (any time), ``daily`` (the incident's time of day, an hour either side),
+        ``HH:MM-HH:MM`` (UTC, daily) or None: daily when the same metrics had an incident at that
+        time of day on an earlier day, else any time. ``window``: (from, until) epoch seconds, a
+        deploy window (then ``scope`` must be None)."""
+        now = time.time() if at is None else at
+        with self.db.sessions.begin() as s:
+            inc = self._incident(s, iid)
+            if inc.status == "merged":
+                raise Conflict(f"incident {iid} was merged into {inc.merged_into}; mark that one instead")
+            held = self.db.load_incidents(s, [iid])[0]
+            members = list(held.members.values())  # symptoms too: the routine drags them along
+            if not members:
+                raise Invalid(f"incident {iid} has no members to learn from")
+            sc = self._scope(s, scope, window, held.start, held.end, [mem.metric for mem in members])
+            tracker = self._tracker(s, [iid])
+            props = {mem.metric: tracker.props(mem.metric) for mem in members}
+            prof = learn(iid, members, props, sc)
+            marked = s.scalar(
+                select(m.NoiseProfile).where(m.NoiseProfile.incident_id == iid, m.NoiseProfile.forgotten_at.is_(None))
+            )
+            if marked is not None:
+                raise Conflict(
+                    f"incident {iid} was marked noise already (profile {marked.id}, by {marked.actor}); forget it first"
+                )
+            old = s.get(m.NoiseProfile, prof.id)
+            live = inc.status in LIVE
+            if live:
+                self._decide(s, [iid], lambda t: t.resolve(iid, now, actor))
+            act = self._record(
+                s, "noise", actor, now, iid, profile=prof.id, scope=sc.describe(), resolved=live, note=note
+            )
+            if old is not None:
+                s.delete(old)
+                s.flush()
+            s.add(
+                m.NoiseProfile(
+                    id=prof.id, incident_id=iid, profile=prof.to_dict(), actor=actor, at=now, action_id=act["id"]
+                )
+            )
+            return act
+
+    def _scope(
+        self,
+        s: Session,
+        scope: str | None,
+        window: tuple[float, float] | None,
+        start: float,
+        end: float,
+        metrics: list[str],
+    ) -> Scope:
+        try:
+            if window is not None:
+                if scope not in (None, "window"):
+                    raise Invalid("give either a time of day (scope) or a window, not both")
+                return Scope("window", float(window[0]), float(window[1]))
+            if scope == "any":
+                return Scope()
+            if scope == "daily":
+                return Scope.around(start, end)
+            if scope is not None:
+                return parse_time_of_day(scope)
+        except Invalid:
+            raise
+        except ValueError as exc:
+            raise Invalid(f"{exc} (scope: any, daily or HH:MM-HH:MM; window: from and until)") from None
+        return Scope.around(start, end) if _repeats_daily(s, metrics, start) else Scope()
+
+    def missed(
+        self, metric: str, start: float, end: float, actor: str, note: str = "", at: float | None = None
+    ) -> dict[str, Any]:
+        """ "This should have paged": kept as a labelled event on ``metric`` from ``start`` to ``end``."""
+        now = time.time() if at is None else at
+        if not (math.isfinite(start) and math.isfinite(end) and end >= start):
+            raise Invalid(f"the span {start} .. {end} must be two epoch seconds, the end not before the start")
+        with self.db.sessions.begin() as s:
+            if s.scalar(select(m.Metric.id).where(m.Metric.name == metric)) is None:
+                raise NotFound(f"no metric {metric!r}; use its canonical name, as the search shows it")
+            act = self._record(s, "missed", actor, now, None, metric=metric, start=start, end=end, note=note)
+            s.add(
+                m.LabelledEvent(
+                    metric=metric,
+                    start=start,
+                    end=end,
+                    label="missed",
+                    note=note,
+                    actor=actor,
+                    at=now,
+                    action_id=act["id"],
+                )
+            )
+            return act
+
+    def forget(self, profile_id: str, actor: str, at: float | None = None) -> dict[str, Any]:
+        """Forget a noise profile: what matches it pages again (the profile is kept, marked forgotten)."""
+        now = time.time() if at is None else at
+        with self.db.sessions.begin() as s:
+            row = s.get(m.NoiseProfile, profile_id)
+            if row is None:
+                raise NotFound(f"no noise profile {profile_id!r}; `stormeye incidents profiles` lists them")
+            if row.forgotten_at is not None:
+                raise Conflict(f"profile {profile_id} was forgotten already by {row.forgotten_by}")
+            row.forgotten_by, row.forgotten_at = actor, now
+            return self._record(s, "forget", actor, now, row.incident_id, profile=profile_id)
+
+    def real(self, iid: str, actor: str, note: str = "", at: float | None = None) -> dict[str, Any]:
+        """ "This one is real": a ``recognised`` incident becomes ``open`` and pages."""
+        now = time.time() if at is None else at
+        with self.db.sessions.begin() as s:
+            inc = self._incident(s, iid)
+            if inc.status != "recognised":
+                raise Conflict(f"incident {iid} is {inc.status}; only a recognised incident can be marked real")
+            self._decide(s, [iid], lambda t: t.confirm(iid, now, actor))
+            return self._record(s, "real", actor, now, iid, profile=inc.profile_id, note=note)
+
+    def profiles(self, include_forgotten: bool = False) -> list[dict[str, Any]]:
+        """Noise profiles, newest first, each with what it matched since it was learnt."""
+        with self.db.sessions() as s:
+            q = select(m.NoiseProfile).order_by(m.NoiseProfile.at.desc(), m.NoiseProfile.id)
+            if not include_forgotten:
+                q = q.where(m.NoiseProfile.forgotten_at.is_(None))
+            rows = list(s.scalars(q))
+            matched: dict[str, list[tuple[str, str, float]]] = {}
+            ids = [r.id for r in rows]
+            for lo in range(0, len(ids), 900):
+                got = s.execute(
+                    select(m.Incident.profile_id, m.Incident.id, m.Incident.status, m.Incident.start)
+                    .where(m.Incident.profile_id.in_(ids[lo : lo + 900]))
+                    .order_by(m.Incident.start)
+                ).all()
+                for pid, iid, status, start in got:
+                    matched.setdefault(str(pid), []).append((iid, status, start))
+            hit_ids = [i for hs in matched.values() for i, _, _ in hs]
+            escalated: set[str] = set()
+            for lo in range(0, len(hit_ids), 900):
+                escalated.update(
+                    s.scalars(
+                        select(m.IncidentEvent.incident_id).where(
+                            m.IncidentEvent.kind == "escalated", m.IncidentEvent.incident_id.in_(hit_ids[lo : lo + 900])
+                        )
+                    )
+                )
+        out = []
+        for r in rows:
+            prof = Profile.from_dict(r.profile)
+            hits = matched.get(r.id, [])
+            out.append(
+                {
+                    "id": r.id,
+                    "incident": r.incident_id,
+                    "actor": r.actor,
+                    "at": r.at,
+                    "scope": prof.scope.describe(),
+                    "members": [p.to_dict() for p in prof.members],
+                    "description": prof.describe(),
+                    "forgotten_by": r.forgotten_by,
+                    "forgotten_at": r.forgotten_at,
+                    "matched": len(hits),
+                    "escalated": sum(1 for i, _, _ in hits if i in escalated),
+                    "matched_incidents": [{"id": i, "status": st, "start": t} for i, st, t in hits[-20:]],
+                }
+            )
+        return out
+
+    def active_profiles(self) -> list[Profile]:
+        with self.db.sessions() as s:
+            rows = s.scalars(select(m.NoiseProfile).where(m.NoiseProfile.forgotten_at.is_(None)))
+            return sorted((Profile.from_dict(r.profile) for r in rows), key=lambda p: p.id)
+
+    def labelled_events(self) -> list[dict[str, Any]]:
+        with self.db.sessions() as s:
+            return [
+                {
+                    "id": e.id,
+                    "metric": e.metric,
+                    "start": e.start,
+                    "end": e.end,
+                    "label": e.label,
+                    "note": e.note,
+                    "actor": e.actor,
+                    "at": e.at,
+                }
+                for e in s.scalars(select(m.LabelledEvent).order_by(m.LabelledEvent.id))
+            ]
+
     # -- metrics -------------------------------------------------------------------------
 
     def set_metric_priority(
@@ -279,16 +478,54 @@ class Actions:
             ).all()
         return {frozenset((a, b)) for a, b in rows}
 
-    def feedback_version(self) -> tuple[int, float, int, float]:
-        """Changes whenever feedback pairs or priority overrides change (cheap to ask every tick)."""
+    def feedback_version(self) -> tuple[float, ...]:
+        """Changes whenever feedback pairs, priority overrides or noise profiles change (cheap to ask every tick)."""
         with self.db.sessions() as s:
             fp = s.execute(select(func.count(), func.max(m.FeedbackPair.at))).one()
             mp = s.execute(select(func.count(), func.max(m.MetricPriority.at))).one()
-        return int(fp[0]), float(fp[1] or 0), int(mp[0]), float(mp[1] or 0)
+            npf = s.execute(
+                select(
+                    func.count(),
+                    func.max(m.NoiseProfile.at),
+                    func.count(m.NoiseProfile.forgotten_at),
+                    func.max(m.NoiseProfile.forgotten_at),
+                )
+            ).one()
+        return (
+            int(fp[0]),
+            float(fp[1] or 0),
+            int(mp[0]),
+            float(mp[1] or 0),
+            int(npf[0]),
+            float(npf[1] or 0),
+            int(npf[2]),
+            float(npf[3] or 0),
+        )
 
     def priority_overrides(self) -> dict[str, tuple[float | None, bool | None]]:
         with self.db.sessions() as s:
             return {r.metric: (r.weight, r.kpi) for r in s.scalars(select(m.MetricPriority))}
+
+
+def _repeats_daily(s: Session, metrics: list[str], start: float) -> bool:
+    """Whether any of ``metrics`` had an anomaly in an incident at about the same time of day (within
+    :data:`DAY_SLACK_S`) on one of the seven days before ``start``."""
+    ids = list(s.scalars(select(m.Metric.id).where(m.Metric.name.in_(metrics[:900]))))
+    if not ids:
+        return False
+    starts = s.scalars(
+        select(m.Anomaly.start).where(
+            m.Anomaly.metric_id.in_(ids),
+            m.Anomaly.incident_id.is_not(None),
+            m.Anomaly.start >= start - 7 * DAY_S - DAY_SLACK_S,
+            m.Anomaly.start <= start - DAY_S + DAY_SLACK_S,
+        )
+    )
+    for t in starts:
+        off = (start - t) % DAY_S
+        if min(off, DAY_S - off) <= DAY_SLACK_S:
+            return True
+    return False
 
 
 def _action_dict(a: m.IncidentAction) -> dict[str, Any]:
@@ -348,7 +585,8 @@ class PeopleSync:
         self.database = database
         self.base = base
         self.cursor = self.actions.last_action_id() if cursor is None else cursor
-        self._version: tuple[int, float, int, float] | None = None
+        self._version: tuple[float, ...] | None = None
+        self._profiles: list[Profile] = []
         self._apart: set[Pair] = set()
         self._priority: OverriddenPriority | None = None
         self._changed: set[str] = set()
@@ -360,6 +598,7 @@ class PeopleSync:
         if version != self._version:
             self._version = version
             self._apart = self.actions.apart_pairs()
+            self._profiles = self.actions.active_profiles()
             overrides = self.actions.priority_overrides()
             old = self._priority.overrides if self._priority is not None else {}
             self._changed = {k for k in set(old) | set(overrides) if old.get(k) != overrides.get(k)}
@@ -368,6 +607,7 @@ class PeopleSync:
 
     def _apply_feedback(self, tracker: IncidentTracker) -> None:
         tracker.apart = self._apart
+        tracker.profiles = self._profiles
         if self._priority is not None and tracker.priority is not self._priority:
             tracker.priority = self._priority
             for metric in self._changed:
@@ -420,6 +660,10 @@ def replay(tracker: IncidentTracker, action: Mapping[str, Any]) -> list[Incident
             return tracker.merge(d["source"], iid, at, who).changes
         if kind == "split":
             return tracker.split(iid, d["metrics"], d["into"], at, who).changes
+        if kind == "noise" and d.get("resolved"):
+            return tracker.resolve(iid, at, who).changes
+        if kind == "real":
+            return tracker.confirm(iid, at, who).changes
     except ActionRefused:
         return []  # an incident the tracker no longer holds, or the action is on it already
     return []

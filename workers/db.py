@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from stormeye.grouping.incidents import Incident as IncidentState
 from stormeye.grouping.incidents import IncidentChange, Member
 from stormeye.grouping.names import parse
+from stormeye.grouping.profiles import move_size
 from stormeye.workers import models as m
 
 
@@ -237,17 +238,19 @@ class Database:
         with self.sessions.begin() as s:
             if rows:
                 stmt = self._insert(s, m.Anomaly)
-                for chunk in _chunks(list(rows.values()), 500):
-                    ins = stmt.values(chunk)
-                    s.execute(
-                        ins.on_conflict_do_update(
-                            index_elements=["id"],
-                            set_={
-                                c: getattr(ins.excluded, c)
-                                for c in ("end", "peak_score", "peak_at", "direction", "open", "incident_id")
-                            },
+                detected = {anomaly_id(a.metric, a.start) for a in anomalies}
+                common = ("end", "peak_score", "peak_at", "direction", "open", "incident_id")
+                # a detected anomaly brings its evidence at the peak (its z is the move's size: noise
+                # profiles); a member written for its incident alone keeps the evidence stored
+                for fresh, cols in ((True, (*common, "evidence")), (False, common)):
+                    part = [r for r in rows.values() if (r["id"] in detected) == fresh]
+                    for chunk in _chunks(part, 500):
+                        ins = stmt.values(chunk)
+                        s.execute(
+                            ins.on_conflict_do_update(
+                                index_elements=["id"], set_={c: getattr(ins.excluded, c) for c in cols}
+                            )
                         )
-                    )
             if incidents:
                 inc_rows = [_incident_row(i) for i in incidents]
                 stmt = self._insert(s, m.Incident)
@@ -340,6 +343,7 @@ class Database:
                 root_service=inc.root_service or "",
                 version=inc.version,
                 evidence=float(parts.get("evidence", 0.0)),
+                profile=inc.profile_id,
             )
             for name, a, joined, ev in _member_rows(s, iid):
                 mem = Member(
@@ -353,6 +357,7 @@ class Database:
                     joined_at=joined,
                     evidence=dict(ev or {}),
                     symptom=bool((ev or {}).get("symptom")),
+                    size=move_size(a),
                 )
                 state.members[mem.key] = mem
             out.append(state)
@@ -406,6 +411,17 @@ class Database:
                 }
                 for name, a, joined, ev in rows
             ]
+            prof = s.get(m.NoiseProfile, inc.profile_id) if inc.profile_id else None
+            if prof is not None:  # the noise profile it matched (recognised), as the page shows it
+                out["profile_detail"] = {
+                    "id": prof.id,
+                    "incident": prof.incident_id,
+                    "by": prof.actor,
+                    "at": prof.at,
+                    "scope": (prof.profile.get("scope") or {}).get("kind", "any"),
+                    "members": prof.profile.get("members", []),
+                    "forgotten_at": prof.forgotten_at,
+                }
             out["events"] = [
                 {"kind": e.kind, "at": e.at, "details": e.details}
                 for e in s.scalars(
@@ -470,6 +486,7 @@ def _incident_row(inc: IncidentState) -> dict[str, Any]:
         "follows": inc.follows,
         "member_count": len(inc.members),
         "version": inc.version,
+        "profile_id": inc.profile,
     }
 
 
@@ -492,6 +509,7 @@ def _incident_dict(inc: m.Incident) -> dict[str, Any]:
         "follows": inc.follows,
         "member_count": inc.member_count,
         "version": inc.version,
+        "profile": inc.profile_id,
     }
 
 
@@ -511,7 +529,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 #: what ``status`` may ask of :meth:`Database.list_incidents`: a stored status, an open incident
 #: someone has (``acknowledged``) or nobody has yet (``unacknowledged``) acknowledged, or ``all``
 #: (every incident but merged ones, as the page's "all")
-LIST_STATUSES = ("open", "acknowledged", "unacknowledged", "resolved", "merged", "all")
+LIST_STATUSES = ("open", "acknowledged", "unacknowledged", "recognised", "resolved", "merged", "all")
 
 
 def acknowledgements(s: Session, ids: Sequence[str]) -> dict[str, dict[str, Any]]:

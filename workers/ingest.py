@@ -468,3 +468,65 @@ def _reordered(rows: np.ndarray, order: np.ndarray) -> int:
     g = order[by]  # the position in the input of each
     same = rows[by][1:] == rows[by][:-1]
     return int(np.sum(same & (g[1:] < g[:-1])))
+
+
+# -- replay in parts: where the last ingest stopped, kept in its database ------------------------
+
+#: the parts of the pipeline a replay carries on with (its settings and database are the caller's)
+_CARRIED = ("registry", "index", "store", "seasons", "detector", "anomalies", "incidents", "collective", "alerts")
+REPLAY_STATE = "ingest"
+
+
+def save_replay_state(pipeline: Any) -> None:
+    """Keep where this replay stopped in its database (``replay_state``): the window store, the
+    detector, the anomaly and incident trackers (the incidents still going on, the learnt topology)
+    and the cursor of people's actions. The next :func:`resume` on that database continues from it.
+    A pickle: it is read back only by ``stormeye ingest`` from the database it is told to use."""
+    import pickle
+    import time
+
+    from stormeye.workers import models as m
+
+    db = pipeline.database
+    if db is None:
+        return
+    state = {k: getattr(pipeline, k) for k in _CARRIED}
+    state["last_scored"] = pipeline.last_scored
+    state["cursor"] = pipeline.people.cursor if pipeline.people is not None else 0
+    blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    with db.sessions.begin() as s:
+        row = s.get(m.ReplayState, REPLAY_STATE)
+        if row is None:
+            s.add(m.ReplayState(name=REPLAY_STATE, at=time.time(), state=blob))
+        else:
+            row.at, row.state = time.time(), blob
+
+
+def resume(pipeline: Any) -> bool:
+    """Continue from where the last replay into this database stopped (:func:`save_replay_state`);
+    False when it holds none. People's actions since then are replayed at the next tick."""
+    import pickle
+
+    from stormeye.workers import models as m
+
+    db = pipeline.database
+    if db is None:
+        return False
+    with db.sessions() as s:
+        row = s.get(m.ReplayState, REPLAY_STATE)
+        blob = None if row is None else bytes(row.state)
+    if blob is None:
+        return False
+    state = pickle.loads(blob)  # written by save_replay_state into the database the user named
+    if state["store"].step != pipeline.step:
+        raise ValueError(
+            f"the last ingest into this database ran at a {state['store'].step} s step, this one at {pipeline.step} s: "
+            "give --step to match, or --fresh to start anew"
+        )
+    for k in _CARRIED:
+        setattr(pipeline, k, state[k])
+    pipeline.per_metric.index = pipeline.index
+    pipeline.last_scored = state["last_scored"]
+    if pipeline.people is not None:
+        pipeline.people.cursor = int(state["cursor"])
+    return True

@@ -104,6 +104,8 @@ class Incident(Base):
     follows: Mapped[str | None] = mapped_column(String(40), nullable=True)
     member_count: Mapped[int] = mapped_column(Integer)
     version: Mapped[int] = mapped_column(Integer)
+    #: the noise profile it matched (status ``recognised``), kept when it escalated
+    profile_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class IncidentMember(Base):
@@ -166,6 +168,49 @@ class MetricPriority(Base):
     kpi: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     actor: Mapped[str] = mapped_column(String(200))
     at: Mapped[float] = mapped_column(Float)
+
+
+class NoiseProfile(Base):
+    """A routine people marked ``noise`` (grouping.profiles): clusters matching it open ``recognised``
+    incidents that page nobody. ``forgotten_at`` set: forgotten (kept for the audit trail)."""
+
+    __tablename__ = "noise_profile"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    incident_id: Mapped[str] = mapped_column(String(40))
+    profile: Mapped[dict[str, Any]] = mapped_column(JSON)
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[float] = mapped_column(Float)
+    action_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    forgotten_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    forgotten_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class LabelledEvent(Base):
+    """A person's label on a metric and a span: ``missed`` ("this should have paged")."""
+
+    __tablename__ = "labelled_event"
+    __table_args__ = (Index("ix_labelled_event_metric", "metric"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    metric: Mapped[str] = mapped_column(Text)
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    label: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[float] = mapped_column(Float)
+    action_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class ReplayState(Base):
+    """Where ``stormeye ingest`` stopped: the pipeline's state, so the next ingest continues from it."""
+
+    __tablename__ = "replay_state"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    at: Mapped[float] = mapped_column(Float)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 # -- notifications (workers/notify): threads, per-receiver state, the notification log, silences ----------

@@ -176,7 +176,7 @@ function showList(q = new URLSearchParams()) {
   main.innerHTML = `
   <div class="card"><form class="filters" id="filters">
     <label>status <select name="status">
-      ${["open", "acknowledged", "resolved", "merged", "all"].map((s) => `<option${s === listState.status ? " selected" : ""}>${s}</option>`).join("")}
+      ${["open", "acknowledged", "recognised", "resolved", "merged", "all"].map((s) => `<option${s === listState.status ? " selected" : ""}>${s}</option>`).join("")}
     </select></label>
     <label>priority <span class="prios">${[1, 2, 3, 4, 5].map((p) => `<label><input type="checkbox" name="p" value="${p}"${listState.prios.includes(p) ? " checked" : ""}>P${p}</label>`).join("")}</span></label>
     <label>label matchers <input type="text" name="match" placeholder='service="checkout",region=~"us-.*"' value="${esc(listState.match)}"></label>
@@ -272,7 +272,7 @@ async function showIncident(id) {
 }
 
 function renderIncident(inc, series, graph) {
-  const open = inc.status === "open";
+  const open = inc.status === "open" || inc.status === "recognised";
   const metrics = [];
   const byMetric = new Map();
   for (const m of inc.members) {
@@ -289,18 +289,25 @@ function renderIncident(inc, series, graph) {
     <div class="meta">${esc(inc.id)} · ${metrics.length} metrics, ${inc.members.length} anomalies · ${when(inc.start)} → ${when(inc.end)} UTC
       ${inc.acknowledged ? ` · acknowledged by <b>${esc(inc.acknowledged.by)}</b> at ${when(inc.acknowledged.at)}` : ""}
       ${inc.merged_into ? ` · merged into <a href="#/incident/${esc(inc.merged_into)}">${esc(inc.merged_into)}</a>` : ""}</div>
+    ${inc.profile_detail ? `<p class="recognised">${inc.status === "recognised" ? "A known routine: pages nobody." : "Matched a known routine."}
+      noise profile <span class="mono">${esc(inc.profile_detail.id)}</span>, learnt from
+      <a href="#/incident/${esc(inc.profile_detail.incident)}">${esc(inc.profile_detail.incident)}</a> (marked noise by
+      <b>${esc(inc.profile_detail.by)}</b> at ${when(inc.profile_detail.at)} UTC; ${esc(inc.profile_detail.scope)})${inc.profile_detail.forgotten_at ? " · forgotten since" : ""}</p>` : ""}
     <p>root metric <span class="mono"><a href="#/search?metric=${encodeURIComponent(inc.root || "")}">${esc(inc.root || "—")}</a></span>
       · root entity <b>${esc(inc.root_entity || "—")}</b></p>
     <div class="chips">${shared || '<span class="meta">no property shared by every member</span>'} ${common}</div>
-    ${open ? `<div class="actions">
-      <button class="act primary" id="ack" ${inc.acknowledged ? "disabled" : ""}>Acknowledge</button>
-      <button class="act" id="resolve">Resolve</button>
-      <span class="meta">merge into this one:</span><input type="text" id="merge-from" placeholder="inc-…" size="18">
+    ${inc.status === "merged"
+      ? `<div class="actions meta" id="no-actions">merged into <a href="#/incident/${esc(inc.merged_into)}">${esc(inc.merged_into)}</a>: act on that one</div>`
+      : `<div class="actions">
+      ${open ? `<button class="act primary" id="ack" ${inc.acknowledged ? "disabled" : ""}>Acknowledge</button>
+      <button class="act" id="resolve">Resolve</button>` : ""}
+      ${inc.status === "recognised" ? '<button class="act primary" id="real">This one is real</button>' : ""}
+      <button class="act" id="noise" ${inc.profile_detail && inc.status === "recognised" ? "disabled" : ""} title="routine, expected, nothing to do: learn it, and keep its repeats quiet">Not a problem</button>
+      ${open ? `<span class="meta">merge into this one:</span><input type="text" id="merge-from" placeholder="inc-…" size="18">
       <button class="act" id="merge">Merge</button>
-      <button class="act" id="split" title="tick members below first">Split ticked members off</button>
-    </div>` : `<div class="actions meta" id="no-actions">${inc.status === "merged"
-      ? `merged into <a href="#/incident/${esc(inc.merged_into)}">${esc(inc.merged_into)}</a>: act on that one`
-      : `${esc(inc.status)}: nothing to act on`}</div>`}
+      <button class="act" id="split" title="tick members below first">Split ticked members off</button>`
+        : `<span class="meta" id="no-actions">${esc(inc.status)}: nothing more to act on</span>`}
+    </div>`}
   </div>
   <div class="grid2">
     <div class="card"><h2>Why grouped</h2>
@@ -492,6 +499,14 @@ function wireActions(inc) {
   $("#ack").addEventListener("click", () => api(`/api/v1/incidents/${id}/acknowledge`, { method: "POST", body: {} }).then((r) => done(`acknowledged by ${r.action.actor}`), fail));
   $("#resolve").addEventListener("click", () => {
     if (confirm(`Resolve ${inc.id}?`)) api(`/api/v1/incidents/${id}/resolve`, { method: "POST", body: {} }).then((r) => done(`resolved by ${r.action.actor}`), fail);
+  });
+  const real = $("#real");
+  if (real) real.addEventListener("click", () => api(`/api/v1/incidents/${id}/real`, { method: "POST", body: {} }).then((r) => done(`marked real by ${r.action.actor}: it pages`), fail));
+  $("#noise").addEventListener("click", () => {
+    const scope = prompt("Not a problem: when is it routine? any, daily (this time of day), or HH:MM-HH:MM UTC (empty: daily when it repeats)", "");
+    if (scope === null) return;
+    api(`/api/v1/incidents/${id}/noise`, { method: "POST", body: scope.trim() ? { scope: scope.trim() } : {} })
+      .then((r) => done(`marked noise by ${r.action.actor}: profile ${r.profile} (${r.action.details.scope})`), fail);
   });
   $("#merge").addEventListener("click", () => {
     const from = $("#merge-from").value.trim();

@@ -105,7 +105,8 @@ def test_every_action_against_a_server_with_the_token_from_the_environment(serve
 
 def test_wrong_use_says_what_to_fix(db_url: str) -> None:
     code, _, err = run("list", "--status", "bogus", "--database", db_url)
-    assert code == 2 and "use one of open, acknowledged, unacknowledged, resolved, merged" in " ".join(err.split())
+    said = " ".join(err.split())
+    assert code == 2 and "use one of open, acknowledged, unacknowledged, recognised, resolved, merged" in said
     code, _, err = run("list", "--url", "http://127.0.0.1:9", "--database", db_url)
     assert code == 2 and "not both" in err
     code, _, err = run("list", "--url", f"http://127.0.0.1:{storm_helpers.free_port()}")

@@ -55,3 +55,12 @@ def test_reasons_say_the_real_times() -> None:
     assert late.kind == "firing" and late.reason == "open for 25 min (group_wait 30 s)"
     done = decide(inc("resolved", resolved_at=2000.0), SENT, OPTS, FLAP, 1, False, 2000.0 + 300 + 5)
     assert done.kind == "resolved" and done.reason == "resolved for 5 min (group_interval 300 s)"
+
+
+def test_a_recognised_incident_pages_nobody_until_it_escalates() -> None:
+    # a known routine (a noise profile matched it: docs/feedback.md) is recorded, never sent
+    assert decide(inc(status="recognised", seen_at=0.0), StateView(), OPTS, FLAP, 1, False, 5000).kind is None
+    done = inc(status="resolved", resolved_at=1000.0)
+    assert decide(done, StateView(), OPTS, FLAP, 1, False, 5000).kind is None  # and its end neither
+    # escalated (a member beyond the profile, a larger move, "this one is real"): open, it pages
+    assert decide(inc(status="open", seen_at=0.0), StateView(), OPTS, FLAP, 1, False, 5000).kind == "firing"

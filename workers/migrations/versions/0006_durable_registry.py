@@ -7,7 +7,7 @@ stored under it, and its committed tick state with every step; a process that fi
 epoch gone rebuilds both from these tables (workers/distributed.py).
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-07
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
