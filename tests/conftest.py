@@ -19,6 +19,30 @@ IN_CI = bool(os.environ.get("CI"))
 settings.register_profile("stormeye", deadline=None)
 settings.load_profile("stormeye")
 
+#: modules whose tests run real Celery workers (or their own Redis): README's test command runs the
+#: suite on three pytest-xdist processes with ``--dist loadgroup``, and these share one of them, so
+#: two deployments of worker processes never compete for the machine's two cores at once
+CELERY_MODULES = {
+    "test_distributed",
+    "test_distributed_actions",
+    "test_distributed_edges",
+    "test_distributed_idempotency",
+    "test_edges_distributed",
+    "test_noise_distributed",
+    "test_notify_distributed",
+    "test_page_distributed",
+    "test_poison_health",
+    "test_redis_lost",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        name = module.__name__.rsplit(".", 1)[-1] if module is not None else ""
+        if name in CELERY_MODULES or "deployment" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("celery"))
+
 
 def _need(var: str, what: str) -> str:
     url = os.environ.get(var)

@@ -38,7 +38,6 @@ from stormeye.core.times import BadTime, seconds_from
 from stormeye.core.times import parse_time as read_time
 from stormeye.detectors.events import Anomaly
 from stormeye.grouping.names import NAME_KEY, MetricNameError, canonical, parse
-from stormeye.workers.redis_store import as_bytes
 
 if TYPE_CHECKING:
     from stormeye.workers.distributed import Runtime
@@ -487,6 +486,8 @@ def take_inbox(runtime: Runtime, book: AlertBook) -> int:
     """Receive the alerts the API queued in Redis into ``book``; returns how many were read (to trim after commit)."""
     raw = runtime.r.lrange(runtime.k("alerts", "inbox"), 0, INBOX_BATCH - 1)
     dead = 0
+    from stormeye.workers.redis_store import as_bytes  # distributed mode only: the embedded one needs no redis
+
     for b in raw:
         try:
             al = Alert(**json.loads(b))

@@ -85,7 +85,7 @@ def test_a_split_through_the_api_stores_what_the_workers_tracker_decides(deploym
         new_id = r.json()["incident"]
     columns = ("status", "root", "root_entity", "title", "priority", "priority_score", "start", "end", "member_count")
     stored = {i: {c: rt.database.get_incident(i)[c] for c in columns} for i in (inc["id"], new_id)}
-    _, tracker, _ = rt._trackers(rt.scored_slot())  # the workers' tracker, as committed in Redis
+    tracker = rt._trackers(rt.scored_slot()).incidents  # the workers' tracker, as committed in Redis
     rt._people_sync().sync(tracker, float(t0 + 4 * step), save=False)  # what the next correlate does first
     decided = {
         i: {
