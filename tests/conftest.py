@@ -21,7 +21,9 @@ settings.load_profile("stormeye")
 
 #: modules whose tests run real Celery workers (or their own Redis): README's test command runs the
 #: suite on three pytest-xdist processes with ``--dist loadgroup``, and these share one of them, so
-#: two deployments of worker processes never compete for the machine's two cores at once
+#: two deployments of worker processes never compete for the machine's two cores at once. (The
+#: schemathesis run, tests/integration/test_schema_fuzz.py, gives all its cases one node id, which
+#: loadgroup runs none of: README's command runs that file on its own, after the rest.)
 CELERY_MODULES = {
     "test_distributed",
     "test_distributed_actions",
