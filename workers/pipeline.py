@@ -36,7 +36,7 @@ from stormeye.detectors.events import Anomaly, TrackerUpdate
 from stormeye.detectors.rules import CompiledRules
 from stormeye.detectors.seasonal import WRITE_BUCKETS, bucket_means
 from stormeye.grouping.incidents import Incident, IncidentChange, IncidentTracker
-from stormeye.grouping.names import NAME_KEY, NameIndex, parse
+from stormeye.grouping.names import NAME_KEY, NameIndex, normalize, parse
 from stormeye.grouping.topology import Topology
 from stormeye.workers.actions import PeopleSync
 from stormeye.workers.alerts import AlertBook, windows_with_alerts
@@ -643,8 +643,12 @@ class Pipeline:
         return res.accepted
 
     def load_history(self, names: Sequence[str], timestamps: np.ndarray, values: np.ndarray) -> None:
-        """Bulk-load a matrix of past points (names x timestamps) without scoring it."""
-        rows = self.register(names)
+        """Bulk-load a matrix of past points (names x timestamps) without scoring it.
+
+        Names are normalized as accepted points' are (labels in canonical order), so a history and the
+        points that follow it land on one row whichever order the labels were written in.
+        """
+        rows = self.register([normalize(n) for n in names])
         load = getattr(self.store, "load", None)
         if load is not None:
             load(rows, timestamps, values)
