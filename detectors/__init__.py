@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from stormeye.detectors.base import Detector, Scores, Status
-from stormeye.detectors.calibration import calibrate_series, ledger_config
+from stormeye.detectors.calibration import CalibrationConfig, calibrate_series, ledger_config
 from stormeye.detectors.deviation import PercentDeviation
 from stormeye.detectors.ensemble import DeciderConfig, Ensemble, default_members
 from stormeye.detectors.esd import GeneralizedESD
@@ -164,8 +164,9 @@ def for_ledger(detector: Detector) -> Detector:
     ledger on the rule would only count a repeat twice and bend the scale (docs/detectors.md).
     """
     for member in getattr(detector, "members", [detector]):
-        if hasattr(member, "recurrence"):
-            member.recurrence = None
+        cfg = getattr(member, "calibration", None)
+        if isinstance(cfg, CalibrationConfig):
+            member.calibration = replace(cfg, recurrence=None)
     return detector
 
 

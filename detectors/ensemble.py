@@ -243,7 +243,7 @@ class Ensemble(Detector):
         if isinstance(rz, RobustZScore):
             same_quantum = min(n_hist, rz.recent) == min(n_hist, QUANTUM_POINTS)
             same_median = min(n_hist, rz.recent) == min(n_hist, DECIDE_POINTS)
-            if same_quantum and rz.quantum_floor is not None:
+            if same_quantum and rz.calibration.quantum_floor is not None:
                 quantum = value_quantum(windows[:, :-1])
         for m in self.members:
             if isinstance(m, CoarseSeasonalReference):

@@ -6,24 +6,28 @@ Real metrics have heavier tails than a normal: when the ``tail_quantile`` of the
 ``|z|`` is larger than a normal's, the scale is stretched by that ratio, so a latency series
 with routine 5-sigma blips needs a proportionally bigger excursion to score the same.
 Parameters: ``history`` (points of context), ``min_points`` (warm-up), ``min_scale`` (relative
-floor of the scale, so quantized or near-constant series do not explode), ``tail_quantile``
-(None turns the tail stretch off), ``recurrence`` and ``min_recurrences`` (when the older
-history holds at least that many separate episodes that deviated by ``recurrence`` times the
-newest deviation or more, the score is their empirical rate instead: a cron job's hourly spike
-is not news, but one earlier failure does not make the next one routine; with
-``recurrence_by_length`` only episodes that lasted as long as the newest run of such deviations
-count, so the cron job's output doubling for ten minutes is news; ``memory``, when longer
-than ``history``, is how many points back the recurrence rule looks while the median, scale
-and tail stay those of the newest ``history`` points: a burst that recurs every few hours is
-routine when a day is remembered), ``tail_lag`` (the newest
+floor of the scale, so quantized or near-constant series do not explode), ``calibration`` (one
+:class:`~stormeye.detectors.calibration.CalibrationConfig`, the same for every residual strategy:
+its ``tail_quantile`` — None turns the tail stretch off; ``recurrence`` and ``min_recurrences`` —
+when the older history holds at least that many separate episodes that deviated by
+``recurrence`` times the newest deviation or more, the score is their empirical rate instead: a
+cron job's hourly spike is not news, but one earlier failure does not make the next one routine;
+with ``recurrence_by_length`` only episodes that lasted as long as the newest run of such
+deviations count, so the cron job's output doubling for ten minutes is news; ``lag``, the newest
 points left out of the tail estimate, so an ongoing anomaly does not teach the detector that it
-is normal), ``max_stretch`` (heavy tails earn at most this factor: an earlier incident in the
-history would otherwise pass for a heavy tail and hide the next one).
+is normal; ``max_stretch``, the most heavy tails earn: an earlier incident in the history would
+otherwise pass for a heavy tail and hide the next one; ``quantum_floor``; ``evt_share``, off
+here; :data:`ROBUST_Z_CALIBRATION` by default), and ``memory`` (when longer than ``history``,
+how many points back the recurrence rule looks while the median, scale and tail stay those of
+the newest ``history`` points: a burst that recurs every few hours is routine when a day is
+remembered).
 Cost: one partial sort per row for the median and MAD and one for the tail quantile, ``O(n)``
 each, vectorized over all rows.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -31,6 +35,11 @@ from stormeye.detectors.base import Detector, Scores, pvalue_to_level
 from stormeye.detectors.calibration import CalibrationConfig, calibrated_log_p, robust_location_scale, value_quantum
 
 __all__ = ["RobustZScore", "robust_location_scale"]
+
+
+#: the robust z-score's calibration (:class:`CalibrationConfig`): no exponential tail (on light tails
+#: it asks about 6 sigma for a score of 0.5), a lag of 30 points
+ROBUST_Z_CALIBRATION = CalibrationConfig(evt_share=None, lag=30)
 
 
 class RobustZScore(Detector):
@@ -43,14 +52,7 @@ class RobustZScore(Detector):
         history: int = 240,
         min_points: int = 30,
         min_scale: float = 0.01,
-        tail_quantile: float | None = 0.99,
-        tail_lag: int = 30,
-        recurrence: float | None = 0.7,
-        min_recurrences: int = 2,
-        max_stretch: float = 2.0,
-        evt_share: float | None = None,
-        quantum_floor: float | None = 1.0,
-        recurrence_by_length: bool = True,
+        calibration: CalibrationConfig | None = None,
         memory: int | None = None,
     ) -> None:
         if memory is not None and memory < 1:
@@ -60,14 +62,7 @@ class RobustZScore(Detector):
         self.history = max(history, memory or 0)
         self.min_points = min_points
         self.min_scale = min_scale
-        self.tail_quantile = tail_quantile
-        self.tail_lag = tail_lag
-        self.recurrence = recurrence
-        self.min_recurrences = min_recurrences
-        self.max_stretch = max_stretch
-        self.evt_share = evt_share
-        self.quantum_floor = quantum_floor
-        self.recurrence_by_length = recurrence_by_length
+        self.calibration = ROBUST_Z_CALIBRATION if calibration is None else calibration
 
     def get_params(self) -> dict[str, object]:
         params = {k: v for k, v in vars(self).items() if k not in ("recent", "history")}
@@ -80,18 +75,8 @@ class RobustZScore(Detector):
         hist = full[:, -self.recent :]
         newest = windows[:, -1]
         med, scale = robust_location_scale(hist, self.min_scale)
-        cfg = CalibrationConfig(
-            tail_quantile=self.tail_quantile,
-            max_stretch=self.max_stretch,
-            recurrence=self.recurrence,
-            min_recurrences=self.min_recurrences,
-            lag=self.tail_lag,
-            min_points=self.min_points,
-            evt_share=self.evt_share,
-            quantum_floor=self.quantum_floor,
-            recurrence_by_length=self.recurrence_by_length,
-        )
-        if self.quantum_floor is None:
+        cfg = replace(self.calibration, min_points=self.min_points)
+        if cfg.quantum_floor is None:
             quantum = None
         elif quantum is None:
             quantum = value_quantum(hist)

@@ -9,7 +9,7 @@ so "the same time yesterday" is simply ``period`` points back; ``period`` is in 
 (``workers`` converts ``STORMEYE_SEASON_S`` with the step).
 
 Where the seasonal history lives: in the window store. The windows must hold
-``seasons * period + calibration`` points; rows with less are ``TOO_FEW_POINTS``. At a
+``seasons * period + calibration_points`` points; rows with less are ``TOO_FEW_POINTS``. At a
 5-minute step the default retention grows to hold two days. At a 60-second step, where 480
 points of retention hold 8 hours, :class:`CoarseSeasonalReference` takes the seasonal
 reference's place and reads the earlier days from a second, small history of 5-minute means
@@ -27,12 +27,13 @@ Cost: two cumulative sums and one small sort per row, ``O(points)`` per metric.
 window, vectorized over metrics (a loop over time, none over metrics). The first period
 initialises the seasonal indexes; innovations are clipped at ``clip`` robust scales so an
 anomaly does not bend the forecast towards itself. The one-step forecast errors of the last
-``calibration`` points are the residuals. Cost: ``O(points)`` vector updates per call.
+``calibration_points`` points are the residuals. Cost: ``O(points)`` vector updates per call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -62,13 +63,13 @@ def bucket_means(values: np.ndarray, first_slot: int, factor: int, b0: int, b1: 
         return np.where(cnt * 2 >= factor, np.nansum(block, axis=2) / np.maximum(cnt, 1), np.nan)
 
 
-def _check_period(period: int, seasons: int, calibration: int) -> None:
+def _check_period(period: int, seasons: int, calibration_points: int) -> None:
     if not isinstance(period, (int, np.integer)) or period < 2:
         raise ValueError(f"period must be a whole number of points >= 2, got {period!r}")
     if seasons < 1:
         raise ValueError(f"seasons must be at least 1, got {seasons}")
-    if calibration < 10:
-        raise ValueError(f"calibration needs at least 10 points, got {calibration}")
+    if calibration_points < 10:
+        raise ValueError(f"calibration_points must be at least 10, got {calibration_points}")
 
 
 def neighbourhood_means(x: np.ndarray, halfwidth: int) -> np.ndarray:
@@ -90,17 +91,17 @@ def neighbourhood_means(x: np.ndarray, halfwidth: int) -> np.ndarray:
         return np.where(c > 0, s / np.maximum(c, 1), np.nan)
 
 
+#: the seasonal members' calibration (:class:`CalibrationConfig`): the robust z-score's but a lag of
+#: 12 points (an hour at 5 minutes) and the exponential tail on
+SEASONAL_CALIBRATION = CalibrationConfig(lag=12)
+
+
 class _ResidualDetector(Detector):
     """A seasonal model's residuals, scored by the shared calibration layer (settings: the subclass's)."""
 
-    calibration: int
+    calibration_points: int
     min_scale: float
-    tail_quantile: float | None
-    tail_lag: int
-    recurrence: float | None
-    min_recurrences: int
-    max_stretch: float
-    quantum_floor: float | None
+    calibration: CalibrationConfig
 
     def residuals(self, windows: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -123,19 +124,11 @@ class _ResidualDetector(Detector):
         short = (known < self.min_points) | ~np.isfinite(new)
         med, scale = robust_location_scale(hist, self.min_scale)
         # the residual's scale must not collapse below a share of the series' own level noise
-        level = nan_median(np.abs(windows[:, -self.calibration - 1 : -1]), overwrite=True)
+        level = nan_median(np.abs(windows[:, -self.calibration_points - 1 : -1]), overwrite=True)
         scale = np.maximum(scale, self.min_scale * np.nan_to_num(level, nan=0.0) + 1e-12)
-        cfg = CalibrationConfig(
-            tail_quantile=self.tail_quantile,
-            max_stretch=self.max_stretch,
-            recurrence=self.recurrence,
-            min_recurrences=self.min_recurrences,
-            lag=self.tail_lag,
-            min_points=self.min_points,
-            quantum_floor=self.quantum_floor,
-        )
+        cfg = replace(self.calibration, min_points=self.min_points)
         # the residuals of a rounded series are no finer than its values
-        if self.quantum_floor is None:
+        if cfg.quantum_floor is None:
             quantum = None
         elif quantum is None:
             quantum = value_quantum(windows[:, :-1])
@@ -156,41 +149,31 @@ class SeasonalReference(_ResidualDetector):
         period: int = 288,
         seasons: int = 2,
         halfwidth: int = 2,
-        calibration: int = 144,
+        calibration_points: int = 144,
         min_points: int = 30,
         min_scale: float = 0.01,
-        tail_quantile: float | None = 0.99,
-        tail_lag: int = 12,
-        recurrence: float | None = 0.7,
-        min_recurrences: int = 2,
-        max_stretch: float = 2.0,
+        calibration: CalibrationConfig | None = None,
         nearest: bool = False,
-        quantum_floor: float | None = 1.0,
         split: float | None = 4.0,
     ) -> None:
-        _check_period(period, seasons, calibration)
+        _check_period(period, seasons, calibration_points)
         if split is not None and not (split > 0 and np.isfinite(split)):
             raise ValueError(f"split must be a positive number of scales or None, got {split!r}")
         self.split = split
         self.period = int(period)
         self.seasons = seasons
         self.halfwidth = halfwidth
-        self.calibration = calibration
-        self.history = seasons * period + halfwidth + calibration
+        self.calibration_points = calibration_points
+        self.history = seasons * period + halfwidth + calibration_points
         self.min_points = min_points
         self.min_scale = min_scale
-        self.tail_quantile = tail_quantile
-        self.tail_lag = tail_lag
-        self.recurrence = recurrence
-        self.min_recurrences = min_recurrences
-        self.max_stretch = max_stretch
+        self.calibration = SEASONAL_CALIBRATION if calibration is None else calibration
         self.nearest = nearest
-        self.quantum_floor = quantum_floor
 
     def residuals(self, windows: np.ndarray) -> np.ndarray:
-        """Seasonal residuals of the last ``calibration + 1`` points of every row (NaN where unknown)."""
+        """Seasonal residuals of the last ``calibration_points + 1`` points of every row (NaN where unknown)."""
         m, n = windows.shape
-        c = min(self.calibration + 1, n)
+        c = min(self.calibration_points + 1, n)
         means = neighbourhood_means(windows, self.halfwidth)
         pos = np.arange(n - c, n)
         refs = np.full((self.seasons, m, c), np.nan)
@@ -263,7 +246,7 @@ class CoarseSeasonalReference(SeasonalReference):
     points against the *coarse* history instead: the means of ``factor`` consecutive points
     (buckets; 5 at 60 s for 5-minute buckets), kept for ``seasons`` periods in a second, small
     ring beside the window store (``workers`` keeps it: :meth:`bucket_means` gives what to write,
-    ``season_points`` how many buckets to keep). For each of the last ``calibration + 1`` fine
+    ``season_points`` how many buckets to keep). For each of the last ``calibration_points + 1`` fine
     points the reference of an earlier day is that day's bucket means interpolated linearly
     between bucket centres to the point's time, or the point's own bucket where that is nearer
     the value (as :class:`SeasonalReference` takes the exact phase where it is nearer than the
@@ -291,9 +274,9 @@ class CoarseSeasonalReference(SeasonalReference):
         # fine points: the calibration part, and at least one bucket to write (of the buckets
         # written each time, those older than the window the ensemble reads come out unknown and
         # are not written: they were when they completed)
-        self.history = max(self.calibration, self.factor)
+        self.history = max(self.calibration_points, self.factor)
         #: buckets the coarse ring must hold: the seasons back from the oldest calibration point
-        self.season_points = seasons * period + -(-(self.calibration + 1) // self.factor) + 3
+        self.season_points = seasons * period + -(-(self.calibration_points + 1) // self.factor) + 3
 
     def bucket_means(self, windows: np.ndarray, end_slot: int) -> tuple[int, np.ndarray]:
         """(first bucket, means) of the last ``WRITE_BUCKETS`` buckets complete at fine slot ``end_slot``.
@@ -311,16 +294,16 @@ class CoarseSeasonalReference(SeasonalReference):
         """(last bucket, buckets) of the coarse history each earlier season reads, nearest season first.
 
         Each span covers the buckets around the same phase, ``k`` seasons back, of the last
-        ``calibration + 1`` fine points ending at fine slot ``end_slot``.
+        ``calibration_points + 1`` fine points ending at fine slot ``end_slot``.
         """
-        f, c = self.factor, self.calibration + 1
+        f, c = self.factor, self.calibration_points + 1
         count = -(-c // f) + 3
         return [((end_slot - k * self.period * f) // f + 1, count) for k in range(1, self.seasons + 1)]
 
     def coarse_residuals(
         self, windows: np.ndarray, coarse: Sequence[np.ndarray], end_slot: int | np.ndarray
     ) -> np.ndarray:
-        """Fine residuals of the last ``calibration + 1`` points against the coarse earlier days.
+        """Fine residuals of the last ``calibration_points + 1`` points against the coarse earlier days.
 
         ``coarse``: for each span of :meth:`spans`, rows x buckets of bucket means ending at the
         span's last bucket (NaN: unknown). ``end_slot``: the windows' newest fine slot, one for
@@ -331,7 +314,7 @@ class CoarseSeasonalReference(SeasonalReference):
         """
         if np.ndim(end_slot) > 0:
             ends = np.asarray(end_slot, dtype=np.int64)
-            out = np.empty((windows.shape[0], min(self.calibration + 1, windows.shape[1])))
+            out = np.empty((windows.shape[0], min(self.calibration_points + 1, windows.shape[1])))
             residue = ends % self.factor
             for r in np.unique(residue):
                 sel = np.flatnonzero(residue == r)
@@ -339,7 +322,7 @@ class CoarseSeasonalReference(SeasonalReference):
             return out
         end_slot = int(end_slot)
         m, n = windows.shape
-        f, c = self.factor, min(self.calibration + 1, n)
+        f, c = self.factor, min(self.calibration_points + 1, n)
         cur = windows[:, n - c :]
         u = np.arange(end_slot - c + 1, end_slot + 1)
         refs = np.empty((self.seasons, m, c))  # every element is written below
@@ -440,18 +423,13 @@ class HoltWinters(_ResidualDetector):
         beta: float = 0.0,
         gamma: float = 0.3,
         clip: float = 4.0,
-        calibration: int = 144,
+        calibration_points: int = 144,
         fit: int | None = None,
         min_points: int = 30,
         min_scale: float = 0.01,
-        tail_quantile: float | None = 0.99,
-        tail_lag: int = 12,
-        recurrence: float | None = 0.7,
-        min_recurrences: int = 2,
-        max_stretch: float = 2.0,
-        quantum_floor: float | None = 1.0,
+        calibration: CalibrationConfig | None = None,
     ) -> None:
-        _check_period(period, 1, calibration)
+        _check_period(period, 1, calibration_points)
         for label, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{label} must be in [0, 1], got {v}")
@@ -462,25 +440,20 @@ class HoltWinters(_ResidualDetector):
         self.beta = beta
         self.gamma = gamma
         self.clip = clip
-        self.calibration = calibration
+        self.calibration_points = calibration_points
         # points run through the recursion before the calibration part: one period to initialise
         # and, by default, one more to settle
         self.fit = 2 * period if fit is None else fit
-        self.history = self.fit + calibration
+        self.history = self.fit + calibration_points
         self.min_points = min_points
         self.min_scale = min_scale
-        self.tail_quantile = tail_quantile
-        self.tail_lag = tail_lag
-        self.recurrence = recurrence
-        self.min_recurrences = min_recurrences
-        self.max_stretch = max_stretch
-        self.quantum_floor = quantum_floor
+        self.calibration = SEASONAL_CALIBRATION if calibration is None else calibration
 
     def residuals(self, windows: np.ndarray) -> np.ndarray:
-        """One-step forecast errors of the last ``calibration + 1`` points (NaN where unknown)."""
+        """One-step forecast errors of the last ``calibration_points + 1`` points (NaN where unknown)."""
         m, n = windows.shape
         p = self.period
-        c = min(self.calibration + 1, n)
+        c = min(self.calibration_points + 1, n)
         out = np.full((m, c), np.nan)
         if n < p + c:
             return out

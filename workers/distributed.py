@@ -278,8 +278,10 @@ class Runtime:
         """Seed the deployment with a matrix of past points (names x timestamps) without scoring it.
 
         The same as :meth:`workers.pipeline.Pipeline.load_history`: scoring starts after its last step.
+        Names are normalized as ingest normalizes points' names: ingest takes a name this process has
+        registered for canonical, so a name registered here as written would get a second row there.
         """
-        rows, new = self.registry.rows(list(names))
+        rows, new = self.registry.rows([normalize(n) for n in names])
         if new:
             self.database.ensure_metrics(new)
         self.store.load(rows, timestamps, values)

@@ -36,7 +36,7 @@ from stormeye.detectors.events import Anomaly, TrackerUpdate
 from stormeye.detectors.rules import CompiledRules
 from stormeye.detectors.seasonal import WRITE_BUCKETS, bucket_means
 from stormeye.grouping.incidents import Incident, IncidentChange, IncidentTracker
-from stormeye.grouping.names import NAME_KEY, NameIndex, parse
+from stormeye.grouping.names import NAME_KEY, NameIndex, normalize, parse
 from stormeye.grouping.topology import Topology
 from stormeye.workers.actions import PeopleSync
 from stormeye.workers.alerts import AlertBook, windows_with_alerts
@@ -59,16 +59,24 @@ class MetricRegistry:
         return name in self._rows
 
     def rows(self, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-        """Rows of ``names``, registering unknown ones; returns (rows, newly registered names)."""
+        """Rows of ``names``, registering unknown ones; returns (rows, newly registered names).
+
+        A name not registered as given is normalized first (labels in canonical order, as accepted
+        points' names are), so one metric has one row whichever order its labels were written in;
+        registered names are canonical. An invalid name raises :class:`MetricNameError`.
+        """
         out = np.empty(len(names), dtype=np.int64)
         new: list[str] = []
         get = self._rows.get
         for i, n in enumerate(names):
             r = get(n)
             if r is None:
-                r = self._rows[n] = len(self.names)
-                self.names.append(n)
-                new.append(n)
+                n = normalize(n)
+                r = get(n)
+                if r is None:
+                    r = self._rows[n] = len(self.names)
+                    self.names.append(n)
+                    new.append(n)
             out[i] = r
         return out, new
 
@@ -643,7 +651,11 @@ class Pipeline:
         return res.accepted
 
     def load_history(self, names: Sequence[str], timestamps: np.ndarray, values: np.ndarray) -> None:
-        """Bulk-load a matrix of past points (names x timestamps) without scoring it."""
+        """Bulk-load a matrix of past points (names x timestamps) without scoring it.
+
+        Names are normalized as accepted points' are (:meth:`Registry.rows`), so a history and the
+        points that follow it land on one row whichever order the labels were written in.
+        """
         rows = self.register(names)
         load = getattr(self.store, "load", None)
         if load is not None:

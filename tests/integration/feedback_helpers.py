@@ -18,9 +18,10 @@ T0 = 1_767_225_600  # 2026-01-01 00:00 UTC
 BATCH_AT = 2 * 3600  # the nightly batch: 02:00 UTC ...
 BATCH_S = 1800  # ... for half an hour
 POD = "batch-7d9f8b-x2k4q"
-ROUTINE = (f'cpu_seconds{{service="batch",pod="{POD}"}}', f'disk_io_bytes{{service="batch",pod="{POD}"}}')
+# names as stored: labels in canonical (sorted) order
+ROUTINE = (f'cpu_seconds{{pod="{POD}",service="batch"}}', f'disk_io_bytes{{pod="{POD}",service="batch"}}')
 #: a measure of the same pod that the batch does not move: moving with it, it is a member beyond the profile
-BEYOND = f'memory_bytes{{service="batch",pod="{POD}"}}'
+BEYOND = f'memory_bytes{{pod="{POD}",service="batch"}}'
 
 
 @dataclass

@@ -248,9 +248,12 @@ LoadPlugin write_graphite
     def arrived() -> list[str] | None:
         assert cd.alive(), cd.output()
         names = se.metric_names()
-        return names if any(n.startswith("load.load.shortterm{") for n in names) else None
+        # collectd's plugins write on their own schedule: a first read may hold load and not memory yet
+        load = any(n.startswith("load.load.shortterm{") for n in names)
+        memory = any(n.startswith(("memory.memory.used{", "memory.memory-used{")) for n in names)
+        return names if load and memory else None
 
-    names = wait_for("collectd's load to arrive over Graphite plaintext", arrived, timeout=60)
+    names = wait_for("collectd's load and memory to arrive over Graphite plaintext", arrived, timeout=60)
     assert 'load.load.shortterm{host="web-1"}' in names
     assert any(n.startswith("memory.memory.used{") or n.startswith("memory.memory-used{") for n in names), names
 

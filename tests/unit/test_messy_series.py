@@ -110,3 +110,14 @@ def test_ingest_merges_repeated_rows_and_sorts_reordered_ones() -> None:
     assert pipe.ingest(['cpu{host="h1"}'] * 2, np.array([T0 + 2400.0] * 2), np.array([1.0, 2.0])) == 2
     assert pipe.merged_points == 1
     assert pipe.store.windows(pipe.register(['cpu{host="h1"}']), T0 + 2400, 1)[0, 0] == 2.0
+
+
+def test_a_history_written_with_labels_out_of_order_lands_on_the_row_its_points_use() -> None:
+    """load_history normalizes names as ingest does: one metric, one row, whatever the label order."""
+    pipe = Pipeline(Settings(database_url="sqlite://", step_s=60))
+    t = T0 + 60.0 * np.arange(50)
+    pipe.load_history(['cpu{service="web",pod="a"}'], t, np.full((1, 50), 5.0))
+    assert pipe.ingest(['cpu{pod="a",service="web"}'], np.array([T0 + 3000.0]), np.array([7.0])) == 1
+    assert len(pipe.registry.names) == 1
+    w = pipe.store.windows(pipe.register(['cpu{pod="a",service="web"}']), T0 + 3000, 51)
+    assert w[0, 0] == 5.0 and w[0, -1] == 7.0

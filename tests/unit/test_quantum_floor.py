@@ -1,10 +1,14 @@
 """The quantum floor: a one-quantum step of a rounded series is never a rare event."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from stormeye.detectors import HoltWinters, RobustZScore, SeasonalReference
 from stormeye.detectors.calibration import CalibrationConfig, calibrated_log_p, value_quantum
+from stormeye.detectors.robust_z import ROBUST_Z_CALIBRATION
+from stormeye.detectors.seasonal import SEASONAL_CALIBRATION
 
 P = 288
 
@@ -38,7 +42,7 @@ def test_one_quantum_step_of_a_quiet_rounded_series_is_not_an_anomaly() -> None:
     x[rng.choice(240, 12, replace=False)] = rng.choice([0.04, 0.06], 12)
     x[-1] = 0.07  # two quanta up
     floor = RobustZScore().score(x[None, :])
-    bare = RobustZScore(quantum_floor=None).score(x[None, :])
+    bare = RobustZScore(calibration=replace(ROBUST_Z_CALIBRATION, quantum_floor=None)).score(x[None, :])
     assert bare.score[0] >= 0.5  # without the floor: a one-in-100,000 event
     assert floor.score[0] < 0.2  # with it: two quanta is a 2-sigma move at most
     # a real move of the same series still scores
@@ -51,7 +55,7 @@ def test_quantum_floor_leaves_continuous_series_alone() -> None:
     x = 100 + rng.normal(0, 1, (50, 241))
     x[:, -1] += 6
     a = RobustZScore().score(x).score
-    b = RobustZScore(quantum_floor=None).score(x).score
+    b = RobustZScore(calibration=replace(ROBUST_Z_CALIBRATION, quantum_floor=None)).score(x).score
     np.testing.assert_array_equal(a, b)
 
 
@@ -60,9 +64,10 @@ def test_seasonal_members_use_the_floor() -> None:
     t = np.arange(3 * P + 200)
     x = np.round(0.5 + 0.2 * np.sin(2 * np.pi * t / P) + rng.normal(0, 0.0005, len(t)), 2)
     x[-1] = np.round(x[-1] + 0.02, 2)  # two quanta: within the rounding, not news
+    no_floor = replace(SEASONAL_CALIBRATION, quantum_floor=None)
     for det, bare in (
-        (SeasonalReference(period=P), SeasonalReference(period=P, quantum_floor=None)),
-        (HoltWinters(period=P), HoltWinters(period=P, quantum_floor=None)),
+        (SeasonalReference(period=P), SeasonalReference(period=P, calibration=no_floor)),
+        (HoltWinters(period=P), HoltWinters(period=P, calibration=no_floor)),
     ):
         assert det.score(x[None, :]).score[0] < 0.5, det.name
         assert det.score(x[None, :]).score[0] <= bare.score(x[None, :]).score[0], det.name
