@@ -74,6 +74,9 @@ class MemoryWindowStore:
         self._buf = np.full((max(capacity, 1), self.length), np.nan, dtype=np.float32)
         self._head: int | None = None  # newest slot number written
         self._oldest: int | None = None  # see mark_oldest
+        # rows ever written: those past it hold only NaN, so advancing the head clears only these
+        # (the buffer is allocated for 1,024 metrics; a replay of one metric cleared all of them)
+        self._used = 0
 
     @property
     def rows(self) -> int:
@@ -98,15 +101,16 @@ class MemoryWindowStore:
         return None if self._oldest is None else float(self._oldest * self.step)
 
     def _advance(self, new_head: int) -> None:
+        used = self._buf[: self._used]
         if self._head is None:
-            self._buf[:] = np.nan
+            used[:] = np.nan
         elif new_head > self._head:
             gap = new_head - self._head
             if gap >= self.length:
-                self._buf[:] = np.nan
+                used[:] = np.nan
             else:
                 cols = np.arange(self._head + 1, new_head + 1) % self.length
-                self._buf[:, cols] = np.nan
+                used[:, cols] = np.nan
         else:
             return
         self._head = new_head
@@ -117,6 +121,7 @@ class MemoryWindowStore:
             return AppendResult(0, 0)
         slots = np.floor(np.asarray(timestamps, dtype=np.float64) / self.step).astype(np.int64)
         self._ensure(int(rows.max()) + 1)
+        self._used = max(self._used, int(rows.max()) + 1)
         top = int(slots.max())
         if self._head is None or top > self._head:
             self._advance(top)

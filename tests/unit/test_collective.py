@@ -112,3 +112,25 @@ def test_idle_steps_teach_what_updates_without_watchers_teach() -> None:
     a2.idle(membership, 25)
     assert all(np.array_equal(getattr(a, k), getattr(a2, k)) for k in ("mean_", "var_", "seen_", "rate_"))
     assert a.mean_.max() > 0
+
+
+@pytest.mark.parametrize("groups", [1, 5, 40])
+def test_idle_steps_learn_exactly_what_as_many_quiet_updates_learn(groups: int) -> None:
+    """``idle`` (a replay skipping quiet steps; few groups on Python floats) gives bit for bit the
+    state of calling ``update`` with no metric watching, step after step."""
+    rng = np.random.default_rng(groups)
+    dense = (rng.random((3 * groups, groups)) < 0.5).astype(float)
+    dense[0, :] = 1.0
+    membership = sp.csr_matrix(dense)
+    a, b = CollectiveEvidence(halflife=30.0), CollectiveEvidence(halflife=30.0)
+    loud = Scores(
+        score=np.full(3 * groups, 0.6), direction=np.ones(3 * groups, np.int8), status=np.zeros(3 * groups, np.uint8)
+    )
+    quiet = Scores(score=np.zeros(3 * groups), direction=np.zeros(3 * groups, np.int8), status=loud.status)
+    for ce in (a, b):
+        ce.update(loud, membership)  # something learnt to decay
+    a.idle(membership, 500)
+    for _ in range(500):
+        b.update(quiet, membership)
+    for attr in ("mean_", "var_", "rate_", "seen_"):
+        np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr))

@@ -32,3 +32,20 @@ def test_bulk_load_keeps_the_newest_length_columns() -> None:
     np.testing.assert_array_equal(st.windows(np.array([0, 1]), 50, 4), vals[:, 2:])
     with pytest.raises(ValueError):
         MemoryWindowStore(step=0, length=4)
+
+
+def test_a_row_first_written_late_has_no_past_and_only_written_rows_are_cleared() -> None:
+    """Advancing the head clears the rows ever written; a row written for the first time later
+    still reads NaN before its first point, and a written row's old columns are gone after a wrap."""
+    st = MemoryWindowStore(step=1, length=6, capacity=8)
+    for t in range(10):  # row 0 only, wrapping the ring
+        st.append(np.array([0]), np.array([float(t)]), np.array([float(t)]))
+    st.append(np.array([5]), np.array([10.0]), np.array([50.0]))  # a new metric, beyond the rows used
+    w = st.windows(np.array([0, 5, 3]), 10, 6)
+    np.testing.assert_array_equal(w[0], [5, 6, 7, 8, 9, np.nan])
+    np.testing.assert_array_equal(w[1], [np.nan] * 5 + [50.0])
+    assert np.isnan(w[2]).all()
+    st.append(np.array([5]), np.array([13.0]), np.array([51.0]))  # skips 11 and 12: cleared for every row
+    w = st.windows(np.array([0, 5]), 13, 6)
+    np.testing.assert_array_equal(w[0], [8, 9, np.nan, np.nan, np.nan, np.nan])
+    np.testing.assert_array_equal(w[1], [np.nan, np.nan, 50.0, np.nan, np.nan, 51.0])
