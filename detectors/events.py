@@ -17,6 +17,7 @@ symptom is dated from its own onset.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,6 +41,9 @@ class Anomaly:
     open: bool = True
     #: opened below the threshold on a metric of a machine with an open incident (see the module doc)
     symptom: bool = False
+    #: the highest uncapped level (``-log10(p) / 10``, the detector's ``raw["level"]``; its score
+    #: where it gives none) of any point of the anomaly: 1.0 and 20.0 both score 1.0, this tells them apart
+    peak_level: float = 0.0
 
     @property
     def key(self) -> tuple[str, float]:
@@ -104,6 +108,7 @@ class AnomalyTracker:
         if len(rows):
             self._grow(int(rows.max()) + 1)
         s = scores.score
+        level = scores.raw.get("level", s)
         hot = s >= self.threshold
         warm = s >= self.release
         is_open = self._is_open[rows]
@@ -131,6 +136,7 @@ class AnomalyTracker:
                 detector=self.detector,
                 evidence=self._evidence(scores, int(i), evidence_keys),
                 symptom=symptom,
+                peak_level=_level(level[i], s[i]),
             )
             self._open[row] = a
             self._quiet[row] = 0
@@ -142,6 +148,7 @@ class AnomalyTracker:
             a = self._open[row]
             self._quiet[row] = 0
             a.end = t
+            a.peak_level = max(a.peak_level, _level(level[i], s[i]))
             if s[i] > a.peak_score:
                 a.peak_score, a.peak_at = float(s[i]), t
                 a.direction = int(scores.direction[i])
@@ -200,3 +207,9 @@ class AnomalyTracker:
                 v = scores.raw[k][i]
                 ev[k] = round(float(v), 6) if np.isfinite(v) else None
         return ev
+
+
+def _level(level: float, score: float) -> float:
+    """A point's uncapped level: the detector's, or its score where that is missing or not finite."""
+    v = float(level)
+    return v if math.isfinite(v) else float(score)

@@ -119,7 +119,10 @@ class CompiledRules:
             drop |= present < self.min_points[rows]
         s = np.where(drop, 0.0, s)
         direction = np.where(s > 0, scores.direction, 0).astype(np.int8)
-        return Scores(score=s, direction=direction, status=scores.status, raw=scores.raw)
+        raw = scores.raw
+        if "level" in raw:  # the uncapped level follows the score: a quieted metric is quieter at every depth
+            raw = {**raw, "level": np.where(drop, 0.0, np.asarray(raw["level"]) * f)}
+        return Scores(score=s, direction=direction, status=scores.status, raw=raw)
 
 
 class DetectorRules:

@@ -116,6 +116,12 @@ class GroupingConfig:
     #: the weight a metric needs for ``open_after_points`` (the default 1.5 is the traffic rule's:
     #: a lone sustained drop in requests or page views pages, one host's CPU does not; 0: any metric)
     open_after_min_weight: float = 1.5
+    #: **one metric pages alone when its move is extreme and lasts**: a waiting cluster opens once one
+    #: of its anomalies reached level ``open_alone_level`` (``-log10(p) / 10``: 10 is p <= 1e-100, a
+    #: 21-sigma move on a normal metric) and has been seen on ``open_alone_points`` samples, whatever
+    #: the metric's weight (0: never). Measured in docs/grouping.md ("One metric alone").
+    open_alone_level: float = 10.0
+    open_alone_points: int = 20
     #: **cascades**: anomalies of two services adjacent in the service topology (grouping.topology)
     #: whose onsets are at most ``cascade_window_s`` apart (and at least one step) link with this
     #: much name evidence, though their names share nothing; they still need the shape (or the
@@ -142,6 +148,8 @@ class GroupingConfig:
             "open_min_evidence",
             "open_after_points",
             "open_after_min_weight",
+            "open_alone_level",
+            "open_alone_points",
             "cascade_window_s",
         ):
             if getattr(self, name) < 0:

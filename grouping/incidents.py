@@ -133,6 +133,8 @@ class Member:
     symptom: bool = False
     #: how far it moved (:func:`~stormeye.grouping.profiles.move_size`, the largest seen): noise profiles compare it
     size: float = 0.0
+    #: the anomaly's highest uncapped level (:attr:`~stormeye.detectors.events.Anomaly.peak_level`)
+    peak_level: float = 0.0
 
     @property
     def key(self) -> Key:
@@ -423,6 +425,7 @@ class IncidentTracker:
                 held = self._pending.get(key)
                 if held is not None:
                     held.end, held.open = max(held.end, a.end), a.open
+                    held.peak_level = max(held.peak_level, getattr(a, "peak_level", 0.0))
                     if a.peak_score > held.peak_score:
                         held.peak_score, held.peak_at, held.direction = a.peak_score, a.peak_at, a.direction
                         held.size = move_size(a)
@@ -432,6 +435,7 @@ class IncidentTracker:
             inc = self.incidents[iid]
             mem = inc.members[key]
             mem.end, mem.open = max(mem.end, a.end), a.open
+            mem.peak_level = max(mem.peak_level, getattr(a, "peak_level", 0.0))
             if a.peak_score > mem.peak_score:
                 mem.peak_score, mem.peak_at, mem.direction = a.peak_score, a.peak_at, a.direction
                 mem.size = move_size(a)  # at the peak, as the anomaly's evidence
@@ -854,6 +858,7 @@ class IncidentTracker:
             open=a.open,
             joined_at=now,
             size=move_size(a),
+            peak_level=float(getattr(a, "peak_level", 0.0)),
         )
 
     def samples(self, anomalies: Sequence[AnomalyLike]) -> np.ndarray:
@@ -916,6 +921,13 @@ class IncidentTracker:
             weight = np.fromiter((self.weight(a.metric) for a in anomalies), np.float64, len(anomalies))
             lasting = (self.samples(anomalies) >= cfg.open_after_points) & (weight >= cfg.open_after_min_weight)
             if lasting.any():
+                return ev
+        if cfg.open_alone_level > 0:
+            # one metric alone, whatever its weight, when its move is extreme and lasts (alerts and
+            # other members without a level never qualify)
+            level = np.fromiter((getattr(a, "peak_level", 0.0) for a in anomalies), np.float64, len(anomalies))
+            alone = (level >= cfg.open_alone_level) & (self.samples(anomalies) >= cfg.open_alone_points)
+            if alone.any():
                 return ev
         return None
 

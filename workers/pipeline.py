@@ -938,6 +938,7 @@ class Pipeline:
                     "start": a.start,
                     "end": a.end,
                     "peak_score": a.peak_score,
+                    "peak_level": a.peak_level,
                 }
         incs = touched_incidents(self.incidents, anomalies, changes)
         if self.archive is not None:

@@ -40,6 +40,8 @@ GROUPING_SETTINGS: dict[str, str] = {
             "unconfirmed_weight",
             "open_after_points",
             "open_after_min_weight",
+            "open_alone_level",
+            "open_alone_points",
             "topology_weight",
             "cascade_window_s",
             "new_onset_gap_steps",
@@ -166,6 +168,15 @@ class Settings(BaseSettings):
         _GROUPING["open_after_min_weight"],
         ge=0,
         description="priority weight a metric needs for open_after_points (0: any metric)",
+    )
+    open_alone_level: float = Field(
+        _GROUPING["open_alone_level"],
+        ge=0,
+        description="a waiting anomaly whose level (-log10(p)/10) reached this and that was seen on "
+        "open_alone_points samples opens an incident on its own, whatever its metric (0: never)",
+    )
+    open_alone_points: int = Field(
+        _GROUPING["open_alone_points"], ge=1, description="samples an anomaly needs for open_alone_level"
     )
     grouping_threads: int = Field(
         _GROUPING["threads"],

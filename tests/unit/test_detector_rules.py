@@ -69,6 +69,11 @@ def test_first_match_wins_and_rules_change_scores() -> None:
     )
     np.testing.assert_allclose(out.score, [0.0, 0.6, 0.0, 0.6, 0.0, 0.7])
     assert out.direction.tolist() == [0, -1, 0, 1, 0, -1]
+    # the uncapped level follows the score (what one metric needs to page alone, docs/grouping.md)
+    deep = _scores([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], [1, -1, 1, 1, 1, -1])
+    deep.raw["level"] = np.full(6, 12.0)
+    lv = compiled.apply(deep, np.arange(6), present=np.array([300, 300, 300, 300, 50, 300.0])).raw["level"]
+    np.testing.assert_allclose(lv, [0.0, 12.0, 0.0, 24.0, 0.0, 12.0])
 
 
 def test_settings_read_and_validate_the_rules_file(tmp_path: Path) -> None:
