@@ -653,7 +653,7 @@ class Pipeline:
     def load_history(self, names: Sequence[str], timestamps: np.ndarray, values: np.ndarray) -> None:
         """Bulk-load a matrix of past points (names x timestamps) without scoring it.
 
-        Names are normalized as accepted points' are (:meth:`Registry.rows`), so a history and the
+        Names are normalized as accepted points' are (:meth:`MetricRegistry.rows`), so a history and the
         points that follow it land on one row whichever order the labels were written in.
         """
         rows = self.register(names)
