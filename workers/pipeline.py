@@ -30,7 +30,7 @@ from stormeye.core.errors import Unavailable
 from stormeye.detectors import AnomalyTracker, Detector, Scores, default_detector, for_ledger
 from stormeye.detectors.base import Status
 from stormeye.detectors.calibration import TailLedger, ledger_config
-from stormeye.detectors.collective import CollectiveEvidence
+from stormeye.detectors.collective import WATCH, CollectiveEvidence
 from stormeye.detectors.ensemble import Ensemble
 from stormeye.detectors.events import Anomaly, TrackerUpdate
 from stormeye.detectors.rules import CompiledRules
@@ -451,10 +451,16 @@ def compile_rules(settings: Settings, names: Sequence[str]) -> CompiledRules | N
 
 
 def make_collective(settings: Settings) -> CollectiveEvidence | None:
-    """The collective-evidence layer the settings ask for (None when turned off)."""
+    """The collective-evidence layer the settings ask for (None when turned off).
+
+    Its watch level is :data:`~stormeye.detectors.collective.WATCH` (0.2), or 0.8 of the threshold
+    when the threshold is 0.25 or lower: the layer watches members below the threshold, and a low
+    ``STORMEYE_THRESHOLD`` (with calibrated scores, say 0.2) must not stop the service from starting.
+    """
     if not settings.collective:
         return None
-    return CollectiveEvidence(threshold=settings.threshold, halflife=settings.collective_halflife_steps)
+    watch = min(WATCH, 0.8 * settings.threshold)
+    return CollectiveEvidence(watch=watch, threshold=settings.threshold, halflife=settings.collective_halflife_steps)
 
 
 def make_detector(settings: Settings) -> Detector:
