@@ -49,13 +49,17 @@ class GroupEvidence:
 #: up to this many groups :meth:`CollectiveEvidence.idle` works on Python floats, group by group
 _SCALAR_GROUPS = 8
 
+#: the default watch level: a member whose score reached it counts in its group's crowd (about 1% of
+#: points by calibration)
+WATCH = 0.2
+
 
 class CollectiveEvidence:
     """Per-group counts of watching metrics, calibrated against each group's own history."""
 
     def __init__(
         self,
-        watch: float = 0.2,
+        watch: float = WATCH,
         threshold: float = 0.5,
         min_count: int = 3,
         halflife: float = 1440.0,

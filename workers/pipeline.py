@@ -30,7 +30,7 @@ from stormeye.core.errors import Unavailable
 from stormeye.detectors import AnomalyTracker, Detector, Scores, default_detector, for_ledger
 from stormeye.detectors.base import Status
 from stormeye.detectors.calibration import TailLedger, ledger_config
-from stormeye.detectors.collective import CollectiveEvidence
+from stormeye.detectors.collective import WATCH, CollectiveEvidence
 from stormeye.detectors.ensemble import Ensemble
 from stormeye.detectors.events import Anomaly, TrackerUpdate
 from stormeye.detectors.rules import CompiledRules
@@ -167,6 +167,30 @@ class BlockScores:
                     raw={k: v[lo:hi] for k, v in sc.raw.items()},
                 )
         raise IndexError(f"step {j} is not in the block")
+
+    def calibrate(self, ledger: TailLedger) -> None:
+        """Calibrate every step's scores by the tail ledger in step order, as the step-by-step tick
+        does (:func:`calibrate_step`: each step calibrated with the record of the steps before it,
+        then recorded), so that the block's steps may then be handed over or skipped."""
+        m = len(self.rows)
+        where: dict[int, tuple[int, int]] = {}
+        for k, (steps, _) in enumerate(self.parts):
+            for i, j in enumerate(steps.tolist()):
+                where[j] = (k, i)
+        parts = []
+        for steps, sc in self.parts:
+            level = sc.raw.get("level", sc.score)
+            raw = {**sc.raw, "detector_score": sc.score.copy(), "level": np.array(level, dtype=np.float64)}
+            parts.append((steps, Scores(sc.score.copy(), sc.direction.copy(), sc.status, raw)))
+        for j in sorted(where):
+            k, i = where[j]
+            lo, hi = i * m, (i + 1) * m
+            cal = calibrate_step(ledger, self.rows, self.step(j))
+            out = parts[k][1]
+            out.score[lo:hi] = cal.score
+            out.direction[lo:hi] = cal.direction
+            out.raw["level"][lo:hi] = cal.raw["level"]
+        self.parts = parts
 
 
 def block_windows(strip: np.ndarray, points: int) -> np.ndarray:
@@ -451,10 +475,16 @@ def compile_rules(settings: Settings, names: Sequence[str]) -> CompiledRules | N
 
 
 def make_collective(settings: Settings) -> CollectiveEvidence | None:
-    """The collective-evidence layer the settings ask for (None when turned off)."""
+    """The collective-evidence layer the settings ask for (None when turned off).
+
+    Its watch level is :data:`~stormeye.detectors.collective.WATCH` (0.2), or 0.8 of the threshold
+    when the threshold is 0.25 or lower: the layer watches members below the threshold, and a low
+    ``STORMEYE_THRESHOLD`` (with calibrated scores, say 0.2) must not stop the service from starting.
+    """
     if not settings.collective:
         return None
-    return CollectiveEvidence(threshold=settings.threshold, halflife=settings.collective_halflife_steps)
+    watch = min(WATCH, 0.8 * settings.threshold)
+    return CollectiveEvidence(watch=watch, threshold=settings.threshold, halflife=settings.collective_halflife_steps)
 
 
 def make_detector(settings: Settings) -> Detector:
@@ -800,11 +830,11 @@ class Pipeline:
 
     def can_replay_block(self, first_slot: int) -> bool:
         """Whether :meth:`replay_block` may score steps from ``first_slot``: the embedded store, the
-        previous step scored and stored, no alerts (they join ticks by the clock), nothing unsaved, and
-        no tail ledger (it learns from every step, which the block's quiet steps skip)."""
+        previous step scored and stored, no alerts (they join ticks by the clock) and nothing unsaved.
+        The tail ledger, when on, learns from every step of the block before any is handed over
+        (:meth:`BlockScores.calibrate`), quiet ones included, as step by step."""
         return (
-            self.ledger is None
-            and isinstance(self.store, MemoryWindowStore)
+            isinstance(self.store, MemoryWindowStore)
             and self.last_scored == first_slot - 1
             and self.store.newest() == float((first_slot - 1) * self.step)
             and self.detector.history + 1 <= self.store.length
@@ -843,6 +873,8 @@ class Pipeline:
         strip = np.concatenate([past, grid], axis=1)
         block = detect_block(self.detector, all_rows, strip, first_slot, self.seasons)
         block_buckets(self.detector, self.seasons, all_rows, strip, first_slot)
+        if self.ledger is not None:
+            block.calibrate(self.ledger)  # first, as track() does step by step
         rules = self.rules()
         watch = self.anomalies.release
         if self.collective is not None:

@@ -39,10 +39,28 @@ def batch_of(storm: Storm, drop_steps: tuple[int, ...] = (), repeat: int = 0) ->
     return b
 
 
-def run(batch: PointBatch, block: bool) -> tuple[Pipeline, list, list]:
-    pipe = Pipeline(Settings(**SETTINGS), keep_archive=True)  # type: ignore[arg-type]
+def run(batch: PointBatch, block: bool, **settings: object) -> tuple[Pipeline, list, list]:
+    pipe = Pipeline(Settings(**{**SETTINGS, **settings}), keep_archive=True)  # type: ignore[arg-type]
     replay(pipe, batch, block=block)
     return pipe, pipe.incident_list(include_merged=True), pipe.anomaly_list()
+
+
+def test_with_the_tail_ledger_on_block_replay_still_gives_the_step_by_step_incidents() -> None:
+    """The ledger learns from every step, quiet ones too: the block calibrates all its steps, in
+    order, before handing any over. A low threshold (the ledger's scores are lower) makes it open
+    anomalies, and a short half-life makes its record matter within the replay."""
+    storm = simulate_storm(seed=0, n_metrics=20, n_incidents=3, step=60, history_steps=520)
+    batch = batch_of(storm, drop_steps=(300, 301), repeat=50)
+    ledger = {"calibration_halflife_s": 6 * 3600, "threshold": 0.3, "release": 0.2}
+    block_pipe, block_incidents, block_anomalies = run(batch, block=True, **ledger)
+    step_pipe, step_incidents, step_anomalies = run(batch, block=False, **ledger)
+    assert block_pipe.ledger is not None and block_pipe.can_replay_block(block_pipe.last_scored + 1)
+    assert len(step_anomalies) >= 10 and len(step_incidents) >= 2
+    assert block_anomalies == step_anomalies
+    assert block_incidents == step_incidents
+    # the ledger's record is the same too (quiet steps were counted, not skipped)
+    for key, v in step_pipe.ledger.to_state().items():
+        np.testing.assert_array_equal(block_pipe.ledger.to_state()[key], v)
 
 
 def test_block_replay_gives_the_incidents_of_the_step_by_step_replay_on_the_simulator() -> None:

@@ -134,3 +134,21 @@ def test_idle_steps_learn_exactly_what_as_many_quiet_updates_learn(groups: int) 
         b.update(quiet, membership)
     for attr in ("mean_", "var_", "rate_", "seen_"):
         np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr))
+
+
+@pytest.mark.parametrize("threshold, watch", [(0.5, 0.2), (0.3, 0.2), (0.2, 0.16), (0.1, 0.08)])
+def test_a_low_threshold_lowers_the_watch_level_instead_of_stopping_the_service(threshold: float, watch: float) -> None:
+    """STORMEYE_THRESHOLD at or below the watch level (0.2) once failed at start-up with the layer's
+    internal check; the watch level now follows a low threshold, and the pipeline scores."""
+    from stormeye.workers.pipeline import Pipeline
+    from stormeye.workers.settings import Settings
+
+    pipe = Pipeline(Settings(database_url="sqlite://", threshold=threshold, release=threshold / 2))
+    assert pipe.collective is not None
+    assert pipe.collective.watch == pytest.approx(watch)
+    rng = np.random.default_rng(0)
+    names = [f'cpu{{host="h{i}",service="s"}}' for i in range(6)]
+    for t in range(60):
+        pipe.ingest(names, np.full(len(names), 60.0 * t), rng.normal(10, 1, len(names)))
+        pipe.tick(60.0 * t)
+    assert pipe.last_scored == 59
