@@ -205,8 +205,7 @@ def _pair_columns(index: NameIndex, names: Sequence[str]) -> tuple[np.ndarray, n
     """``(indptr, indices)``: the vocabulary columns of each known name's pairs, in one gather."""
     if not len(names):
         return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    rows = index.vectors(names)
-    return rows.indptr.astype(np.int64), rows.indices.astype(np.int64)
+    return index.columns(names)
 
 
 def contrast_weights(
