@@ -1036,7 +1036,9 @@ class IncidentTracker:
         incident that started four minutes earlier, even when half of the burst are England-Android
         metrics and Android, hot for longer, is the hotter pair. Otherwise one property must explain
         both well enough (:meth:`_shared_explanation`)."""
-        if hotness is None or not a or not b or not len(_row_entries(hotness, a)[0]) or not len(_row_entries(hotness, b)[0]):
+        if hotness is None or not a or not b:
+            return True
+        if not len(_row_entries(hotness, a)[0]) or not len(_row_entries(hotness, b)[0]):
             return True
         scope_a, scope_b = _scope(hotness, a), _scope(hotness, b)
         if len(scope_a) and len(scope_b):
