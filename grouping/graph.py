@@ -201,12 +201,36 @@ def _normalize(mat: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(1.0 / norms) @ mat)
 
 
+def _sharing_pairs(mat: sp.csr_matrix, left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(a, b)``, ``a`` in ``left``, whose rows share a stored column (``b`` may be ``a``;
+    a pair may repeat): the pattern of ``mat[left] @ mat.T`` for nonnegative entries, without the
+    product."""
+    n = mat.shape[0]
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(mat.indptr))
+    cols = mat.indices.astype(np.int64)
+    order = np.argsort(cols, kind="stable")
+    rows, cols = rows[order], cols[order]
+    if not len(cols):
+        z = np.zeros(0, dtype=np.int64)
+        return z, z.copy()
+    first = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
+    size = np.diff(np.r_[first, len(cols)])
+    group = np.repeat(np.arange(len(first)), size)
+    is_left = np.zeros(n, bool)
+    is_left[left] = True
+    mine = np.flatnonzero(is_left[rows])  # entries of a left row: each meets its column's whole group
+    counts = size[group[mine]]
+    a = np.repeat(rows[mine], counts)
+    offsets = np.cumsum(counts) - counts
+    b = rows[np.repeat(first[group[mine]] - offsets, counts) + np.arange(int(counts.sum()))]
+    return a, b
+
+
 def _pair_columns(index: NameIndex, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """``(indptr, indices)``: the vocabulary columns of each known name's pairs, in one gather."""
     if not len(names):
         return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    rows = index.vectors(names)
-    return rows.indptr.astype(np.int64), rows.indices.astype(np.int64)
+    return index.columns(names)
 
 
 def contrast_weights(
@@ -512,8 +536,7 @@ def candidate_pairs(
     is_new[new_idx] = True
     if n_nodes <= config.exact_limit:
         # every pair sharing any property (cosine > 0) is a candidate; a shared hot pair is a shared pair
-        near = sp.csr_matrix(vec[new_idx] @ vec.T).tocoo()
-        a, b = new_idx[near.row], near.col.astype(np.int64)
+        a, b = _sharing_pairs(vec, new_idx)
     else:
         a, b = _blocked_pairs(hotness, starts, is_new, config)
     a, b = np.minimum(a, b), np.maximum(a, b)

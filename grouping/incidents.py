@@ -266,10 +266,25 @@ LIVE = ("open", "recognised")
 SCOPE_SHARE = 0.8
 
 
+def _row_entries(mat: Any, nodes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The stored ``(columns, values)`` of rows ``nodes`` of a CSR matrix, row after row: what
+    ``mat[nodes]`` holds, gathered without building a matrix (these are small, and built often)."""
+    rows = np.asarray(nodes, dtype=np.int64)
+    ptr = mat.indptr
+    starts = ptr[rows].astype(np.int64)
+    lens = ptr[rows + 1].astype(np.int64) - starts
+    total = int(lens.sum())
+    if not total:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    offsets = np.cumsum(lens) - lens
+    flat = np.repeat(starts - offsets, lens) + np.arange(total)
+    return mat.indices[flat], mat.data[flat]
+
+
 def _scope(hotness: Any, nodes: list[int]) -> np.ndarray:
     """Hot pairs (columns) that at least ``SCOPE_SHARE`` of ``nodes`` hold."""
-    sub = hotness[nodes]
-    counts = np.bincount(sub.indices, minlength=hotness.shape[1])
+    cols, _ = _row_entries(hotness, nodes)
+    counts = np.bincount(cols, minlength=hotness.shape[1])
     return np.flatnonzero(counts >= SCOPE_SHARE * len(nodes))
 
 
@@ -998,6 +1013,8 @@ class IncidentTracker:
         they are one problem, though the candidate search proposed no pair across (each new
         anomaly's best name neighbours were other new ones) or the shapes differ. Measured in
         docs/grouping.md; a scope that merely contains the incident's joined too much."""
+        if not any(k not in out and len(comp) >= self.config.scope_join_min for k, comp in enumerate(comps)):
+            return  # no cluster may join by scope: the incidents' scopes are not needed
         scopes = {iid: set(_scope(hotness, nodes).tolist()) for iid, nodes in old_nodes_of.items() if nodes}
         scopes = {iid: sc for iid, sc in scopes.items() if sc}
         if not scopes:
@@ -1019,7 +1036,9 @@ class IncidentTracker:
         incident that started four minutes earlier, even when half of the burst are England-Android
         metrics and Android, hot for longer, is the hotter pair. Otherwise one property must explain
         both well enough (:meth:`_shared_explanation`)."""
-        if hotness is None or not a or not b or not hotness[a].nnz or not hotness[b].nnz:
+        if hotness is None or not a or not b:
+            return True
+        if not len(_row_entries(hotness, a)[0]) or not len(_row_entries(hotness, b)[0]):
             return True
         scope_a, scope_b = _scope(hotness, a), _scope(hotness, b)
         if len(scope_a) and len(scope_b):
@@ -1048,12 +1067,12 @@ class IncidentTracker:
         """
         if hotness is None or not a or not b:
             return 0.0
-        ha, hb = hotness[a], hotness[b]
+        (ia, va), (ib, vb) = _row_entries(hotness, a), _row_entries(hotness, b)
         width = hotness.shape[1]
         heat = np.zeros(width)
-        heat[ha.indices], heat[hb.indices] = ha.data, hb.data
-        ea = np.bincount(ha.indices, minlength=width) / len(a) * heat
-        eb = np.bincount(hb.indices, minlength=width) / len(b) * heat
+        heat[ia], heat[ib] = va, vb
+        ea = np.bincount(ia, minlength=width) / len(a) * heat
+        eb = np.bincount(ib, minlength=width) / len(b) * heat
         own = min(ea.max(), eb.max())
         return float(np.minimum(ea, eb).max() / own) if own > 0 else 0.0
 

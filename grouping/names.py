@@ -333,16 +333,27 @@ class NameIndex:
 
     # -- vectors and exact similarity ----------------------------------------------------
 
-    def _csr(self, rows: np.ndarray, weights: np.ndarray, normalized: bool = True) -> sp.csr_matrix:
-        """The given rows as a CSR matrix over the vocabulary, each pair weighted by ``weights``."""
+    def _gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The given rows' pairs in CSR layout: ``(indptr, columns, lengths)``, int64."""
         ptr = self._indptr.buf
         starts = ptr[rows]
-        lens = ptr[rows + 1] - starts
+        lens = (ptr[rows + 1] - starts).astype(np.int64)
         indptr = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lens, out=indptr[1:])
         total = int(indptr[-1])
         flat = np.repeat(starts - indptr[:-1], lens) + np.arange(total)
-        cols = self._indices.buf[flat]
+        return indptr, self._indices.buf[flat].astype(np.int64), lens
+
+    def columns(self, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(indptr, indices)``: the vocabulary columns of each known metric's pairs, CSR layout
+        (what :meth:`vectors` holds, without building the matrix)."""
+        indptr, cols, _ = self._gather(self._rows_of(names))
+        return indptr, cols
+
+    def _csr(self, rows: np.ndarray, weights: np.ndarray, normalized: bool = True) -> sp.csr_matrix:
+        """The given rows as a CSR matrix over the vocabulary, each pair weighted by ``weights``."""
+        indptr, cols, lens = self._gather(rows)
+        total = int(indptr[-1])
         data = weights[cols].astype(np.float64)
         if normalized and total:
             sq = np.add.reduceat(data * data, indptr[:-1][lens > 0]) if (lens > 0).any() else np.zeros(0)

@@ -627,3 +627,24 @@ def test_graph_facing_api_stays_consistent(corpus: list[str]) -> None:
     before = cols.copy()
     cols[:] = 0
     assert np.array_equal(idx.token_columns(name), before) and cols.dtype == np.int64
+
+
+def test_sharing_pairs_are_the_pattern_of_the_sparse_product() -> None:
+    """The exact candidate search takes the pairs whose name vectors share a pair (cosine > 0) from
+    an inverted index, not from a sparse product: the same set on random rows (empty rows, one
+    shared column, columns out of order)."""
+    import scipy.sparse as sp
+
+    from stormeye.grouping.graph import _sharing_pairs
+
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n, m = int(rng.integers(1, 40)), int(rng.integers(1, 30))
+        lens = np.minimum(rng.integers(0, 8, n), m)
+        cols = np.concatenate([rng.choice(m, int(k), replace=False) for k in lens] + [np.zeros(0, dtype=np.int64)])
+        mat = sp.csr_matrix((rng.random(len(cols)) + 0.01, cols, np.r_[0, np.cumsum(lens)]), shape=(n, m))
+        left = np.sort(rng.choice(n, int(rng.integers(1, n + 1)), replace=False))
+        near = sp.csr_matrix(mat[left] @ mat.T).tocoo()
+        want = set(zip(left[near.row].tolist(), near.col.tolist()))
+        a, b = _sharing_pairs(mat, left)
+        assert set(zip(a.tolist(), b.tolist())) == want
