@@ -65,6 +65,7 @@ from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 from threadpoolctl import ThreadpoolController
 
 from stormeye.grouping.correlation import PAIR_BLOCK, in_blocks, shape_similarity_pairs
+from stormeye.grouping.lsh import ranges
 from stormeye.grouping.names import NAME_KEY, NameIndex
 
 
@@ -220,10 +221,7 @@ def _sharing_pairs(mat: sp.csr_matrix, left: np.ndarray) -> tuple[np.ndarray, np
     is_left[left] = True
     mine = np.flatnonzero(is_left[rows])  # entries of a left row: each meets its column's whole group
     counts = size[group[mine]]
-    a = np.repeat(rows[mine], counts)
-    offsets = np.cumsum(counts) - counts
-    b = rows[np.repeat(first[group[mine]] - offsets, counts) + np.arange(int(counts.sum()))]
-    return a, b
+    return np.repeat(rows[mine], counts), rows[ranges(first[group[mine]], counts)]
 
 
 def _pair_columns(index: NameIndex, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

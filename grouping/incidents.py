@@ -77,6 +77,7 @@ from stormeye.grouping.graph import (
     hot_properties,
     strongest_edges,
 )
+from stormeye.grouping.lsh import ranges
 from stormeye.grouping.names import NameIndex, parse
 from stormeye.grouping.priority import PriorityModel
 from stormeye.grouping.profiles import Profile, move_size, recognise, why_not
@@ -273,11 +274,9 @@ def _row_entries(mat: Any, nodes: Sequence[int]) -> tuple[np.ndarray, np.ndarray
     ptr = mat.indptr
     starts = ptr[rows].astype(np.int64)
     lens = ptr[rows + 1].astype(np.int64) - starts
-    total = int(lens.sum())
-    if not total:
+    if not lens.sum():
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    offsets = np.cumsum(lens) - lens
-    flat = np.repeat(starts - offsets, lens) + np.arange(total)
+    flat = ranges(starts, lens)
     return mat.indices[flat], mat.data[flat]
 
 

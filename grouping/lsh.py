@@ -695,9 +695,7 @@ class BandTables:
             lens = self._directory[band_ix, bucket + 1] - lo
             total = int(lens.sum())
             if total:
-                starts = lo + band_ix * self._n_members
-                offsets = np.repeat(starts - (np.cumsum(lens) - lens), lens)
-                got = self._members[offsets + np.arange(total)]
+                got = self._members[ranges(lo + band_ix * self._n_members, lens)]
                 if self._dir_bits < self.params.rows:  # buckets hold low bits only: check whole keys
                     band_of = np.repeat(band_ix, lens)
                     got = got[within_radius(self.keys[band_of, got] ^ qkeys[band_of], radius)]
@@ -772,6 +770,15 @@ def within_radius(xor: np.ndarray, radius: int) -> np.ndarray:
     for _ in range(radius):
         x = x & (x - one)
     return x == 0
+
+
+def ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The positions ``starts[i], ..., starts[i] + lens[i] - 1`` of every range, one after the other
+    (the entries of CSR rows, of buckets): one gather index for all of them, no Python loop."""
+    lens = np.asarray(lens, dtype=np.int64)
+    total = int(lens.sum())
+    offsets = np.cumsum(lens) - lens
+    return np.repeat(np.asarray(starts, dtype=np.int64) - offsets, lens) + np.arange(total)
 
 
 def sorted_unique(values: np.ndarray) -> np.ndarray:

@@ -43,6 +43,7 @@ from stormeye.grouping.lsh import (
     SignatureFilter,
     candidate_pairs,
     hamming_cutoff,
+    ranges,
     rarest_column_order,
     signatures,
     split_codes,
@@ -340,9 +341,7 @@ class NameIndex:
         lens = (ptr[rows + 1] - starts).astype(np.int64)
         indptr = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lens, out=indptr[1:])
-        total = int(indptr[-1])
-        flat = np.repeat(starts - indptr[:-1], lens) + np.arange(total)
-        return indptr, self._indices.buf[flat].astype(np.int64), lens
+        return indptr, self._indices.buf[ranges(starts, lens)].astype(np.int64), lens
 
     def columns(self, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(indptr, indices)``: the vocabulary columns of each known metric's pairs, CSR layout
@@ -419,7 +418,7 @@ class NameIndex:
         starts = ptr[cand]
         lens = ptr[cand + 1] - starts
         offs = np.cumsum(lens) - lens
-        cols = ind[np.repeat(starts - offs, lens) + np.arange(int(lens.sum()))]
+        cols = ind[ranges(starts, lens)]
         dots = np.add.reduceat(qw[cols], offs)
         np.divide(dots, norms[cand], out=out, where=norms[cand] > 0)
         return out
