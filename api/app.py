@@ -248,9 +248,7 @@ def create_app(
 
     @app.get("/api/v1/incidents")
     def list_incidents(
-        status: str | None = Query(
-            None, pattern="^(open|acknowledged|unacknowledged|recognised|resolved|merged|all)$"
-        ),
+        status: str | None = Query(None, pattern="^(open|acknowledged|unacknowledged|recognised|resolved|merged|all)$"),
         limit: int = Query(100, ge=1, le=1000),
         offset: int = Query(0, ge=0),
     ) -> dict[str, Any]:

@@ -65,7 +65,7 @@ from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 from threadpoolctl import ThreadpoolController
 
 from stormeye.grouping.correlation import PAIR_BLOCK, in_blocks, shape_similarity_pairs
-from stormeye.grouping.lsh import ranges
+from stormeye.grouping.lsh import ranges, sorted_unique
 from stormeye.grouping.names import NAME_KEY, NameIndex
 
 
@@ -181,13 +181,6 @@ class Node:
     metric: str
     start: float
     incident: str | None = None  # the open incident it already belongs to, if any
-
-
-def sorted_unique(x: np.ndarray) -> np.ndarray:
-    """The sorted distinct values of an integer array. ``np.unique`` of numpy 2 hashes first, which
-    on the hundreds of thousands of pair keys of a storm costs several times this sort."""
-    x = np.sort(x)
-    return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
 
 
 def contrast_vectors(index: NameIndex, names: Sequence[str], config: GroupingConfig) -> sp.csr_matrix:
