@@ -218,35 +218,71 @@ def learn(
     return Profile(f"prof-{digest}", incident, patterns, scope)
 
 
+def _why_not_move(profile: Profile, a: Any, p: Mapping[str, str]) -> str | None:
+    """None when one move is the profile's routine there (a pattern of its labels, moving the same way,
+    at most :data:`SIZE_TOLERANCE` times as far as the profile's largest); else why not."""
+    fits = [pat for pat in profile.members if pat.matches(p)]
+    if not fits:
+        return f"{a.metric} is beyond the profile"
+    d = int(a.direction)
+    fits = [pat for pat in fits if pat.direction == 0 or d == 0 or pat.direction == d]
+    if not fits:
+        return f"{a.metric} moved the other way"
+    size = move_size(a)
+    limit = max(pat.size for pat in fits) * SIZE_TOLERANCE
+    if size > limit:
+        seen = limit / SIZE_TOLERANCE
+        return f"{a.metric} moved {size:.3g}, more than {SIZE_TOLERANCE:g} x the profile's {seen:.3g}"
+    return None
+
+
 def why_not(profile: Profile, moves: Iterable[Any], props: Mapping[str, Mapping[str, str]], onset: float) -> str | None:
     """None when the cluster (``moves``, their labels in ``props``, starting at ``onset``) is the
     profile's routine again; else why not (a member beyond it, a larger move, outside its scope)."""
     if not profile.scope.holds(onset):
         return f"outside {profile.scope.describe()}"
     for a in moves:
-        p = props[a.metric]
-        fits = [pat for pat in profile.members if pat.matches(p)]
-        if not fits:
-            return f"{a.metric} is beyond the profile"
-        d = int(a.direction)
-        fits = [pat for pat in fits if pat.direction == 0 or d == 0 or pat.direction == d]
-        if not fits:
-            return f"{a.metric} moved the other way"
-        size = move_size(a)
-        limit = max(pat.size for pat in fits) * SIZE_TOLERANCE
-        if size > limit:
-            seen = limit / SIZE_TOLERANCE
-            return f"{a.metric} moved {size:.3g}, more than {SIZE_TOLERANCE:g} x the profile's {seen:.3g}"
+        why = _why_not_move(profile, a, props[a.metric])
+        if why is not None:
+            return why
     return None
+
+
+def why_not_each(
+    profiles: Sequence[Profile], moves: Sequence[Any], props: Mapping[str, Mapping[str, str]], onset: float
+) -> tuple[Profile | None, str | None]:
+    """Member by member (Skyline Ionosphere matches each metric against every profile of that metric):
+    whether every move of the cluster is the routine of *some* profile in scope at ``onset`` (its
+    labels, its direction, at most :data:`SIZE_TOLERANCE` times its size). Returns the profile that
+    knows the most of the moves (the first by id on a tie) and None when every move is known; else
+    (None, why not: the first move no profile knows, and why the nearest did not)."""
+    live = [p for p in sorted(profiles, key=lambda p: p.id) if p.scope.holds(onset)]
+    if not moves:
+        return None, "no moves"
+    if not live:
+        return None, "no profile applies at this time"
+    known = [0] * len(live)
+    for a in moves:
+        p = props[a.metric]
+        whys = [_why_not_move(prof, a, p) for prof in live]
+        if all(w is not None for w in whys):
+            near = next((w for w in whys if not str(w).endswith("beyond the profile")), None)
+            return None, near or f"{a.metric} is beyond every profile"
+        for k, w in enumerate(whys):
+            known[k] += w is None
+    best = max(range(len(live)), key=lambda k: (known[k], -k))
+    return live[best], None
 
 
 def recognise(
     profiles: Sequence[Profile], moves: Sequence[Any], props: Mapping[str, Mapping[str, str]], onset: float
 ) -> Profile | None:
-    """The first profile (by id) the cluster matches, or None."""
+    """The first profile (by id) the whole cluster matches; else, when every move of the cluster is
+    the routine of some profile (:func:`why_not_each`), the profile that knows the most of them; else None."""
     if not moves:
         return None
-    for prof in sorted(profiles, key=lambda p: p.id):
+    ordered = sorted(profiles, key=lambda p: p.id)
+    for prof in ordered:
         if why_not(prof, moves, props, onset) is None:
             return prof
-    return None
+    return why_not_each(ordered, moves, props, onset)[0]

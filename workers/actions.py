@@ -508,24 +508,27 @@ class Actions:
 
 
 def _repeats_daily(s: Session, metrics: list[str], start: float) -> bool:
-    """Whether any of ``metrics`` had an anomaly in an incident at about the same time of day (within
-    :data:`DAY_SLACK_S`) on one of the seven days before ``start``."""
-    ids = list(s.scalars(select(m.Metric.id).where(m.Metric.name.in_(metrics[:900]))))
+    """Whether the move repeated at about this time of day: on one of the seven days before
+    ``start``, most (more than half) of ``metrics`` had an anomaly in an incident within
+    :data:`DAY_SLACK_S` of this time of day. One metric of many doing so is a coincidence (a busy
+    host has an incident every few hours), not the routine coming back."""
+    ids = set(s.scalars(select(m.Metric.id).where(m.Metric.name.in_(sorted(set(metrics))[:900]))))
     if not ids:
         return False
-    starts = s.scalars(
-        select(m.Anomaly.start).where(
+    rows = s.execute(
+        select(m.Anomaly.metric_id, m.Anomaly.start).where(
             m.Anomaly.metric_id.in_(ids),
             m.Anomaly.incident_id.is_not(None),
             m.Anomaly.start >= start - 7 * DAY_S - DAY_SLACK_S,
             m.Anomaly.start <= start - DAY_S + DAY_SLACK_S,
         )
     )
-    for t in starts:
+    on_day: dict[int, set[int]] = {}
+    for mid, t in rows:
         off = (start - t) % DAY_S
         if min(off, DAY_S - off) <= DAY_SLACK_S:
-            return True
-    return False
+            on_day.setdefault(round((start - t) / DAY_S), set()).add(mid)
+    return any(2 * len(seen) > len(ids) for seen in on_day.values())
 
 
 def _action_dict(a: m.IncidentAction) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from stormeye.api.app import create_app
 from stormeye.workers import models as m
-from stormeye.workers.actions import Actions
+from stormeye.workers.actions import Actions, _repeats_daily
 from stormeye.workers.db import Database
 from stormeye.workers.ingest import replay, resume, save_replay_state
 from stormeye.workers.pipeline import Pipeline
@@ -146,3 +146,45 @@ def test_an_ingest_in_two_parts_gives_the_incidents_of_one(tmp_path: Path) -> No
     assert one.database is not None and again.database is not None
     got, want = _incidents(again.database), _incidents(one.database)
     assert len(want) >= 2 and got == want
+
+
+def test_left_unsaid_the_scope_is_daily_only_when_most_of_the_move_repeated_at_that_time_of_day(
+    tmp_path: Path,
+) -> None:
+    """``noise`` with no scope is daily when the move came back at about that time of day on an
+    earlier day: most of its metrics then, in an incident, on one day. One metric of several doing
+    so is a coincidence on a busy host, not the routine repeating (it was daily on any one metric)."""
+    db = Database(f"sqlite:///{tmp_path / 'scope.db'}")
+    names = ['a{host="h1"}', 'b{host="h1"}', 'c{host="h1"}']
+    ids = db.ensure_metrics(names)
+    now = T0 + 10 * DAY + 2 * 3600  # 02:00 on day 10
+
+    def seen(metric: str, at: float, incident: str | None = "inc-old") -> None:
+        with db.sessions.begin() as s:
+            s.add(
+                m.Anomaly(
+                    id=f"{metric}@{at}",
+                    metric_id=ids[metric],
+                    start=at,
+                    end=at + 600,
+                    peak_score=0.9,
+                    peak_at=at,
+                    direction=1,
+                    open=False,
+                    detector="test",
+                    evidence={},
+                    incident_id=incident,
+                )
+            )
+
+    def daily() -> bool:
+        with db.sessions() as s:
+            return _repeats_daily(s, names, now)
+
+    seen(names[0], now - DAY + 600)  # one of three, yesterday at about that time
+    seen(names[1], now - DAY + 900, incident=None)  # not in an incident: not a sign
+    seen(names[1], now - 2 * DAY)  # another day: the move did not come back whole on either
+    seen(names[2], now - DAY - 3 * 3600)  # yesterday, but three hours earlier
+    assert not daily()
+    seen(names[2], now - DAY - 1800)  # two of three, yesterday at about that time
+    assert daily()

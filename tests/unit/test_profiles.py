@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 
-from stormeye.grouping.names import parse
+from stormeye.detectors.events import Anomaly
+from stormeye.grouping.graph import GroupingConfig
+from stormeye.grouping.incidents import IncidentTracker
+from stormeye.grouping.names import NameIndex, parse
 from stormeye.grouping.profiles import (
     DAY_S,
     Profile,
@@ -18,6 +22,7 @@ from stormeye.grouping.profiles import (
     parse_time_of_day,
     recognise,
     why_not,
+    why_not_each,
 )
 
 CPU = 'cpu_seconds{service="batch",pod="batch-7d9f8b-x2k4q"}'
@@ -126,3 +131,91 @@ def test_the_size_of_a_move_is_its_robust_z_else_its_peak_score() -> None:
     alert = Move(CPU, 1.0)
     alert.evidence = {}
     assert move_size(alert) == 0.9
+
+
+# -- member by member (Skyline Ionosphere matches each metric against every profile of that metric) --
+
+DISK = 'disk_io_bytes{service="batch",pod="batch-7d9f8b-x2k4q"}'
+
+
+def two_routines() -> tuple[Profile, Profile]:
+    """The cpu's routine learnt from one incident, the disk's from another."""
+    cpu, disk = [Move(CPU, 10.0)], [Move(DISK, 7.0)]
+    return learn("inc-cpu", cpu, props(*cpu)), learn("inc-disk", disk, props(*disk))
+
+
+def test_a_cluster_whose_moves_are_each_a_learnt_routine_is_recognised_member_by_member() -> None:
+    a, b = two_routines()
+    both = [Move(CPU, 9.0), Move(DISK, 6.0)]
+    assert why_not(a, both, props(*both), AT_2AM) is not None  # no one profile holds both ...
+    assert why_not(b, both, props(*both), AT_2AM) is not None
+    got, why = why_not_each([b, a], both, props(*both), AT_2AM)  # ... but each move is one's routine
+    assert why is None and got is min(a, b, key=lambda p: p.id)  # a tie: the first by id
+    assert recognise([a, b], both, props(*both), AT_2AM) is got
+    # the profile that knows the most moves is named
+    cpu_twice = [Move(CPU, 9.0), Move(NEW_POD_CPU, 8.0), Move(DISK, 6.0)]
+    assert why_not_each([a, b], cpu_twice, props(*cpu_twice), AT_2AM)[0] is a
+
+
+@pytest.mark.parametrize(
+    ("moves", "why"),
+    [
+        ([Move(CPU, 9.0), Move(MEMORY, 5.0)], "beyond every profile"),  # a move no profile knows
+        ([Move(CPU, 9.0), Move(DISK, 20.0)], "more than 1.5 x"),  # one clearly larger than its routine
+        ([Move(CPU, 9.0), Move(DISK, 6.0, direction=-1)], "the other way"),
+    ],
+)
+def test_member_by_member_a_move_no_profile_knows_or_a_larger_one_is_not_recognised(
+    moves: list[Move], why: str
+) -> None:
+    a, b = two_routines()
+    got, said = why_not_each([a, b], moves, props(*moves), AT_2AM)
+    assert got is None and why in str(said)
+    assert recognise([a, b], moves, props(*moves), AT_2AM) is None
+
+
+def test_member_by_member_only_profiles_in_scope_at_the_onset_count() -> None:
+    cpu, disk = [Move(CPU, 10.0)], [Move(DISK, 7.0)]
+    a = learn("inc-cpu", cpu, props(*cpu), Scope.around(AT_2AM, AT_2AM + 600))  # daily around 02:00
+    b = learn("inc-disk", disk, props(*disk))
+    both = [Move(CPU, 9.0), Move(DISK, 6.0)]
+    assert why_not_each([a, b], both, props(*both), AT_2AM + DAY_S)[1] is None
+    noon = AT_2AM + 10 * 3600
+    assert "beyond every profile" in str(why_not_each([a, b], both, props(*both), noon)[1])
+    assert recognise([a, b], both, props(*both), noon) is None
+
+
+def _tracker(profiles: list[Profile]) -> IncidentTracker:
+    index = NameIndex()
+    index.add([CPU, DISK, MEMORY])
+    tracker = IncidentTracker(index, GroupingConfig(open_min_evidence=0.0), step=60.0)
+    tracker.profiles = profiles
+    return tracker
+
+
+def _anomaly(metric: str, z: float, start: float = AT_2AM, end: float | None = None) -> Anomaly:
+    return Anomaly(metric, start, start if end is None else end, 0.9, start, 1, "test", {"z": z})
+
+
+def _windows(metrics: Any) -> np.ndarray:
+    """Every metric steps up at the same point of its window: they move alike."""
+    rng = np.random.default_rng(0)
+    return np.vstack([rng.normal(0, 1, 60) + np.r_[np.zeros(50), np.full(10, 8.0)] for _ in metrics])
+
+
+def test_an_incident_recognised_member_by_member_stays_quiet_until_a_member_no_profile_knows_joins() -> None:
+    a, b = two_routines()
+    tracker = _tracker([a, b])
+    tracker.update(AT_2AM, [_anomaly(CPU, 9.0), _anomaly(DISK, 6.0)], _windows)
+    (inc,) = tracker.open_incidents()
+    assert inc.status == "recognised" and inc.profile == min(a.id, b.id)
+    # the same moves going on: checked again, still the routines
+    got = tracker.update(
+        AT_2AM + 60, [_anomaly(CPU, 9.0, end=AT_2AM + 60), _anomaly(DISK, 6.0, end=AT_2AM + 60)], _windows
+    )
+    assert inc.status == "recognised" and not [c for c in got if c.kind == "escalated"]
+    # a member no profile knows joins: it pages
+    got = tracker.update(AT_2AM + 120, [_anomaly(MEMORY, 5.0, start=AT_2AM + 120)], _windows)
+    assert inc.status == "open" and MEMORY in inc.metrics
+    (esc,) = [c for c in got if c.kind == "escalated"]
+    assert "beyond every profile" in esc.details["why"]
