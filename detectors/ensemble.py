@@ -310,6 +310,13 @@ class Ensemble(Detector):
             raw[f"{n}_score"] = o.score
         for key in ("z", "median", "scale"):
             raw[key] = base.raw[key]
+        # the z of the yardstick the row was judged by: the seasonal reference's on seasonal rows
+        # (the robust z-score is left out of their score), the robust z elsewhere
+        move_z = base.raw["z"]
+        if "seasonal" in outs and "seasonal_z" in outs["seasonal"].raw:
+            sz = outs["seasonal"].raw["seasonal_z"]
+            move_z = np.where((kind == KIND_CODE["seasonal"]) & np.isfinite(sz), sz, move_z)
+        raw["move_z"] = move_z
         for o in outs.values():
             for key, v in o.raw.items():
                 if key != "level":  # the ensemble's own level is set by _finish

@@ -46,13 +46,17 @@ class MoveLike(Protocol):
 
 def move_size(a: Any) -> float:
     """How far an anomaly moved: ``size`` when it carries one (an incident's member), else the
-    absolute robust z at its peak (its detector evidence ``z``), else its peak score (an alert)."""
+    absolute z at its peak on the yardstick its detector judged it by (the ensemble's evidence
+    ``move_z``: the seasonal reference's z on metrics it scores as seasonal, the robust z elsewhere;
+    a detector without it: its ``z``), else its peak score (an alert)."""
     size = getattr(a, "size", None)
     if isinstance(size, (int, float)) and size > 0:
         return float(size)
-    z = (getattr(a, "evidence", None) or {}).get("z")
-    if isinstance(z, (int, float)) and math.isfinite(z):
-        return abs(float(z))
+    ev = getattr(a, "evidence", None) or {}
+    for key in ("move_z", "z"):
+        z = ev.get(key)
+        if isinstance(z, (int, float)) and math.isfinite(z):
+            return abs(float(z))
     return float(getattr(a, "peak_score", 0.0))
 
 

@@ -126,8 +126,11 @@ def test_a_bad_scope_is_refused_with_what_to_fix() -> None:
         learn("inc-1", [], {})
 
 
-def test_the_size_of_a_move_is_its_robust_z_else_its_peak_score() -> None:
+def test_the_size_of_a_move_is_the_z_it_was_judged_by_else_its_peak_score() -> None:
     assert move_size(Move(CPU, 8.0, direction=-1)) == 8.0
+    seasonal = Move(CPU, 0.5)  # judged by the seasonal reference: its z, not the robust z, is the size
+    seasonal.evidence = {"z": 0.5, "seasonal_z": -5.0, "move_z": -5.0}
+    assert move_size(seasonal) == 5.0
     alert = Move(CPU, 1.0)
     alert.evidence = {}
     assert move_size(alert) == 0.9

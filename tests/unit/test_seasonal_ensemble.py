@@ -208,3 +208,21 @@ def test_lead_rule_lets_holt_winters_corroborate_but_not_open() -> None:
     assert cauchy[0] > 0.8
     consensus = Ensemble(members=members, decider=DeciderConfig(rules={"seasonal": "consensus"})).score(w).score
     np.testing.assert_allclose(consensus, [0.05, 0.3, 0.0])
+
+
+def test_the_move_z_is_the_seasonal_z_where_the_row_is_seasonal_and_the_robust_z_elsewhere() -> None:
+    """The evidence ``move_z`` is the z of the yardstick that judged the row: a departure from a strong
+    daily cycle is measured by the seasonal reference (the robust z-score is left out of such rows),
+    a flat metric by the robust z-score (grouping.profiles sizes moves by it)."""
+    n = 5 * P
+    cyc = daily(n, seed=4, amp=40.0)
+    at = 4 * P + 70
+    cyc[at] -= 15  # far off the season, well inside the daily swing
+    flat = 100 + np.random.default_rng(5).normal(0, 1, n)
+    flat[at] += 15
+    ens = Ensemble(period=P, members=detectors.default_members(P))
+    out = ens.score(np.stack([cyc[at - ens.history : at + 1], flat[at - ens.history : at + 1]]))
+    kind, z, sz, mz = (out.raw[k] for k in ("kind", "z", "seasonal_z", "move_z"))
+    assert kind[0] == KIND_CODE["seasonal"] and kind[1] != KIND_CODE["seasonal"]
+    assert mz[0] == sz[0] and abs(sz[0]) > 2 * abs(z[0])  # the seasonal z sees what the robust one misses
+    assert mz[1] == z[1] and z[1] > 10
