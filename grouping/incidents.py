@@ -80,7 +80,7 @@ from stormeye.grouping.graph import (
 from stormeye.grouping.lsh import ranges
 from stormeye.grouping.names import NameIndex, parse
 from stormeye.grouping.priority import PriorityModel
-from stormeye.grouping.profiles import Profile, move_size, recognise, why_not, why_not_each
+from stormeye.grouping.profiles import Profile, move_size, recognise, why_not_each
 from stormeye.grouping.report import root_entity, root_metric, root_service, shared_scope, title
 from stormeye.grouping.signals import signal_key
 from stormeye.grouping.topology import LOCATION_KEYS, Topology
@@ -739,12 +739,8 @@ class IncidentTracker:
         prof = next((p for p in self.profiles if p.id == inc.profile), None)
         every = list(inc.members.values())  # symptoms too: the routine does not drag them along
         props = {m.metric: self.props(m.metric) for m in every}
-        if prof is None:
-            why: str | None = "its profile was forgotten"
-        else:
-            why = why_not(prof, every, props, inc.start)
-            if why is not None:  # recognised member by member, or grown past its own profile: each must still be known
-                why = why_not_each(self.profiles, every, props, inc.start)[1]
+        # its own profile knowing every member is one case of each member being known by some profile
+        why = "its profile was forgotten" if prof is None else why_not_each(self.profiles, every, props, inc.start)[1]
         if why is None:
             return []
         inc.status = "open"

@@ -283,10 +283,6 @@ def recognise(
 ) -> Profile | None:
     """The first profile (by id) the whole cluster matches; else, when every move of the cluster is
     the routine of some profile (:func:`why_not_each`), the profile that knows the most of them; else None."""
-    if not moves:
-        return None
-    ordered = sorted(profiles, key=lambda p: p.id)
-    for prof in ordered:
-        if why_not(prof, moves, props, onset) is None:
-            return prof
-    return why_not_each(ordered, moves, props, onset)[0]
+    # a profile that knows every move knows the most of them, and the first by id wins ties: the
+    # member-by-member answer is the whole-cluster one whenever some profile holds the whole cluster
+    return why_not_each(profiles, moves, props, onset)[0] if moves else None
