@@ -83,6 +83,7 @@ class CollectiveEvidence:
         self.seen_: np.ndarray = np.zeros(0)
         self.rate_: np.ndarray = np.zeros(0)
         self._sizes_cache: tuple[sp.csr_matrix, tuple[object, int], np.ndarray] | None = None
+        self._entries_cache: tuple[sp.csr_matrix, tuple[object, int], tuple[np.ndarray, ...]] | None = None
 
     def _sizes(self, membership: sp.csr_matrix) -> np.ndarray:
         """Members per group; kept for the matrix last seen (the pipeline passes the same one step
@@ -93,6 +94,25 @@ class CollectiveEvidence:
         sizes = np.asarray(membership.sum(axis=0)).ravel()
         self._sizes_cache = (membership, (membership.shape, membership.nnz), sizes)
         return sizes
+
+    def _entries(self, membership: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, group, weight) of every membership entry, kept for the matrix last seen as :meth:`_sizes` is."""
+        cached = self._entries_cache
+        if cached is not None and cached[0] is membership and cached[1] == (membership.shape, membership.nnz):
+            rows, cols, data = cached[2]
+            return rows, cols, data
+        csr = sp.csr_matrix(membership)
+        rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+        entries = (rows, csr.indices.astype(np.int64), csr.data.astype(np.float64))
+        self._entries_cache = (membership, (membership.shape, membership.nnz), entries)
+        return entries
+
+    def _counts(self, membership: sp.csr_matrix, watching: np.ndarray) -> np.ndarray:
+        """Per group, the summed membership of the ``watching`` rows (``membership[watching].sum(axis=0)``,
+        without building the sub-matrix: a step's count costs a gather and a bincount)."""
+        rows, cols, data = self._entries(membership)
+        hit = watching[rows]
+        return np.bincount(cols[hit], weights=data[hit], minlength=membership.shape[1])
 
     def _grow(self, sizes: np.ndarray) -> None:
         n = len(sizes)
@@ -137,7 +157,7 @@ class CollectiveEvidence:
             watching = (scores.score >= self.watch) & (scores.direction == sign)
             if not watching.any():
                 continue
-            k_dir = np.asarray(membership[watching].sum(axis=0)).ravel()
+            k_dir = self._counts(membership, watching)
             counts = np.maximum(counts, k_dir)
             hot, hot_score = self._surprising(k_dir, sizes, mean, var)
             routine = self.rate_[hot] > self.max_rate  # this group crowds all the time: silenced

@@ -190,9 +190,19 @@ def contrast_vectors(index: NameIndex, names: Sequence[str], config: GroupingCon
 
 
 def _normalize(mat: sp.csr_matrix) -> sp.csr_matrix:
-    norms = np.sqrt(np.asarray(mat.multiply(mat).sum(axis=1)).ravel())
+    """Rows scaled to unit length (empty rows stay empty), computed on the CSR arrays: a step's
+    grouping normalizes a few dozen names, where sparse products cost more in setup than in work."""
+    counts = np.diff(mat.indptr)
+    row = np.repeat(np.arange(mat.shape[0]), counts)
+    sq = np.zeros(mat.shape[0])
+    full = np.flatnonzero(counts)
+    if len(full):  # each row's sum of squares as scipy's row sum adds them (np.add.reduceat)
+        sq[full] = np.add.reduceat(mat.data * mat.data, mat.indptr[full])
+    norms = np.sqrt(sq)
     norms[norms == 0] = 1.0
-    return sp.csr_matrix(sp.diags(1.0 / norms) @ mat)
+    out = sp.csr_matrix((mat.data * (1.0 / norms)[row], mat.indices.copy(), mat.indptr.copy()), shape=mat.shape)
+    out.eliminate_zeros()  # as the product does
+    return out
 
 
 def _sharing_pairs(mat: sp.csr_matrix, left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -666,16 +676,28 @@ def components(
     """
     if n_nodes == 0:
         return []
-    adj = sp.coo_matrix((edges.weight, (edges.left, edges.right)), shape=(n_nodes, n_nodes)).tocsr()
-    adj = (adj + adj.T).tocsr()
-    hot = edges.hotness if edges.hotness is not None and edges.hotness.shape[0] >= n_nodes else None
-    out: list[np.ndarray] = []
-    # the guard's eigen-solves are small (ARPACK on a component, dense ones under 150 nodes): BLAS
-    # threads cost more in hand-offs than they save, most on a shared 2-core machine (10k-anomaly
-    # bench: 1.15 s -> 0.73 s per tick with one thread); the results do not depend on it
-    with _blas().limit(limits=1, user_api="blas"):
-        for comp in _split_components(adj, np.arange(n_nodes)):
-            out.extend(_guard(adj, hot, comp, config, 0, explained))
+    # the components first, from the edge list (an edge of weight 0 links nothing); only those
+    # large enough for the guard need the symmetric adjacency (most ticks have none: a replay
+    # step's grouping is mostly a few small groups)
+    live = edges.weight != 0
+    pattern = sp.csr_matrix(
+        (np.ones(int(live.sum()), dtype=np.int8), (edges.left[live], edges.right[live])), shape=(n_nodes, n_nodes)
+    )
+    _, labels = connected_components(pattern, directed=False)
+    order = np.argsort(labels, kind="stable")
+    comps = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1)
+    out: list[np.ndarray] = [c for c in comps if len(c) < config.guard_min_size]
+    large = [c for c in comps if len(c) >= config.guard_min_size]
+    if large:
+        adj = sp.coo_matrix((edges.weight, (edges.left, edges.right)), shape=(n_nodes, n_nodes)).tocsr()
+        adj = (adj + adj.T).tocsr()
+        hot = edges.hotness if edges.hotness is not None and edges.hotness.shape[0] >= n_nodes else None
+        # the guard's eigen-solves are small (ARPACK on a component, dense ones under 150 nodes): BLAS
+        # threads cost more in hand-offs than they save, most on a shared 2-core machine (10k-anomaly
+        # bench: 1.15 s -> 0.73 s per tick with one thread); the results do not depend on it
+        with _blas().limit(limits=1, user_api="blas"):
+            for comp in large:
+                out.extend(_guard(adj, hot, comp, config, 0, explained))
     return sorted(out, key=lambda c: int(c.min()))
 
 

@@ -382,6 +382,7 @@ class ReplayResult:
     last: float | None
     merged: int = 0  # points replaced by a later one of the same metric in the same step (last given wins)
     reordered: int = 0  # points of a metric given before the point preceding them in time (sorted into place)
+    prefetched: int = 0  # blocks a second process scored ahead (replay's prefetch); the rest were scored here
 
 
 def replay(
@@ -390,6 +391,7 @@ def replay(
     progress: Callable[[int, int], None] | None = None,
     finish: bool = True,
     block: bool = True,
+    prefetch: bool | None = None,
 ) -> ReplayResult:
     """Feed a history through the pipeline in time order, as if live.
 
@@ -403,6 +405,13 @@ def replay(
     reference that stores and ticks one step at a time. A step after a gap (no point of any
     metric in the steps before it) goes the step-by-step way, and so does every step of a
     pipeline that cannot score blocks (alerts, another window store).
+
+    ``prefetch``: a second process scores the blocks ahead (:class:`BlockPrefetch`) while this
+    one hands their steps to the trackers, the two halves of a replay taking about the same
+    time. None (default): when the machine has a second core, this process runs no other thread
+    (forking one that does is unsafe) and the replay holds at least :data:`PREFETCH_MIN_BLOCKS`
+    blocks in a row; False: never; True: whenever it can fork. The incidents are the same
+    either way.
     """
     names, ts, vals = batch.arrays()
     if not len(ts):
@@ -425,34 +434,238 @@ def replay(
     if ticks_blocked is not None:
         pipeline.block_ticks = block  # step by step: a tick after a gap too
     most = max_block(pipeline) if can_block else 1
-    k, shown = 0, -1
-    while k < len(starts):
-        lo = int(starts[k])
-        s0 = int(first_slots[k])
-        if can_block and pipeline.can_replay_block(s0):
-            # the run of consecutive steps from here, at most `most` of them
-            j = k + 1
-            while j < len(starts) and j - k < most and first_slots[j] == first_slots[j - 1] + 1:
-                j += 1
-            hi = int(ends[j - 1])
-            merged += pipeline.replay_block(rows[lo:hi], ts[lo:hi], vals[lo:hi], s0, j - k)
-        else:
-            j, hi = k + 1, int(ends[k])
-            res = pipeline.store.append(rows[lo:hi], ts[lo:hi], vals[lo:hi])
-            pipeline.rejected_too_old += res.too_old
-            merged += res.merged
-            pipeline.tick(float(s0 * step))
-        if progress is not None and (j // 50 != shown or hi == len(ts)):
-            shown = j // 50
-            progress(int(first_slots[j - 1] - slots[0] + 1), total)
-        k = j
+    use_prefetch = can_block and _may_prefetch(prefetch) and hasattr(pipeline, "score_replay_block")
+    ahead: BlockPrefetch | None = None
+    k, shown, prefetched = 0, -1, 0
+    try:
+        while k < len(starts):
+            lo = int(starts[k])
+            s0 = int(first_slots[k])
+            if can_block and pipeline.can_replay_block(s0):
+                j = _block_end(first_slots, k, most)
+                hi = int(ends[j - 1])
+                if ahead is None and use_prefetch:
+                    plan = _plan_blocks(first_slots, starts, ends, k, most)
+                    if len(plan) >= (PREFETCH_MIN_BLOCKS if prefetch is None else 2):
+                        ahead = BlockPrefetch(pipeline, plan, rows, ts, vals)
+                scored = None
+                if ahead is not None:
+                    scored = ahead.next(lo, hi, s0, j - k)
+                    prefetched += scored is not None
+                    if ahead.failed:
+                        use_prefetch = False  # it would fail again: the rest is scored here
+                    if ahead.finished:
+                        ahead = None
+                merged += pipeline.replay_block(rows[lo:hi], ts[lo:hi], vals[lo:hi], s0, j - k, scored=scored)
+            else:
+                if ahead is not None:  # off the plan (an alert, an unsaved tick): the rest scored here
+                    ahead.close()
+                    ahead = None
+                j, hi = k + 1, int(ends[k])
+                res = pipeline.store.append(rows[lo:hi], ts[lo:hi], vals[lo:hi])
+                pipeline.rejected_too_old += res.too_old
+                merged += res.merged
+                pipeline.tick(float(s0 * step))
+            if progress is not None and (j // 50 != shown or hi == len(ts)):
+                shown = j // 50
+                progress(int(first_slots[j - 1] - slots[0] + 1), total)
+            k = j
+    finally:
+        if ahead is not None:
+            ahead.close()
     if ticks_blocked is not None:
         pipeline.block_ticks = ticks_blocked
     if finish:
         pipeline.finish(float((slots[-1] + 1) * step))
     return ReplayResult(
-        len(ts), total, pipeline.rejected_too_old - before, float(ts.min()), float(ts.max()), merged, reordered
+        len(ts),
+        total,
+        pipeline.rejected_too_old - before,
+        float(ts.min()),
+        float(ts.max()),
+        merged,
+        reordered,
+        prefetched,
     )
+
+
+def _block_end(first_slots: np.ndarray, k: int, most: int) -> int:
+    """The end (exclusive) of the block from step ``k``: the run of consecutive steps, at most ``most``."""
+    j = k + 1
+    while j < len(first_slots) and j - k < most and first_slots[j] == first_slots[j - 1] + 1:
+        j += 1
+    return j
+
+
+def _plan_blocks(
+    first_slots: np.ndarray, starts: np.ndarray, ends: np.ndarray, k: int, most: int
+) -> list[tuple[int, int, int, int]]:
+    """The blocks :func:`replay` scores from step ``k`` up to the next gap, as (first point, end
+    point, first slot, steps): what a prefetch scores ahead."""
+    plan = []
+    while k < len(first_slots):
+        j = _block_end(first_slots, k, most)
+        plan.append((int(starts[k]), int(ends[j - 1]), int(first_slots[k]), j - k))
+        if j < len(first_slots) and first_slots[j] != first_slots[j - 1] + 1:
+            break  # a gap: the step after it goes the step-by-step way
+        k = j
+    return plan
+
+
+#: blocks in a row a replay needs before :func:`replay` starts a prefetch by itself (forking and
+#: the first block's wait cost about what one block does)
+PREFETCH_MIN_BLOCKS = 8
+
+
+def _may_prefetch(prefetch: bool | None) -> bool:
+    import multiprocessing
+    import os
+    import threading
+
+    if prefetch is False or "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    if prefetch:
+        return True
+    return (os.cpu_count() or 1) > 1 and threading.active_count() == 1
+
+
+class BlockPrefetch:
+    """Forked processes scoring a replay's planned blocks ahead of the one that tracks and groups them.
+
+    Detection is causal and reads only the window store and the coarse seasonal history, which a
+    replay advances block by block whatever the trackers do. Each child, a copy of the pipeline at
+    the fork, takes every ``scorers``-th block of the plan: it scores its own
+    (:meth:`Pipeline.score_replay_block`) and only advances its store and history over the others
+    (cheap: no detector), so that each of its blocks is scored from the state
+    :meth:`Pipeline.replay_block` would score it from. Each sends its blocks' scores through its
+    own bounded queue (a few blocks ahead: memory stays a few blocks' scores). The parent takes
+    them in plan order (:meth:`next`) and does everything else as without them. When the parent
+    leaves the plan (a block that does not match, a child that failed), it scores the rest
+    itself: the results never depend on the prefetch.
+
+    Two scorers by default: on a 2-core machine the trackers' half of a replay takes about as long
+    as half the detector's, so the three processes keep both cores busy.
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        plan: list[tuple[int, int, int, int]],
+        rows: np.ndarray,
+        ts: np.ndarray,
+        vals: np.ndarray,
+        scorers: int = 2,
+        depth: int = 4,
+    ) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        self.plan = plan
+        self.done = 0
+        #: a child failed (or vanished): what it would have scored is scored by the caller
+        self.failed = False
+        self.queues: list[Any] = []
+        self.procs: list[Any] | None = []
+        for i in range(max(1, min(scorers, len(plan)))):
+            q = ctx.Queue(maxsize=depth)
+            proc = ctx.Process(
+                target=_prefetch_main,
+                args=(pipeline, plan, rows, ts, vals, q, i, max(1, min(scorers, len(plan)))),
+                daemon=True,
+                name=f"stormeye-prefetch-{i}",
+            )
+            self.queues.append(q)
+            self.procs.append(proc)
+        for proc in self.procs:
+            proc.start()
+
+    @property
+    def finished(self) -> bool:
+        """Every planned block was handed over (or the prefetch was given up): the children are gone."""
+        return self.procs is None
+
+    def next(self, lo: int, hi: int, first_slot: int, steps: int) -> Any:
+        """The scores of the next block if it is the planned one (points ``lo:hi``, from
+        ``first_slot``, ``steps`` steps); None (and the prefetch given up) when it is not, or
+        a child failed: the caller scores it."""
+        import queue as queue_mod
+
+        if self.procs is None or self.done >= len(self.plan) or self.plan[self.done] != (lo, hi, first_slot, steps):
+            self.close()
+            return None
+        k = self.done % len(self.queues)
+        q, proc = self.queues[k], self.procs[k]
+        while True:
+            try:
+                kind, payload = q.get(timeout=1.0)
+                break
+            except queue_mod.Empty:
+                if not proc.is_alive() and q.empty():
+                    kind, payload = "error", f"the scoring process {proc.name} ended (exit code {proc.exitcode})"
+                    break
+        if kind != "block":
+            import logging
+
+            logging.getLogger(__name__).warning("replay: a process scoring ahead failed; scoring here\n%s", payload)
+            self.failed = True
+            self.close()  # the caller scores the block and meets the error itself, if it is one
+            return None
+        self.done += 1
+        if self.done == len(self.plan):
+            self.close()
+        return payload
+
+    def close(self) -> None:
+        if self.procs is None:
+            return
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
+        for q in self.queues:
+            q.close()
+            q.cancel_join_thread()
+        self.procs = None
+
+
+def _prefetch_main(
+    pipeline: Any,
+    plan: list[tuple[int, int, int, int]],
+    rows: np.ndarray,
+    ts: np.ndarray,
+    vals: np.ndarray,
+    out: Any,
+    me: int,
+    scorers: int,
+) -> None:
+    """A child of :class:`BlockPrefetch`: score the plan's blocks ``me``, ``me + scorers``, ... in
+    order and send their scores, advancing over the others (it stops when its parent is gone,
+    rather than wait on a full queue for ever)."""
+    import os
+    import queue as queue_mod
+    import traceback
+
+    parent = os.getppid()
+
+    def send(item: tuple[str, Any]) -> bool:
+        while True:
+            try:
+                out.put(item, timeout=1.0)
+                return True
+            except queue_mod.Full:
+                if os.getppid() != parent:
+                    return False
+
+    try:
+        for b, (lo, hi, first_slot, steps) in enumerate(plan):
+            mine = b % scorers == me
+            scored = pipeline.score_replay_block(rows[lo:hi], ts[lo:hi], vals[lo:hi], first_slot, steps, score=mine)
+            if mine and not send(("block", scored)):
+                break
+    except BaseException:  # told to the parent, which scores the block itself
+        send(("error", traceback.format_exc()))
+    out.close()
+    out.join_thread()
 
 
 def max_block(pipeline: Any) -> int:

@@ -844,7 +844,13 @@ class Pipeline:
         )
 
     def replay_block(
-        self, rows: np.ndarray, timestamps: np.ndarray, values: np.ndarray, first_slot: int, steps: int
+        self,
+        rows: np.ndarray,
+        timestamps: np.ndarray,
+        values: np.ndarray,
+        first_slot: int,
+        steps: int,
+        scored: BlockScores | None = None,
     ) -> int:
         """Store and score ``steps`` consecutive steps from ``first_slot`` whose points (registered
         ``rows``, sorted by step) are given at once: the same anomalies, incidents and writes as
@@ -858,20 +864,16 @@ class Pipeline:
         step that is (they can only act on what is open). Points enter the window store when a
         step needs it (incident shapes read it) and at the end. Returns the points merged
         (a later point of the same metric and step given after them).
+
+        ``scored``: the detector's scores of this block as :meth:`score_replay_block` gave them
+        from the same state (another process scoring the next blocks while this one groups,
+        :func:`workers.ingest.replay`); None: scored here.
         """
         n = len(self.registry)
         step = self.step
-        rows = np.asarray(rows, dtype=np.int64)
-        ts = np.asarray(timestamps, dtype=np.float64)
-        vals = np.asarray(values, dtype=np.float64)
-        slots = np.floor(ts / step).astype(np.int64)
-        last, merged = last_of_each(rows, slots)
-        grid = np.full((n, steps), np.nan)
-        grid[rows[last], slots[last] - first_slot] = vals[last].astype(np.float32)
+        rows, ts, vals, slots, merged, strip = self._replay_strip(rows, timestamps, values, first_slot, steps)
         all_rows = np.arange(n)
-        past = self.store.windows(all_rows, float((first_slot - 1) * step), self.detector.history)
-        strip = np.concatenate([past, grid], axis=1)
-        block = detect_block(self.detector, all_rows, strip, first_slot, self.seasons)
+        block = scored if scored is not None else detect_block(self.detector, all_rows, strip, first_slot, self.seasons)
         block_buckets(self.detector, self.seasons, all_rows, strip, first_slot)
         if self.ledger is not None:
             block.calibrate(self.ledger)  # first, as track() does step by step
@@ -926,6 +928,45 @@ class Pipeline:
         self._store_block(rows, ts, vals, slots, stored, first_slot + steps - 1)
         self.last_scored = first_slot + steps - 1
         return merged
+
+    def _replay_strip(
+        self, rows: np.ndarray, timestamps: np.ndarray, values: np.ndarray, first_slot: int, steps: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
+        """A block's points as arrays with their slots, the points merged, and the strip the
+        detector scores (every metric's history before the block from the store, then the block)."""
+        n = len(self.registry)
+        rows = np.asarray(rows, dtype=np.int64)
+        ts = np.asarray(timestamps, dtype=np.float64)
+        vals = np.asarray(values, dtype=np.float64)
+        slots = np.floor(ts / self.step).astype(np.int64)
+        last, merged = last_of_each(rows, slots)
+        grid = np.full((n, steps), np.nan)
+        grid[rows[last], slots[last] - first_slot] = vals[last].astype(np.float32)
+        past = self.store.windows(np.arange(n), float((first_slot - 1) * self.step), self.detector.history)
+        return rows, ts, vals, slots, merged, np.concatenate([past, grid], axis=1)
+
+    def score_replay_block(
+        self,
+        rows: np.ndarray,
+        timestamps: np.ndarray,
+        values: np.ndarray,
+        first_slot: int,
+        steps: int,
+        score: bool = True,
+    ) -> BlockScores | None:
+        """The detection half of :meth:`replay_block`: the block's scores (before the tail ledger
+        and the per-metric rules, which the grouping half applies), with the window store and the
+        coarse seasonal history left as :meth:`replay_block` leaves them (``score`` False: only
+        that, no detector, None returned). Trackers, ledger and database are not touched: a
+        process that only scores (:func:`workers.ingest.replay`'s prefetch) calls it block after
+        block on its own copy of the pipeline."""
+        rows, ts, vals, slots, _, strip = self._replay_strip(rows, timestamps, values, first_slot, steps)
+        all_rows = np.arange(len(self.registry))
+        block = detect_block(self.detector, all_rows, strip, first_slot, self.seasons) if score else None
+        block_buckets(self.detector, self.seasons, all_rows, strip, first_slot)
+        self._store_block(rows, ts, vals, slots, 0, first_slot + steps - 1)
+        self.last_scored = first_slot + steps - 1
+        return block
 
     def _store_block(
         self, rows: np.ndarray, ts: np.ndarray, vals: np.ndarray, slots: np.ndarray, done: int, upto: int

@@ -3,6 +3,8 @@ and a live pipeline reads people's actions only when there are new ones, yet see
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import storm_helpers
@@ -39,10 +41,76 @@ def batch_of(storm: Storm, drop_steps: tuple[int, ...] = (), repeat: int = 0) ->
     return b
 
 
-def run(batch: PointBatch, block: bool, **settings: object) -> tuple[Pipeline, list, list]:
-    pipe = Pipeline(Settings(**{**SETTINGS, **settings}), keep_archive=True)  # type: ignore[arg-type]
-    replay(pipe, batch, block=block)
+def run(
+    batch: PointBatch,
+    block: bool,
+    prefetch: bool | None = False,
+    pipe_cls: type[Pipeline] = Pipeline,
+    **settings: object,
+) -> tuple[Pipeline, list, list]:
+    pipe = pipe_cls(Settings(**{**SETTINGS, **settings}), keep_archive=True)  # type: ignore[arg-type]
+    res = replay(pipe, batch, block=block, prefetch=prefetch)
+    pipe.prefetched = res.prefetched  # type: ignore[attr-defined]
     return pipe, pipe.incident_list(include_merged=True), pipe.anomaly_list()
+
+
+def test_a_second_process_scoring_the_blocks_ahead_changes_nothing() -> None:
+    """The prefetch (a forked process scoring the next blocks while this one groups) gives the
+    step-by-step incidents, the tail ledger's record included, over gaps and merged points."""
+    storm = simulate_storm(seed=0, n_metrics=20, n_incidents=3, step=60, history_steps=520)
+    batch = batch_of(storm, drop_steps=(300, 301), repeat=50)
+    ledger = {"calibration_halflife_s": 6 * 3600, "threshold": 0.3, "release": 0.2}
+    ahead_pipe, ahead_incidents, ahead_anomalies = run(batch, block=True, prefetch=True, **ledger)
+    step_pipe, step_incidents, step_anomalies = run(batch, block=False, **ledger)
+    assert ahead_pipe.prefetched >= 5  # type: ignore[attr-defined]  # the blocks came from the other process
+    assert len(step_anomalies) >= 10 and len(step_incidents) >= 2
+    assert ahead_anomalies == step_anomalies
+    assert ahead_incidents == step_incidents
+    for key, v in step_pipe.ledger.to_state().items():
+        np.testing.assert_array_equal(ahead_pipe.ledger.to_state()[key], v)
+    # the store and the coarse seasonal history end as they do without the prefetch
+    rows = np.arange(len(step_pipe.registry))
+    at = float(step_pipe.last_scored * 60)
+    np.testing.assert_array_equal(ahead_pipe.store.windows(rows, at, 480), step_pipe.store.windows(rows, at, 480))
+    assert ahead_pipe.seasons is not None and step_pipe.seasons is not None
+    n = ahead_pipe.seasons.length
+    sat = float(ahead_pipe.seasons.newest())
+    np.testing.assert_array_equal(ahead_pipe.seasons.windows(rows, sat, n), step_pipe.seasons.windows(rows, sat, n))
+
+
+class _FailingChild(Pipeline):
+    """Scores nothing in a forked process: the prefetch's child fails at its third block."""
+
+    parent = os.getpid()
+    calls = 0
+
+    def score_replay_block(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if os.getpid() != self.parent and self.calls == 3:
+            raise RuntimeError("the scoring process failed")
+        return super().score_replay_block(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class _OffThePlan(Pipeline):
+    """A pipeline that cannot score a block at one step mid-replay (as with an alert or an unsaved
+    tick): the replay leaves the prefetch's plan there and starts another after it."""
+
+    def can_replay_block(self, first_slot: int) -> bool:
+        return first_slot != self.off and super().can_replay_block(first_slot)
+
+
+def test_a_failed_scoring_process_or_a_step_off_the_plan_leaves_the_incidents_as_they_were() -> None:
+    storm = simulate_storm(seed=0, n_metrics=20, n_incidents=3, step=60, history_steps=520)
+    batch = batch_of(storm)
+    _, step_incidents, step_anomalies = run(batch, block=False)
+    assert len(step_incidents) >= 3
+    failing, incidents, anomalies = run(batch, block=True, prefetch=True, pipe_cls=_FailingChild)
+    assert failing.prefetched == 2  # type: ignore[attr-defined]  # two blocks, then this process scored the rest
+    assert (incidents, anomalies) == (step_incidents, step_anomalies)
+    _OffThePlan.off = int(storm.timestamps[len(storm.timestamps) // 2]) // 60  # type: ignore[attr-defined]
+    off, incidents, anomalies = run(batch, block=True, prefetch=True, pipe_cls=_OffThePlan)
+    assert off.prefetched >= 4  # type: ignore[attr-defined]  # both sides of the step off the plan
+    assert (incidents, anomalies) == (step_incidents, step_anomalies)
 
 
 def test_with_the_tail_ledger_on_block_replay_still_gives_the_step_by_step_incidents() -> None:
