@@ -41,6 +41,9 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _progress(label: str, enabled: bool) -> Progress:
+    """A progress bar redrawn by its updates (``refresh=True``), not by a thread of its own: a
+    replay forks processes to score ahead only while this one runs no other thread
+    (``workers.ingest.replay``'s prefetch)."""
     return Progress(
         TextColumn(label),
         BarColumn(),
@@ -49,6 +52,7 @@ def _progress(label: str, enabled: bool) -> Progress:
         console=err,
         disable=not enabled,
         transient=True,
+        auto_refresh=False,
     )
 
 
@@ -93,7 +97,7 @@ def demo(
             n_metrics=metrics,
             n_incidents=incidents,
             database=db,
-            progress=lambda k, n: prog.update(task, completed=k, total=n),
+            progress=lambda k, n: prog.update(task, completed=k, total=n, refresh=True),
             cascades=cascades,
             history_steps=round(history_days * 86_400 / settings.step_s),
         )
@@ -196,7 +200,12 @@ def ingest(
         err.print(f"continuing from where the last ingest into {database} stopped (--fresh: start anew)")
     with _progress("replay", not as_json and err.is_terminal) as prog:
         task = prog.add_task("replay", total=None)
-        res = replay(pipe, batch, progress=lambda k, n: prog.update(task, completed=k, total=n), finish=not keep_open)
+        res = replay(
+            pipe,
+            batch,
+            progress=lambda k, n: prog.update(task, completed=k, total=n, refresh=True),
+            finish=not keep_open,
+        )
     save_replay_state(pipe)
     incidents = pipe.incident_list()
     if res.rejected_too_old:

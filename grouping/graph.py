@@ -680,10 +680,7 @@ def components(
     # large enough for the guard need the symmetric adjacency (most ticks have none: a replay
     # step's grouping is mostly a few small groups)
     live = edges.weight != 0
-    pattern = sp.csr_matrix(
-        (np.ones(int(live.sum()), dtype=np.int8), (edges.left[live], edges.right[live])), shape=(n_nodes, n_nodes)
-    )
-    _, labels = connected_components(pattern, directed=False)
+    labels = component_labels(n_nodes, edges.left[live], edges.right[live])
     order = np.argsort(labels, kind="stable")
     comps = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1)
     out: list[np.ndarray] = [c for c in comps if len(c) < config.guard_min_size]
@@ -699,6 +696,34 @@ def components(
             for comp in large:
                 out.extend(_guard(adj, hot, comp, config, 0, explained))
     return sorted(out, key=lambda c: int(c.min()))
+
+
+#: graphs up to this many nodes get their components by label propagation (a few numpy calls);
+#: larger ones by scipy's graph search, whose checks cost more than the work on a tick's few nodes
+SMALL_GRAPH = 256
+
+
+def component_labels(n_nodes: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """A label per node, the same for two nodes exactly when edges (``left[k]``, ``right[k]``)
+    connect them (undirected). Small graphs: every node takes its smallest reachable index, by
+    propagating the smaller label along each edge and jumping labels to their own label until
+    nothing changes; others: scipy's connected components."""
+    if n_nodes > SMALL_GRAPH:
+        pattern = sp.csr_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n_nodes, n_nodes))
+        return np.asarray(connected_components(pattern, directed=False)[1])
+    lab = np.arange(n_nodes)
+    if not len(left):
+        return lab
+    left, right = np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
+    while True:
+        low = np.minimum(lab[left], lab[right])
+        new = lab.copy()
+        np.minimum.at(new, left, low)
+        np.minimum.at(new, right, low)
+        new = new[new]
+        if np.array_equal(new, lab):
+            return lab
+        lab = new
 
 
 _CONTROLLER: list[ThreadpoolController] = []

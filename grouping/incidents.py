@@ -156,6 +156,18 @@ def _plain(v: Any) -> Any:
     return asdict(v) if hasattr(v, "__dataclass_fields__") else deepcopy(v)
 
 
+_PRIMITIVE_TYPES = frozenset(_PRIMITIVE)
+
+
+def _member_dict(m: Member) -> dict[str, Any]:
+    """A member's fields as :func:`_plain` copies them (plain values as they are, without a call each)."""
+    out = {}
+    for k in _MEMBER_FIELDS:
+        v = getattr(m, k)
+        out[k] = v if type(v) in _PRIMITIVE_TYPES else _plain(v)
+    return out
+
+
 @dataclass
 class Incident:
     """A group of anomalies that belong together, kept across ticks."""
@@ -220,7 +232,7 @@ class Incident:
         for name in _INCIDENT_FIELDS:
             if name == "members":
                 members = sorted(self.members.values(), key=lambda m: (m.start, m.metric))
-                d[name] = [{k: _plain(getattr(m, k)) for k in _MEMBER_FIELDS} for m in members]
+                d[name] = [_member_dict(m) for m in members]
             else:
                 d[name] = _plain(getattr(self, name))
         d["start"], d["end"] = self.start, self.end
