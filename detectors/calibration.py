@@ -45,7 +45,7 @@ import numpy as np
 from scipy.signal import lfilter
 from scipy.special import log_ndtr, ndtri
 
-from stormeye.detectors.rowstats import nan_median, nan_quantiles
+from stormeye.detectors.rowstats import nan_median, nan_quantiles, sorted_rows
 
 MAD_TO_SIGMA = 1.4826
 
@@ -102,7 +102,14 @@ def value_quantum(hist: np.ndarray, points: int = QUANTUM_POINTS) -> np.ndarray:
     s = np.sort(x, axis=1)  # NaNs last: their gaps are NaN and ignored
     with np.errstate(invalid="ignore"):
         gaps = np.diff(s, axis=1)
-        mag = np.nan_to_num(np.nanmax(np.abs(s), axis=1, initial=0.0, where=np.isfinite(s)), nan=0.0)
+        # the largest finite |value| is at one end of the row's finite run (sorted: -inf, finite
+        # values, +inf, NaN): two gathers instead of a pass over the row
+        fin = np.isfinite(s)
+        n_fin = fin.sum(axis=1)
+        first = np.argmax(fin, axis=1)
+        last = first + np.maximum(n_fin - 1, 0)
+        r = np.arange(s.shape[0])
+        mag = np.where(n_fin > 0, np.maximum(np.abs(s[r, first]), np.abs(s[r, last])), 0.0)
         real = np.isfinite(gaps) & (gaps > 1e-9 * np.maximum(mag, 1e-300)[:, None])
     q = np.min(np.where(real, gaps, np.inf), axis=1)
     return np.where(np.isfinite(q), q, 0.0)
@@ -114,10 +121,13 @@ def robust_location_scale(hist: np.ndarray, min_scale: float) -> tuple[np.ndarra
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: their status says so
         med = nan_median(hist)
         dev = np.abs(hist - med[:, None])
-        # quantized series (counts) often have MAD 0: fall back to the mean absolute deviation
-        meandev = np.nanmean(dev, axis=1) * 1.2533
-        mad = nan_median(dev, overwrite=True) * MAD_TO_SIGMA  # dev is ours: sorted in place, last
-    scale = np.where(mad > 0, mad, meandev)
+        mad = nan_median(dev) * MAD_TO_SIGMA
+        # quantized series (counts) often have MAD 0: fall back to the mean absolute deviation,
+        # computed for those rows only (row by row it is the same mean)
+        scale = mad.copy()
+        need = ~(mad > 0)
+        if need.any():
+            scale[need] = np.nanmean(dev[need], axis=1) * 1.2533
     floor = min_scale * np.maximum(np.abs(med), 1e-9)
     scale = np.maximum(np.nan_to_num(scale, nan=0.0), np.nan_to_num(floor, nan=1e-9))
     return med, scale
@@ -125,7 +135,20 @@ def robust_location_scale(hist: np.ndarray, min_scale: float) -> tuple[np.ndarra
 
 def tail_stretch(dev: np.ndarray, scale: np.ndarray, q: float) -> np.ndarray:
     """How much heavier than a normal's the |dev / scale| tail is at quantile ``q`` (at least 1)."""
-    zq = nan_quantiles(np.abs(dev) / scale[:, None], (q,), overwrite=True)[0]
+    # the quantile of |dev| / scale, dividing only the two values each row's quantile reads:
+    # dividing by a positive number keeps the order, so they are the same two values
+    s, n = sorted_rows(np.abs(dev), overwrite=True)
+    zq = np.full(s.shape[0], np.nan)
+    ok = n > 0
+    if ok.any():
+        rows = np.flatnonzero(ok)
+        last = (n[ok] - 1).astype(np.float64)
+        pos = q * last
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, n[ok] - 1)
+        a = s[rows, lo] / scale[rows]
+        b = s[rows, hi] / scale[rows]
+        zq[ok] = a + (b - a) * (pos - lo)
     return np.maximum(1.0, np.nan_to_num(zq, nan=1.0) / float(ndtri(0.5 + q / 2)))
 
 
@@ -141,9 +164,10 @@ def exponential_tail_log_p(older: np.ndarray, dev_new: np.ndarray, scale: np.nda
     a = np.abs(older) / scale[:, None]
     u = nan_quantiles(a, (1.0 - share,))[0]
     with np.errstate(invalid="ignore"):
-        exc = np.where(a > u[:, None], a - u[:, None], np.nan)
-    cnt = np.isfinite(exc).sum(axis=1)
-    beta = np.where(cnt > 0, np.nansum(np.nan_to_num(exc, nan=0.0), axis=1) / np.maximum(cnt, 1), np.nan)
+        over = a > u[:, None]  # NaN is never over
+        cnt = over.sum(axis=1)
+        total = np.where(over, a - u[:, None], 0.0).sum(axis=1)
+    beta = np.where(cnt > 0, total / np.maximum(cnt, 1), np.nan)
     beta = np.maximum(np.nan_to_num(beta, nan=0.0), 0.37)
     zn = np.abs(dev_new) / scale
     with np.errstate(invalid="ignore"):
@@ -211,9 +235,13 @@ def _runs_reaching(big: np.ndarray, length: np.ndarray) -> np.ndarray:
     """Per row: the runs of ``big`` at least ``length`` (per row) points long. A run's running
     length passes each value up to its full length once, so such runs are the points where it
     equals ``length``."""
-    idx = np.arange(big.shape[1])
-    last_off = np.maximum.accumulate(np.where(big, -1, idx), axis=1)
-    return np.count_nonzero((idx - last_off) == length[:, None], axis=1)
+    # offsets in the narrowest integer that holds them: the running maximum is a pass over
+    # rows x points, a quarter of the memory traffic in int16 (the counts are the same)
+    dtype = np.int16 if big.shape[1] < np.iinfo(np.int16).max else np.int64
+    idx = np.arange(big.shape[1], dtype=dtype)
+    last_off = np.maximum.accumulate(np.where(big, dtype(-1), idx), axis=1)
+    run = idx - last_off
+    return np.count_nonzero(run == np.minimum(length, big.shape[1] + 1).astype(dtype)[:, None], axis=1)
 
 
 # ---------------------------------------------------------------- the tail ledger: calibration over days
