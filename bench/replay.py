@@ -20,11 +20,15 @@ and once step by step (``block=False``, the reference):
 - **the simulator's storm** (``storm_``; seed 0, two days of history so the seasonal history is
   read): both replays whole (``--quick``: fewer metrics).
 
-Each case: points, seconds and points per second of both replays, the speed-up, and whether the
+The block replay scores ahead in two forked processes when it can (``workers.ingest.BlockPrefetch``;
+``{case}_prefetched_blocks`` says how many blocks came from them; the step-by-step reference runs
+in one process). Each case: points, seconds and points per second of both replays, the speed-up, and whether the
 incidents (every field, merged ones included) and the anomalies are identical (``_compared_``:
 how many of each the comparison covered). Then
 ``score_series_points_per_s``: :func:`detectors.score_series` over one series (a week at
 1-minute steps) with the default detector.
+``peak_rss_mb`` / ``scorer_peak_rss_mb``: the peak resident memory of this process and of the
+largest scoring process (a forked copy: the pages it shares with this one count in both).
 Targets (issue 33): one_metric >= 20,000 points/s, smd >= 100,000, score_series >= 100,000,
 identical everywhere.
 """
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -113,12 +118,18 @@ def head(batch: PointBatch, steps: int) -> PointBatch:
     )
 
 
+#: blocks the last block replay took from the processes scoring ahead (``ReplayResult.prefetched``)
+PREFETCHED: list[int] = [0]
+
+
 def run(batch: PointBatch, block: bool) -> tuple[float, list[Any], list[Any]]:
     names, ts, _ = batch.arrays()
     pipe = Pipeline(Settings(database_url="sqlite://", step_s=infer_step(names, ts)), keep_archive=True)
     t = time.perf_counter()
-    replay(pipe, batch, block=block)
+    res = replay(pipe, batch, block=block)
     took = time.perf_counter() - t
+    if block:
+        PREFETCHED[0] = res.prefetched
     return took, pipe.incident_list(include_merged=True), pipe.anomaly_list()
 
 
@@ -129,6 +140,7 @@ def case(key: str, batch: PointBatch, slice_steps: int | None = None) -> dict[st
         f"{key}_points": len(batch),
         f"{key}_seconds": round(took, 2),
         f"{key}_points_per_s": round(len(batch) / took),
+        f"{key}_prefetched_blocks": PREFETCHED[0],
         f"{key}_incidents": len(incidents),
         f"{key}_anomalies": len(anomalies),
     }
@@ -178,6 +190,10 @@ def main() -> None:
     res["score_series_points"] = n
     res["score_series_points_per_s"] = round(n / (time.perf_counter() - t))
     res["load_average_at_end"] = round(os.getloadavg()[0], 2)
+    # peak resident memory (Linux reports kB): this process over the whole run, and the largest of
+    # the processes that scored blocks ahead (forked copies of it, sharing its pages until written)
+    res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    res["scorer_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     res["identical"] = all(v for k, v in res.items() if k.endswith("_identical"))
     res["targets"] = {
         "one_metric_points_per_s>=20000": res["one_metric_points_per_s"] >= 20_000,
