@@ -41,9 +41,9 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _progress(label: str, enabled: bool) -> Progress:
-    """A progress bar redrawn by its updates (``refresh=True``), not by a thread of its own: a
-    replay forks processes to score ahead only while this one runs no other thread
-    (``workers.ingest.replay``'s prefetch)."""
+    """A progress bar redrawn by its updates (``refresh=True``), not by a thread of its own:
+    ``stormeye ingest``'s replay forks processes to score ahead only while this one runs no other
+    thread (``workers.ingest.replay``'s prefetch)."""
     return Progress(
         TextColumn(label),
         BarColumn(),
@@ -205,6 +205,7 @@ def ingest(
             batch,
             progress=lambda k, n: prog.update(task, completed=k, total=n, refresh=True),
             finish=not keep_open,
+            prefetch=settings.ingest_prefetch,
         )
     save_replay_state(pipe)
     incidents = pipe.incident_list()
@@ -229,6 +230,7 @@ def ingest(
                     "merged": res.merged,
                     "reordered": res.reordered,
                     "step": settings.step_s,
+                    "prefetched_blocks": res.prefetched,
                 }
             )
         )

@@ -212,6 +212,13 @@ class Settings(BaseSettings):
         description='templates for dotted Graphite names, as a JSON list: ["servers.* .host.measurement*"]',
     )
 
+    ingest_prefetch: bool | None = Field(
+        None,
+        description="stormeye ingest scores blocks of steps ahead in two forked processes while it groups: "
+        "unset = when the machine has a second core and the process runs no other thread; false = never; "
+        "true = whenever the platform can fork (docs/ingest.md)",
+    )
+
     # distributed mode (docs/distributed.md)
     shards: int = Field(16, ge=1, le=4096, description="metric shards: one scoring task per shard and step")
     redis_prefix: str = Field("stormeye", min_length=1, description="namespace of every Redis key and queue")

@@ -107,3 +107,33 @@ def test_demo_and_ingest_keep_out_of_the_services_database(tmp_path: pathlib.Pat
     assert res.returncode == 0, res.stderr
     assert not live.exists(), "demo or ingest wrote into the service's database"
     assert (tmp_path / "stormeye-demo.db").exists() and (tmp_path / "stormeye-ingest.db").exists()
+
+
+def test_ingest_scores_ahead_in_other_processes_and_gives_the_same_incidents(tmp_path: pathlib.Path) -> None:
+    """`stormeye ingest` forks two scoring processes by itself on a machine with two cores (its
+    progress bar runs no thread); the incidents are those of the single-process replay."""
+    import os
+
+    rng = np.random.default_rng(2)
+    lines = ["metric,timestamp,value"]
+    steps, t0 = 3000, 1_767_225_600
+    for k in range(steps):
+        t = t0 + 60 * k
+        for h in range(6):
+            bump = 30 if (1500 <= k < 1530 and h < 4) or (2600 <= k < 2620 and h >= 3) else 0
+            lines.append(f'"latency_ms{{host=""web-{h}""}}",{t},{50 + 3 * rng.normal() + bump:.3f}')
+    f = tmp_path / "storm.csv"
+    f.write_text("\n".join(lines) + "\n")
+    outs = {}
+    for mode in ("false", "true", "auto"):
+        env = {"STORMEYE_INGEST_PREFETCH": mode} if mode != "auto" else {}
+        res = run(["ingest", str(f), "--json", "--database", f"sqlite:///{tmp_path}/{mode}.db"], str(tmp_path), **env)
+        assert res.returncode == 0, res.stderr
+        outs[mode] = json.loads(res.stdout)
+    assert outs["false"]["prefetched_blocks"] == 0
+    assert outs["true"]["prefetched_blocks"] >= 8  # every block of the run came from the scorers
+    if (os.cpu_count() or 1) > 1:
+        assert outs["auto"]["prefetched_blocks"] == outs["true"]["prefetched_blocks"]
+    assert len(outs["false"]["incidents"]) >= 2
+    for mode in ("true", "auto"):
+        assert outs[mode]["incidents"] == outs["false"]["incidents"]
