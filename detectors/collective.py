@@ -95,6 +95,15 @@ class CollectiveEvidence:
         self._sizes_cache = (membership, (membership.shape, membership.nnz), sizes)
         return sizes
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled without the caches (a saved replay state need not carry the membership twice)."""
+        state = dict(self.__dict__)
+        state["_sizes_cache"] = state["_entries_cache"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update({"_sizes_cache": None, "_entries_cache": None, **state})
+
     def _entries(self, membership: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, group, weight) of every membership entry, kept for the matrix last seen as :meth:`_sizes` is."""
         cached = self._entries_cache

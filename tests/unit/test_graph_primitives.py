@@ -95,3 +95,19 @@ def test_collective_counts_are_the_watching_rows_summed_per_group() -> None:
     s = Scores(score=np.full(305, 0.3), direction=np.ones(305, np.int8), status=np.zeros(305, np.uint8))
     out, _ = col.update(s, bigger)
     assert len(out.score) == 305
+
+
+def test_a_pickled_collective_layer_leaves_its_caches_behind_and_counts_the_same() -> None:
+    import pickle
+
+    membership = sp.csr_matrix(np.ones((50, 4)))
+    col = CollectiveEvidence()
+    s = Scores(score=np.full(50, 0.3), direction=np.ones(50, np.int8), status=np.zeros(50, np.uint8))
+    col.update(s, membership)
+    back = pickle.loads(pickle.dumps(col))
+    assert back._sizes_cache is None and back._entries_cache is None
+    np.testing.assert_array_equal(back.mean_, col.mean_)
+    a, _ = col.update(s, membership)
+    b, _ = back.update(s, membership)
+    np.testing.assert_array_equal(a.score, b.score)
+    np.testing.assert_array_equal(back.mean_, col.mean_)
