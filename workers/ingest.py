@@ -537,11 +537,15 @@ class BlockPrefetch:
     the fork, takes every ``scorers``-th block of the plan: it scores its own
     (:meth:`Pipeline.score_replay_block`) and only advances its store and history over the others
     (cheap: no detector), so that each of its blocks is scored from the state
-    :meth:`Pipeline.replay_block` would score it from. Each sends its blocks' scores through its
-    own bounded queue (a few blocks ahead: memory stays a few blocks' scores). The parent takes
-    them in plan order (:meth:`next`) and does everything else as without them. When the parent
-    leaves the plan (a block that does not match, a child that failed), it scores the rest
-    itself: the results never depend on the prefetch.
+    :meth:`Pipeline.replay_block` would score it from. It sends each of its blocks' scores through
+    a pipe of its own, a sending thread keeping it at most ``depth`` blocks ahead (memory stays a
+    few blocks' scores). The parent takes them in plan order (:meth:`next`) and does everything
+    else as without them. When the parent leaves the plan (a block that does not match, a child
+    that failed or died), it scores the rest itself: the results never depend on the prefetch.
+
+    The parent keeps only the reading end of each pipe, so a child that dies, even halfway
+    through sending a block (killed for memory, say), is an end of file to the parent, never a
+    wait for ever. A child whose parent is gone stops at its next block.
 
     Two scorers by default: on a 2-core machine the trackers' half of a replay takes about as long
     as half the detector's, so the three processes keep both cores busy.
@@ -564,20 +568,21 @@ class BlockPrefetch:
         self.done = 0
         #: a child failed (or vanished): what it would have scored is scored by the caller
         self.failed = False
-        self.queues: list[Any] = []
+        n = max(1, min(scorers, len(plan)))
+        self.conns: list[Any] = []
         self.procs: list[Any] | None = []
-        for i in range(max(1, min(scorers, len(plan)))):
-            q = ctx.Queue(maxsize=depth)
+        for i in range(n):
+            reader, writer = ctx.Pipe(duplex=False)
             proc = ctx.Process(
                 target=_prefetch_main,
-                args=(pipeline, plan, rows, ts, vals, q, i, max(1, min(scorers, len(plan)))),
+                args=(pipeline, plan, rows, ts, vals, writer, i, n, depth),
                 daemon=True,
                 name=f"stormeye-prefetch-{i}",
             )
-            self.queues.append(q)
-            self.procs.append(proc)
-        for proc in self.procs:
             proc.start()
+            writer.close()  # the child's alone: its death ends the pipe
+            self.conns.append(reader)
+            self.procs.append(proc)
 
     @property
     def finished(self) -> bool:
@@ -588,21 +593,21 @@ class BlockPrefetch:
         """The scores of the next block if it is the planned one (points ``lo:hi``, from
         ``first_slot``, ``steps`` steps); None (and the prefetch given up) when it is not, or
         a child failed: the caller scores it."""
-        import queue as queue_mod
-
         if self.procs is None or self.done >= len(self.plan) or self.plan[self.done] != (lo, hi, first_slot, steps):
             self.close()
             return None
-        k = self.done % len(self.queues)
-        q, proc = self.queues[k], self.procs[k]
-        while True:
-            try:
-                kind, payload = q.get(timeout=1.0)
-                break
-            except queue_mod.Empty:
-                if not proc.is_alive() and q.empty():
-                    kind, payload = "error", f"the scoring process {proc.name} ended (exit code {proc.exitcode})"
-                    break
+        import pickle
+
+        k = self.done % len(self.conns)
+        conn, proc = self.conns[k], self.procs[k]
+        try:
+            while not conn.poll(1.0):
+                if not proc.is_alive() and not conn.poll(0):
+                    raise EOFError
+            kind, payload = conn.recv()
+        except (EOFError, OSError, pickle.UnpicklingError):  # dead, perhaps halfway through a block
+            proc.join(timeout=5.0)
+            kind, payload = "error", f"the scoring process {proc.name} ended (exit code {proc.exitcode})"
         if kind != "block":
             import logging
 
@@ -622,9 +627,8 @@ class BlockPrefetch:
             if proc.is_alive():
                 proc.terminate()
             proc.join()
-        for q in self.queues:
-            q.close()
-            q.cancel_join_thread()
+        for conn in self.conns:
+            conn.close()
         self.procs = None
 
 
@@ -634,38 +638,55 @@ def _prefetch_main(
     rows: np.ndarray,
     ts: np.ndarray,
     vals: np.ndarray,
-    out: Any,
+    conn: Any,
     me: int,
     scorers: int,
+    depth: int,
 ) -> None:
     """A child of :class:`BlockPrefetch`: score the plan's blocks ``me``, ``me + scorers``, ... in
-    order and send their scores, advancing over the others (it stops when its parent is gone,
-    rather than wait on a full queue for ever)."""
+    order and send their scores (a thread sends while this one scores the next, at most ``depth``
+    ahead), advancing over the others. It stops when its parent is gone."""
     import os
-    import queue as queue_mod
+    import queue
+    import threading
     import traceback
 
     parent = os.getppid()
+    out: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=depth)
 
-    def send(item: tuple[str, Any]) -> bool:
+    def feed() -> None:
+        while True:
+            item = out.get()
+            if item is None:
+                return
+            try:
+                conn.send(item)
+            except OSError:  # the parent stopped reading
+                return
+
+    sender = threading.Thread(target=feed, daemon=True)
+    sender.start()
+
+    def put(item: tuple[str, Any] | None) -> bool:
         while True:
             try:
                 out.put(item, timeout=1.0)
                 return True
-            except queue_mod.Full:
-                if os.getppid() != parent:
+            except queue.Full:
+                if os.getppid() != parent or not sender.is_alive():
                     return False
 
     try:
         for b, (lo, hi, first_slot, steps) in enumerate(plan):
             mine = b % scorers == me
             scored = pipeline.score_replay_block(rows[lo:hi], ts[lo:hi], vals[lo:hi], first_slot, steps, score=mine)
-            if mine and not send(("block", scored)):
-                break
+            if mine and not put(("block", scored)):
+                return
     except BaseException:  # told to the parent, which scores the block itself
-        send(("error", traceback.format_exc()))
-    out.close()
-    out.join_thread()
+        put(("error", traceback.format_exc()))
+    if put(None):
+        while sender.is_alive() and os.getppid() == parent:
+            sender.join(timeout=1.0)
 
 
 def max_block(pipeline: Any) -> int:

@@ -4,6 +4,7 @@ and a live pipeline reads people's actions only when there are new ones, yet see
 from __future__ import annotations
 
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -91,6 +92,19 @@ class _FailingChild(Pipeline):
         return super().score_replay_block(*args, **kwargs)  # type: ignore[arg-type]
 
 
+class _KilledChild(Pipeline):
+    """A scoring process killed outright (SIGKILL, as the kernel kills for memory) at its third block."""
+
+    parent = os.getpid()
+    calls = 0
+
+    def score_replay_block(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if os.getpid() != self.parent and self.calls == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().score_replay_block(*args, **kwargs)  # type: ignore[arg-type]
+
+
 class _OffThePlan(Pipeline):
     """A pipeline that cannot score a block at one step mid-replay (as with an alert or an unsaved
     tick): the replay leaves the prefetch's plan there and starts another after it."""
@@ -99,13 +113,18 @@ class _OffThePlan(Pipeline):
         return first_slot != self.off and super().can_replay_block(first_slot)
 
 
-def test_a_failed_scoring_process_or_a_step_off_the_plan_leaves_the_incidents_as_they_were() -> None:
+def test_a_failed_or_killed_scoring_process_or_a_step_off_the_plan_leaves_the_incidents_as_they_were() -> None:
     storm = simulate_storm(seed=0, n_metrics=20, n_incidents=3, step=60, history_steps=520)
     batch = batch_of(storm)
     _, step_incidents, step_anomalies = run(batch, block=False)
     assert len(step_incidents) >= 3
     failing, incidents, anomalies = run(batch, block=True, prefetch=True, pipe_cls=_FailingChild)
     assert failing.prefetched == 2  # type: ignore[attr-defined]  # two blocks, then this process scored the rest
+    assert (incidents, anomalies) == (step_incidents, step_anomalies)
+    killed, incidents, anomalies = run(batch, block=True, prefetch=True, pipe_cls=_KilledChild)
+    # what the killed scorer's sending thread got out before the kill (none of it, some, or a
+    # block cut halfway: an end of file to the parent, not a wait for ever); the rest scored here
+    assert killed.prefetched <= 2  # type: ignore[attr-defined]
     assert (incidents, anomalies) == (step_incidents, step_anomalies)
     _OffThePlan.off = int(storm.timestamps[len(storm.timestamps) // 2]) // 60  # type: ignore[attr-defined]
     off, incidents, anomalies = run(batch, block=True, prefetch=True, pipe_cls=_OffThePlan)
