@@ -191,12 +191,14 @@ def contrast_vectors(index: NameIndex, names: Sequence[str], config: GroupingCon
 
 def _normalize(mat: sp.csr_matrix) -> sp.csr_matrix:
     """Rows scaled to unit length (empty rows stay empty), computed on the CSR arrays: a step's
-    grouping normalizes a few dozen names, where sparse products cost more in setup than in work."""
+    grouping normalizes a few dozen names, where sparse products cost more in setup than in work.
+    The rows keep their entries' order (a diagonal product reorders them), and a norm may differ
+    from the product's in the last bit."""
     counts = np.diff(mat.indptr)
     row = np.repeat(np.arange(mat.shape[0]), counts)
     sq = np.zeros(mat.shape[0])
     full = np.flatnonzero(counts)
-    if len(full):  # each row's sum of squares as scipy's row sum adds them (np.add.reduceat)
+    if len(full):  # each row's sum of squares, over its entries in their order (np.add.reduceat)
         sq[full] = np.add.reduceat(mat.data * mat.data, mat.indptr[full])
     norms = np.sqrt(sq)
     norms[norms == 0] = 1.0

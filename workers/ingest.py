@@ -382,7 +382,7 @@ class ReplayResult:
     last: float | None
     merged: int = 0  # points replaced by a later one of the same metric in the same step (last given wins)
     reordered: int = 0  # points of a metric given before the point preceding them in time (sorted into place)
-    prefetched: int = 0  # blocks a second process scored ahead (replay's prefetch); the rest were scored here
+    prefetched: int = 0  # blocks the scoring processes scored ahead (replay's prefetch); the rest were scored here
 
 
 def replay(
@@ -406,12 +406,12 @@ def replay(
     metric in the steps before it) goes the step-by-step way, and so does every step of a
     pipeline that cannot score blocks (alerts, another window store).
 
-    ``prefetch``: a second process scores the blocks ahead (:class:`BlockPrefetch`) while this
-    one hands their steps to the trackers, the two halves of a replay taking about the same
-    time. None (default): when the machine has a second core, this process runs no other thread
-    (forking one that does is unsafe) and the replay holds at least :data:`PREFETCH_MIN_BLOCKS`
-    blocks in a row; False: never; True: whenever it can fork. The incidents are the same
-    either way.
+    ``prefetch``: two forked processes score the blocks ahead (:class:`BlockPrefetch`) while
+    this one hands their steps to the trackers. None (default): when the machine has a second
+    core, this process runs no other thread (forking one that does is unsafe) and the replay
+    holds at least :data:`PREFETCH_MIN_BLOCKS` blocks in a row; False: never; True: whenever it
+    can fork. The incidents are the same either way (``ReplayResult.prefetched``: how many
+    blocks came from the scorers).
     """
     names, ts, vals = batch.arrays()
     if not len(ts):
