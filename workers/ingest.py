@@ -407,8 +407,8 @@ def replay(
     pipeline that cannot score blocks (alerts, another window store).
 
     ``prefetch``: two forked processes score the blocks ahead (:class:`BlockPrefetch`) while
-    this one hands their steps to the trackers. None (default): when the machine has a second
-    core, this process runs no other thread (forking one that does is unsafe) and the replay
+    this one hands their steps to the trackers. None (default): on Linux, when the machine has a
+    second core, this process runs no other thread (forking one that does is unsafe) and the replay
     holds at least :data:`PREFETCH_MIN_BLOCKS` blocks in a row; False: never; True: whenever it
     can fork. The incidents are the same either way (``ReplayResult.prefetched``: how many
     blocks came from the scorers).
@@ -520,13 +520,16 @@ PREFETCH_MIN_BLOCKS = 8
 def _may_prefetch(prefetch: bool | None) -> bool:
     import multiprocessing
     import os
+    import sys
     import threading
 
     if prefetch is False or "fork" not in multiprocessing.get_all_start_methods():
         return False
     if prefetch:
         return True
-    return (os.cpu_count() or 1) > 1 and threading.active_count() == 1
+    # by itself only on Linux: macOS's system libraries are not safe to fork (Python's own default
+    # there is spawn since 3.8)
+    return sys.platform.startswith("linux") and (os.cpu_count() or 1) > 1 and threading.active_count() == 1
 
 
 class BlockPrefetch:

@@ -215,7 +215,7 @@ class Settings(BaseSettings):
     ingest_prefetch: bool | None = Field(
         None,
         description="stormeye ingest scores blocks of steps ahead in two forked processes while it groups: "
-        "unset = when the machine has a second core and the process runs no other thread; false = never; "
+        "unset = on Linux when the machine has a second core and the process runs no other thread; false = never; "
         "true = whenever the platform can fork (docs/ingest.md)",
     )
 
