@@ -43,6 +43,8 @@ def is_alert(anomaly: Any) -> bool:
     if getattr(anomaly, "detector", None) in ALERT_SOURCES:
         return True
     evidence = getattr(anomaly, "evidence", None)
+    if type(evidence) is dict:  # the usual case, without the abstract class check
+        return bool(evidence.get("alert"))
     return isinstance(evidence, Mapping) and bool(evidence.get("alert"))
 
 

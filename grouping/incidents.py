@@ -143,20 +143,21 @@ class Member:
 
 
 _PRIMITIVE = (str, int, float, bool, type(None))
+_PRIMITIVE_TYPES = frozenset(_PRIMITIVE)
 
 
 def _plain(v: Any) -> Any:
-    """``v`` as ``dataclasses.asdict`` copies a field's value: containers copied, items alike."""
+    """``v`` as ``dataclasses.asdict`` copies a field's value: containers copied, items alike
+    (plain items taken as they are, without a call each: an incident's members' evidence holds
+    hundreds of them)."""
     if isinstance(v, _PRIMITIVE):
         return v
     if isinstance(v, dict):
-        return type(v)((_plain(k), _plain(x)) for k, x in v.items())
+        prim = _PRIMITIVE_TYPES
+        return type(v)((k if type(k) in prim else _plain(k), x if type(x) in prim else _plain(x)) for k, x in v.items())
     if isinstance(v, (list, tuple)) and not hasattr(v, "_fields"):
-        return type(v)(_plain(x) for x in v)
+        return type(v)(x if type(x) in _PRIMITIVE_TYPES else _plain(x) for x in v)
     return asdict(v) if hasattr(v, "__dataclass_fields__") else deepcopy(v)
-
-
-_PRIMITIVE_TYPES = frozenset(_PRIMITIVE)
 
 
 def _member_dict(m: Member) -> dict[str, Any]:
