@@ -219,8 +219,8 @@ def _sharing_pairs(mat: sp.csr_matrix, left: np.ndarray) -> tuple[np.ndarray, np
     if not len(cols):
         z = np.zeros(0, dtype=np.int64)
         return z, z.copy()
-    first = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
-    size = np.diff(np.r_[first, len(cols)])
+    first = np.flatnonzero(np.concatenate(([True], cols[1:] != cols[:-1])))
+    size = np.diff(np.concatenate((first, [len(cols)])))
     group = np.repeat(np.arange(len(first)), size)
     is_left = np.zeros(n, bool)
     is_left[left] = True
@@ -471,7 +471,7 @@ def merge_pairs(
     only the topology proposed a pair) and a 0/1 topology flag per pair."""
     keys = left.astype(np.int64) * n_nodes + right
     tkeys = ta.astype(np.int64) * n_nodes + tb
-    allk = sorted_unique(np.r_[keys, tkeys])
+    allk = sorted_unique(np.concatenate((keys, tkeys)))
     sim = np.zeros(len(allk))
     sim[np.searchsorted(allk, keys)] = name_sim
     topo = np.zeros(len(allk))
@@ -552,8 +552,8 @@ def candidate_pairs(
     if len(bare) > 1:
         ba, bb = np.meshgrid(bare, bare, indexing="ij")
         keep = (ba < bb) & (is_new[ba] | is_new[bb])
-        keys = np.r_[keys, ba[keep] * n_nodes + bb[keep]]
-        vals = np.r_[vals, np.ones(int(keep.sum()))]
+        keys = np.concatenate((keys, ba[keep] * n_nodes + bb[keep]))
+        vals = np.concatenate((vals, np.ones(int(keep.sum()))))
         order = np.argsort(keys, kind="stable")
         keys, vals = keys[order], vals[order]
         a, b = keys // n_nodes, keys % n_nodes
@@ -570,12 +570,12 @@ def candidate_pairs(
     prank[np.lexsort((np.abs(starts[a] - starts[b]), -vals))] = np.arange(len(a))
     pid = np.arange(len(a))
     side_a, side_b = pid[is_new[a]], pid[is_new[b]]
-    rows = np.r_[a[side_a], b[side_b]]
-    pid = np.r_[side_a, side_b]
+    rows = np.concatenate((a[side_a], b[side_b]))
+    pid = np.concatenate((side_a, side_b))
     order = np.argsort(rows * len(a) + prank[pid], kind="stable")
     rows, pid = rows[order], pid[order]
-    first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    rank = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
+    first = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+    rank = np.arange(len(rows)) - np.repeat(first, np.diff(np.concatenate((first, [len(rows)]))))
     keep = np.zeros(len(a), bool)
     keep[pid[rank < config.max_neighbours]] = True
     return a[keep], b[keep], vals[keep]
