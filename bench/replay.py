@@ -118,38 +118,33 @@ def head(batch: PointBatch, steps: int) -> PointBatch:
     )
 
 
-#: blocks the last block replay took from the processes scoring ahead (``ReplayResult.prefetched``)
-PREFETCHED: list[int] = [0]
-
-
-def run(batch: PointBatch, block: bool) -> tuple[float, list[Any], list[Any]]:
+def run(batch: PointBatch, block: bool) -> tuple[float, list[Any], list[Any], int]:
+    """Seconds, incidents, anomalies, and blocks the processes scoring ahead gave (``ReplayResult.prefetched``)."""
     names, ts, _ = batch.arrays()
     pipe = Pipeline(Settings(database_url="sqlite://", step_s=infer_step(names, ts)), keep_archive=True)
     t = time.perf_counter()
     res = replay(pipe, batch, block=block)
     took = time.perf_counter() - t
-    if block:
-        PREFETCHED[0] = res.prefetched
-    return took, pipe.incident_list(include_merged=True), pipe.anomaly_list()
+    return took, pipe.incident_list(include_merged=True), pipe.anomaly_list(), res.prefetched
 
 
 def case(key: str, batch: PointBatch, slice_steps: int | None = None) -> dict[str, Any]:
     """Block replay of ``batch``; step-by-step replay of it (or of its first ``slice_steps``), and the check."""
-    took, incidents, anomalies = run(batch, block=True)
+    took, incidents, anomalies, prefetched = run(batch, block=True)
     out: dict[str, Any] = {
         f"{key}_points": len(batch),
         f"{key}_seconds": round(took, 2),
         f"{key}_points_per_s": round(len(batch) / took),
-        f"{key}_prefetched_blocks": PREFETCHED[0],
+        f"{key}_prefetched_blocks": prefetched,
         f"{key}_incidents": len(incidents),
         f"{key}_anomalies": len(anomalies),
     }
     ref = batch if slice_steps is None else head(batch, slice_steps)
     if slice_steps is not None:
-        b_took, incidents, anomalies = run(ref, block=True)
+        b_took, incidents, anomalies, _ = run(ref, block=True)
         out[f"{key}_slice_steps"] = slice_steps
         out[f"{key}_slice_block_points_per_s"] = round(len(ref) / b_took)
-    s_took, s_incidents, s_anomalies = run(ref, block=False)
+    s_took, s_incidents, s_anomalies, _ = run(ref, block=False)
     out[f"{key}_step_by_step_points_per_s"] = round(len(ref) / s_took)
     out[f"{key}_step_by_step_measured_on"] = (
         "the whole history" if slice_steps is None else f"the first {slice_steps} steps"

@@ -45,7 +45,7 @@ import numpy as np
 from scipy.signal import lfilter
 from scipy.special import log_ndtr, ndtri
 
-from stormeye.detectors.rowstats import nan_median, nan_quantiles, sorted_rows
+from stormeye.detectors.rowstats import nan_median, nan_quantiles, quantiles_of_sorted, sorted_rows
 
 MAD_TO_SIGMA = 1.4826
 
@@ -135,20 +135,8 @@ def robust_location_scale(hist: np.ndarray, min_scale: float) -> tuple[np.ndarra
 
 def tail_stretch(dev: np.ndarray, scale: np.ndarray, q: float) -> np.ndarray:
     """How much heavier than a normal's the |dev / scale| tail is at quantile ``q`` (at least 1)."""
-    # the quantile of |dev| / scale, dividing only the two values each row's quantile reads:
-    # dividing by a positive number keeps the order, so they are the same two values
     s, n = sorted_rows(np.abs(dev), overwrite=True)
-    zq = np.full(s.shape[0], np.nan)
-    ok = n > 0
-    if ok.any():
-        rows = np.flatnonzero(ok)
-        last = (n[ok] - 1).astype(np.float64)
-        pos = q * last
-        lo = np.floor(pos).astype(np.int64)
-        hi = np.minimum(lo + 1, n[ok] - 1)
-        a = s[rows, lo] / scale[rows]
-        b = s[rows, hi] / scale[rows]
-        zq[ok] = a + (b - a) * (pos - lo)
+    zq = quantiles_of_sorted(s, n, (q,), divisor=scale)[0]
     return np.maximum(1.0, np.nan_to_num(zq, nan=1.0) / float(ndtri(0.5 + q / 2)))
 
 

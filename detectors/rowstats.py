@@ -26,8 +26,14 @@ def sorted_rows(x: np.ndarray, overwrite: bool = False) -> tuple[np.ndarray, np.
     return np.sort(x, axis=1), n
 
 
-def quantiles_of_sorted(s: np.ndarray, n: np.ndarray, qs: Sequence[float]) -> np.ndarray:
-    """Quantiles ``qs`` of each row of a :func:`sorted_rows` result: shape ``(len(qs), rows)``."""
+def quantiles_of_sorted(
+    s: np.ndarray, n: np.ndarray, qs: Sequence[float], divisor: np.ndarray | None = None
+) -> np.ndarray:
+    """Quantiles ``qs`` of each row of a :func:`sorted_rows` result: shape ``(len(qs), rows)``.
+
+    ``divisor`` (positive, one per row): the quantiles of the rows divided by it, dividing only
+    the two values each quantile reads (division by a positive number keeps the order, so they are
+    the same values as those of the divided rows, without dividing the whole block)."""
     out = np.full((len(qs), s.shape[0]), np.nan)
     ok = n > 0
     if not ok.any():
@@ -41,6 +47,8 @@ def quantiles_of_sorted(s: np.ndarray, n: np.ndarray, qs: Sequence[float]) -> np
         frac = pos - lo
         a = s[rows, lo]
         b = s[rows, hi]
+        if divisor is not None:
+            a, b = a / divisor[rows], b / divisor[rows]
         out[k, ok] = a + (b - a) * frac
     return out
 

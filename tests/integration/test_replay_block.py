@@ -85,24 +85,21 @@ class _FailingChild(Pipeline):
     parent = os.getpid()
     calls = 0
 
+    def fail(self) -> None:
+        raise RuntimeError("the scoring process failed")
+
     def score_replay_block(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
         self.calls += 1
         if os.getpid() != self.parent and self.calls == 3:
-            raise RuntimeError("the scoring process failed")
+            self.fail()
         return super().score_replay_block(*args, **kwargs)  # type: ignore[arg-type]
 
 
-class _KilledChild(Pipeline):
+class _KilledChild(_FailingChild):
     """A scoring process killed outright (SIGKILL, as the kernel kills for memory) at its third block."""
 
-    parent = os.getpid()
-    calls = 0
-
-    def score_replay_block(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
-        self.calls += 1
-        if os.getpid() != self.parent and self.calls == 3:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return super().score_replay_block(*args, **kwargs)  # type: ignore[arg-type]
+    def fail(self) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _OffThePlan(Pipeline):
